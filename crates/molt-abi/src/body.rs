@@ -1,0 +1,161 @@
+//! How a Rust closure becomes a process body the core can run:
+//! [`ProcessStart::new`] and the future it hands over.
+//!
+//! This is the one place user process code is polled, so it owns the rule
+//! that no panic leaves user code: a panic in the closure, in the future's
+//! `poll` or in its `drop` is caught here and becomes the process's exit
+//! reason ([`ExitReason::Panicked`]); the core only ever sees a future that
+//! completes.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::mem::ManuallyDrop;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_ffi::FfiFuture;
+
+use crate::contract::{ProcessStart, Str};
+use crate::exit::{ExitReason, IntoExitReason};
+use crate::process::{Process, ProcessRef};
+
+impl ProcessStart {
+    /// Packs `body` so the core can start it as a process.
+    pub fn new<F, Fut>(body: F) -> ProcessStart
+    where
+        F: FnOnce(Process) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        unsafe extern "C" fn start<F, Fut>(env: *mut c_void, process: Process) -> FfiFuture<()>
+        where
+            F: FnOnce(Process) -> Fut + Send + 'static,
+            Fut: Future + Send + 'static,
+            Fut::Output: IntoExitReason,
+        {
+            // SAFETY: `env` came from `Box::into_raw(Box<F>)` in `new` with
+            // this very `F`, and the core calls `start` or `drop_env` once.
+            let body = unsafe { Box::from_raw(env.cast::<F>()) };
+            let this = process.as_ref();
+            FfiFuture::new(ProcessBody::new(this, *body, process))
+        }
+
+        unsafe extern "C" fn drop_env<F>(env: *mut c_void) {
+            // SAFETY: as in `start`: a `Box<F>` made by `new`, dropped once.
+            let body = unsafe { Box::from_raw(env.cast::<F>()) };
+            // A closure's captures may panic in drop; never unwind into the core.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(body)));
+        }
+
+        ProcessStart {
+            env: Box::into_raw(Box::new(body)).cast(),
+            start: start::<F, Fut>,
+            drop_env: drop_env::<F>,
+            code: Str::new(std::any::type_name::<F>()),
+        }
+    }
+}
+
+/// The future the core polls: runs the closure on first poll, then its
+/// future, and reports how it ended.
+struct ProcessBody<F, Fut> {
+    this: ProcessRef,
+    /// The closure and its process, until the first poll.
+    start: Option<(F, Process)>,
+    /// The closure's future. Structurally pinned: written once while `None`,
+    /// then only polled in place and dropped in place by `finish`.
+    fut: ManuallyDrop<Option<Fut>>,
+    /// Set before `fut` is dropped, so it is dropped at most once even if its
+    /// drop panics.
+    finished: bool,
+}
+
+impl<F, Fut> ProcessBody<F, Fut> {
+    fn new(this: ProcessRef, body: F, process: Process) -> Self {
+        ProcessBody { this, start: Some((body, process)), fut: ManuallyDrop::new(None), finished: false }
+    }
+
+    /// Drops the user's closure or future in place, catching a panicking drop.
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let start = self.start.take();
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(start)));
+        let fut = &mut self.fut;
+        // SAFETY: `finished` was false, so `fut` has not been dropped before,
+        // and it is never touched again after this.
+        let _ = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(fut) }));
+    }
+}
+
+impl<F, Fut> ProcessBody<F, Fut>
+where
+    F: FnOnce(Process) -> Fut,
+    Fut: Future,
+    Fut::Output: IntoExitReason,
+{
+    /// Drives the body one step; may panic (the caller catches it).
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<ExitReason> {
+        if self.finished {
+            return Poll::Ready(ExitReason::Normal);
+        }
+        if let Some((body, process)) = self.start.take() {
+            // Writing into `None` moves no pinned value.
+            *self.fut = Some(body(process));
+        }
+        match self.fut.as_mut() {
+            // SAFETY: `self` is only reached through `Pin<&mut ProcessBody>`
+            // (see `poll`), and `fut` is never moved: it is polled here and
+            // dropped in place by `finish`.
+            Some(fut) => unsafe { Pin::new_unchecked(fut) }.poll(cx).map(IntoExitReason::into_exit_reason),
+            None => Poll::Ready(ExitReason::Normal),
+        }
+    }
+}
+
+impl<F, Fut> Future for ProcessBody<F, Fut>
+where
+    F: FnOnce(Process) -> Fut,
+    Fut: Future,
+    Fut::Output: IntoExitReason,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: nothing is moved out of `self`; the pinned `fut` stays in
+        // place (see `step` and `finish`).
+        let this = unsafe { self.get_unchecked_mut() };
+        let reason = match catch_unwind(AssertUnwindSafe(|| this.step(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(reason)) => reason,
+            Err(panic) => ExitReason::Panicked(panic_message(panic)),
+        };
+        this.finish();
+        this.this.set_exit_reason(&reason);
+        Poll::Ready(())
+    }
+}
+
+impl<F, Fut> Drop for ProcessBody<F, Fut> {
+    fn drop(&mut self) {
+        // A killed process's body is dropped here, not completed.
+        self.finish();
+    }
+}
+
+/// The text of a panic payload (`panic!` gives `&str` or `String`).
+pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    let message = match payload.downcast_ref::<&str>() {
+        Some(s) => (*s).to_owned(),
+        None => match payload.downcast_ref::<String>() {
+            Some(s) => s.clone(),
+            None => String::from("(a panic payload that is not a string)"),
+        },
+    };
+    // Dropping the payload may itself panic (rust-lang/rust#86027).
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    message
+}

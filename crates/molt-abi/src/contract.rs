@@ -1,0 +1,209 @@
+//! The C contract between molt's core and the code a process runs.
+//!
+//! Owns [`ProcessVTable`] (the functions the core offers a process),
+//! [`ProcessStart`] (how code hands the core a process body to run) and the
+//! `#[repr(C)]` request and status types they use. Everything here is plain
+//! data and `extern "C"` function pointers: no Rust-layout type crosses.
+//!
+//! Invariants both sides keep:
+//! - a `handle` is an opaque strong reference to a process in the core; the
+//!   core keeps it valid until `release` is called on it, and every function
+//!   of the vtable may be called with it from any thread;
+//! - bytes passed to the core are borrowed for the call only: the core
+//!   copies what it keeps, so memory is always freed by the side that
+//!   allocated it;
+//! - the core never unwinds into a caller, and code called back by the core
+//!   (a `matcher`, a `start`) catches its own panics.
+
+use std::ffi::c_void;
+
+use async_ffi::{FfiContext, FfiFuture};
+
+use crate::{MonitorRef, Pid, Process, Tag, TimerRef};
+
+/// The version of this contract. The core refuses code built against another.
+pub const ABI_VERSION: u32 = 1;
+
+/// A deadline meaning "never": receives without a timeout pass it.
+pub const NO_DEADLINE: u64 = u64::MAX;
+
+/// An opaque handle to a process in the core.
+pub type ProcessHandle = *const c_void;
+
+/// What a receive asks the core for: the oldest queued message accepted by
+/// `matcher`, looking only at messages whose tag is in `tags`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ReceiveRequest {
+    /// The tags any arm of the receive accepts; messages with other tags are
+    /// skipped without calling `matcher`.
+    pub tags: *const Tag,
+    /// How many tags `tags` points at.
+    pub tag_count: usize,
+    /// Called with each candidate, oldest first; returns true to take it out
+    /// of the mailbox (and end the receive). Must not unwind.
+    pub matcher: unsafe extern "C" fn(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> bool,
+    /// Passed to `matcher`.
+    pub env: *mut c_void,
+    /// How many queued messages this receive has already looked at; the core
+    /// advances it so a wake-up never rescans them (Erlang's saved position).
+    /// Starts at 0 for each new receive.
+    pub cursor: usize,
+    /// When the receive gives up, on the node's clock (see `now`), or
+    /// [`NO_DEADLINE`].
+    pub deadline: u64,
+}
+
+/// The outcome of one `receive` call.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiveStatus {
+    /// The matcher took a message.
+    Matched = 0,
+    /// Nothing matched yet; the task is woken when a message arrives or the
+    /// deadline passes.
+    Pending = 1,
+    /// The deadline passed with nothing matched.
+    TimedOut = 2,
+}
+
+/// The outcome of `register`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterStatus {
+    /// The name now names the pid.
+    Registered = 0,
+    /// A live process already has the name; its pid is written to `holder`.
+    NameTaken = 1,
+    /// The process already has another name.
+    AlreadyRegistered = 2,
+    /// The process is not alive (or not on this node).
+    Noproc = 3,
+    /// The name is empty or not UTF-8.
+    BadName = 4,
+}
+
+/// Whether a spawn also links or monitors the new process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpawnOptions {
+    /// Link the spawner and the new process before it runs.
+    pub link: bool,
+    /// Monitor the new process before it runs.
+    pub monitor: bool,
+}
+
+/// A borrowed UTF-8 string.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Str {
+    /// First byte.
+    pub ptr: *const u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl Str {
+    /// Borrows `s` for the duration of a call.
+    pub fn new(s: &str) -> Str {
+        Str { ptr: s.as_ptr(), len: s.len() }
+    }
+
+    /// The string again.
+    ///
+    /// # Safety
+    /// `ptr` and `len` must describe a live UTF-8 buffer for `'a`, as the
+    /// caller of a vtable function guarantees for the call's duration.
+    pub unsafe fn as_str<'a>(self) -> &'a str {
+        // SAFETY: the caller guarantees a live buffer of `len` bytes; an empty
+        // string may carry a dangling pointer, which from_raw_parts allows for
+        // len 0 only when non-null, so it is special-cased.
+        let bytes = unsafe {
+            if self.len == 0 {
+                &[]
+            } else {
+                std::slice::from_raw_parts(self.ptr, self.len)
+            }
+        };
+        std::str::from_utf8(bytes).unwrap_or("")
+    }
+}
+
+/// The functions the core offers a running process. One static table lives
+/// in the core for its whole life, so module code may hold `&'static` to it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ProcessVTable {
+    /// The contract version the core implements: [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// Drops one strong reference to the process.
+    pub release: unsafe extern "C" fn(ProcessHandle),
+    /// The process's own pid.
+    pub self_pid: unsafe extern "C" fn(ProcessHandle) -> Pid,
+    /// Nanoseconds on the node's monotonic clock, for deadlines.
+    pub now: unsafe extern "C" fn(ProcessHandle) -> u64,
+    /// Queues a copy of the message in `to`'s mailbox; a no-op if `to` is dead.
+    pub send: unsafe extern "C" fn(ProcessHandle, to: Pid, tag: Tag, bytes: *const u8, len: usize),
+    /// Sends to a registered name; false if no process has it.
+    pub send_named: unsafe extern "C" fn(ProcessHandle, name: Str, tag: Tag, bytes: *const u8, len: usize) -> bool,
+    /// Selective receive; see [`ReceiveRequest`]. Must be polled from the
+    /// process's own task.
+    pub receive: unsafe extern "C" fn(ProcessHandle, request: *mut ReceiveRequest, cx: *mut FfiContext<'_>) -> ReceiveStatus,
+    /// True once the node's clock passes `deadline`; otherwise arranges a
+    /// wake-up then.
+    pub sleep_until: unsafe extern "C" fn(ProcessHandle, deadline: u64, cx: *mut FfiContext<'_>) -> bool,
+    /// Starts a process; writes the monitor to `monitor` if one was asked.
+    pub spawn: unsafe extern "C" fn(ProcessHandle, start: ProcessStart, options: SpawnOptions, monitor: *mut MonitorRef) -> Pid,
+    /// Links the process and `to` (Erlang `link/1`).
+    pub link: unsafe extern "C" fn(ProcessHandle, to: Pid),
+    /// Removes a link (Erlang `unlink/1`).
+    pub unlink: unsafe extern "C" fn(ProcessHandle, to: Pid),
+    /// Monitors `target` (Erlang `monitor(process, Pid)`).
+    pub monitor: unsafe extern "C" fn(ProcessHandle, target: Pid) -> MonitorRef,
+    /// Removes a monitor (Erlang `demonitor/1`).
+    pub demonitor: unsafe extern "C" fn(ProcessHandle, monitor: MonitorRef),
+    /// Sends an exit signal with a postcard-encoded [`ExitReason`](crate::ExitReason).
+    pub exit: unsafe extern "C" fn(ProcessHandle, to: Pid, reason: *const u8, len: usize),
+    /// Sends the untrappable kill signal.
+    pub kill: unsafe extern "C" fn(ProcessHandle, to: Pid),
+    /// Sets whether exit signals become [`Exit`](crate::Exit) messages;
+    /// returns the previous setting.
+    pub trap_exit: unsafe extern "C" fn(ProcessHandle, trap: bool) -> bool,
+    /// Registers a name; on [`RegisterStatus::NameTaken`] writes the holder.
+    pub register: unsafe extern "C" fn(ProcessHandle, name: Str, pid: Pid, holder: *mut Pid) -> RegisterStatus,
+    /// Removes a name; false if nobody had it.
+    pub unregister: unsafe extern "C" fn(ProcessHandle, name: Str) -> bool,
+    /// Looks a name up; writes the pid and returns true if found.
+    pub whereis: unsafe extern "C" fn(ProcessHandle, name: Str, pid: *mut Pid) -> bool,
+    /// Delivers a copy of the message to `to` after `delay` nanoseconds.
+    pub send_after: unsafe extern "C" fn(ProcessHandle, delay: u64, to: Pid, tag: Tag, bytes: *const u8, len: usize) -> TimerRef,
+    /// Cancels a timer; true if it had not fired yet.
+    pub cancel_timer: unsafe extern "C" fn(ProcessHandle, timer: TimerRef) -> bool,
+    /// Records the reason the running body ends with (postcard-encoded
+    /// [`ExitReason`](crate::ExitReason)); called once, just before its
+    /// future completes.
+    pub set_exit_reason: unsafe extern "C" fn(ProcessHandle, reason: *const u8, len: usize),
+}
+
+/// A process body handed to the core: `start` turns the environment and the
+/// new process's [`Process`] into the future the core polls.
+///
+/// The core calls exactly one of `start` (which consumes `env`) or
+/// `drop_env` (if the process is never started, e.g. during shutdown).
+#[repr(C)]
+#[derive(Debug)]
+pub struct ProcessStart {
+    /// The body's captured state, owned by the side that made it.
+    pub env: *mut c_void,
+    /// Consumes `env`; never runs user code itself, so it cannot panic.
+    pub start: unsafe extern "C" fn(env: *mut c_void, process: Process) -> FfiFuture<()>,
+    /// Frees `env` without starting; must not unwind.
+    pub drop_env: unsafe extern "C" fn(env: *mut c_void),
+    /// What code the body runs, for introspection (`molt ps`): a string that
+    /// lives as long as the code that made it is loaded.
+    pub code: Str,
+}
+
+// SAFETY: `env` is a `Box<F>` with `F: Send` (see `ProcessStart::new`), so the
+// start may be handed to whichever thread spawns the process.
+unsafe impl Send for ProcessStart {}

@@ -1,0 +1,73 @@
+//! The errors a process sees from its own calls.
+
+use std::time::Duration;
+
+use crate::{ExitReason, Pid, Tag};
+
+/// Why a receive returned without a message.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiveError {
+    /// No matching message arrived within the timeout.
+    #[error("no matching message arrived within {after:?}")]
+    Timeout {
+        /// The timeout that passed.
+        after: Duration,
+    },
+    /// A message with the asked type's tag did not decode as that type: the
+    /// sender used another shape of the type under the same tag. The message
+    /// was taken out of the mailbox.
+    #[error(
+        "a message tagged {tag:?} did not decode as {type_name}: {reason}; \
+         the sender and receiver disagree on this type's shape, so give the new shape a new tag"
+    )]
+    Decode {
+        /// The message's tag.
+        tag: Tag,
+        /// The type the receive asked for.
+        type_name: &'static str,
+        /// postcard's description of the failure.
+        reason: String,
+    },
+}
+
+impl From<ReceiveError> for ExitReason {
+    fn from(error: ReceiveError) -> ExitReason {
+        ExitReason::error(error)
+    }
+}
+
+/// Why `register` refused.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// A live process already has the name (Erlang: `badarg`).
+    #[error("the name {name:?} is already registered to {holder}; unregister it first or pick another name")]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+        /// The process that has it.
+        holder: Pid,
+    },
+    /// The process already has a name; a process has at most one.
+    #[error("{pid} is already registered under another name; unregister that name first")]
+    AlreadyRegistered {
+        /// The process.
+        pid: Pid,
+    },
+    /// The process is not alive on this node.
+    #[error("{pid} is not a live process on this node")]
+    Noproc {
+        /// The process.
+        pid: Pid,
+    },
+    /// The name is empty.
+    #[error("a registered name must not be empty")]
+    BadName,
+}
+
+impl From<RegisterError> for ExitReason {
+    fn from(error: RegisterError) -> ExitReason {
+        ExitReason::error(error)
+    }
+}

@@ -1,0 +1,89 @@
+//! [`ExitReason`]: why a process ended, and how a value returned by a process
+//! becomes one ([`IntoExitReason`]).
+//!
+//! Link semantics follow Erlang: only [`ExitReason::Normal`] is ignored by a
+//! linked process that does not trap exits; every other reason takes it down
+//! with the same reason.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a process ended (Cloud Haskell's `DiedReason`, Erlang's exit reasons).
+///
+/// Crosses the module boundary and the wire as postcard bytes.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExitReason {
+    /// The process returned (Erlang `normal`, Cloud Haskell `DiedNormal`).
+    Normal,
+    /// The process was told to stop, by its node shutting down or by
+    /// `exit(pid, Shutdown)` (Erlang `shutdown`).
+    Shutdown,
+    /// The process was killed by `kill`, which cannot be trapped, or by an
+    /// exit signal carrying `Killed` (Erlang `killed`).
+    Killed,
+    /// The process did not exist when it was linked or monitored
+    /// (Erlang `noproc`).
+    Noproc,
+    /// The process panicked; the panic's message.
+    Panicked(String),
+    /// A reason given by user code: an error the process returned or the
+    /// reason passed to `exit` (Cloud Haskell `DiedException`).
+    Error(String),
+}
+
+impl ExitReason {
+    /// A user-defined reason from anything printable.
+    pub fn error(reason: impl fmt::Display) -> ExitReason {
+        ExitReason::Error(reason.to_string())
+    }
+
+    /// Whether this is [`ExitReason::Normal`], the one reason a linked
+    /// process that does not trap exits ignores.
+    pub fn is_normal(&self) -> bool {
+        matches!(self, ExitReason::Normal)
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Normal => f.write_str("normal"),
+            ExitReason::Shutdown => f.write_str("shutdown"),
+            ExitReason::Killed => f.write_str("killed"),
+            ExitReason::Noproc => f.write_str("noproc"),
+            ExitReason::Panicked(message) => write!(f, "panicked: {message}"),
+            ExitReason::Error(reason) => write!(f, "error: {reason}"),
+        }
+    }
+}
+
+/// What a process function may return: `()` ends the process normally, an
+/// [`ExitReason`] ends it with that reason, and `Result<(), E>` ends it
+/// normally or with `E` turned into a reason.
+pub trait IntoExitReason {
+    /// The reason the process ends with.
+    fn into_exit_reason(self) -> ExitReason;
+}
+
+impl IntoExitReason for () {
+    fn into_exit_reason(self) -> ExitReason {
+        ExitReason::Normal
+    }
+}
+
+impl IntoExitReason for ExitReason {
+    fn into_exit_reason(self) -> ExitReason {
+        self
+    }
+}
+
+impl<E: Into<ExitReason>> IntoExitReason for Result<(), E> {
+    fn into_exit_reason(self) -> ExitReason {
+        match self {
+            Ok(()) => ExitReason::Normal,
+            Err(error) => error.into(),
+        }
+    }
+}

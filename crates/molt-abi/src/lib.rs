@@ -1,0 +1,31 @@
+//! What molt's core and the code its processes run share: the process API
+//! ([`Process`]), the plain data both sides speak ([`Pid`], [`ExitReason`],
+//! [`Message`] and its [`Envelope`]) and the C contract beneath them
+//! ([`contract`]).
+//!
+//! The core (`molt`) implements [`contract::ProcessVTable`]; code compiled
+//! into the host and code loaded from a module both reach the core only
+//! through it, so a process reads the same whichever side runs it. Nothing
+//! here keeps state or runs a scheduler.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod body;
+pub mod contract;
+mod error;
+mod exit;
+mod message;
+mod pid;
+mod process;
+mod receive;
+
+pub use error::{ReceiveError, RegisterError};
+pub use exit::{ExitReason, IntoExitReason};
+pub use message::{Down, Envelope, Exit, Message, Payload, Tag};
+pub use pid::{MonitorRef, NodeId, Pid, TimerRef};
+pub use process::{Process, Sleep};
+pub use receive::{Expect, Receive};
+
+/// Re-exported so message types can derive `Serialize` and `Deserialize`
+/// through molt without naming serde's version.
+pub use serde;

@@ -1,0 +1,72 @@
+//! Identities that are meaningful on every node: [`Pid`], [`NodeId`],
+//! [`MonitorRef`] and [`TimerRef`].
+//!
+//! All of them are plain `#[repr(C)]` values: they cross the module boundary
+//! by value and the wire as postcard bytes, and they never point into memory.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Which node a pid lives on: a stable 64-bit hash of the node's name.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub u64);
+
+impl NodeId {
+    /// The id of the node called `name` (FNV-1a of its bytes): every node
+    /// computes the same id for the same name.
+    pub const fn from_name(name: &str) -> NodeId {
+        NodeId(crate::message::fnv1a(name.as_bytes(), crate::message::FNV_OFFSET))
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({:08x})", self.0 as u32)
+    }
+}
+
+/// A process identifier: the node, the node's incarnation and a serial.
+///
+/// A restarted node gets a new `creation`, so a pid of its previous life never
+/// names one of its new processes (Erlang's creation number).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Pid {
+    /// The node the process runs on.
+    pub node: NodeId,
+    /// Which start of that node created the process.
+    pub creation: u32,
+    /// The process's number on its node, never reused within one creation.
+    pub serial: u64,
+}
+
+impl fmt::Display for Pid {
+    /// `<node.serial.creation>`, in the spirit of Erlang's `<0.42.0>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{:08x}.{}.{}>", self.node.0 as u32, self.serial, self.creation)
+    }
+}
+
+impl fmt::Debug for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Names one monitor: returned by `monitor`, carried by the [`Down`](crate::Down)
+/// it fires, and given to `demonitor`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MonitorRef {
+    /// Unique on the node that made it.
+    pub id: u64,
+    /// The monitored process.
+    pub target: Pid,
+}
+
+/// Names a timer started by `send_after`, for `cancel_timer`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TimerRef(pub u64);

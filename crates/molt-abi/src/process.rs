@@ -1,0 +1,352 @@
+//! [`Process`]: the one process API, the same for a process compiled into the
+//! host and one whose code is loaded from a module.
+//!
+//! A `Process` is a strong reference to the process's state in the core plus
+//! the core's [`ProcessVTable`]; every call goes through that table, so this
+//! file holds no runtime logic of its own: it encodes arguments, calls the
+//! core, and decodes the answer. The process's body owns its `Process` (it is
+//! handed the value when it starts) and only that body may receive with it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_ffi::ContextExt;
+
+use crate::contract::{ProcessHandle, ProcessStart, ProcessVTable, RegisterStatus, SpawnOptions, Str};
+use crate::receive::{Expect, Receive};
+use crate::{ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, TimerRef};
+
+/// A running process's view of itself and of the node: send, receive, spawn,
+/// link, monitor, register, timers (Cloud Haskell's `Process` monad, Erlang's
+/// BIFs).
+#[repr(C)]
+pub struct Process {
+    vtable: &'static ProcessVTable,
+    handle: ProcessHandle,
+}
+
+// SAFETY: the handle is a strong reference to core state that is `Send + Sync`
+// (the core's contract: every vtable function may be called from any thread),
+// and the vtable is an immutable static.
+unsafe impl Send for Process {}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process").field("pid", &self.self_pid()).finish()
+    }
+}
+
+/// A non-owning copy of a [`Process`]'s handle, for code that runs while a
+/// strong reference is known to be held elsewhere (the process's own task).
+#[derive(Clone, Copy)]
+pub(crate) struct ProcessRef {
+    vtable: &'static ProcessVTable,
+    handle: ProcessHandle,
+}
+
+// SAFETY: as for `Process`; a `ProcessRef` is only used while the core's task
+// holds the process's state alive.
+unsafe impl Send for ProcessRef {}
+
+impl ProcessRef {
+    pub(crate) fn set_exit_reason(self, reason: &ExitReason) {
+        with_encoded(reason, |bytes| {
+            // SAFETY: the handle is alive (the core polls the body that holds
+            // this reference) and `bytes` is valid for the call.
+            unsafe { (self.vtable.set_exit_reason)(self.handle, bytes.as_ptr(), bytes.len()) }
+        });
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SAFETY: this `Process` owns one strong reference, released once here.
+        unsafe { (self.vtable.release)(self.handle) }
+    }
+}
+
+impl Process {
+    /// Wraps a strong reference made by the core.
+    ///
+    /// # Safety
+    /// `handle` must be a strong reference to a process that `vtable`
+    /// implements, owned by the caller and handed over to the new `Process`
+    /// (which releases it on drop); `vtable` must be valid for the rest of
+    /// the program.
+    pub unsafe fn from_raw(vtable: &'static ProcessVTable, handle: ProcessHandle) -> Process {
+        Process { vtable, handle }
+    }
+
+    /// The handle, for the core to identify the process; `self` keeps it alive.
+    pub fn handle(&self) -> ProcessHandle {
+        self.handle
+    }
+
+    pub(crate) fn as_ref(&self) -> ProcessRef {
+        ProcessRef { vtable: self.vtable, handle: self.handle }
+    }
+
+    pub(crate) fn vtable(&self) -> &'static ProcessVTable {
+        self.vtable
+    }
+
+    /// This process's pid (Cloud Haskell `getSelfPid`, Erlang `self()`).
+    pub fn self_pid(&self) -> Pid {
+        // SAFETY: `self` holds a strong reference to the handle.
+        unsafe { (self.vtable.self_pid)(self.handle) }
+    }
+
+    /// Nanoseconds on the node's monotonic clock.
+    pub(crate) fn now(&self) -> u64 {
+        // SAFETY: `self` holds a strong reference to the handle.
+        unsafe { (self.vtable.now)(self.handle) }
+    }
+
+    /// Sends `message` to `to`. Never blocks and never fails: a message to a
+    /// dead process is dropped, as in Erlang. Messages from one process to
+    /// another arrive in the order they were sent.
+    pub fn send<M: Message>(&self, to: Pid, message: &M) {
+        with_encoded(message, |bytes| {
+            // SAFETY: `self` holds the handle; `bytes` is valid for the call.
+            unsafe { (self.vtable.send)(self.handle, to, M::TAG, bytes.as_ptr(), bytes.len()) }
+        });
+    }
+
+    /// Sends to the process registered as `name` (Cloud Haskell `nsend`,
+    /// Erlang `Name ! Msg`); returns false if no process has the name.
+    pub fn nsend<M: Message>(&self, name: &str, message: &M) -> bool {
+        with_encoded(message, |bytes| {
+            // SAFETY: `self` holds the handle; `name` and `bytes` are valid for the call.
+            unsafe { (self.vtable.send_named)(self.handle, Str::new(name), M::TAG, bytes.as_ptr(), bytes.len()) }
+        })
+    }
+
+    /// Waits for the oldest message of type `M`, leaving every other message
+    /// queued in order (Cloud Haskell `expect`).
+    pub fn expect<M: Message>(&mut self) -> Expect<'_, M> {
+        Expect::new(self, None)
+    }
+
+    /// [`expect`](Self::expect) that gives up after `timeout` with
+    /// [`ReceiveError::Timeout`](crate::ReceiveError::Timeout) (Cloud
+    /// Haskell `expectTimeout`).
+    pub fn expect_timeout<M: Message>(&mut self, timeout: Duration) -> Expect<'_, M> {
+        Expect::new(self, Some(timeout))
+    }
+
+    /// A receive with several arms (Cloud Haskell `receiveWait`, Erlang
+    /// `receive`): add arms with [`Receive::on`] and [`Receive::on_if`], then
+    /// await it. The oldest message that any arm accepts is taken; arms are
+    /// tried in order for each message.
+    pub fn receive<R>(&mut self) -> Receive<'_, R> {
+        Receive::new(self, None)
+    }
+
+    /// [`receive`](Self::receive) that gives up after `timeout` (Cloud
+    /// Haskell `receiveTimeout`, Erlang `receive … after`).
+    pub fn receive_timeout<R>(&mut self, timeout: Duration) -> Receive<'_, R> {
+        Receive::new(self, Some(timeout))
+    }
+
+    /// Starts a new process running `body` (Cloud Haskell `spawnLocal`).
+    pub fn spawn<F, Fut>(&self, body: F) -> Pid
+    where
+        F: FnOnce(Process) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        self.spawn_with(ProcessStart::new(body), SpawnOptions::default()).0
+    }
+
+    /// Starts a new process linked to this one (Erlang `spawn_link`).
+    pub fn spawn_link<F, Fut>(&self, body: F) -> Pid
+    where
+        F: FnOnce(Process) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        self.spawn_with(ProcessStart::new(body), SpawnOptions { link: true, monitor: false }).0
+    }
+
+    /// Starts a new process monitored by this one (Erlang `spawn_monitor`).
+    pub fn spawn_monitor<F, Fut>(&self, body: F) -> (Pid, MonitorRef)
+    where
+        F: FnOnce(Process) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        let (pid, monitor) = self.spawn_with(ProcessStart::new(body), SpawnOptions { link: false, monitor: true });
+        (pid, monitor.expect("the core writes a monitor when one is asked for"))
+    }
+
+    /// Starts a prepared body with the given options; the one spawn primitive.
+    pub fn spawn_with(&self, start: ProcessStart, options: SpawnOptions) -> (Pid, Option<MonitorRef>) {
+        let mut monitor = MonitorRef { id: 0, target: self.self_pid() };
+        // SAFETY: `self` holds the handle; `start` is handed over by value and
+        // `monitor` is a valid place for the core to write.
+        let pid = unsafe { (self.vtable.spawn)(self.handle, start, options, &mut monitor) };
+        (pid, options.monitor.then_some(monitor))
+    }
+
+    /// Links this process and `to`: when either ends abnormally the other
+    /// gets an exit signal. Linking to a dead process sends this process an
+    /// exit signal with reason [`ExitReason::Noproc`].
+    pub fn link(&self, to: Pid) {
+        // SAFETY: `self` holds the handle.
+        unsafe { (self.vtable.link)(self.handle, to) }
+    }
+
+    /// Removes the link to `to`, if any.
+    pub fn unlink(&self, to: Pid) {
+        // SAFETY: `self` holds the handle.
+        unsafe { (self.vtable.unlink)(self.handle, to) }
+    }
+
+    /// Monitors `target`: a [`Down`](crate::Down) message arrives when it
+    /// ends, at once with [`ExitReason::Noproc`] if it is not alive.
+    pub fn monitor(&self, target: Pid) -> MonitorRef {
+        // SAFETY: `self` holds the handle.
+        unsafe { (self.vtable.monitor)(self.handle, target) }
+    }
+
+    /// Removes a monitor; a `Down` already queued stays queued.
+    pub fn demonitor(&self, monitor: MonitorRef) {
+        // SAFETY: `self` holds the handle.
+        unsafe { (self.vtable.demonitor)(self.handle, monitor) }
+    }
+
+    /// Sends `to` an exit signal (Erlang `exit/2`): a process that traps
+    /// exits gets an [`Exit`](crate::Exit) message; otherwise it ends with
+    /// `reason`, unless `reason` is [`ExitReason::Normal`].
+    pub fn exit(&self, to: Pid, reason: ExitReason) {
+        with_encoded(&reason, |bytes| {
+            // SAFETY: `self` holds the handle; `bytes` is valid for the call.
+            unsafe { (self.vtable.exit)(self.handle, to, bytes.as_ptr(), bytes.len()) }
+        });
+    }
+
+    /// Kills `to` with reason [`ExitReason::Killed`]; cannot be trapped
+    /// (Erlang `exit(Pid, kill)`).
+    pub fn kill(&self, to: Pid) {
+        // SAFETY: `self` holds the handle.
+        unsafe { (self.vtable.kill)(self.handle, to) }
+    }
+
+    /// Sets whether exit signals arrive as [`Exit`](crate::Exit) messages
+    /// instead of ending this process (Erlang
+    /// `process_flag(trap_exit, Trap)`); returns the previous setting.
+    pub fn trap_exit(&self, trap: bool) -> bool {
+        // SAFETY: `self` holds the handle.
+        unsafe { (self.vtable.trap_exit)(self.handle, trap) }
+    }
+
+    /// Registers `name` for `pid` on this node; the name goes away when the
+    /// process ends.
+    ///
+    /// # Errors
+    /// When the name is taken by a live process, the process already has a
+    /// name, or it is not alive.
+    pub fn register(&self, name: &str, pid: Pid) -> Result<(), RegisterError> {
+        let mut holder = pid;
+        // SAFETY: `self` holds the handle; `name` is valid for the call and
+        // `holder` is a valid place to write.
+        let status = unsafe { (self.vtable.register)(self.handle, Str::new(name), pid, &mut holder) };
+        match status {
+            RegisterStatus::Registered => Ok(()),
+            RegisterStatus::NameTaken => Err(RegisterError::NameTaken { name: name.to_owned(), holder }),
+            RegisterStatus::AlreadyRegistered => Err(RegisterError::AlreadyRegistered { pid }),
+            RegisterStatus::Noproc => Err(RegisterError::Noproc { pid }),
+            RegisterStatus::BadName => Err(RegisterError::BadName),
+        }
+    }
+
+    /// Removes a registered name; false if nobody had it.
+    pub fn unregister(&self, name: &str) -> bool {
+        // SAFETY: `self` holds the handle; `name` is valid for the call.
+        unsafe { (self.vtable.unregister)(self.handle, Str::new(name)) }
+    }
+
+    /// The process registered as `name` on this node, if any.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        let mut pid = self.self_pid();
+        // SAFETY: `self` holds the handle; `name` is valid and `pid` writable.
+        let found = unsafe { (self.vtable.whereis)(self.handle, Str::new(name), &mut pid) };
+        found.then_some(pid)
+    }
+
+    /// Waits for `duration` on the node's clock; other processes run meanwhile.
+    pub fn sleep(&mut self, duration: Duration) -> Sleep<'_> {
+        Sleep { process: self, duration, deadline: None }
+    }
+
+    /// Delivers `message` to `to` after `delay` (Erlang `erlang:send_after/3`).
+    pub fn send_after<M: Message>(&self, delay: Duration, to: Pid, message: &M) -> TimerRef {
+        with_encoded(message, |bytes| {
+            // SAFETY: `self` holds the handle; `bytes` is valid for the call.
+            unsafe { (self.vtable.send_after)(self.handle, nanos(delay), to, M::TAG, bytes.as_ptr(), bytes.len()) }
+        })
+    }
+
+    /// Cancels a `send_after`; true if the message had not been sent yet.
+    pub fn cancel_timer(&self, timer: TimerRef) -> bool {
+        // SAFETY: `self` holds the handle.
+        unsafe { (self.vtable.cancel_timer)(self.handle, timer) }
+    }
+
+    /// A deadline `timeout` from now on the node's clock.
+    pub(crate) fn deadline_after(&self, timeout: Duration) -> u64 {
+        self.now().saturating_add(nanos(timeout))
+    }
+}
+
+/// The future of [`Process::sleep`].
+#[derive(Debug)]
+#[must_use = "a sleep does nothing unless awaited"]
+pub struct Sleep<'p> {
+    process: &'p Process,
+    duration: Duration,
+    deadline: Option<u64>,
+}
+
+impl Future for Sleep<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = match self.deadline {
+            Some(deadline) => deadline,
+            None => {
+                let deadline = self.process.deadline_after(self.duration);
+                self.deadline = Some(deadline);
+                deadline
+            }
+        };
+        let process = self.process;
+        // SAFETY: `process` holds the handle; the context is valid for the call.
+        let done = cx.with_ffi_context(|cx| unsafe { (process.vtable.sleep_until)(process.handle, deadline, cx) });
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
+pub(crate) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX - 1)
+}
+
+/// Runs `f` on `value`'s postcard bytes, encoded on the stack when small.
+///
+/// # Panics
+/// When the value's `Serialize` implementation fails, which serde's derive
+/// never does; the panic ends only the calling process.
+pub(crate) fn with_encoded<T: serde::Serialize, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buffer = [0u8; 64];
+    match postcard::to_slice(value, &mut buffer) {
+        Ok(bytes) => f(bytes),
+        Err(postcard::Error::SerializeBufferFull) => match postcard::to_allocvec(value) {
+            Ok(bytes) => f(&bytes),
+            Err(error) => panic!("a message could not be encoded: {error}"),
+        },
+        Err(error) => panic!("a message could not be encoded: {error}"),
+    }
+}
+

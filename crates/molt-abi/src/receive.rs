@@ -1,0 +1,262 @@
+//! Selective receive: [`Expect`] (one type) and [`Receive`] (several arms).
+//!
+//! Both hand the core a [`ReceiveRequest`] whose matcher runs here, on the
+//! side that knows the types: the core walks the mailbox oldest first from
+//! the saved cursor and offers each message whose tag is wanted; the matcher
+//! decodes it, tests the arm's predicate and keeps the value. A panicking
+//! predicate is caught in the matcher and re-raised here, in the process's
+//! own body, so it ends that process only.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_ffi::ContextExt;
+
+use crate::contract::{NO_DEADLINE, ReceiveRequest, ReceiveStatus};
+use crate::{Envelope, Message, Process, ReceiveError, Tag};
+
+/// Decides, message by message, whether a receive takes it.
+trait Matcher {
+    /// Returns true to take the message; the outcome is kept in `self`.
+    fn try_match(&mut self, tag: Tag, bytes: &[u8]) -> bool;
+}
+
+/// A matcher plus a place for a panic raised by user code inside it.
+struct Guarded<M> {
+    matcher: M,
+    panic: Option<Box<dyn Any + Send>>,
+}
+
+unsafe extern "C" fn guarded_match<M: Matcher>(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> bool {
+    // SAFETY: `env` is the `&mut Guarded<M>` that `poll_receive` put in the
+    // request, alive and unaliased for the duration of the core's call.
+    let guarded = unsafe { &mut *env.cast::<Guarded<M>>() };
+    // SAFETY: the core passes a live payload of `len` bytes for this call.
+    let bytes = unsafe { std::slice::from_raw_parts(bytes, len) };
+    match catch_unwind(AssertUnwindSafe(|| guarded.matcher.try_match(tag, bytes))) {
+        Ok(taken) => taken,
+        Err(panic) => {
+            guarded.panic = Some(panic);
+            true
+        }
+    }
+}
+
+/// When a receive gives up.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    Never,
+    /// Not started: the clock starts at the first poll.
+    After(Duration),
+    At(u64, Duration),
+}
+
+/// The state a receive future keeps between polls.
+#[derive(Debug)]
+struct ReceiveState {
+    cursor: usize,
+    deadline: Deadline,
+}
+
+impl ReceiveState {
+    fn new(timeout: Option<Duration>) -> ReceiveState {
+        ReceiveState { cursor: 0, deadline: timeout.map_or(Deadline::Never, Deadline::After) }
+    }
+
+    /// One call into the core's mailbox. `Ready(None)` means the matcher took
+    /// a message and holds the outcome.
+    fn poll_receive<M: Matcher>(
+        &mut self,
+        process: &Process,
+        tags: &[Tag],
+        matcher: &mut M,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<ReceiveError>> {
+        let (deadline, timeout) = match self.deadline {
+            Deadline::Never => (NO_DEADLINE, Duration::ZERO),
+            Deadline::At(at, timeout) => (at, timeout),
+            Deadline::After(timeout) => {
+                let at = process.deadline_after(timeout);
+                self.deadline = Deadline::At(at, timeout);
+                (at, timeout)
+            }
+        };
+        let mut guarded = Guarded { matcher, panic: None };
+        let mut request = ReceiveRequest {
+            tags: tags.as_ptr(),
+            tag_count: tags.len(),
+            matcher: guarded_match::<&mut M>,
+            env: (&raw mut guarded).cast(),
+            cursor: self.cursor,
+            deadline,
+        };
+        let vtable = process.vtable();
+        let handle = process.handle();
+        // SAFETY: `process` holds the handle; `request`, the tags it points at
+        // and `guarded` live across the call, and the context is valid for it.
+        let status = cx.with_ffi_context(|cx| unsafe { (vtable.receive)(handle, &mut request, cx) });
+        self.cursor = request.cursor;
+        if let Some(panic) = guarded.panic {
+            resume_unwind(panic);
+        }
+        match status {
+            ReceiveStatus::Matched => Poll::Ready(None),
+            ReceiveStatus::Pending => Poll::Pending,
+            ReceiveStatus::TimedOut => Poll::Ready(Some(ReceiveError::Timeout { after: timeout })),
+        }
+    }
+}
+
+impl<M: Matcher> Matcher for &mut M {
+    fn try_match(&mut self, tag: Tag, bytes: &[u8]) -> bool {
+        (**self).try_match(tag, bytes)
+    }
+}
+
+fn decode<M: Message>(bytes: &[u8]) -> Result<M, ReceiveError> {
+    Envelope::decode::<M>(bytes).map_err(|error| ReceiveError::Decode {
+        tag: M::TAG,
+        type_name: std::any::type_name::<M>(),
+        reason: error.to_string(),
+    })
+}
+
+/// The future of [`Process::expect`] and [`Process::expect_timeout`].
+#[derive(Debug)]
+#[must_use = "a receive does nothing unless awaited"]
+pub struct Expect<'p, M> {
+    process: &'p mut Process,
+    state: ReceiveState,
+    _message: PhantomData<fn() -> M>,
+}
+
+impl<'p, M: Message> Expect<'p, M> {
+    pub(crate) fn new(process: &'p mut Process, timeout: Option<Duration>) -> Self {
+        Expect { process, state: ReceiveState::new(timeout), _message: PhantomData }
+    }
+}
+
+struct TakeOne<M>(Option<Result<M, ReceiveError>>);
+
+impl<M: Message> Matcher for TakeOne<M> {
+    fn try_match(&mut self, _tag: Tag, bytes: &[u8]) -> bool {
+        // The core only offers messages with `M::TAG`.
+        self.0 = Some(decode::<M>(bytes));
+        true
+    }
+}
+
+impl<M: Message> Future for Expect<'_, M> {
+    type Output = Result<M, ReceiveError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut take = TakeOne::<M>(None);
+        match this.state.poll_receive(this.process, &[M::TAG], &mut take, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(error)) => Poll::Ready(Err(error)),
+            Poll::Ready(None) => Poll::Ready(take.0.expect("the matcher took a message")),
+        }
+    }
+}
+
+type ArmFn<'a, R> = Box<dyn FnMut(&[u8]) -> Option<Result<R, ReceiveError>> + Send + 'a>;
+
+struct Arm<'a, R> {
+    tag: Tag,
+    /// `None`: not this arm; `Some`: taken, with the handler's result.
+    take: ArmFn<'a, R>,
+}
+
+/// A receive with several arms; see [`Process::receive`].
+///
+/// ```no_run
+/// # async fn example(mut p: molt_abi::Process) -> Result<(), molt_abi::ReceiveError> {
+/// enum Event { Number(i64), Text(String) }
+/// let event = p.receive()
+///     .on_if(|n: &i64| *n > 0, Event::Number)
+///     .on(Event::Text)
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a receive does nothing unless awaited"]
+pub struct Receive<'p, R> {
+    process: &'p mut Process,
+    state: ReceiveState,
+    arms: Vec<Arm<'p, R>>,
+    tags: Vec<Tag>,
+}
+
+impl<R> std::fmt::Debug for Receive<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receive").field("tags", &self.tags).field("state", &self.state).finish()
+    }
+}
+
+impl<'p, R> Receive<'p, R> {
+    pub(crate) fn new(process: &'p mut Process, timeout: Option<Duration>) -> Self {
+        Receive { process, state: ReceiveState::new(timeout), arms: Vec::new(), tags: Vec::new() }
+    }
+
+    /// An arm taking any message of type `M` (Cloud Haskell `match`).
+    pub fn on<M: Message>(self, handler: impl FnOnce(M) -> R + Send + 'p) -> Self {
+        self.on_if(|_: &M| true, handler)
+    }
+
+    /// An arm taking a message of type `M` for which `predicate` holds
+    /// (Cloud Haskell `matchIf`); other messages of type `M` stay queued.
+    pub fn on_if<M: Message>(
+        mut self,
+        predicate: impl Fn(&M) -> bool + Send + 'p,
+        handler: impl FnOnce(M) -> R + Send + 'p,
+    ) -> Self {
+        let mut handler = Some(handler);
+        let take = move |bytes: &[u8]| match decode::<M>(bytes) {
+            Ok(message) if !predicate(&message) => None,
+            Ok(message) => Some(Ok(handler.take().expect("a receive takes one message")(message))),
+            Err(error) => Some(Err(error)),
+        };
+        if !self.tags.contains(&M::TAG) {
+            self.tags.push(M::TAG);
+        }
+        self.arms.push(Arm { tag: M::TAG, take: Box::new(take) });
+        self
+    }
+}
+
+struct FirstArm<'r, 'p, R> {
+    arms: &'r mut [Arm<'p, R>],
+    outcome: Option<Result<R, ReceiveError>>,
+}
+
+impl<R> Matcher for FirstArm<'_, '_, R> {
+    fn try_match(&mut self, tag: Tag, bytes: &[u8]) -> bool {
+        for arm in self.arms.iter_mut().filter(|arm| arm.tag == tag) {
+            if let Some(outcome) = (arm.take)(bytes) {
+                self.outcome = Some(outcome);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl<R> Future for Receive<'_, R> {
+    type Output = Result<R, ReceiveError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut first = FirstArm { arms: &mut this.arms, outcome: None };
+        match this.state.poll_receive(this.process, &this.tags, &mut first, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(error)) => Poll::Ready(Err(error)),
+            Poll::Ready(None) => Poll::Ready(first.outcome.expect("the matcher took a message")),
+        }
+    }
+}

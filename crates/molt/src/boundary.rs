@@ -1,0 +1,312 @@
+//! The core's side of the C contract: the one [`ProcessVTable`] through
+//! which every process — compiled into the host or loaded from a module —
+//! reaches its node, and the conversions between handles and
+//! [`ProcessCtx`].
+//!
+//! This is the only file of the core with `unsafe` code. Its invariants:
+//! - a handle is `Arc::into_raw(Arc<ProcessCtx>)`; each [`Process`] owns one
+//!   such strong reference and gives it back through `release`, so a handle
+//!   passed to any vtable function points at a live `ProcessCtx`;
+//! - pointers and lengths passed in are valid for the call (the caller's
+//!   half of the contract); nothing borrowed is kept past the call;
+//! - no function here unwinds: core code does not panic on any input, and if
+//!   it did, `extern "C"` turns the unwind into an abort instead of undefined
+//!   behaviour.
+
+#![allow(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_ffi::{FfiContext, FfiFuture};
+use molt_abi::contract::{
+    ABI_VERSION, ProcessHandle, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus, RegisterStatus,
+    SpawnOptions, Str,
+};
+use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Tag, TimerRef};
+
+use crate::process::ProcessCtx;
+use crate::signal::Signal;
+
+static VTABLE: ProcessVTable = ProcessVTable {
+    abi_version: ABI_VERSION,
+    release,
+    self_pid,
+    now,
+    send,
+    send_named,
+    receive,
+    sleep_until,
+    spawn,
+    link,
+    unlink,
+    monitor,
+    demonitor,
+    exit,
+    kill,
+    trap_exit,
+    register,
+    unregister,
+    whereis,
+    send_after,
+    cancel_timer,
+    set_exit_reason,
+};
+
+/// Starts `start`'s body for the new process `ctx`.
+pub(crate) fn start(ctx: &Arc<ProcessCtx>, start: ProcessStart) -> FfiFuture<()> {
+    let handle: ProcessHandle = Arc::into_raw(ctx.clone()).cast();
+    // SAFETY: `handle` is a fresh strong reference, handed to the `Process`
+    // (which releases it on drop); `VTABLE` is a static.
+    let process = unsafe { Process::from_raw(&VTABLE, handle) };
+    // SAFETY: `start.start` and `start.env` were made together by
+    // `ProcessStart::new` on the other side, and this is the one call that
+    // consumes `env`; `start` never runs user code, so it does not unwind.
+    unsafe { (start.start)(start.env, process) }
+}
+
+/// Frees a body that will never start.
+pub(crate) fn discard(start: ProcessStart) {
+    // SAFETY: as in `start`: `drop_env` consumes `env`, and it is the one
+    // call made with it.
+    unsafe { (start.drop_env)(start.env) }
+}
+
+/// The code name a body carries, copied by the caller.
+pub(crate) fn code_str(start: &ProcessStart) -> &str {
+    // SAFETY: `code` points at a string that lives as long as the code that
+    // made the body, which is loaded while its `ProcessStart` exists; the
+    // borrow ends with `start`'s.
+    unsafe { start.code.as_str() }
+}
+
+/// The process behind a handle.
+///
+/// # Safety
+/// `handle` must be a live handle (see the module docs).
+unsafe fn ctx<'a>(handle: ProcessHandle) -> &'a ProcessCtx {
+    // SAFETY: the caller passes a handle made by `start`, whose strong
+    // reference the calling `Process` still holds for the call's duration.
+    unsafe { &*handle.cast::<ProcessCtx>() }
+}
+
+/// # Safety
+/// `ptr` must point at `len` readable bytes (or `len` be 0).
+unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: guaranteed by the caller for the call's duration.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
+/// # Safety
+/// As for [`bytes`].
+unsafe fn envelope(tag: Tag, ptr: *const u8, len: usize) -> Envelope {
+    // SAFETY: forwarded from the caller.
+    Envelope { tag, payload: Payload::from_slice(unsafe { bytes(ptr, len) }) }
+}
+
+/// # Safety
+/// As for [`bytes`].
+unsafe fn exit_reason(ptr: *const u8, len: usize) -> ExitReason {
+    // SAFETY: forwarded from the caller.
+    let bytes = unsafe { bytes(ptr, len) };
+    postcard::from_bytes(bytes)
+        .unwrap_or_else(|error| ExitReason::Error(format!("an exit reason that did not decode ({error})")))
+}
+
+unsafe extern "C" fn release(handle: ProcessHandle) {
+    // SAFETY: the caller gives back the strong reference its `Process` owned.
+    drop(unsafe { Arc::from_raw(handle.cast::<ProcessCtx>()) });
+}
+
+unsafe extern "C" fn self_pid(handle: ProcessHandle) -> Pid {
+    // SAFETY: a live handle, per the contract.
+    unsafe { ctx(handle) }.pid
+}
+
+unsafe extern "C" fn now(handle: ProcessHandle) -> u64 {
+    // SAFETY: a live handle, per the contract.
+    unsafe { ctx(handle) }.node.now()
+}
+
+unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, tag: Tag, ptr: *const u8, len: usize) {
+    // SAFETY: a live handle and a valid buffer, per the contract.
+    let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, ptr, len)) };
+    ctx.node.send(to, envelope);
+}
+
+unsafe extern "C" fn send_named(handle: ProcessHandle, name: Str, tag: Tag, ptr: *const u8, len: usize) -> bool {
+    // SAFETY: a live handle and valid buffers, per the contract.
+    let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
+    match ctx.node.whereis(name) {
+        Some(to) => {
+            // SAFETY: as above.
+            ctx.node.send(to, unsafe { envelope(tag, ptr, len) });
+            true
+        }
+        None => false,
+    }
+}
+
+unsafe extern "C" fn receive(
+    handle: ProcessHandle,
+    request: *mut ReceiveRequest,
+    cx: *mut FfiContext<'_>,
+) -> ReceiveStatus {
+    // SAFETY: a live handle, an exclusive request and a valid context for
+    // the call, per the contract.
+    let (ctx, request, cx) = unsafe { (ctx(handle), &mut *request, &mut *cx) };
+    // SAFETY: the request's tags are valid for the call.
+    let tags = unsafe { std::slice::from_raw_parts(request.tags, request.tag_count) };
+    let (matcher, env) = (request.matcher, request.env);
+    cx.with_context(|cx| {
+        ctx.receive(
+            tags,
+            &mut request.cursor,
+            request.deadline,
+            |envelope| {
+                // SAFETY: `env` belongs to `matcher` (the caller made them
+                // together) and the payload is live for this call; the
+                // matcher catches its own panics.
+                unsafe { matcher(env, envelope.tag, envelope.payload.as_ptr(), envelope.payload.len()) }
+            },
+            cx,
+        )
+    })
+}
+
+unsafe extern "C" fn sleep_until(handle: ProcessHandle, deadline: u64, cx: *mut FfiContext<'_>) -> bool {
+    // SAFETY: a live handle and a valid context, per the contract.
+    let (ctx, cx) = unsafe { (ctx(handle), &mut *cx) };
+    cx.with_context(|cx| ctx.sleep_until(deadline, cx))
+}
+
+unsafe extern "C" fn spawn(
+    handle: ProcessHandle,
+    start: ProcessStart,
+    options: SpawnOptions,
+    monitor: *mut MonitorRef,
+) -> Pid {
+    // SAFETY: a live handle, per the contract.
+    let ctx = unsafe { ctx(handle) };
+    let (pid, made) = ctx.node.spawn(start, Some(ctx), options);
+    if let Some(made) = made {
+        // SAFETY: the caller passes a writable `MonitorRef`.
+        unsafe { monitor.write(made) };
+    }
+    pid
+}
+
+unsafe extern "C" fn link(handle: ProcessHandle, to: Pid) {
+    // SAFETY: a live handle, per the contract.
+    let ctx = unsafe { ctx(handle) };
+    if to == ctx.pid {
+        return;
+    }
+    {
+        let mut signals = ctx.signals();
+        if !signals.links.contains(&to) {
+            signals.links.push(to);
+        }
+    }
+    // If `to` is gone this answers with a `noproc` exit signal.
+    ctx.node.signal(to, Signal::Link { from: ctx.pid });
+}
+
+unsafe extern "C" fn unlink(handle: ProcessHandle, to: Pid) {
+    // SAFETY: a live handle, per the contract.
+    let ctx = unsafe { ctx(handle) };
+    ctx.signals().links.retain(|&p| p != to);
+    ctx.node.signal(to, Signal::Unlink { from: ctx.pid });
+}
+
+unsafe extern "C" fn monitor(handle: ProcessHandle, target: Pid) -> MonitorRef {
+    // SAFETY: a live handle, per the contract.
+    let ctx = unsafe { ctx(handle) };
+    let id = ctx.node.new_ref();
+    ctx.node.signal(target, Signal::Monitor { id, watcher: ctx.pid });
+    MonitorRef { id, target }
+}
+
+unsafe extern "C" fn demonitor(handle: ProcessHandle, monitor: MonitorRef) {
+    // SAFETY: a live handle, per the contract.
+    let ctx = unsafe { ctx(handle) };
+    ctx.node.signal(monitor.target, Signal::Demonitor { id: monitor.id });
+}
+
+unsafe extern "C" fn exit(handle: ProcessHandle, to: Pid, ptr: *const u8, len: usize) {
+    // SAFETY: a live handle and a valid buffer, per the contract.
+    let (ctx, reason) = unsafe { (ctx(handle), exit_reason(ptr, len)) };
+    ctx.node.signal(to, Signal::Exit { from: ctx.pid, reason, linked: false });
+}
+
+unsafe extern "C" fn kill(handle: ProcessHandle, to: Pid) {
+    // SAFETY: a live handle, per the contract.
+    unsafe { ctx(handle) }.node.signal(to, Signal::Kill);
+}
+
+unsafe extern "C" fn trap_exit(handle: ProcessHandle, trap: bool) -> bool {
+    // SAFETY: a live handle, per the contract.
+    std::mem::replace(&mut unsafe { ctx(handle) }.signals().trap_exit, trap)
+}
+
+unsafe extern "C" fn register(handle: ProcessHandle, name: Str, pid: Pid, holder: *mut Pid) -> RegisterStatus {
+    // SAFETY: a live handle and a valid name, per the contract.
+    let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
+    match ctx.node.register(name, pid) {
+        Ok(()) => RegisterStatus::Registered,
+        Err(RegisterError::NameTaken { holder: taken_by, .. }) => {
+            // SAFETY: the caller passes a writable `Pid`.
+            unsafe { holder.write(taken_by) };
+            RegisterStatus::NameTaken
+        }
+        Err(RegisterError::AlreadyRegistered { .. }) => RegisterStatus::AlreadyRegistered,
+        Err(RegisterError::Noproc { .. }) => RegisterStatus::Noproc,
+        Err(_) => RegisterStatus::BadName,
+    }
+}
+
+unsafe extern "C" fn unregister(handle: ProcessHandle, name: Str) -> bool {
+    // SAFETY: a live handle and a valid name, per the contract.
+    let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
+    ctx.node.unregister(name)
+}
+
+unsafe extern "C" fn whereis(handle: ProcessHandle, name: Str, pid: *mut Pid) -> bool {
+    // SAFETY: a live handle and a valid name, per the contract.
+    let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
+    match ctx.node.whereis(name) {
+        Some(found) => {
+            // SAFETY: the caller passes a writable `Pid`.
+            unsafe { pid.write(found) };
+            true
+        }
+        None => false,
+    }
+}
+
+unsafe extern "C" fn send_after(
+    handle: ProcessHandle,
+    delay: u64,
+    to: Pid,
+    tag: Tag,
+    ptr: *const u8,
+    len: usize,
+) -> TimerRef {
+    // SAFETY: a live handle and a valid buffer, per the contract.
+    let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, ptr, len)) };
+    TimerRef(ctx.node.send_after(Duration::from_nanos(delay), to, envelope))
+}
+
+unsafe extern "C" fn cancel_timer(handle: ProcessHandle, timer: TimerRef) -> bool {
+    // SAFETY: a live handle, per the contract.
+    unsafe { ctx(handle) }.node.cancel_timer(timer.0)
+}
+
+unsafe extern "C" fn set_exit_reason(handle: ProcessHandle, ptr: *const u8, len: usize) {
+    // SAFETY: a live handle and a valid buffer, per the contract.
+    let (ctx, reason) = unsafe { (ctx(handle), exit_reason(ptr, len)) };
+    ctx.set_exit_reason(reason);
+}

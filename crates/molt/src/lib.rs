@@ -1,0 +1,44 @@
+//! molt: an actor runtime in the style of Erlang/OTP and Cloud Haskell whose
+//! processes can change their code while they run.
+//!
+//! This crate is the static core a host program links: [`Node`]s, their
+//! processes, mailboxes, links, monitors, registry and timers. The process
+//! API itself, [`Process`], is defined in `molt-abi` and re-exported here:
+//! it is the same for a process compiled into the host and for one whose
+//! code is loaded from a module.
+//!
+//! ```
+//! use molt::{Node, NodeConfig, Pid};
+//!
+//! let node = Node::start(NodeConfig::new("example")).unwrap();
+//! let answer = node.run(|mut p| async move {
+//!     let echo = p.spawn(|mut p| async move {
+//!         let (from, n): (Pid, i64) = p.expect().await?;
+//!         p.send(from, &(n * 2));
+//!         Ok::<(), molt::ReceiveError>(())
+//!     });
+//!     p.send(echo, &(p.self_pid(), 21i64));
+//!     p.expect::<i64>().await
+//! });
+//! assert_eq!(answer, Ok(Ok(42)));
+//! node.shutdown();
+//! ```
+
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod boundary;
+mod info;
+mod mailbox;
+mod node;
+mod process;
+mod registry;
+mod signal;
+
+pub use info::{ProcessInfo, ProcessStatus};
+pub use molt_abi::contract::ABI_VERSION;
+pub use molt_abi::{
+    Down, Envelope, Exit, ExitReason, Expect, IntoExitReason, Message, MonitorRef, NodeId, Pid, Process,
+    Receive, ReceiveError, RegisterError, Sleep, Tag, TimerRef, serde,
+};
+pub use node::{Node, NodeConfig, NodeError};

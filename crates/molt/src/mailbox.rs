@@ -1,0 +1,97 @@
+//! A process's mailbox: where other processes' messages wait until the
+//! process receives them.
+//!
+//! Two queues, as in Erlang's process structure: senders append to `inbox`
+//! under its lock; the owning process moves what arrived into `saved` and
+//! scans `saved` without holding the senders' lock. Only the owner touches
+//! `saved` (others read its length for introspection). Nothing in molt
+//! removes a message except a receive by the owner, and nothing reorders:
+//! `saved` followed by `inbox` is always the arrival order.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::task::Waker;
+
+use molt_abi::{Envelope, Tag};
+
+#[derive(Debug, Default)]
+pub(crate) struct Mailbox {
+    inbox: Mutex<Inbox>,
+    saved: Mutex<VecDeque<Envelope>>,
+}
+
+#[derive(Debug, Default)]
+struct Inbox {
+    queue: VecDeque<Envelope>,
+    /// The owner's waker while it waits in a receive.
+    waker: Option<Waker>,
+}
+
+/// What one receive pass found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// The matcher took a message.
+    Taken,
+    /// Nothing matched; the waker is registered for the next arrival.
+    Empty,
+}
+
+impl Mailbox {
+    /// Appends a message and wakes the owner if it waits.
+    pub(crate) fn push(&self, envelope: Envelope) {
+        let waker = {
+            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            inbox.queue.push_back(envelope);
+            inbox.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// How many messages are queued.
+    pub(crate) fn len(&self) -> usize {
+        let inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner()).queue.len();
+        inbox + self.saved.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Owner only. Offers `matcher` every queued message whose tag is in
+    /// `tags`, oldest first, starting after the `cursor` messages an earlier
+    /// pass of the same receive already looked at, and removes the first one
+    /// it takes. If none, registers `waker` for the next arrival.
+    pub(crate) fn receive(
+        &self,
+        tags: &[Tag],
+        cursor: &mut usize,
+        mut matcher: impl FnMut(&Envelope) -> bool,
+        waker: &Waker,
+    ) -> Scan {
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            while let Some(envelope) = saved.get(*cursor) {
+                if tags.contains(&envelope.tag) && matcher(envelope) {
+                    saved.remove(*cursor);
+                    return Scan::Taken;
+                }
+                *cursor += 1;
+            }
+            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            if inbox.queue.is_empty() {
+                // Registered under the senders' lock: a push after this sees it.
+                match &inbox.waker {
+                    Some(registered) if registered.will_wake(waker) => {}
+                    _ => inbox.waker = Some(waker.clone()),
+                }
+                return Scan::Empty;
+            }
+            if saved.is_empty() {
+                std::mem::swap(&mut *saved, &mut inbox.queue);
+            } else {
+                saved.append(&mut inbox.queue);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,391 @@
+//! The node: [`Node`] (what a host program holds) and [`NodeInner`] (what
+//! every process of the node shares).
+//!
+//! The node owns the process table, the registry and the timers; processes
+//! hold an `Arc<NodeInner>` and reach these only through its methods. Each
+//! node runs its processes on its own tokio runtime, so several nodes can
+//! live in one OS process and one node's shutdown never touches another.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use dashmap::mapref::one::Ref;
+use molt_abi::contract::{ProcessStart, SpawnOptions};
+use molt_abi::{Down, ExitReason, IntoExitReason, MonitorRef, NodeId, Pid, Process};
+use tokio::task::AbortHandle;
+
+use crate::boundary;
+use crate::info::ProcessInfo;
+use crate::process::{ProcessCtx, ProcessTask};
+use crate::registry::Registry;
+use crate::signal::Signal;
+
+/// How to start a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    name: String,
+    workers: usize,
+    shutdown_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// A node called `name`, with one scheduler thread per core.
+    pub fn new(name: impl Into<String>) -> NodeConfig {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        NodeConfig { name: name.into(), workers, shutdown_timeout: Duration::from_secs(10) }
+    }
+
+    /// How many scheduler threads run the node's processes (Erlang `+S`).
+    pub fn workers(mut self, workers: usize) -> NodeConfig {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// How long `shutdown` waits for processes to end before it abandons
+    /// those that never yield.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> NodeConfig {
+        self.shutdown_timeout = timeout;
+        self
+    }
+}
+
+/// Why a node could not start.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The node's name is empty.
+    #[error("a node name must not be empty")]
+    EmptyName,
+    /// The scheduler threads could not be created.
+    #[error("could not start the node's scheduler threads: {0}; check the process's thread limit (ulimit -u)")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A running node. Dropping it shuts it down, as [`Node::shutdown`] does.
+#[derive(Debug)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown_timeout: Duration,
+}
+
+/// What the processes of a node share.
+pub(crate) struct NodeInner {
+    pub(crate) name: String,
+    pub(crate) id: NodeId,
+    pub(crate) creation: u32,
+    runtime: tokio::runtime::Handle,
+    epoch: tokio::time::Instant,
+    table: DashMap<u64, Arc<ProcessCtx>>,
+    next_serial: AtomicU64,
+    next_ref: AtomicU64,
+    pub(crate) registry: Registry,
+    /// Pending `send_after` timers; `None` until the task is spawned.
+    timers: DashMap<u64, Option<AbortHandle>>,
+    code_names: DashMap<(usize, usize), Arc<str>>,
+    stopping: AtomicBool,
+    emptied: (Mutex<()>, Condvar),
+}
+
+impl std::fmt::Debug for NodeInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeInner").field("name", &self.name).field("processes", &self.table.len()).finish()
+    }
+}
+
+impl Node {
+    /// Starts a node with its own scheduler threads.
+    ///
+    /// # Errors
+    /// When the name is empty or the threads cannot be created.
+    pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        if config.name.is_empty() {
+            return Err(NodeError::EmptyName);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.workers)
+            .thread_name(format!("molt-{}", config.name))
+            .enable_time()
+            .build()
+            .map_err(NodeError::Runtime)?;
+        let creation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.subsec_nanos() ^ d.as_secs() as u32);
+        let inner = Arc::new(NodeInner {
+            id: NodeId::from_name(&config.name),
+            name: config.name,
+            creation,
+            runtime: runtime.handle().clone(),
+            epoch: tokio::time::Instant::now(),
+            table: DashMap::new(),
+            next_serial: AtomicU64::new(1),
+            next_ref: AtomicU64::new(1),
+            registry: Registry::default(),
+            timers: DashMap::new(),
+            code_names: DashMap::new(),
+            stopping: AtomicBool::new(false),
+            emptied: (Mutex::new(()), Condvar::new()),
+        });
+        Ok(Node { inner, runtime: Some(runtime), shutdown_timeout: config.shutdown_timeout })
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The node's id, as it appears in its pids.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// Starts a process running `body`.
+    pub fn spawn<F, Fut>(&self, body: F) -> Pid
+    where
+        F: FnOnce(Process) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        self.inner.spawn(ProcessStart::new(body), None, SpawnOptions::default()).0
+    }
+
+    /// Runs `body` as a process and blocks the calling thread until it
+    /// returns (Cloud Haskell `runProcess`). Call it from ordinary threads
+    /// (`main`, a test), not from inside a process.
+    ///
+    /// # Errors
+    /// The process's exit reason if it ended without returning a value: it
+    /// panicked, was killed, or the node shut down.
+    pub fn run<F, Fut, R>(&self, body: F) -> Result<R, ExitReason>
+    where
+        F: FnOnce(Process) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (sender, receiver) = std::sync::mpsc::channel::<Result<R, ExitReason>>();
+        let result = sender.clone();
+        // A watcher monitors the body so a body that dies still answers.
+        self.spawn(move |mut watcher| async move {
+            watcher.spawn_monitor(move |process| async move {
+                let _ = result.send(Ok(body(process).await));
+            });
+            if let Ok(down) = watcher.expect::<Down>().await
+                && !down.reason.is_normal()
+            {
+                let _ = sender.send(Err(down.reason));
+            }
+        });
+        receiver.recv().unwrap_or(Err(ExitReason::Shutdown))
+    }
+
+    /// The process registered as `name`, if any.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.inner.whereis(name)
+    }
+
+    /// Every live process, in the order they were spawned.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        let mut all: Vec<Arc<ProcessCtx>> = self.inner.table.iter().map(|entry| entry.value().clone()).collect();
+        all.sort_by_key(|ctx| ctx.pid.serial);
+        all.iter().map(|ctx| ctx.info()).collect()
+    }
+
+    /// How many processes are alive.
+    pub fn process_count(&self) -> usize {
+        self.inner.table.len()
+    }
+
+    /// Stops the node: every process gets an exit signal with reason
+    /// [`ExitReason::Shutdown`] that it cannot trap, ends at its next yield
+    /// point and fires its links and monitors; then the scheduler threads
+    /// stop. A process that never yields (a loop with no receive, sleep or
+    /// other await) cannot be stopped: it is abandoned after the configured
+    /// shutdown timeout.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(runtime) = self.runtime.take() else { return };
+        let inner = &self.inner;
+        inner.stopping.store(true, Ordering::SeqCst);
+        let all: Vec<Arc<ProcessCtx>> = inner.table.iter().map(|entry| entry.value().clone()).collect();
+        for ctx in all {
+            ctx.kill_with(ExitReason::Shutdown);
+        }
+        let deadline = std::time::Instant::now() + self.shutdown_timeout;
+        let (lock, emptied) = &inner.emptied;
+        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !inner.table.is_empty() {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // Bounded slices: an exit between the check and the wait is
+            // noticed at the next slice at the latest.
+            let slice = (deadline - now).min(Duration::from_millis(20));
+            guard = emptied.wait_timeout(guard, slice).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        drop(guard);
+        inner.timers.clear();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            runtime.shutdown_background();
+        } else {
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl NodeInner {
+    pub(crate) fn is_local(&self, pid: Pid) -> bool {
+        pid.node == self.id && pid.creation == self.creation
+    }
+
+    /// The live process `pid`, if it is on this node.
+    pub(crate) fn process(&self, pid: Pid) -> Option<Arc<ProcessCtx>> {
+        self.table_entry(pid).map(|entry| entry.value().clone())
+    }
+
+    pub(crate) fn table_entry(&self, pid: Pid) -> Option<Ref<'_, u64, Arc<ProcessCtx>>> {
+        if !self.is_local(pid) {
+            return None;
+        }
+        self.table.get(&pid.serial)
+    }
+
+    pub(crate) fn new_ref(&self) -> u64 {
+        self.next_ref.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Nanoseconds since the node started, on tokio's clock.
+    pub(crate) fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    pub(crate) fn instant_at(&self, nanos: u64) -> tokio::time::Instant {
+        self.epoch + Duration::from_nanos(nanos)
+    }
+
+    /// Starts a process; `parent` is the spawning process, if any, for the
+    /// link and monitor options.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        start: ProcessStart,
+        parent: Option<&ProcessCtx>,
+        options: SpawnOptions,
+    ) -> (Pid, Option<MonitorRef>) {
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let pid = Pid { node: self.id, creation: self.creation, serial };
+        let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
+        let parent = parent.map(|p| p.pid);
+        if self.stopping.load(Ordering::SeqCst) {
+            boundary::discard(start);
+            if let Some(parent) = parent {
+                // As if the process had started and ended at once.
+                if options.link {
+                    self.signal(parent, Signal::Exit { from: pid, reason: ExitReason::Noproc, linked: false });
+                }
+                if let Some(monitor) = monitor {
+                    self.send_message(parent, &Down { monitor, pid, reason: ExitReason::Noproc });
+                }
+            }
+            return (pid, monitor);
+        }
+        let code = self.code_name(&start);
+        let ctx = Arc::new(ProcessCtx::new(pid, self.clone(), code));
+        if let Some(parent) = parent {
+            let mut signals = ctx.signals();
+            if options.link {
+                signals.links.push(parent);
+            }
+            if let Some(monitor) = monitor {
+                signals.monitors.push((monitor.id, parent));
+            }
+        }
+        if let (Some(parent), true) = (parent, options.link) {
+            self.signal(parent, Signal::Link { from: pid });
+        }
+        self.table.insert(serial, ctx.clone());
+        let body = boundary::start(&ctx, start);
+        let task = self.runtime.spawn(ProcessTask::new(ctx.clone(), body));
+        ctx.attach_task(task.abort_handle());
+        if self.stopping.load(Ordering::SeqCst) {
+            ctx.kill_with(ExitReason::Shutdown);
+        }
+        (pid, monitor)
+    }
+
+    /// The name of the code a body runs, copied once per distinct string.
+    fn code_name(&self, start: &ProcessStart) -> Arc<str> {
+        let key = (start.code.ptr as usize, start.code.len);
+        if let Some(name) = self.code_names.get(&key) {
+            return name.clone();
+        }
+        let name: Arc<str> = boundary::code_str(start).into();
+        self.code_names.entry(key).or_insert(name).clone()
+    }
+
+    /// The end of a process: called once, from its task's drop, after its
+    /// code is gone.
+    pub(crate) fn process_exited(&self, ctx: &ProcessCtx) {
+        self.announce_exit(ctx);
+        self.table.remove(&ctx.pid.serial);
+        if self.stopping.load(Ordering::SeqCst) && self.table.is_empty() {
+            let _guard = self.emptied.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.emptied.1.notify_all();
+        }
+    }
+
+    /// Delivers `envelope` to `to` after `delay`.
+    pub(crate) fn send_after(self: &Arc<Self>, delay: Duration, to: Pid, envelope: molt_abi::Envelope) -> u64 {
+        let id = self.new_ref();
+        self.timers.insert(id, None);
+        let node = self.clone();
+        let task = self.runtime.spawn(async move {
+            tokio::time::sleep(delay).await;
+            // Removing the entry first decides the race with cancel_timer.
+            if node.timers.remove(&id).is_some() {
+                node.send(to, envelope);
+            }
+        });
+        if let Some(mut entry) = self.timers.get_mut(&id) {
+            *entry = Some(task.abort_handle());
+        }
+        id
+    }
+
+    pub(crate) fn cancel_timer(&self, id: u64) -> bool {
+        match self.timers.remove(&id) {
+            Some((_, task)) => {
+                if let Some(task) = task {
+                    task.abort();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl ProcessCtx {
+    pub(crate) fn info(&self) -> ProcessInfo {
+        let signals = self.signals();
+        ProcessInfo {
+            pid: self.pid,
+            status: self.status(),
+            registered_name: signals.name.as_deref().map(str::to_owned),
+            links: signals.links.clone(),
+            monitored_by: signals.monitors.len(),
+            trap_exit: signals.trap_exit,
+            mailbox_len: self.mailbox.len(),
+            code: self.code.to_string(),
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! A process as the core sees it: [`ProcessCtx`], the state that outlives
+//! whatever code the process runs (pid, mailbox, links, monitors, name, exit
+//! reason), and [`ProcessTask`], the tokio task that polls the process's body.
+//!
+//! Who touches what:
+//! - `mailbox`: any thread pushes; only the process's own task receives;
+//! - `signals`: under its lock, by the node's signal handling ([`crate::signal`])
+//!   and by the process's own calls;
+//! - `timer` and `reductions`: only the process's own task.
+//!
+//! A process ends in exactly one place, [`ProcessTask`]'s `Drop`, whether its
+//! body returned, panicked or was killed: the body is dropped first, then the
+//! exit is recorded and links, monitors and the registry are told.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use async_ffi::FfiFuture;
+use molt_abi::{Envelope, ExitReason, Pid, Tag};
+use tokio::task::AbortHandle;
+
+use crate::info::ProcessStatus;
+use crate::mailbox::{Mailbox, Scan};
+use crate::node::NodeInner;
+
+/// How many receives a process may complete in one poll before it yields to
+/// the scheduler, so a process that always finds a message cannot starve
+/// others or dodge a kill (Erlang's reduction budget).
+const RECEIVES_PER_POLL: u32 = 2000;
+
+pub(crate) struct ProcessCtx {
+    pub(crate) pid: Pid,
+    pub(crate) node: Arc<NodeInner>,
+    pub(crate) mailbox: Mailbox,
+    signals: Mutex<Signals>,
+    timer: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
+    status: AtomicU8,
+    reductions: AtomicU32,
+    /// What code the process runs, for introspection.
+    pub(crate) code: Arc<str>,
+}
+
+impl std::fmt::Debug for ProcessCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessCtx").field("pid", &self.pid).field("code", &self.code).finish()
+    }
+}
+
+/// Link, monitor and exit state, guarded by one lock per process.
+#[derive(Debug, Default)]
+pub(crate) struct Signals {
+    /// False from the moment the process starts ending.
+    pub(crate) alive: bool,
+    pub(crate) trap_exit: bool,
+    pub(crate) links: Vec<Pid>,
+    /// Monitors watching this process: (monitor id, watcher).
+    pub(crate) monitors: Vec<(u64, Pid)>,
+    /// The first reason recorded wins: the body's own ending or a signal.
+    pub(crate) exit_reason: Option<ExitReason>,
+    abort: Option<AbortHandle>,
+    pub(crate) name: Option<Box<str>>,
+}
+
+impl ProcessCtx {
+    pub(crate) fn new(pid: Pid, node: Arc<NodeInner>, code: Arc<str>) -> ProcessCtx {
+        ProcessCtx {
+            pid,
+            node,
+            mailbox: Mailbox::default(),
+            signals: Mutex::new(Signals { alive: true, ..Signals::default() }),
+            timer: Mutex::new(None),
+            status: AtomicU8::new(ProcessStatus::Runnable as u8),
+            reductions: AtomicU32::new(0),
+            code,
+        }
+    }
+
+    pub(crate) fn signals(&self) -> MutexGuard<'_, Signals> {
+        self.signals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn status(&self) -> ProcessStatus {
+        ProcessStatus::from_u8(self.status.load(Ordering::Relaxed))
+    }
+
+    fn set_status(&self, status: ProcessStatus) {
+        self.status.store(status as u8, Ordering::Relaxed);
+    }
+
+    /// Records the task that runs the process, so it can be killed; kills it
+    /// at once if a signal already asked for that.
+    pub(crate) fn attach_task(&self, abort: AbortHandle) {
+        let killed = {
+            let mut signals = self.signals();
+            signals.abort = Some(abort.clone());
+            signals.exit_reason.is_some()
+        };
+        if killed {
+            abort.abort();
+        }
+    }
+
+    /// Marks the process to end with `reason`, unless it is already ending.
+    /// The caller holds the signal lock, and must call `abort` on what this
+    /// returns once it has let go of that lock (aborting may drop the task,
+    /// which takes the lock again).
+    #[must_use = "abort the returned task after releasing the signal lock"]
+    pub(crate) fn die(signals: &mut Signals, reason: ExitReason) -> Option<AbortHandle> {
+        if !signals.alive || signals.exit_reason.is_some() {
+            return None;
+        }
+        signals.exit_reason = Some(reason);
+        signals.abort.clone()
+    }
+
+    /// Ends the process with `reason` at its next yield point.
+    pub(crate) fn kill_with(&self, reason: ExitReason) {
+        let abort = ProcessCtx::die(&mut self.signals(), reason);
+        if let Some(abort) = abort {
+            abort.abort();
+        }
+    }
+
+    /// Records the reason the body ended with (the body's completion).
+    pub(crate) fn set_exit_reason(&self, reason: ExitReason) {
+        let mut signals = self.signals();
+        if signals.exit_reason.is_none() {
+            signals.exit_reason = Some(reason);
+        }
+    }
+
+    /// One receive pass for the process's own task; see
+    /// [`Mailbox::receive`]. Gives up at `deadline` (node clock), and yields
+    /// once the process has used its budget for this poll.
+    pub(crate) fn receive(
+        &self,
+        tags: &[Tag],
+        cursor: &mut usize,
+        deadline: u64,
+        matcher: impl FnMut(&Envelope) -> bool,
+        cx: &mut Context<'_>,
+    ) -> molt_abi::contract::ReceiveStatus {
+        use molt_abi::contract::{NO_DEADLINE, ReceiveStatus};
+        if self.reductions.fetch_add(1, Ordering::Relaxed) >= RECEIVES_PER_POLL {
+            cx.waker().wake_by_ref();
+            return ReceiveStatus::Pending;
+        }
+        if self.mailbox.receive(tags, cursor, matcher, cx.waker()) == Scan::Taken {
+            return ReceiveStatus::Matched;
+        }
+        if deadline != NO_DEADLINE && self.sleep_until(deadline, cx) {
+            return ReceiveStatus::TimedOut;
+        }
+        self.set_status(ProcessStatus::Waiting);
+        ReceiveStatus::Pending
+    }
+
+    /// True once the node clock reaches `deadline`; otherwise the process's
+    /// one timer is set to wake the task then.
+    pub(crate) fn sleep_until(&self, deadline: u64, cx: &mut Context<'_>) -> bool {
+        let at = self.node.instant_at(deadline);
+        let mut timer = self.timer.lock().unwrap_or_else(|e| e.into_inner());
+        if tokio::time::Instant::now() >= at {
+            *timer = None;
+            return true;
+        }
+        let sleep = match &mut *timer {
+            Some(sleep) => {
+                if sleep.deadline() != at {
+                    sleep.as_mut().reset(at);
+                }
+                sleep
+            }
+            none => none.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        if sleep.as_mut().poll(cx).is_ready() {
+            *timer = None;
+            return true;
+        }
+        self.set_status(ProcessStatus::Sleeping);
+        false
+    }
+}
+
+/// The tokio task of one process: polls the body, and ends the process when
+/// dropped (completed or aborted).
+pub(crate) struct ProcessTask {
+    ctx: Arc<ProcessCtx>,
+    body: Option<FfiFuture<()>>,
+}
+
+impl ProcessTask {
+    pub(crate) fn new(ctx: Arc<ProcessCtx>, body: FfiFuture<()>) -> ProcessTask {
+        ProcessTask { ctx, body: Some(body) }
+    }
+}
+
+impl Future for ProcessTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.ctx.reductions.store(0, Ordering::Relaxed);
+        self.ctx.set_status(ProcessStatus::Running);
+        let Some(body) = self.body.as_mut() else { return Poll::Ready(()) };
+        match Pin::new(body).poll(cx) {
+            Poll::Ready(()) => {
+                self.body = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => {
+                // Still `Running` means it waits on something that is not
+                // the core's (a tokio channel, say).
+                let _ = self.ctx.status.compare_exchange(
+                    ProcessStatus::Running as u8,
+                    ProcessStatus::Suspended as u8,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for ProcessTask {
+    fn drop(&mut self) {
+        // The body (the process's code) goes first: nothing of it may run
+        // once the exit is announced.
+        drop(self.body.take());
+        self.ctx.set_status(ProcessStatus::Exiting);
+        self.ctx.node.process_exited(&self.ctx);
+    }
+}

@@ -1,0 +1,138 @@
+//! Signals between processes: one closed type, [`Signal`], handled by one
+//! `match` in [`NodeInner::signal`] (Cloud Haskell's `ProcessSignal` and
+//! node controller). Messages go to mailboxes; signals change a process's
+//! links, monitors or life.
+//!
+//! Semantics are Erlang's:
+//! - an exit signal with reason `normal` is ignored by a process that does
+//!   not trap exits, unless it sent it to itself;
+//! - any other exit signal ends a non-trapping process with the same reason;
+//!   a trapping process gets an [`Exit`] message instead;
+//! - `kill` cannot be trapped and ends the process with reason `killed`;
+//! - an exit signal that comes from a link arrives only while the link
+//!   exists, and removes it;
+//! - linking to or monitoring a process that is not alive answers at once
+//!   with reason `noproc`.
+
+use molt_abi::{Down, Envelope, Exit, ExitReason, Message, MonitorRef, Pid};
+
+use crate::node::NodeInner;
+use crate::process::ProcessCtx;
+
+/// Everything one process can do to another besides sending it a message.
+#[derive(Debug, Clone)]
+pub(crate) enum Signal {
+    /// `exit(pid, reason)`, or the exit of a linked process (`linked`).
+    Exit { from: Pid, reason: ExitReason, linked: bool },
+    /// `kill(pid)`: untrappable.
+    Kill,
+    /// The other half of `link(pid)`.
+    Link { from: Pid },
+    /// The other half of `unlink(pid)`.
+    Unlink { from: Pid },
+    /// `monitor(pid)`.
+    Monitor { id: u64, watcher: Pid },
+    /// `demonitor(ref)`.
+    Demonitor { id: u64 },
+}
+
+impl NodeInner {
+    /// Delivers `signal` to `to`.
+    pub(crate) fn signal(&self, to: Pid, signal: Signal) {
+        let Some(ctx) = self.process(to) else {
+            return self.signal_dead(to, signal);
+        };
+        let mut signals = ctx.signals();
+        if !signals.alive {
+            drop(signals);
+            return self.signal_dead(to, signal);
+        }
+        let abort = match signal {
+            Signal::Exit { from, reason, linked } => {
+                if linked {
+                    let Some(at) = signals.links.iter().position(|&p| p == from) else { return };
+                    signals.links.swap_remove(at);
+                }
+                if signals.trap_exit {
+                    drop(signals);
+                    return self.send_message(to, &Exit { from, reason });
+                }
+                if reason.is_normal() && from != to {
+                    return;
+                }
+                ProcessCtx::die(&mut signals, reason)
+            }
+            Signal::Kill => ProcessCtx::die(&mut signals, ExitReason::Killed),
+            Signal::Link { from } => {
+                if !signals.links.contains(&from) {
+                    signals.links.push(from);
+                }
+                None
+            }
+            Signal::Unlink { from } => {
+                signals.links.retain(|&p| p != from);
+                None
+            }
+            Signal::Monitor { id, watcher } => {
+                signals.monitors.push((id, watcher));
+                None
+            }
+            Signal::Demonitor { id } => {
+                signals.monitors.retain(|&(m, _)| m != id);
+                None
+            }
+        };
+        drop(signals);
+        if let Some(abort) = abort {
+            abort.abort();
+        }
+    }
+
+    /// The answers a process that is not alive gives.
+    fn signal_dead(&self, to: Pid, signal: Signal) {
+        match signal {
+            Signal::Link { from } => {
+                self.signal(from, Signal::Exit { from: to, reason: ExitReason::Noproc, linked: true });
+            }
+            Signal::Monitor { id, watcher } => {
+                let monitor = MonitorRef { id, target: to };
+                self.send_message(watcher, &Down { monitor, pid: to, reason: ExitReason::Noproc });
+            }
+            Signal::Exit { .. } | Signal::Kill | Signal::Unlink { .. } | Signal::Demonitor { .. } => {}
+        }
+    }
+
+    /// Queues an envelope in `to`'s mailbox; a no-op if `to` is not alive.
+    pub(crate) fn send(&self, to: Pid, envelope: Envelope) {
+        if let Some(ctx) = self.table_entry(to) {
+            ctx.mailbox.push(envelope);
+        }
+    }
+
+    /// Sends a message made by the core itself.
+    pub(crate) fn send_message<M: Message>(&self, to: Pid, message: &M) {
+        let envelope = Envelope::encode(message).expect("the core's own messages always encode");
+        self.send(to, envelope);
+    }
+
+    /// Tells everyone who cares that `ctx` ended; called once per process,
+    /// after its code is gone.
+    pub(crate) fn announce_exit(&self, ctx: &ProcessCtx) {
+        let (reason, links, monitors, name) = {
+            let mut signals = ctx.signals();
+            signals.alive = false;
+            let reason = signals.exit_reason.clone().unwrap_or(ExitReason::Normal);
+            (reason, std::mem::take(&mut signals.links), std::mem::take(&mut signals.monitors), signals.name.take())
+        };
+        if let Some(name) = name {
+            self.unregister_exited(&name, ctx.pid);
+        }
+        for link in links {
+            self.signal(link, Signal::Exit { from: ctx.pid, reason: reason.clone(), linked: true });
+        }
+        for (id, watcher) in monitors {
+            let monitor = MonitorRef { id, target: ctx.pid };
+            self.send_message(watcher, &Down { monitor, pid: ctx.pid, reason: reason.clone() });
+        }
+    }
+}
