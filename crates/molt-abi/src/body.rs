@@ -8,18 +8,38 @@
 //! completes.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, RawWakerVTable, Waker};
 
 use async_ffi::FfiFuture;
 
 use crate::contract::{ProcessStart, Str};
 use crate::exit::{ExitReason, IntoExitReason};
 use crate::process::{Process, ProcessRef};
+
+type WakerIdentity = (*const (), *const RawWakerVTable);
+
+thread_local! {
+    /// The waker of the process body being polled on this thread. No
+    /// destructor: a thread-local with one would pin a module's code in
+    /// memory after it is closed.
+    static POLLING: Cell<WakerIdentity> = const { Cell::new((std::ptr::null(), std::ptr::null())) };
+}
+
+fn identity(waker: &Waker) -> WakerIdentity {
+    (waker.data(), std::ptr::from_ref(waker.vtable()))
+}
+
+/// Whether `waker` is the one the process body being polled was given, i.e.
+/// waking it wakes the process's own task (see `ReceiveRequest::own_task`).
+pub(crate) fn is_own_task(waker: &Waker) -> bool {
+    POLLING.with(|polling| polling.get() == identity(waker))
+}
 
 impl ProcessStart {
     /// Packs `body` so the core can start it as a process.
@@ -128,7 +148,10 @@ where
         // SAFETY: nothing is moved out of `self`; the pinned `fut` stays in
         // place (see `step` and `finish`).
         let this = unsafe { self.get_unchecked_mut() };
-        let reason = match catch_unwind(AssertUnwindSafe(|| this.step(cx))) {
+        let outer = POLLING.with(|polling| polling.replace(identity(cx.waker())));
+        let stepped = catch_unwind(AssertUnwindSafe(|| this.step(cx)));
+        POLLING.with(|polling| polling.set(outer));
+        let reason = match stepped {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(reason)) => reason,
             Err(panic) => ExitReason::Panicked(panic_message(panic)),

@@ -52,6 +52,11 @@ pub struct ReceiveRequest {
     /// When the receive gives up, on the node's clock (see `now`), or
     /// [`NO_DEADLINE`].
     pub deadline: u64,
+    /// True when the context passed with the request wakes the process's own
+    /// task (the caller is polled directly by the process's body, not inside
+    /// a combinator with wakers of its own): the core may then register the
+    /// task's own waker instead of the context's.
+    pub own_task: bool,
 }
 
 /// The outcome of one `receive` call.
@@ -150,8 +155,8 @@ pub struct ProcessVTable {
     /// process's own task.
     pub receive: unsafe extern "C" fn(ProcessHandle, request: *mut ReceiveRequest, cx: *mut FfiContext<'_>) -> ReceiveStatus,
     /// True once the node's clock passes `deadline`; otherwise arranges a
-    /// wake-up then.
-    pub sleep_until: unsafe extern "C" fn(ProcessHandle, deadline: u64, cx: *mut FfiContext<'_>) -> bool,
+    /// wake-up then. `own_task` as in [`ReceiveRequest`].
+    pub sleep_until: unsafe extern "C" fn(ProcessHandle, deadline: u64, own_task: bool, cx: *mut FfiContext<'_>) -> bool,
     /// Starts a process; writes the monitor to `monitor` if one was asked.
     pub spawn: unsafe extern "C" fn(ProcessHandle, start: ProcessStart, options: SpawnOptions, monitor: *mut MonitorRef) -> Pid,
     /// Links the process and `to` (Erlang `link/1`).

@@ -323,8 +323,10 @@ impl Future for Sleep<'_> {
             }
         };
         let process = self.process;
+        let own_task = crate::body::is_own_task(cx.waker());
         // SAFETY: `process` holds the handle; the context is valid for the call.
-        let done = cx.with_ffi_context(|cx| unsafe { (process.vtable.sleep_until)(process.handle, deadline, cx) });
+        let done =
+            cx.with_ffi_context(|cx| unsafe { (process.vtable.sleep_until)(process.handle, deadline, own_task, cx) });
         if done { Poll::Ready(()) } else { Poll::Pending }
     }
 }

@@ -95,6 +95,7 @@ impl ReceiveState {
             env: (&raw mut guarded).cast(),
             cursor: self.cursor,
             deadline,
+            own_task: crate::body::is_own_task(cx.waker()),
         };
         let vtable = process.vtable();
         let handle = process.handle();

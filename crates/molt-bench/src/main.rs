@@ -1,1 +1,121 @@
-fn main() {}
+//! molt's benchmark harness. `cargo run --release -p molt-bench` runs every
+//! workload; `-- --only NAME` runs one. Each workload prints one JSON line on
+//! stdout:
+//!
+//! `{"workload": NAME, "n": N, "molt": {"seconds": …, "rate": …}, "erlang": {…} | null, "ratio": … | null}`
+//!
+//! `ratio` is molt's advantage (> 1: molt is better): for rates molt's over
+//! Erlang's, for times and memory Erlang's over molt's. Each side runs
+//! `--runs` times and the median is reported. Progress goes to stderr.
+
+mod erlang;
+mod workloads;
+
+use clap::Parser;
+use serde_json::{Value, json};
+use workloads::Measurement;
+
+/// How a workload's figure compares.
+#[derive(Clone, Copy)]
+enum Better {
+    /// Events per second: higher is better.
+    Rate,
+    /// Seconds per operation: lower is better.
+    Time,
+    /// Bytes per process: lower is better.
+    Memory,
+}
+
+struct Workload {
+    name: &'static str,
+    n: u64,
+    better: Better,
+    run: fn(u64) -> Measurement,
+}
+
+const WORKLOADS: &[Workload] = &[
+    Workload { name: "round_trips", n: 1_000_000, better: Better::Rate, run: workloads::round_trips },
+    Workload { name: "one_way", n: 10_000_000, better: Better::Rate, run: workloads::one_way },
+    Workload { name: "spawn", n: 100_000, better: Better::Rate, run: workloads::spawn },
+    Workload { name: "memory", n: 1_000_000, better: Better::Memory, run: workloads::memory },
+    Workload { name: "selective_receive", n: 100_000, better: Better::Time, run: workloads::selective_receive },
+];
+
+#[derive(Parser)]
+#[command(about = "molt's benchmarks, with Erlang/OTP side by side where `erl` is installed")]
+struct Args {
+    /// Run only this workload.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS.iter().map(|w| w.name)))]
+    only: Option<String>,
+    /// Runs per side; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Override the workload's size.
+    #[arg(long)]
+    n: Option<u64>,
+    /// Skip the Erlang side even if `erl` is installed.
+    #[arg(long)]
+    no_erlang: bool,
+}
+
+fn median(mut runs: Vec<Measurement>) -> Measurement {
+    runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let mut middle = runs[runs.len() / 2].clone();
+    let mut bytes: Vec<f64> = runs.iter().filter_map(|m| m.bytes_per_process).collect();
+    bytes.sort_by(f64::total_cmp);
+    middle.bytes_per_process = bytes.get(bytes.len() / 2).copied();
+    middle
+}
+
+fn figures(workload: &Workload, n: u64, m: &Measurement) -> Value {
+    let mut value = json!({ "seconds": m.seconds });
+    let rate = match workload.better {
+        Better::Time => 1.0 / m.seconds,
+        Better::Rate | Better::Memory => n as f64 / m.seconds,
+    };
+    value["rate"] = json!(rate);
+    if let Some(bytes) = m.bytes_per_process {
+        value["bytes_per_process"] = json!(bytes);
+    }
+    value
+}
+
+fn ratio(better: Better, molt: &Measurement, erlang: &Measurement) -> Option<f64> {
+    match better {
+        Better::Rate | Better::Time => Some(erlang.seconds / molt.seconds),
+        Better::Memory => Some(erlang.bytes_per_process? / molt.bytes_per_process?),
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let runs = args.runs.max(1);
+    let erlang = if args.no_erlang {
+        None
+    } else {
+        match erlang::Erlang::find() {
+            Ok(erlang) => Some(erlang),
+            Err(why) => {
+                eprintln!("molt-bench: no Erlang comparison: {why}");
+                None
+            }
+        }
+    };
+    for workload in WORKLOADS.iter().filter(|w| args.only.as_deref().is_none_or(|only| only == w.name)) {
+        let n = args.n.unwrap_or(workload.n);
+        eprintln!("molt-bench: {} (n = {n}), {runs} runs per side", workload.name);
+        let molt = median((0..runs).map(|_| (workload.run)(n)).collect());
+        let erlang_side = erlang.as_ref().and_then(|erlang| {
+            let measured: Result<Vec<_>, _> = (0..runs).map(|_| erlang.run(workload.name, n)).collect();
+            measured.map(median).map_err(|why| eprintln!("molt-bench: erlang {}: {why}", workload.name)).ok()
+        });
+        let line = json!({
+            "workload": workload.name,
+            "n": n,
+            "molt": figures(workload, n, &molt),
+            "erlang": erlang_side.as_ref().map(|e| figures(workload, n, e)),
+            "ratio": erlang_side.as_ref().and_then(|e| ratio(workload.better, &molt, e)),
+        });
+        println!("{line}");
+    }
+}

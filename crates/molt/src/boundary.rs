@@ -15,7 +15,9 @@
 
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use async_ffi::{FfiContext, FfiFuture};
@@ -52,6 +54,40 @@ static VTABLE: ProcessVTable = ProcessVTable {
     cancel_timer,
     set_exit_reason,
 };
+
+thread_local! {
+    /// The process whose task this thread is polling, and that task's waker.
+    static POLLING: Cell<(*const ProcessCtx, *const Waker)> = const { Cell::new((std::ptr::null(), std::ptr::null())) };
+}
+
+/// Runs `poll` (one poll of `ctx`'s body) with `ctx`'s task waker on record,
+/// so calls that pass `own_task` can register it directly.
+pub(crate) fn polling<R>(ctx: &ProcessCtx, cx: &mut Context<'_>, poll: impl FnOnce(&mut Context<'_>) -> R) -> R {
+    struct Restore((*const ProcessCtx, *const Waker));
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            POLLING.with(|polling| polling.set(self.0));
+        }
+    }
+    let outer = POLLING.with(|polling| polling.replace((std::ptr::from_ref(ctx), std::ptr::from_ref(cx.waker()))));
+    let _restore = Restore(outer);
+    poll(cx)
+}
+
+/// Runs `f` with a context that wakes `ctx`'s task: its own waker when the
+/// caller says the given context wakes it anyway and `ctx` is being polled
+/// on this thread, the given context otherwise.
+fn with_waker<R>(ctx: &ProcessCtx, own_task: bool, cx: &mut FfiContext<'_>, f: impl FnOnce(&mut Context<'_>) -> R) -> R {
+    let (polled, waker) = POLLING.with(Cell::get);
+    if own_task && std::ptr::eq(polled, ctx) {
+        // SAFETY: `polling` recorded this waker for the poll of `ctx` that is
+        // running on this thread right now (the record is restored when that
+        // poll returns), so it is alive for this call.
+        let waker = unsafe { &*waker };
+        return f(&mut Context::from_waker(waker));
+    }
+    cx.with_context(f)
+}
 
 /// Starts `start`'s body for the new process `ctx`.
 pub(crate) fn start(ctx: &Arc<ProcessCtx>, start: ProcessStart) -> FfiFuture<()> {
@@ -161,7 +197,7 @@ unsafe extern "C" fn receive(
     // SAFETY: the request's tags are valid for the call.
     let tags = unsafe { std::slice::from_raw_parts(request.tags, request.tag_count) };
     let (matcher, env) = (request.matcher, request.env);
-    cx.with_context(|cx| {
+    with_waker(ctx, request.own_task, cx, |cx| {
         ctx.receive(
             tags,
             &mut request.cursor,
@@ -177,10 +213,10 @@ unsafe extern "C" fn receive(
     })
 }
 
-unsafe extern "C" fn sleep_until(handle: ProcessHandle, deadline: u64, cx: *mut FfiContext<'_>) -> bool {
+unsafe extern "C" fn sleep_until(handle: ProcessHandle, deadline: u64, own_task: bool, cx: *mut FfiContext<'_>) -> bool {
     // SAFETY: a live handle and a valid context, per the contract.
     let (ctx, cx) = unsafe { (ctx(handle), &mut *cx) };
-    cx.with_context(|cx| ctx.sleep_until(deadline, cx))
+    with_waker(ctx, own_task, cx, |cx| ctx.sleep_until(deadline, cx))
 }
 
 unsafe extern "C" fn spawn(

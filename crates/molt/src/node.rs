@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use dashmap::mapref::one::Ref;
+use rustc_hash::FxBuildHasher;
 use molt_abi::contract::{ProcessStart, SpawnOptions};
 use molt_abi::{Down, ExitReason, IntoExitReason, MonitorRef, NodeId, Pid, Process};
 use tokio::task::AbortHandle;
@@ -79,7 +80,8 @@ pub(crate) struct NodeInner {
     pub(crate) creation: u32,
     runtime: tokio::runtime::Handle,
     epoch: tokio::time::Instant,
-    table: DashMap<u64, Arc<ProcessCtx>>,
+    /// Keyed by serial; Fx hashing, because a send looks its target up here.
+    table: DashMap<u64, Arc<ProcessCtx>, FxBuildHasher>,
     next_serial: AtomicU64,
     next_ref: AtomicU64,
     pub(crate) registry: Registry,
@@ -118,7 +120,7 @@ impl Node {
             creation,
             runtime: runtime.handle().clone(),
             epoch: tokio::time::Instant::now(),
-            table: DashMap::new(),
+            table: DashMap::with_hasher(FxBuildHasher),
             next_serial: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
             registry: Registry::default(),

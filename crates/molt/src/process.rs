@@ -202,10 +202,11 @@ impl Future for ProcessTask {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.ctx.reductions.store(0, Ordering::Relaxed);
-        self.ctx.set_status(ProcessStatus::Running);
-        let Some(body) = self.body.as_mut() else { return Poll::Ready(()) };
-        match Pin::new(body).poll(cx) {
+        let this = &mut *self;
+        this.ctx.reductions.store(0, Ordering::Relaxed);
+        this.ctx.set_status(ProcessStatus::Running);
+        let Some(body) = this.body.as_mut() else { return Poll::Ready(()) };
+        match crate::boundary::polling(&this.ctx, cx, |cx| Pin::new(body).poll(cx)) {
             Poll::Ready(()) => {
                 self.body = None;
                 Poll::Ready(())

@@ -1,0 +1,173 @@
+//! The molt side of every workload: each starts a fresh node, does the work
+//! inside processes, and returns what it measured. The Erlang side of each
+//! is the function of the same name in `erlang/bench.erl`.
+
+use std::time::{Duration, Instant};
+
+use molt::{Message, Node, NodeConfig, Pid, Tag};
+use serde::{Deserialize, Serialize};
+
+/// What one run of a workload measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Measurement {
+    pub(crate) seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) bytes_per_process: Option<f64>,
+}
+
+fn node() -> Node {
+    Node::start(NodeConfig::new("bench").workers(std::env::var("MOLT_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2))).expect("a node starts")
+}
+
+fn run<R: Send + 'static, Fut>(node: &Node, body: impl FnOnce(molt::Process) -> Fut + Send + 'static) -> R
+where
+    Fut: std::future::Future<Output = R> + Send + 'static,
+{
+    node.run(body).expect("the benchmark's driver process returns")
+}
+
+/// 1 round trip = a `(Pid, u64)` to an echo process and the `u64` back.
+pub(crate) fn round_trips(n: u64) -> Measurement {
+    let node = node();
+    let seconds = run(&node, move |mut p| async move {
+        let echo = p.spawn(|mut p| async move {
+            loop {
+                let (from, x): (Pid, u64) = p.expect().await?;
+                p.send(from, &x);
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), molt::ReceiveError>(())
+        });
+        let me = p.self_pid();
+        let start = Instant::now();
+        for i in 0..n {
+            p.send(echo, &(me, i));
+            let back: u64 = p.expect().await.expect("a pong");
+            assert_eq!(back, i);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        p.kill(echo);
+        seconds
+    });
+    node.shutdown();
+    Measurement { seconds, ..Default::default() }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Done(u64);
+
+impl Message for Done {
+    const TAG: Tag = Tag::named("bench.Done");
+}
+
+/// `n` `u64`s from one process to another, which counts them.
+pub(crate) fn one_way(n: u64) -> Measurement {
+    let node = node();
+    let seconds = run(&node, move |mut p| async move {
+        let parent = p.self_pid();
+        let start = Instant::now();
+        let sink = p.spawn(move |mut p| async move {
+            let mut sum = 0u64;
+            for _ in 0..n {
+                sum = sum.wrapping_add(p.expect::<u64>().await?);
+            }
+            p.send(parent, &Done(sum));
+            Ok::<(), molt::ReceiveError>(())
+        });
+        for i in 0..n {
+            p.send(sink, &i);
+        }
+        let Done(sum) = p.expect().await.expect("the sink's total");
+        assert_eq!(sum, (0..n).fold(0u64, u64::wrapping_add));
+        start.elapsed().as_secs_f64()
+    });
+    node.shutdown();
+    Measurement { seconds, ..Default::default() }
+}
+
+/// Spawning `n` processes that each wait for a message; only the spawning
+/// is timed.
+pub(crate) fn spawn(n: u64) -> Measurement {
+    let node = node();
+    let seconds = run(&node, move |_p| async move {
+        let start = Instant::now();
+        let mut pids = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            pids.push(_p.spawn(|mut p| async move { p.expect::<()>().await.map(drop) }));
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        for pid in pids {
+            _p.send(pid, &());
+        }
+        seconds
+    });
+    node.shutdown();
+    Measurement { seconds, ..Default::default() }
+}
+
+fn resident_bytes() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    pages * 4096.0
+}
+
+/// `n` processes, each parked in a receive: resident memory per process.
+pub(crate) fn memory(n: u64) -> Measurement {
+    let node = node();
+    let (seconds, bytes) = run(&node, move |mut p| async move {
+        let parent = p.self_pid();
+        let before = resident_bytes();
+        let start = Instant::now();
+        let mut pids = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            pids.push(p.spawn(move |mut p| async move {
+                p.send(parent, &());
+                p.expect::<u64>().await.map(drop)
+            }));
+        }
+        for _ in 0..n {
+            p.expect::<()>().await.expect("every process started");
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        // The parent's own vector of pids is not the processes' memory.
+        let pid_vector = (pids.capacity() * std::mem::size_of::<Pid>()) as f64;
+        let bytes = (resident_bytes() - before - pid_vector) / n as f64;
+        for pid in pids {
+            p.send(pid, &0u64);
+        }
+        (seconds, bytes)
+    });
+    node.shutdown();
+    Measurement { seconds, bytes_per_process: Some(bytes) }
+}
+
+/// One receiver with `n` non-matching messages queued; each of 10 timed
+/// round trips makes it find one matching message behind all of them.
+pub(crate) fn selective_receive(n: u64) -> Measurement {
+    const ROUNDS: u32 = 10;
+    let node = node();
+    let seconds = run(&node, move |mut p| async move {
+        let receiver = p.spawn(|mut p| async move {
+            for _ in 0..ROUNDS {
+                let (from, k): (Pid, u32) = p.expect().await?;
+                p.send(from, &k);
+            }
+            Ok::<(), molt::ReceiveError>(())
+        });
+        for i in 0..n {
+            p.send(receiver, &i);
+        }
+        let me = p.self_pid();
+        // Let the receiver see the noise arrive before timing starts.
+        p.send(receiver, &(me, u32::MAX));
+        let _ = p.expect_timeout::<u32>(Duration::from_secs(60)).await;
+        let start = Instant::now();
+        for k in 1..ROUNDS {
+            p.send(receiver, &(me, k));
+            assert_eq!(p.expect::<u32>().await.expect("the reply"), k);
+        }
+        start.elapsed().as_secs_f64() / f64::from(ROUNDS - 1)
+    });
+    node.shutdown();
+    Measurement { seconds, ..Default::default() }
+}
