@@ -59,17 +59,20 @@ pub struct ReceiveRequest {
     pub own_task: bool,
 }
 
-/// The outcome of one `receive` call.
+/// The outcome of one `receive` or `sleep_until` call.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReceiveStatus {
     /// The matcher took a message.
     Matched = 0,
-    /// Nothing matched yet; the task is woken when a message arrives or the
-    /// deadline passes.
+    /// Nothing matched yet (or the deadline is still ahead); the task is
+    /// woken when a message arrives or the deadline passes.
     Pending = 1,
-    /// The deadline passed with nothing matched.
+    /// The deadline passed (with nothing matched).
     TimedOut = 2,
+    /// The call was not made from the process's own body (its `Process` was
+    /// moved into another task): only a process receives its messages.
+    NotOwner = 3,
 }
 
 /// The outcome of `register`.
@@ -154,9 +157,11 @@ pub struct ProcessVTable {
     /// Selective receive; see [`ReceiveRequest`]. Must be polled from the
     /// process's own task.
     pub receive: unsafe extern "C" fn(ProcessHandle, request: *mut ReceiveRequest, cx: *mut FfiContext<'_>) -> ReceiveStatus,
-    /// True once the node's clock passes `deadline`; otherwise arranges a
-    /// wake-up then. `own_task` as in [`ReceiveRequest`].
-    pub sleep_until: unsafe extern "C" fn(ProcessHandle, deadline: u64, own_task: bool, cx: *mut FfiContext<'_>) -> bool,
+    /// `TimedOut` once the node's clock passes `deadline`; otherwise
+    /// `Pending`, with a wake-up arranged then. `own_task` as in
+    /// [`ReceiveRequest`].
+    pub sleep_until:
+        unsafe extern "C" fn(ProcessHandle, deadline: u64, own_task: bool, cx: *mut FfiContext<'_>) -> ReceiveStatus,
     /// Starts a process; writes the monitor to `monitor` if one was asked.
     pub spawn: unsafe extern "C" fn(ProcessHandle, start: ProcessStart, options: SpawnOptions, monitor: *mut MonitorRef) -> Pid,
     /// Links the process and `to` (Erlang `link/1`).

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_ffi::ContextExt;
 
-use crate::contract::{ProcessHandle, ProcessStart, ProcessVTable, RegisterStatus, SpawnOptions, Str};
+use crate::contract::{ProcessHandle, ProcessStart, ProcessVTable, ReceiveStatus, RegisterStatus, SpawnOptions, Str};
 use crate::receive::{Expect, Receive};
 use crate::{ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, TimerRef};
 
@@ -325,10 +325,22 @@ impl Future for Sleep<'_> {
         let process = self.process;
         let own_task = crate::body::is_own_task(cx.waker());
         // SAFETY: `process` holds the handle; the context is valid for the call.
-        let done =
+        let status =
             cx.with_ffi_context(|cx| unsafe { (process.vtable.sleep_until)(process.handle, deadline, own_task, cx) });
-        if done { Poll::Ready(()) } else { Poll::Pending }
+        match status {
+            ReceiveStatus::Pending => Poll::Pending,
+            ReceiveStatus::NotOwner => not_owner(),
+            ReceiveStatus::Matched | ReceiveStatus::TimedOut => Poll::Ready(()),
+        }
     }
+}
+
+/// A receive or sleep awaited outside the process's own body.
+pub(crate) fn not_owner() -> ! {
+    panic!(
+        "a Process received or slept outside its own body (it was moved into another task); \
+         only a process itself may receive its messages: spawn a process for the other work"
+    )
 }
 
 pub(crate) fn nanos(duration: Duration) -> u64 {

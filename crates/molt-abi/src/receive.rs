@@ -110,6 +110,7 @@ impl ReceiveState {
             ReceiveStatus::Matched => Poll::Ready(None),
             ReceiveStatus::Pending => Poll::Pending,
             ReceiveStatus::TimedOut => Poll::Ready(Some(ReceiveError::Timeout { after: timeout })),
+            ReceiveStatus::NotOwner => crate::process::not_owner(),
         }
     }
 }

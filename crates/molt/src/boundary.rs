@@ -27,7 +27,7 @@ use molt_abi::contract::{
 };
 use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Tag, TimerRef};
 
-use crate::process::ProcessCtx;
+use crate::process::{ProcessCtx, TaskLocal};
 use crate::signal::Signal;
 
 static VTABLE: ProcessVTable = ProcessVTable {
@@ -55,38 +55,66 @@ static VTABLE: ProcessVTable = ProcessVTable {
     set_exit_reason,
 };
 
+/// What a process's task lends the core during one poll of its body.
+type Lent = (*const ProcessCtx, *const Waker, *mut TaskLocal);
+
 thread_local! {
-    /// The process whose task this thread is polling, and that task's waker.
-    static POLLING: Cell<(*const ProcessCtx, *const Waker)> = const { Cell::new((std::ptr::null(), std::ptr::null())) };
+    /// The process whose task this thread is polling, that task's waker and
+    /// its task-local state. No destructor; null when not polling.
+    static POLLING: Cell<Lent> = const { Cell::new((std::ptr::null(), std::ptr::null(), std::ptr::null_mut())) };
 }
 
-/// Runs `poll` (one poll of `ctx`'s body) with `ctx`'s task waker on record,
-/// so calls that pass `own_task` can register it directly.
-pub(crate) fn polling<R>(ctx: &ProcessCtx, cx: &mut Context<'_>, poll: impl FnOnce(&mut Context<'_>) -> R) -> R {
-    struct Restore((*const ProcessCtx, *const Waker));
+/// Runs `poll` (one poll of `ctx`'s body) with `ctx`'s task waker and
+/// task-local state lent to the vtable functions the body calls.
+pub(crate) fn polling<R>(
+    ctx: &ProcessCtx,
+    local: &mut TaskLocal,
+    cx: &mut Context<'_>,
+    poll: impl FnOnce(&mut Context<'_>) -> R,
+) -> R {
+    struct Restore(Lent);
     impl Drop for Restore {
         fn drop(&mut self) {
             POLLING.with(|polling| polling.set(self.0));
         }
     }
-    let outer = POLLING.with(|polling| polling.replace((std::ptr::from_ref(ctx), std::ptr::from_ref(cx.waker()))));
-    let _restore = Restore(outer);
+    let lent = (std::ptr::from_ref(ctx), std::ptr::from_ref(cx.waker()), std::ptr::from_mut(local));
+    let _restore = Restore(POLLING.with(|polling| polling.replace(lent)));
     poll(cx)
 }
 
-/// Runs `f` with a context that wakes `ctx`'s task: its own waker when the
-/// caller says the given context wakes it anyway and `ctx` is being polled
-/// on this thread, the given context otherwise.
-fn with_waker<R>(ctx: &ProcessCtx, own_task: bool, cx: &mut FfiContext<'_>, f: impl FnOnce(&mut Context<'_>) -> R) -> R {
-    let (polled, waker) = POLLING.with(Cell::get);
-    if own_task && std::ptr::eq(polled, ctx) {
-        // SAFETY: `polling` recorded this waker for the poll of `ctx` that is
-        // running on this thread right now (the record is restored when that
-        // poll returns), so it is alive for this call.
-        let waker = unsafe { &*waker };
-        return f(&mut Context::from_waker(waker));
+/// `ctx`'s task waker and task-local state, if `ctx`'s body is being polled
+/// on this thread.
+fn lent<'a>(ctx: &ProcessCtx) -> Option<(&'a Waker, &'a mut TaskLocal)> {
+    let (polled, waker, local) = POLLING.with(Cell::get);
+    if !std::ptr::eq(polled, ctx) {
+        return None;
     }
-    cx.with_context(f)
+    // SAFETY: `polling` lent these for the poll of `ctx` running on this
+    // thread right now, and restores the record when that poll returns; the
+    // callers use them only within the vtable call they are in, which is
+    // inside that poll. The `TaskLocal` is borrowed by nothing else: the task
+    // lent its only `&mut` and is inside `poll`, and vtable calls do not nest
+    // (a receive's matcher cannot reach its own process, which the receive
+    // borrows mutably).
+    Some(unsafe { (&*waker, &mut *local) })
+}
+
+/// Runs `f` with `ctx`'s task-local state and a context that wakes its task,
+/// if `ctx`'s body is being polled on this thread; `None` otherwise. The
+/// context is the task's own waker when the caller says the given context
+/// wakes the task anyway, the given context otherwise.
+fn with_lent<R>(
+    ctx: &ProcessCtx,
+    own_task: bool,
+    cx: &mut FfiContext<'_>,
+    f: impl FnOnce(&mut TaskLocal, &mut Context<'_>) -> R,
+) -> Option<R> {
+    let (waker, local) = lent(ctx)?;
+    if own_task {
+        return Some(f(local, &mut Context::from_waker(waker)));
+    }
+    Some(cx.with_context(|cx| f(local, cx)))
 }
 
 /// Starts `start`'s body for the new process `ctx`.
@@ -170,7 +198,10 @@ unsafe extern "C" fn now(handle: ProcessHandle) -> u64 {
 unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, tag: Tag, ptr: *const u8, len: usize) {
     // SAFETY: a live handle and a valid buffer, per the contract.
     let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, ptr, len)) };
-    ctx.node.send(to, envelope);
+    match lent(ctx) {
+        Some((_, local)) => local.send(&ctx.node, to, envelope),
+        None => ctx.node.send(to, envelope),
+    }
 }
 
 unsafe extern "C" fn send_named(handle: ProcessHandle, name: Str, tag: Tag, ptr: *const u8, len: usize) -> bool {
@@ -197,8 +228,10 @@ unsafe extern "C" fn receive(
     // SAFETY: the request's tags are valid for the call.
     let tags = unsafe { std::slice::from_raw_parts(request.tags, request.tag_count) };
     let (matcher, env) = (request.matcher, request.env);
-    with_waker(ctx, request.own_task, cx, |cx| {
+    let own_task = request.own_task;
+    let received = with_lent(ctx, own_task, cx, |local, cx| {
         ctx.receive(
+            local,
             tags,
             &mut request.cursor,
             request.deadline,
@@ -210,13 +243,23 @@ unsafe extern "C" fn receive(
             },
             cx,
         )
-    })
+    });
+    received.unwrap_or(ReceiveStatus::NotOwner)
 }
 
-unsafe extern "C" fn sleep_until(handle: ProcessHandle, deadline: u64, own_task: bool, cx: *mut FfiContext<'_>) -> bool {
+unsafe extern "C" fn sleep_until(
+    handle: ProcessHandle,
+    deadline: u64,
+    own_task: bool,
+    cx: *mut FfiContext<'_>,
+) -> ReceiveStatus {
     // SAFETY: a live handle and a valid context, per the contract.
     let (ctx, cx) = unsafe { (ctx(handle), &mut *cx) };
-    with_waker(ctx, own_task, cx, |cx| ctx.sleep_until(deadline, cx))
+    match with_lent(ctx, own_task, cx, |local, cx| ctx.sleep_until(local, deadline, cx)) {
+        Some(true) => ReceiveStatus::TimedOut,
+        Some(false) => ReceiveStatus::Pending,
+        None => ReceiveStatus::NotOwner,
+    }
 }
 
 unsafe extern "C" fn spawn(

@@ -2,14 +2,16 @@
 //! process receives them.
 //!
 //! Two queues, as in Erlang's process structure: senders append to `inbox`
-//! under its lock; the owning process moves what arrived into `saved` and
-//! scans `saved` without holding the senders' lock. Only the owner touches
-//! `saved` (others read its length for introspection). Nothing in molt
-//! removes a message except a receive by the owner, and nothing reorders:
-//! `saved` followed by `inbox` is always the arrival order.
+//! under its lock; the owning process moves what arrived into its `saved`
+//! queue and scans that without any lock. `saved` belongs to the process's
+//! task ([`TaskLocal`](crate::process::TaskLocal)); the mailbox keeps only a
+//! copy of its length for introspection. Nothing in molt removes a message
+//! except a receive by the owner, and nothing reorders: `saved` followed by
+//! `inbox` is always the arrival order.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Waker;
 
 use molt_abi::{Envelope, Tag};
@@ -17,7 +19,8 @@ use molt_abi::{Envelope, Tag};
 #[derive(Debug, Default)]
 pub(crate) struct Mailbox {
     inbox: Mutex<Inbox>,
-    saved: Mutex<VecDeque<Envelope>>,
+    /// The owner's `saved` length as of its last poll.
+    saved_len: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -49,10 +52,15 @@ impl Mailbox {
         }
     }
 
-    /// How many messages are queued.
+    /// How many messages are queued (as of the owner's last poll for the
+    /// ones it has already looked at).
     pub(crate) fn len(&self) -> usize {
         let inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner()).queue.len();
-        inbox + self.saved.lock().unwrap_or_else(|e| e.into_inner()).len()
+        inbox + self.saved_len.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_saved_len(&self, len: usize) {
+        self.saved_len.store(len, Ordering::Relaxed);
     }
 
     /// Owner only. Offers `matcher` every queued message whose tag is in
@@ -61,12 +69,12 @@ impl Mailbox {
     /// it takes. If none, registers `waker` for the next arrival.
     pub(crate) fn receive(
         &self,
+        saved: &mut VecDeque<Envelope>,
         tags: &[Tag],
         cursor: &mut usize,
         mut matcher: impl FnMut(&Envelope) -> bool,
         waker: &Waker,
     ) -> Scan {
-        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             while let Some(envelope) = saved.get(*cursor) {
                 if tags.contains(&envelope.tag) && matcher(envelope) {
@@ -85,7 +93,7 @@ impl Mailbox {
                 return Scan::Empty;
             }
             if saved.is_empty() {
-                std::mem::swap(&mut *saved, &mut inbox.queue);
+                std::mem::swap(saved, &mut inbox.queue);
             } else {
                 saved.append(&mut inbox.queue);
             }

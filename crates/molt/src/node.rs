@@ -7,7 +7,7 @@
 //! live in one OS process and one node's shutdown never touches another.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -69,8 +69,33 @@ pub enum NodeError {
 #[derive(Debug)]
 pub struct Node {
     inner: Arc<NodeInner>,
-    runtime: Option<tokio::runtime::Runtime>,
+    schedulers: Vec<SchedulerThread>,
     shutdown_timeout: Duration,
+}
+
+/// One scheduler thread: a single-threaded tokio runtime that runs the
+/// processes placed on it until told to stop.
+#[derive(Debug)]
+struct SchedulerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SchedulerThread {
+    fn start(node: &str, index: usize) -> Result<(SchedulerThread, tokio::runtime::Handle), std::io::Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name(format!("molt-{node}-{index}")).spawn(move || {
+            runtime.block_on(async move {
+                let _ = stopped.await;
+            });
+            // Dropping the runtime drops the tasks still on it: their
+            // processes end (with the reason already recorded) here.
+            drop(runtime);
+        })?;
+        Ok((SchedulerThread { stop: Some(stop), thread: Some(thread) }, handle))
+    }
 }
 
 /// What the processes of a node share.
@@ -78,7 +103,12 @@ pub(crate) struct NodeInner {
     pub(crate) name: String,
     pub(crate) id: NodeId,
     pub(crate) creation: u32,
-    runtime: tokio::runtime::Handle,
+    /// One single-threaded runtime per scheduler thread. A process stays on
+    /// the scheduler it was placed on: a spawn from a process goes to its
+    /// parent's scheduler (so processes that talk to each other share a
+    /// thread, as Erlang places them), a spawn from outside goes round-robin.
+    schedulers: Box<[tokio::runtime::Handle]>,
+    next_scheduler: AtomicUsize,
     epoch: tokio::time::Instant,
     /// Keyed by serial; Fx hashing, because a send looks its target up here.
     table: DashMap<u64, Arc<ProcessCtx>, FxBuildHasher>,
@@ -107,18 +137,20 @@ impl Node {
         if config.name.is_empty() {
             return Err(NodeError::EmptyName);
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.workers)
-            .thread_name(format!("molt-{}", config.name))
-            .enable_time()
-            .build()
-            .map_err(NodeError::Runtime)?;
+        let mut schedulers = Vec::with_capacity(config.workers);
+        let mut handles = Vec::with_capacity(config.workers);
+        for index in 0..config.workers {
+            let (scheduler, handle) = SchedulerThread::start(&config.name, index).map_err(NodeError::Runtime)?;
+            schedulers.push(scheduler);
+            handles.push(handle);
+        }
         let creation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.subsec_nanos() ^ d.as_secs() as u32);
         let inner = Arc::new(NodeInner {
             id: NodeId::from_name(&config.name),
             name: config.name,
             creation,
-            runtime: runtime.handle().clone(),
+            schedulers: handles.into_boxed_slice(),
+            next_scheduler: AtomicUsize::new(0),
             epoch: tokio::time::Instant::now(),
             table: DashMap::with_hasher(FxBuildHasher),
             next_serial: AtomicU64::new(1),
@@ -129,7 +161,7 @@ impl Node {
             stopping: AtomicBool::new(false),
             emptied: (Mutex::new(()), Condvar::new()),
         });
-        Ok(Node { inner, runtime: Some(runtime), shutdown_timeout: config.shutdown_timeout })
+        Ok(Node { inner, schedulers, shutdown_timeout: config.shutdown_timeout })
     }
 
     /// The node's name.
@@ -209,7 +241,9 @@ impl Node {
     }
 
     fn stop(&mut self) {
-        let Some(runtime) = self.runtime.take() else { return };
+        if self.schedulers.is_empty() {
+            return;
+        }
         let inner = &self.inner;
         inner.stopping.store(true, Ordering::SeqCst);
         let all: Vec<Arc<ProcessCtx>> = inner.table.iter().map(|entry| entry.value().clone()).collect();
@@ -231,10 +265,19 @@ impl Node {
         }
         drop(guard);
         inner.timers.clear();
-        if tokio::runtime::Handle::try_current().is_ok() {
-            runtime.shutdown_background();
-        } else {
-            runtime.shutdown_timeout(Duration::from_millis(100));
+        let me = std::thread::current().id();
+        for mut scheduler in self.schedulers.drain(..) {
+            if let Some(stop) = scheduler.stop.take() {
+                let _ = stop.send(());
+            }
+            // A thread stuck in a process that never yields is abandoned,
+            // and so is the calling thread's own, if a process shuts its node.
+            if let Some(thread) = scheduler.thread.take()
+                && thread.thread().id() != me
+                && inner.table.is_empty()
+            {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -286,10 +329,9 @@ impl NodeInner {
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
         let pid = Pid { node: self.id, creation: self.creation, serial };
         let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
-        let parent = parent.map(|p| p.pid);
         if self.stopping.load(Ordering::SeqCst) {
             boundary::discard(start);
-            if let Some(parent) = parent {
+            if let Some(parent) = parent.map(|p| p.pid) {
                 // As if the process had started and ended at once.
                 if options.link {
                     self.signal(parent, Signal::Exit { from: pid, reason: ExitReason::Noproc, linked: false });
@@ -301,7 +343,12 @@ impl NodeInner {
             return (pid, monitor);
         }
         let code = self.code_name(&start);
-        let ctx = Arc::new(ProcessCtx::new(pid, self.clone(), code));
+        let scheduler = match parent {
+            Some(parent) => parent.scheduler,
+            None => self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len(),
+        };
+        let parent = parent.map(|p| p.pid);
+        let ctx = Arc::new(ProcessCtx::new(pid, self.clone(), code, scheduler));
         if let Some(parent) = parent {
             let mut signals = ctx.signals();
             if options.link {
@@ -316,7 +363,7 @@ impl NodeInner {
         }
         self.table.insert(serial, ctx.clone());
         let body = boundary::start(&ctx, start);
-        let task = self.runtime.spawn(ProcessTask::new(ctx.clone(), body));
+        let task = self.schedulers[ctx.scheduler].spawn(ProcessTask::new(ctx.clone(), body));
         ctx.attach_task(task.abort_handle());
         if self.stopping.load(Ordering::SeqCst) {
             ctx.kill_with(ExitReason::Shutdown);
@@ -337,6 +384,7 @@ impl NodeInner {
     /// The end of a process: called once, from its task's drop, after its
     /// code is gone.
     pub(crate) fn process_exited(&self, ctx: &ProcessCtx) {
+        ctx.gone.store(true, Ordering::Release);
         self.announce_exit(ctx);
         self.table.remove(&ctx.pid.serial);
         if self.stopping.load(Ordering::SeqCst) && self.table.is_empty() {
@@ -350,7 +398,7 @@ impl NodeInner {
         let id = self.new_ref();
         self.timers.insert(id, None);
         let node = self.clone();
-        let task = self.runtime.spawn(async move {
+        let task = self.schedulers[0].spawn(async move {
             tokio::time::sleep(delay).await;
             // Removing the entry first decides the race with cancel_timer.
             if node.timers.remove(&id).is_some() {

@@ -6,7 +6,10 @@
 //! - `mailbox`: any thread pushes; only the process's own task receives;
 //! - `signals`: under its lock, by the node's signal handling ([`crate::signal`])
 //!   and by the process's own calls;
-//! - `timer` and `reductions`: only the process's own task.
+//! - [`TaskLocal`] (the scanned part of the mailbox, the timer, the
+//!   reduction count): only the process's own task, which owns it and lends
+//!   it to the core's functions for the length of one poll, so none of it
+//!   needs a lock.
 //!
 //! A process ends in exactly one place, [`ProcessTask`]'s `Drop`, whether its
 //! body returned, panicked or was killed: the body is dropped first, then the
@@ -14,7 +17,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -36,11 +40,14 @@ pub(crate) struct ProcessCtx {
     pub(crate) node: Arc<NodeInner>,
     pub(crate) mailbox: Mailbox,
     signals: Mutex<Signals>,
-    timer: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
+    /// Set once the process has ended; read by senders that hold a cached
+    /// reference to it.
+    pub(crate) gone: AtomicBool,
     status: AtomicU8,
-    reductions: AtomicU32,
     /// What code the process runs, for introspection.
     pub(crate) code: Arc<str>,
+    /// The scheduler thread the process runs on.
+    pub(crate) scheduler: usize,
 }
 
 impl std::fmt::Debug for ProcessCtx {
@@ -65,16 +72,16 @@ pub(crate) struct Signals {
 }
 
 impl ProcessCtx {
-    pub(crate) fn new(pid: Pid, node: Arc<NodeInner>, code: Arc<str>) -> ProcessCtx {
+    pub(crate) fn new(pid: Pid, node: Arc<NodeInner>, code: Arc<str>, scheduler: usize) -> ProcessCtx {
         ProcessCtx {
             pid,
             node,
             mailbox: Mailbox::default(),
             signals: Mutex::new(Signals { alive: true, ..Signals::default() }),
-            timer: Mutex::new(None),
+            gone: AtomicBool::new(false),
             status: AtomicU8::new(ProcessStatus::Runnable as u8),
-            reductions: AtomicU32::new(0),
             code,
+            scheduler,
         }
     }
 
@@ -137,6 +144,7 @@ impl ProcessCtx {
     /// once the process has used its budget for this poll.
     pub(crate) fn receive(
         &self,
+        local: &mut TaskLocal,
         tags: &[Tag],
         cursor: &mut usize,
         deadline: u64,
@@ -144,14 +152,15 @@ impl ProcessCtx {
         cx: &mut Context<'_>,
     ) -> molt_abi::contract::ReceiveStatus {
         use molt_abi::contract::{NO_DEADLINE, ReceiveStatus};
-        if self.reductions.fetch_add(1, Ordering::Relaxed) >= RECEIVES_PER_POLL {
+        local.reductions += 1;
+        if local.reductions > RECEIVES_PER_POLL {
             cx.waker().wake_by_ref();
             return ReceiveStatus::Pending;
         }
-        if self.mailbox.receive(tags, cursor, matcher, cx.waker()) == Scan::Taken {
+        if self.mailbox.receive(&mut local.saved, tags, cursor, matcher, cx.waker()) == Scan::Taken {
             return ReceiveStatus::Matched;
         }
-        if deadline != NO_DEADLINE && self.sleep_until(deadline, cx) {
+        if deadline != NO_DEADLINE && self.sleep_until(local, deadline, cx) {
             return ReceiveStatus::TimedOut;
         }
         self.set_status(ProcessStatus::Waiting);
@@ -160,28 +169,61 @@ impl ProcessCtx {
 
     /// True once the node clock reaches `deadline`; otherwise the process's
     /// one timer is set to wake the task then.
-    pub(crate) fn sleep_until(&self, deadline: u64, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn sleep_until(&self, local: &mut TaskLocal, deadline: u64, cx: &mut Context<'_>) -> bool {
         let at = self.node.instant_at(deadline);
-        let mut timer = self.timer.lock().unwrap_or_else(|e| e.into_inner());
         if tokio::time::Instant::now() >= at {
-            *timer = None;
+            local.timer = None;
             return true;
         }
-        let sleep = match &mut *timer {
-            Some(sleep) => {
-                if sleep.deadline() != at {
-                    sleep.as_mut().reset(at);
-                }
-                sleep
-            }
-            none => none.insert(Box::pin(tokio::time::sleep_until(at))),
-        };
+        let sleep = local.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if sleep.deadline() != at {
+            sleep.as_mut().reset(at);
+        }
         if sleep.as_mut().poll(cx).is_ready() {
-            *timer = None;
+            local.timer = None;
             return true;
         }
         self.set_status(ProcessStatus::Sleeping);
         false
+    }
+}
+
+/// What only the process's own task touches; see the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct TaskLocal {
+    /// Messages moved out of the inbox and not yet received, oldest first.
+    pub(crate) saved: VecDeque<Envelope>,
+    /// Receives completed in this poll.
+    reductions: u32,
+    /// The one timer of `sleep` and receive timeouts.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last process this one sent to twice in a row, kept so a stream of
+    /// sends to one process skips the process table.
+    send_target: Option<Arc<ProcessCtx>>,
+    /// The target of the last send that missed `send_target`.
+    last_miss: Option<Pid>,
+}
+
+impl TaskLocal {
+    /// Sends from the process's own task: as [`NodeInner::send`], with a
+    /// one-entry cache of the target.
+    pub(crate) fn send(&mut self, node: &NodeInner, to: Pid, envelope: Envelope) {
+        if let Some(target) = &self.send_target
+            && target.pid == to
+        {
+            if !target.gone.load(Ordering::Acquire) {
+                target.mailbox.push(envelope);
+            }
+            return;
+        }
+        if self.last_miss != Some(to) {
+            self.last_miss = Some(to);
+            return node.send(to, envelope);
+        }
+        if let Some(target) = node.process(to) {
+            target.mailbox.push(envelope);
+            self.send_target = Some(target);
+        }
     }
 }
 
@@ -190,11 +232,12 @@ impl ProcessCtx {
 pub(crate) struct ProcessTask {
     ctx: Arc<ProcessCtx>,
     body: Option<FfiFuture<()>>,
+    local: TaskLocal,
 }
 
 impl ProcessTask {
     pub(crate) fn new(ctx: Arc<ProcessCtx>, body: FfiFuture<()>) -> ProcessTask {
-        ProcessTask { ctx, body: Some(body) }
+        ProcessTask { ctx, body: Some(body), local: TaskLocal::default() }
     }
 }
 
@@ -203,10 +246,12 @@ impl Future for ProcessTask {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        this.ctx.reductions.store(0, Ordering::Relaxed);
+        this.local.reductions = 0;
         this.ctx.set_status(ProcessStatus::Running);
         let Some(body) = this.body.as_mut() else { return Poll::Ready(()) };
-        match crate::boundary::polling(&this.ctx, cx, |cx| Pin::new(body).poll(cx)) {
+        let polled = crate::boundary::polling(&this.ctx, &mut this.local, cx, |cx| Pin::new(body).poll(cx));
+        this.ctx.mailbox.set_saved_len(this.local.saved.len());
+        match polled {
             Poll::Ready(()) => {
                 self.body = None;
                 Poll::Ready(())
@@ -234,4 +279,9 @@ impl Drop for ProcessTask {
         self.ctx.set_status(ProcessStatus::Exiting);
         self.ctx.node.process_exited(&self.ctx);
     }
+}
+#[cfg(test)]
+#[test]
+fn print_sizes() {
+    eprintln!("ctx {} task {} local {} signals {} mailbox {}", std::mem::size_of::<ProcessCtx>(), std::mem::size_of::<ProcessTask>(), std::mem::size_of::<TaskLocal>(), std::mem::size_of::<Signals>(), std::mem::size_of::<crate::mailbox::Mailbox>());
 }
