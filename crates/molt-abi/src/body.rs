@@ -10,7 +10,6 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::ffi::c_void;
-use std::mem::ManuallyDrop;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -78,36 +77,41 @@ impl ProcessStart {
     }
 }
 
+/// Where a process body is in its life.
+enum Stage<F, Fut> {
+    /// The closure and its process, until the first poll.
+    Start(F, Process),
+    /// The closure's future: structurally pinned, polled and dropped in place.
+    Run(Fut),
+    /// Completed, or dropped.
+    Done,
+}
+
 /// The future the core polls: runs the closure on first poll, then its
 /// future, and reports how it ended.
 struct ProcessBody<F, Fut> {
     this: ProcessRef,
-    /// The closure and its process, until the first poll.
-    start: Option<(F, Process)>,
-    /// The closure's future. Structurally pinned: written once while `None`,
-    /// then only polled in place and dropped in place by `finish`.
-    fut: ManuallyDrop<Option<Fut>>,
-    /// Set before `fut` is dropped, so it is dropped at most once even if its
-    /// drop panics.
-    finished: bool,
+    stage: Stage<F, Fut>,
 }
 
 impl<F, Fut> ProcessBody<F, Fut> {
     fn new(this: ProcessRef, body: F, process: Process) -> Self {
-        ProcessBody { this, start: Some((body, process)), fut: ManuallyDrop::new(None), finished: false }
+        ProcessBody { this, stage: Stage::Start(body, process) }
     }
 
     /// Drops the user's closure or future in place, catching a panicking drop.
     fn finish(&mut self) {
-        if std::mem::replace(&mut self.finished, true) {
+        if matches!(self.stage, Stage::Done) {
             return;
         }
-        let start = self.start.take();
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(start)));
-        let fut = &mut self.fut;
-        // SAFETY: `finished` was false, so `fut` has not been dropped before,
-        // and it is never touched again after this.
-        let _ = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(fut) }));
+        let stage = std::ptr::from_mut(&mut self.stage);
+        // SAFETY: `stage` holds a live value, dropped exactly once here, in
+        // place (a pinned future is never moved). If its drop panics, the
+        // drop glue still drops the rest while unwinding, and the value is
+        // gone either way; it is overwritten below without being dropped.
+        let _ = catch_unwind(AssertUnwindSafe(|| unsafe { std::ptr::drop_in_place(stage) }));
+        // SAFETY: `stage` is valid for writes and its old value was dropped.
+        unsafe { std::ptr::write(stage, Stage::Done) };
     }
 }
 
@@ -119,19 +123,19 @@ where
 {
     /// Drives the body one step; may panic (the caller catches it).
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<ExitReason> {
-        if self.finished {
-            return Poll::Ready(ExitReason::Normal);
+        if let Stage::Start(..) = self.stage {
+            // Moving the closure out moves nothing pinned: no future yet.
+            let Stage::Start(body, process) = std::mem::replace(&mut self.stage, Stage::Done) else {
+                unreachable!("the stage was Start")
+            };
+            self.stage = Stage::Run(body(process));
         }
-        if let Some((body, process)) = self.start.take() {
-            // Writing into `None` moves no pinned value.
-            *self.fut = Some(body(process));
-        }
-        match self.fut.as_mut() {
+        match &mut self.stage {
             // SAFETY: `self` is only reached through `Pin<&mut ProcessBody>`
-            // (see `poll`), and `fut` is never moved: it is polled here and
-            // dropped in place by `finish`.
-            Some(fut) => unsafe { Pin::new_unchecked(fut) }.poll(cx).map(IntoExitReason::into_exit_reason),
-            None => Poll::Ready(ExitReason::Normal),
+            // (see `poll`), and the future is never moved: it is polled here
+            // and dropped in place by `finish`.
+            Stage::Run(fut) => unsafe { Pin::new_unchecked(fut) }.poll(cx).map(IntoExitReason::into_exit_reason),
+            Stage::Start(..) | Stage::Done => Poll::Ready(ExitReason::Normal),
         }
     }
 }

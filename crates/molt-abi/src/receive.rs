@@ -48,25 +48,21 @@ unsafe extern "C" fn guarded_match<M: Matcher>(env: *mut c_void, tag: Tag, bytes
     }
 }
 
-/// When a receive gives up.
-#[derive(Debug, Clone, Copy)]
-enum Deadline {
-    Never,
-    /// Not started: the clock starts at the first poll.
-    After(Duration),
-    At(u64, Duration),
-}
-
 /// The state a receive future keeps between polls.
 #[derive(Debug)]
 struct ReceiveState {
     cursor: usize,
-    deadline: Deadline,
+    /// The timeout in nanoseconds, `NO_DEADLINE` for none.
+    timeout: u64,
+    /// When it gives up on the node clock; 0 until the first poll starts
+    /// the clock.
+    deadline: u64,
 }
 
 impl ReceiveState {
     fn new(timeout: Option<Duration>) -> ReceiveState {
-        ReceiveState { cursor: 0, deadline: timeout.map_or(Deadline::Never, Deadline::After) }
+        let timeout = timeout.map_or(NO_DEADLINE, crate::process::nanos);
+        ReceiveState { cursor: 0, timeout, deadline: 0 }
     }
 
     /// One call into the core's mailbox. `Ready(None)` means the matcher took
@@ -78,15 +74,13 @@ impl ReceiveState {
         matcher: &mut M,
         cx: &mut Context<'_>,
     ) -> Poll<Option<ReceiveError>> {
-        let (deadline, timeout) = match self.deadline {
-            Deadline::Never => (NO_DEADLINE, Duration::ZERO),
-            Deadline::At(at, timeout) => (at, timeout),
-            Deadline::After(timeout) => {
-                let at = process.deadline_after(timeout);
-                self.deadline = Deadline::At(at, timeout);
-                (at, timeout)
-            }
-        };
+        if self.deadline == 0 {
+            self.deadline = match self.timeout {
+                NO_DEADLINE => NO_DEADLINE,
+                timeout => process.now().saturating_add(timeout).max(1),
+            };
+        }
+        let deadline = self.deadline;
         let mut guarded = Guarded { matcher, panic: None };
         let mut request = ReceiveRequest {
             tags: tags.as_ptr(),
@@ -109,7 +103,7 @@ impl ReceiveState {
         match status {
             ReceiveStatus::Matched => Poll::Ready(None),
             ReceiveStatus::Pending => Poll::Pending,
-            ReceiveStatus::TimedOut => Poll::Ready(Some(ReceiveError::Timeout { after: timeout })),
+            ReceiveStatus::TimedOut => Poll::Ready(Some(ReceiveError::Timeout { after: Duration::from_nanos(self.timeout) })),
             ReceiveStatus::NotOwner => crate::process::not_owner(),
         }
     }

@@ -286,8 +286,9 @@ unsafe extern "C" fn link(handle: ProcessHandle, to: Pid) {
     }
     {
         let mut signals = ctx.signals();
-        if !signals.links.contains(&to) {
-            signals.links.push(to);
+        let links = &mut signals.relations().links;
+        if !links.contains(&to) {
+            links.push(to);
         }
     }
     // If `to` is gone this answers with a `noproc` exit signal.
@@ -297,7 +298,7 @@ unsafe extern "C" fn link(handle: ProcessHandle, to: Pid) {
 unsafe extern "C" fn unlink(handle: ProcessHandle, to: Pid) {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
-    ctx.signals().links.retain(|&p| p != to);
+    ctx.signals().relations().links.retain(|&p| p != to);
     ctx.node.signal(to, Signal::Unlink { from: ctx.pid });
 }
 

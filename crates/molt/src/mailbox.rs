@@ -16,6 +16,10 @@ use std::task::Waker;
 
 use molt_abi::{Envelope, Tag};
 
+/// Queue capacity kept after the queue empties; beyond it the memory of a
+/// burst of messages is freed (Erlang's garbage collection does the same).
+const SHRINK_ABOVE: usize = 1024;
+
 #[derive(Debug, Default)]
 pub(crate) struct Mailbox {
     inbox: Mutex<Inbox>,
@@ -79,6 +83,10 @@ impl Mailbox {
             while let Some(envelope) = saved.get(*cursor) {
                 if tags.contains(&envelope.tag) && matcher(envelope) {
                     saved.remove(*cursor);
+                    if saved.is_empty() && saved.capacity() > SHRINK_ABOVE {
+                        // A burst is over: give its memory back.
+                        *saved = VecDeque::new();
+                    }
                     return Scan::Taken;
                 }
                 *cursor += 1;

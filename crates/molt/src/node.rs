@@ -117,7 +117,10 @@ pub(crate) struct NodeInner {
     pub(crate) registry: Registry,
     /// Pending `send_after` timers; `None` until the task is spawned.
     timers: DashMap<u64, Option<AbortHandle>>,
-    code_names: DashMap<(usize, usize), Arc<str>>,
+    /// The names of the code processes run, each copied once; a process
+    /// keeps an index into `code_names`.
+    code_index: DashMap<(usize, usize), u32>,
+    code_names: std::sync::RwLock<Vec<Arc<str>>>,
     stopping: AtomicBool,
     emptied: (Mutex<()>, Condvar),
 }
@@ -157,7 +160,8 @@ impl Node {
             next_ref: AtomicU64::new(1),
             registry: Registry::default(),
             timers: DashMap::new(),
-            code_names: DashMap::new(),
+            code_index: DashMap::new(),
+            code_names: std::sync::RwLock::new(Vec::new()),
             stopping: AtomicBool::new(false),
             emptied: (Mutex::new(()), Condvar::new()),
         });
@@ -345,17 +349,17 @@ impl NodeInner {
         let code = self.code_name(&start);
         let scheduler = match parent {
             Some(parent) => parent.scheduler,
-            None => self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len(),
+            None => (self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len()) as u32,
         };
         let parent = parent.map(|p| p.pid);
         let ctx = Arc::new(ProcessCtx::new(pid, self.clone(), code, scheduler));
         if let Some(parent) = parent {
             let mut signals = ctx.signals();
             if options.link {
-                signals.links.push(parent);
+                signals.relations().links.push(parent);
             }
             if let Some(monitor) = monitor {
-                signals.monitors.push((monitor.id, parent));
+                signals.relations().monitors.push((monitor.id, parent));
             }
         }
         if let (Some(parent), true) = (parent, options.link) {
@@ -363,7 +367,7 @@ impl NodeInner {
         }
         self.table.insert(serial, ctx.clone());
         let body = boundary::start(&ctx, start);
-        let task = self.schedulers[ctx.scheduler].spawn(ProcessTask::new(ctx.clone(), body));
+        let task = self.schedulers[ctx.scheduler as usize].spawn(ProcessTask::new(ctx.clone(), body));
         ctx.attach_task(task.abort_handle());
         if self.stopping.load(Ordering::SeqCst) {
             ctx.kill_with(ExitReason::Shutdown);
@@ -371,14 +375,23 @@ impl NodeInner {
         (pid, monitor)
     }
 
-    /// The name of the code a body runs, copied once per distinct string.
-    fn code_name(&self, start: &ProcessStart) -> Arc<str> {
+    /// The index of the name of the code a body runs, copied once per
+    /// distinct string.
+    fn code_name(&self, start: &ProcessStart) -> u32 {
         let key = (start.code.ptr as usize, start.code.len);
-        if let Some(name) = self.code_names.get(&key) {
-            return name.clone();
+        if let Some(index) = self.code_index.get(&key) {
+            return *index;
         }
-        let name: Arc<str> = boundary::code_str(start).into();
-        self.code_names.entry(key).or_insert(name).clone()
+        *self.code_index.entry(key).or_insert_with(|| {
+            let mut names = self.code_names.write().unwrap_or_else(|e| e.into_inner());
+            names.push(boundary::code_str(start).into());
+            u32::try_from(names.len() - 1).unwrap_or(u32::MAX)
+        })
+    }
+
+    pub(crate) fn code_name_of(&self, index: u32) -> Arc<str> {
+        let names = self.code_names.read().unwrap_or_else(|e| e.into_inner());
+        names.get(index as usize).cloned().unwrap_or_else(|| Arc::from("?"))
     }
 
     /// The end of a process: called once, from its task's drop, after its
@@ -427,15 +440,16 @@ impl NodeInner {
 impl ProcessCtx {
     pub(crate) fn info(&self) -> ProcessInfo {
         let signals = self.signals();
+        let relations = signals.relations_ref();
         ProcessInfo {
             pid: self.pid,
             status: self.status(),
-            registered_name: signals.name.as_deref().map(str::to_owned),
-            links: signals.links.clone(),
-            monitored_by: signals.monitors.len(),
+            registered_name: relations.and_then(|r| r.name.as_deref()).map(str::to_owned),
+            links: relations.map(|r| r.links.clone()).unwrap_or_default(),
+            monitored_by: relations.map_or(0, |r| r.monitors.len()),
             trap_exit: signals.trap_exit,
             mailbox_len: self.mailbox.len(),
-            code: self.code.to_string(),
+            code: self.node.code_name_of(self.code).to_string(),
         }
     }
 }

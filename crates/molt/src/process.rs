@@ -44,10 +44,11 @@ pub(crate) struct ProcessCtx {
     /// reference to it.
     pub(crate) gone: AtomicBool,
     status: AtomicU8,
-    /// What code the process runs, for introspection.
-    pub(crate) code: Arc<str>,
+    /// What code the process runs, for introspection: an index into the
+    /// node's code names.
+    pub(crate) code: u32,
     /// The scheduler thread the process runs on.
-    pub(crate) scheduler: usize,
+    pub(crate) scheduler: u32,
 }
 
 impl std::fmt::Debug for ProcessCtx {
@@ -62,17 +63,39 @@ pub(crate) struct Signals {
     /// False from the moment the process starts ending.
     pub(crate) alive: bool,
     pub(crate) trap_exit: bool,
-    pub(crate) links: Vec<Pid>,
-    /// Monitors watching this process: (monitor id, watcher).
-    pub(crate) monitors: Vec<(u64, Pid)>,
     /// The first reason recorded wins: the body's own ending or a signal.
     pub(crate) exit_reason: Option<ExitReason>,
     abort: Option<AbortHandle>,
+    /// Allocated on first use: most processes never link, get monitored or
+    /// take a name, and an idle process should stay small.
+    relations: Option<Box<Relations>>,
+}
+
+/// A process's links, the monitors watching it, and its registered name.
+#[derive(Debug, Default)]
+pub(crate) struct Relations {
+    pub(crate) links: Vec<Pid>,
+    /// Monitors watching this process: (monitor id, watcher).
+    pub(crate) monitors: Vec<(u64, Pid)>,
     pub(crate) name: Option<Box<str>>,
 }
 
+impl Signals {
+    pub(crate) fn relations(&mut self) -> &mut Relations {
+        self.relations.get_or_insert_default()
+    }
+
+    pub(crate) fn relations_ref(&self) -> Option<&Relations> {
+        self.relations.as_deref()
+    }
+
+    pub(crate) fn take_relations(&mut self) -> Relations {
+        self.relations.take().map(|r| *r).unwrap_or_default()
+    }
+}
+
 impl ProcessCtx {
-    pub(crate) fn new(pid: Pid, node: Arc<NodeInner>, code: Arc<str>, scheduler: usize) -> ProcessCtx {
+    pub(crate) fn new(pid: Pid, node: Arc<NodeInner>, code: u32, scheduler: u32) -> ProcessCtx {
         ProcessCtx {
             pid,
             node,
@@ -200,8 +223,8 @@ pub(crate) struct TaskLocal {
     /// The last process this one sent to twice in a row, kept so a stream of
     /// sends to one process skips the process table.
     send_target: Option<Arc<ProcessCtx>>,
-    /// The target of the last send that missed `send_target`.
-    last_miss: Option<Pid>,
+    /// The serial of the last send's target that missed `send_target`.
+    last_miss: u64,
 }
 
 impl TaskLocal {
@@ -216,8 +239,8 @@ impl TaskLocal {
             }
             return;
         }
-        if self.last_miss != Some(to) {
-            self.last_miss = Some(to);
+        if self.last_miss != to.serial {
+            self.last_miss = to.serial;
             return node.send(to, envelope);
         }
         if let Some(target) = node.process(to) {
@@ -279,9 +302,4 @@ impl Drop for ProcessTask {
         self.ctx.set_status(ProcessStatus::Exiting);
         self.ctx.node.process_exited(&self.ctx);
     }
-}
-#[cfg(test)]
-#[test]
-fn print_sizes() {
-    eprintln!("ctx {} task {} local {} signals {} mailbox {}", std::mem::size_of::<ProcessCtx>(), std::mem::size_of::<ProcessTask>(), std::mem::size_of::<TaskLocal>(), std::mem::size_of::<Signals>(), std::mem::size_of::<crate::mailbox::Mailbox>());
 }

@@ -41,10 +41,10 @@ impl NodeInner {
         if !signals.alive {
             return Err(RegisterError::Noproc { pid });
         }
-        if signals.name.is_some() {
+        if signals.relations_ref().is_some_and(|r| r.name.is_some()) {
             return Err(RegisterError::AlreadyRegistered { pid });
         }
-        signals.name = Some(name.into());
+        signals.relations().name = Some(name.into());
         names.insert(name.into(), pid);
         Ok(())
     }
@@ -53,7 +53,7 @@ impl NodeInner {
         let mut names = self.registry.names();
         let Some(pid) = names.remove(name) else { return false };
         if let Some(ctx) = self.process(pid) {
-            ctx.signals().name = None;
+            ctx.signals().relations().name = None;
         }
         true
     }

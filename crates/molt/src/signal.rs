@@ -17,7 +17,7 @@
 use molt_abi::{Down, Envelope, Exit, ExitReason, Message, MonitorRef, Pid};
 
 use crate::node::NodeInner;
-use crate::process::ProcessCtx;
+use crate::process::{ProcessCtx, Relations};
 
 /// Everything one process can do to another besides sending it a message.
 #[derive(Debug, Clone)]
@@ -50,8 +50,9 @@ impl NodeInner {
         let abort = match signal {
             Signal::Exit { from, reason, linked } => {
                 if linked {
-                    let Some(at) = signals.links.iter().position(|&p| p == from) else { return };
-                    signals.links.swap_remove(at);
+                    let links = &mut signals.relations().links;
+                    let Some(at) = links.iter().position(|&p| p == from) else { return };
+                    links.swap_remove(at);
                 }
                 if signals.trap_exit {
                     drop(signals);
@@ -64,21 +65,22 @@ impl NodeInner {
             }
             Signal::Kill => ProcessCtx::die(&mut signals, ExitReason::Killed),
             Signal::Link { from } => {
-                if !signals.links.contains(&from) {
-                    signals.links.push(from);
+                let links = &mut signals.relations().links;
+                if !links.contains(&from) {
+                    links.push(from);
                 }
                 None
             }
             Signal::Unlink { from } => {
-                signals.links.retain(|&p| p != from);
+                signals.relations().links.retain(|&p| p != from);
                 None
             }
             Signal::Monitor { id, watcher } => {
-                signals.monitors.push((id, watcher));
+                signals.relations().monitors.push((id, watcher));
                 None
             }
             Signal::Demonitor { id } => {
-                signals.monitors.retain(|&(m, _)| m != id);
+                signals.relations().monitors.retain(|&(m, _)| m != id);
                 None
             }
         };
@@ -118,11 +120,11 @@ impl NodeInner {
     /// Tells everyone who cares that `ctx` ended; called once per process,
     /// after its code is gone.
     pub(crate) fn announce_exit(&self, ctx: &ProcessCtx) {
-        let (reason, links, monitors, name) = {
+        let (reason, Relations { links, monitors, name }) = {
             let mut signals = ctx.signals();
             signals.alive = false;
             let reason = signals.exit_reason.clone().unwrap_or(ExitReason::Normal);
-            (reason, std::mem::take(&mut signals.links), std::mem::take(&mut signals.monitors), signals.name.take())
+            (reason, signals.take_relations())
         };
         if let Some(name) = name {
             self.unregister_exited(&name, ctx.pid);
