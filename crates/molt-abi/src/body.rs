@@ -96,7 +96,10 @@ struct ProcessBody<F, Fut> {
 
 impl<F, Fut> ProcessBody<F, Fut> {
     fn new(this: ProcessRef, body: F, process: Process) -> Self {
-        ProcessBody { this, stage: Stage::Start(body, process) }
+        ProcessBody {
+            this,
+            stage: Stage::Start(body, process),
+        }
     }
 
     /// Drops the user's closure or future in place, catching a panicking drop.
@@ -109,7 +112,9 @@ impl<F, Fut> ProcessBody<F, Fut> {
         // place (a pinned future is never moved). If its drop panics, the
         // drop glue still drops the rest while unwinding, and the value is
         // gone either way; it is overwritten below without being dropped.
-        let _ = catch_unwind(AssertUnwindSafe(|| unsafe { std::ptr::drop_in_place(stage) }));
+        let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+            std::ptr::drop_in_place(stage)
+        }));
         // SAFETY: `stage` is valid for writes and its old value was dropped.
         unsafe { std::ptr::write(stage, Stage::Done) };
     }
@@ -125,7 +130,8 @@ where
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<ExitReason> {
         if let Stage::Start(..) = self.stage {
             // Moving the closure out moves nothing pinned: no future yet.
-            let Stage::Start(body, process) = std::mem::replace(&mut self.stage, Stage::Done) else {
+            let Stage::Start(body, process) = std::mem::replace(&mut self.stage, Stage::Done)
+            else {
                 unreachable!("the stage was Start")
             };
             self.stage = Stage::Run(body(process));
@@ -134,7 +140,9 @@ where
             // SAFETY: `self` is only reached through `Pin<&mut ProcessBody>`
             // (see `poll`), and the future is never moved: it is polled here
             // and dropped in place by `finish`.
-            Stage::Run(fut) => unsafe { Pin::new_unchecked(fut) }.poll(cx).map(IntoExitReason::into_exit_reason),
+            Stage::Run(fut) => unsafe { Pin::new_unchecked(fut) }
+                .poll(cx)
+                .map(IntoExitReason::into_exit_reason),
             Stage::Start(..) | Stage::Done => Poll::Ready(ExitReason::Normal),
         }
     }

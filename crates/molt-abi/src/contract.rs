@@ -42,7 +42,8 @@ pub struct ReceiveRequest {
     pub tag_count: usize,
     /// Called with each candidate, oldest first; returns true to take it out
     /// of the mailbox (and end the receive). Must not unwind.
-    pub matcher: unsafe extern "C" fn(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> bool,
+    pub matcher:
+        unsafe extern "C" fn(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> bool,
     /// Passed to `matcher`.
     pub env: *mut c_void,
     /// How many queued messages this receive has already looked at; the core
@@ -114,7 +115,10 @@ pub struct Str {
 impl Str {
     /// Borrows `s` for the duration of a call.
     pub fn new(s: &str) -> Str {
-        Str { ptr: s.as_ptr(), len: s.len() }
+        Str {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
     }
 
     /// The string again.
@@ -153,17 +157,36 @@ pub struct ProcessVTable {
     /// Queues a copy of the message in `to`'s mailbox; a no-op if `to` is dead.
     pub send: unsafe extern "C" fn(ProcessHandle, to: Pid, tag: Tag, bytes: *const u8, len: usize),
     /// Sends to a registered name; false if no process has it.
-    pub send_named: unsafe extern "C" fn(ProcessHandle, name: Str, tag: Tag, bytes: *const u8, len: usize) -> bool,
+    pub send_named: unsafe extern "C" fn(
+        ProcessHandle,
+        name: Str,
+        tag: Tag,
+        bytes: *const u8,
+        len: usize,
+    ) -> bool,
     /// Selective receive; see [`ReceiveRequest`]. Must be polled from the
     /// process's own task.
-    pub receive: unsafe extern "C" fn(ProcessHandle, request: *mut ReceiveRequest, cx: *mut FfiContext<'_>) -> ReceiveStatus,
+    pub receive: unsafe extern "C" fn(
+        ProcessHandle,
+        request: *mut ReceiveRequest,
+        cx: *mut FfiContext<'_>,
+    ) -> ReceiveStatus,
     /// `TimedOut` once the node's clock passes `deadline`; otherwise
     /// `Pending`, with a wake-up arranged then. `own_task` as in
     /// [`ReceiveRequest`].
-    pub sleep_until:
-        unsafe extern "C" fn(ProcessHandle, deadline: u64, own_task: bool, cx: *mut FfiContext<'_>) -> ReceiveStatus,
+    pub sleep_until: unsafe extern "C" fn(
+        ProcessHandle,
+        deadline: u64,
+        own_task: bool,
+        cx: *mut FfiContext<'_>,
+    ) -> ReceiveStatus,
     /// Starts a process; writes the monitor to `monitor` if one was asked.
-    pub spawn: unsafe extern "C" fn(ProcessHandle, start: ProcessStart, options: SpawnOptions, monitor: *mut MonitorRef) -> Pid,
+    pub spawn: unsafe extern "C" fn(
+        ProcessHandle,
+        start: ProcessStart,
+        options: SpawnOptions,
+        monitor: *mut MonitorRef,
+    ) -> Pid,
     /// Links the process and `to` (Erlang `link/1`).
     pub link: unsafe extern "C" fn(ProcessHandle, to: Pid),
     /// Removes a link (Erlang `unlink/1`).
@@ -180,13 +203,25 @@ pub struct ProcessVTable {
     /// returns the previous setting.
     pub trap_exit: unsafe extern "C" fn(ProcessHandle, trap: bool) -> bool,
     /// Registers a name; on [`RegisterStatus::NameTaken`] writes the holder.
-    pub register: unsafe extern "C" fn(ProcessHandle, name: Str, pid: Pid, holder: *mut Pid) -> RegisterStatus,
+    pub register: unsafe extern "C" fn(
+        ProcessHandle,
+        name: Str,
+        pid: Pid,
+        holder: *mut Pid,
+    ) -> RegisterStatus,
     /// Removes a name; false if nobody had it.
     pub unregister: unsafe extern "C" fn(ProcessHandle, name: Str) -> bool,
     /// Looks a name up; writes the pid and returns true if found.
     pub whereis: unsafe extern "C" fn(ProcessHandle, name: Str, pid: *mut Pid) -> bool,
     /// Delivers a copy of the message to `to` after `delay` nanoseconds.
-    pub send_after: unsafe extern "C" fn(ProcessHandle, delay: u64, to: Pid, tag: Tag, bytes: *const u8, len: usize) -> TimerRef,
+    pub send_after: unsafe extern "C" fn(
+        ProcessHandle,
+        delay: u64,
+        to: Pid,
+        tag: Tag,
+        bytes: *const u8,
+        len: usize,
+    ) -> TimerRef,
     /// Cancels a timer; true if it had not fired yet.
     pub cancel_timer: unsafe extern "C" fn(ProcessHandle, timer: TimerRef) -> bool,
     /// Records the reason the running body ends with (postcard-encoded

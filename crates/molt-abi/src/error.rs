@@ -42,7 +42,9 @@ impl From<ReceiveError> for ExitReason {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
     /// A live process already has the name (Erlang: `badarg`).
-    #[error("the name {name:?} is already registered to {holder}; unregister it first or pick another name")]
+    #[error(
+        "the name {name:?} is already registered to {holder}; unregister it first or pick another name"
+    )]
     NameTaken {
         /// The name asked for.
         name: String,

@@ -79,6 +79,26 @@ impl IntoExitReason for ExitReason {
     }
 }
 
+/// Names the never type `!` on stable Rust, so that a body that never
+/// returns (a server's `loop`, a `panic!`) is a valid process body.
+trait HasOutput {
+    type Output;
+}
+
+impl<T> HasOutput for fn() -> T {
+    type Output = T;
+}
+
+type Never = <fn() -> ! as HasOutput>::Output;
+
+// The alias's trait is private on purpose: only `!` itself is offered.
+#[allow(private_interfaces, private_bounds)]
+impl IntoExitReason for Never {
+    fn into_exit_reason(self) -> ExitReason {
+        self
+    }
+}
+
 impl<E: Into<ExitReason>> IntoExitReason for Result<(), E> {
     fn into_exit_reason(self) -> ExitReason {
         match self {

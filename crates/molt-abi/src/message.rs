@@ -62,7 +62,10 @@ impl Tag {
     /// The tag of a generic type from its own tag and a parameter's, so that
     /// `(Pid, i64)` and `(Pid, u64)` are different messages.
     pub const fn with(self, parameter: Tag) -> Tag {
-        Tag(fnv1a(&parameter.0.to_le_bytes(), self.0 ^ 0x9e37_79b9_7f4a_7c15))
+        Tag(fnv1a(
+            &parameter.0.to_le_bytes(),
+            self.0 ^ 0x9e37_79b9_7f4a_7c15,
+        ))
     }
 }
 
@@ -216,6 +219,9 @@ mod tests {
         let envelope = Envelope::encode(&value).unwrap();
         assert_eq!(envelope.tag, <(u64, String)>::TAG);
         assert_eq!(&envelope.payload[..], &[7, 5, b's', b'e', b'v', b'e', b'n']);
-        assert_eq!(Envelope::decode::<(u64, String)>(&envelope.payload).unwrap(), value);
+        assert_eq!(
+            Envelope::decode::<(u64, String)>(&envelope.payload).unwrap(),
+            value
+        );
     }
 }

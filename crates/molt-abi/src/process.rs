@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use async_ffi::ContextExt;
 
-use crate::contract::{ProcessHandle, ProcessStart, ProcessVTable, ReceiveStatus, RegisterStatus, SpawnOptions, Str};
+use crate::contract::{
+    ProcessHandle, ProcessStart, ProcessVTable, ReceiveStatus, RegisterStatus, SpawnOptions, Str,
+};
 use crate::receive::{Expect, Receive};
 use crate::{ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, TimerRef};
 
@@ -34,7 +36,9 @@ unsafe impl Send for Process {}
 
 impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Process").field("pid", &self.self_pid()).finish()
+        f.debug_struct("Process")
+            .field("pid", &self.self_pid())
+            .finish()
     }
 }
 
@@ -85,7 +89,10 @@ impl Process {
     }
 
     pub(crate) fn as_ref(&self) -> ProcessRef {
-        ProcessRef { vtable: self.vtable, handle: self.handle }
+        ProcessRef {
+            vtable: self.vtable,
+            handle: self.handle,
+        }
     }
 
     pub(crate) fn vtable(&self) -> &'static ProcessVTable {
@@ -119,7 +126,15 @@ impl Process {
     pub fn nsend<M: Message>(&self, name: &str, message: &M) -> bool {
         with_encoded(message, |bytes| {
             // SAFETY: `self` holds the handle; `name` and `bytes` are valid for the call.
-            unsafe { (self.vtable.send_named)(self.handle, Str::new(name), M::TAG, bytes.as_ptr(), bytes.len()) }
+            unsafe {
+                (self.vtable.send_named)(
+                    self.handle,
+                    Str::new(name),
+                    M::TAG,
+                    bytes.as_ptr(),
+                    bytes.len(),
+                )
+            }
         })
     }
 
@@ -157,7 +172,8 @@ impl Process {
         Fut: Future + Send + 'static,
         Fut::Output: IntoExitReason,
     {
-        self.spawn_with(ProcessStart::new(body), SpawnOptions::default()).0
+        self.spawn_with(ProcessStart::new(body), SpawnOptions::default())
+            .0
     }
 
     /// Starts a new process linked to this one (Erlang `spawn_link`).
@@ -167,7 +183,14 @@ impl Process {
         Fut: Future + Send + 'static,
         Fut::Output: IntoExitReason,
     {
-        self.spawn_with(ProcessStart::new(body), SpawnOptions { link: true, monitor: false }).0
+        self.spawn_with(
+            ProcessStart::new(body),
+            SpawnOptions {
+                link: true,
+                monitor: false,
+            },
+        )
+        .0
     }
 
     /// Starts a new process monitored by this one (Erlang `spawn_monitor`).
@@ -177,13 +200,29 @@ impl Process {
         Fut: Future + Send + 'static,
         Fut::Output: IntoExitReason,
     {
-        let (pid, monitor) = self.spawn_with(ProcessStart::new(body), SpawnOptions { link: false, monitor: true });
-        (pid, monitor.expect("the core writes a monitor when one is asked for"))
+        let (pid, monitor) = self.spawn_with(
+            ProcessStart::new(body),
+            SpawnOptions {
+                link: false,
+                monitor: true,
+            },
+        );
+        (
+            pid,
+            monitor.expect("the core writes a monitor when one is asked for"),
+        )
     }
 
     /// Starts a prepared body with the given options; the one spawn primitive.
-    pub fn spawn_with(&self, start: ProcessStart, options: SpawnOptions) -> (Pid, Option<MonitorRef>) {
-        let mut monitor = MonitorRef { id: 0, target: self.self_pid() };
+    pub fn spawn_with(
+        &self,
+        start: ProcessStart,
+        options: SpawnOptions,
+    ) -> (Pid, Option<MonitorRef>) {
+        let mut monitor = MonitorRef {
+            id: 0,
+            target: self.self_pid(),
+        };
         // SAFETY: `self` holds the handle; `start` is handed over by value and
         // `monitor` is a valid place for the core to write.
         let pid = unsafe { (self.vtable.spawn)(self.handle, start, options, &mut monitor) };
@@ -252,10 +291,14 @@ impl Process {
         let mut holder = pid;
         // SAFETY: `self` holds the handle; `name` is valid for the call and
         // `holder` is a valid place to write.
-        let status = unsafe { (self.vtable.register)(self.handle, Str::new(name), pid, &mut holder) };
+        let status =
+            unsafe { (self.vtable.register)(self.handle, Str::new(name), pid, &mut holder) };
         match status {
             RegisterStatus::Registered => Ok(()),
-            RegisterStatus::NameTaken => Err(RegisterError::NameTaken { name: name.to_owned(), holder }),
+            RegisterStatus::NameTaken => Err(RegisterError::NameTaken {
+                name: name.to_owned(),
+                holder,
+            }),
             RegisterStatus::AlreadyRegistered => Err(RegisterError::AlreadyRegistered { pid }),
             RegisterStatus::Noproc => Err(RegisterError::Noproc { pid }),
             RegisterStatus::BadName => Err(RegisterError::BadName),
@@ -278,14 +321,27 @@ impl Process {
 
     /// Waits for `duration` on the node's clock; other processes run meanwhile.
     pub fn sleep(&mut self, duration: Duration) -> Sleep<'_> {
-        Sleep { process: self, duration, deadline: None }
+        Sleep {
+            process: self,
+            duration,
+            deadline: None,
+        }
     }
 
     /// Delivers `message` to `to` after `delay` (Erlang `erlang:send_after/3`).
     pub fn send_after<M: Message>(&self, delay: Duration, to: Pid, message: &M) -> TimerRef {
         with_encoded(message, |bytes| {
             // SAFETY: `self` holds the handle; `bytes` is valid for the call.
-            unsafe { (self.vtable.send_after)(self.handle, nanos(delay), to, M::TAG, bytes.as_ptr(), bytes.len()) }
+            unsafe {
+                (self.vtable.send_after)(
+                    self.handle,
+                    nanos(delay),
+                    to,
+                    M::TAG,
+                    bytes.as_ptr(),
+                    bytes.len(),
+                )
+            }
         })
     }
 
@@ -305,7 +361,7 @@ impl Process {
 #[derive(Debug)]
 #[must_use = "a sleep does nothing unless awaited"]
 pub struct Sleep<'p> {
-    process: &'p Process,
+    process: &'p mut Process,
     duration: Duration,
     deadline: Option<u64>,
 }
@@ -322,11 +378,12 @@ impl Future for Sleep<'_> {
                 deadline
             }
         };
-        let process = self.process;
+        let process = &*self.process;
         let own_task = crate::body::is_own_task(cx.waker());
         // SAFETY: `process` holds the handle; the context is valid for the call.
-        let status =
-            cx.with_ffi_context(|cx| unsafe { (process.vtable.sleep_until)(process.handle, deadline, own_task, cx) });
+        let status = cx.with_ffi_context(|cx| unsafe {
+            (process.vtable.sleep_until)(process.handle, deadline, own_task, cx)
+        });
         match status {
             ReceiveStatus::Pending => Poll::Pending,
             ReceiveStatus::NotOwner => not_owner(),
@@ -363,4 +420,3 @@ pub(crate) fn with_encoded<T: serde::Serialize, R>(value: &T, f: impl FnOnce(&[u
         Err(error) => panic!("a message could not be encoded: {error}"),
     }
 }
-

@@ -22,10 +22,12 @@ use std::time::Duration;
 
 use async_ffi::{FfiContext, FfiFuture};
 use molt_abi::contract::{
-    ABI_VERSION, ProcessHandle, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus, RegisterStatus,
-    SpawnOptions, Str,
+    ABI_VERSION, ProcessHandle, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus,
+    RegisterStatus, SpawnOptions, Str,
 };
-use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Tag, TimerRef};
+use molt_abi::{
+    Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Tag, TimerRef,
+};
 
 use crate::process::{ProcessCtx, TaskLocal};
 use crate::signal::Signal;
@@ -78,7 +80,11 @@ pub(crate) fn polling<R>(
             POLLING.with(|polling| polling.set(self.0));
         }
     }
-    let lent = (std::ptr::from_ref(ctx), std::ptr::from_ref(cx.waker()), std::ptr::from_mut(local));
+    let lent = (
+        std::ptr::from_ref(ctx),
+        std::ptr::from_ref(cx.waker()),
+        std::ptr::from_mut(local),
+    );
     let _restore = Restore(POLLING.with(|polling| polling.replace(lent)));
     poll(cx)
 }
@@ -168,7 +174,10 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
 /// As for [`bytes`].
 unsafe fn envelope(tag: Tag, ptr: *const u8, len: usize) -> Envelope {
     // SAFETY: forwarded from the caller.
-    Envelope { tag, payload: Payload::from_slice(unsafe { bytes(ptr, len) }) }
+    Envelope {
+        tag,
+        payload: Payload::from_slice(unsafe { bytes(ptr, len) }),
+    }
 }
 
 /// # Safety
@@ -176,8 +185,9 @@ unsafe fn envelope(tag: Tag, ptr: *const u8, len: usize) -> Envelope {
 unsafe fn exit_reason(ptr: *const u8, len: usize) -> ExitReason {
     // SAFETY: forwarded from the caller.
     let bytes = unsafe { bytes(ptr, len) };
-    postcard::from_bytes(bytes)
-        .unwrap_or_else(|error| ExitReason::Error(format!("an exit reason that did not decode ({error})")))
+    postcard::from_bytes(bytes).unwrap_or_else(|error| {
+        ExitReason::Error(format!("an exit reason that did not decode ({error})"))
+    })
 }
 
 unsafe extern "C" fn release(handle: ProcessHandle) {
@@ -204,7 +214,13 @@ unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, tag: Tag, ptr: *const 
     }
 }
 
-unsafe extern "C" fn send_named(handle: ProcessHandle, name: Str, tag: Tag, ptr: *const u8, len: usize) -> bool {
+unsafe extern "C" fn send_named(
+    handle: ProcessHandle,
+    name: Str,
+    tag: Tag,
+    ptr: *const u8,
+    len: usize,
+) -> bool {
     // SAFETY: a live handle and valid buffers, per the contract.
     let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
     match ctx.node.whereis(name) {
@@ -239,7 +255,14 @@ unsafe extern "C" fn receive(
                 // SAFETY: `env` belongs to `matcher` (the caller made them
                 // together) and the payload is live for this call; the
                 // matcher catches its own panics.
-                unsafe { matcher(env, envelope.tag, envelope.payload.as_ptr(), envelope.payload.len()) }
+                unsafe {
+                    matcher(
+                        env,
+                        envelope.tag,
+                        envelope.payload.as_ptr(),
+                        envelope.payload.len(),
+                    )
+                }
             },
             cx,
         )
@@ -255,7 +278,9 @@ unsafe extern "C" fn sleep_until(
 ) -> ReceiveStatus {
     // SAFETY: a live handle and a valid context, per the contract.
     let (ctx, cx) = unsafe { (ctx(handle), &mut *cx) };
-    match with_lent(ctx, own_task, cx, |local, cx| ctx.sleep_until(local, deadline, cx)) {
+    match with_lent(ctx, own_task, cx, |local, cx| {
+        ctx.sleep_until(local, deadline, cx)
+    }) {
         Some(true) => ReceiveStatus::TimedOut,
         Some(false) => ReceiveStatus::Pending,
         None => ReceiveStatus::NotOwner,
@@ -306,20 +331,34 @@ unsafe extern "C" fn monitor(handle: ProcessHandle, target: Pid) -> MonitorRef {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
     let id = ctx.node.new_ref();
-    ctx.node.signal(target, Signal::Monitor { id, watcher: ctx.pid });
+    ctx.node.signal(
+        target,
+        Signal::Monitor {
+            id,
+            watcher: ctx.pid,
+        },
+    );
     MonitorRef { id, target }
 }
 
 unsafe extern "C" fn demonitor(handle: ProcessHandle, monitor: MonitorRef) {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
-    ctx.node.signal(monitor.target, Signal::Demonitor { id: monitor.id });
+    ctx.node
+        .signal(monitor.target, Signal::Demonitor { id: monitor.id });
 }
 
 unsafe extern "C" fn exit(handle: ProcessHandle, to: Pid, ptr: *const u8, len: usize) {
     // SAFETY: a live handle and a valid buffer, per the contract.
     let (ctx, reason) = unsafe { (ctx(handle), exit_reason(ptr, len)) };
-    ctx.node.signal(to, Signal::Exit { from: ctx.pid, reason, linked: false });
+    ctx.node.signal(
+        to,
+        Signal::Exit {
+            from: ctx.pid,
+            reason,
+            linked: false,
+        },
+    );
 }
 
 unsafe extern "C" fn kill(handle: ProcessHandle, to: Pid) {
@@ -332,12 +371,19 @@ unsafe extern "C" fn trap_exit(handle: ProcessHandle, trap: bool) -> bool {
     std::mem::replace(&mut unsafe { ctx(handle) }.signals().trap_exit, trap)
 }
 
-unsafe extern "C" fn register(handle: ProcessHandle, name: Str, pid: Pid, holder: *mut Pid) -> RegisterStatus {
+unsafe extern "C" fn register(
+    handle: ProcessHandle,
+    name: Str,
+    pid: Pid,
+    holder: *mut Pid,
+) -> RegisterStatus {
     // SAFETY: a live handle and a valid name, per the contract.
     let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
     match ctx.node.register(name, pid) {
         Ok(()) => RegisterStatus::Registered,
-        Err(RegisterError::NameTaken { holder: taken_by, .. }) => {
+        Err(RegisterError::NameTaken {
+            holder: taken_by, ..
+        }) => {
             // SAFETY: the caller passes a writable `Pid`.
             unsafe { holder.write(taken_by) };
             RegisterStatus::NameTaken
@@ -377,7 +423,10 @@ unsafe extern "C" fn send_after(
 ) -> TimerRef {
     // SAFETY: a live handle and a valid buffer, per the contract.
     let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, ptr, len)) };
-    TimerRef(ctx.node.send_after(Duration::from_nanos(delay), to, envelope))
+    TimerRef(
+        ctx.node
+            .send_after(Duration::from_nanos(delay), to, envelope),
+    )
 }
 
 unsafe extern "C" fn cancel_timer(handle: ProcessHandle, timer: TimerRef) -> bool {

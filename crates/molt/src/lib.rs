@@ -38,7 +38,7 @@ mod signal;
 pub use info::{ProcessInfo, ProcessStatus};
 pub use molt_abi::contract::ABI_VERSION;
 pub use molt_abi::{
-    Down, Envelope, Exit, ExitReason, Expect, IntoExitReason, Message, MonitorRef, NodeId, Pid, Process,
-    Receive, ReceiveError, RegisterError, Sleep, Tag, TimerRef, serde,
+    Down, Envelope, Exit, ExitReason, Expect, IntoExitReason, Message, MonitorRef, NodeId, Pid,
+    Process, Receive, ReceiveError, RegisterError, Sleep, Tag, TimerRef, serde,
 };
 pub use node::{Node, NodeConfig, NodeError};

@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use dashmap::mapref::one::Ref;
-use rustc_hash::FxBuildHasher;
 use molt_abi::contract::{ProcessStart, SpawnOptions};
 use molt_abi::{Down, ExitReason, IntoExitReason, MonitorRef, NodeId, Pid, Process};
+use rustc_hash::FxBuildHasher;
 use tokio::task::AbortHandle;
 
 use crate::boundary;
@@ -36,7 +36,11 @@ impl NodeConfig {
     /// A node called `name`, with one scheduler thread per core.
     pub fn new(name: impl Into<String>) -> NodeConfig {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        NodeConfig { name: name.into(), workers, shutdown_timeout: Duration::from_secs(10) }
+        NodeConfig {
+            name: name.into(),
+            workers,
+            shutdown_timeout: Duration::from_secs(10),
+        }
     }
 
     /// How many scheduler threads run the node's processes (Erlang `+S`).
@@ -61,7 +65,9 @@ pub enum NodeError {
     #[error("a node name must not be empty")]
     EmptyName,
     /// The scheduler threads could not be created.
-    #[error("could not start the node's scheduler threads: {0}; check the process's thread limit (ulimit -u)")]
+    #[error(
+        "could not start the node's scheduler threads: {0}; check the process's thread limit (ulimit -u)"
+    )]
     Runtime(#[source] std::io::Error),
 }
 
@@ -82,19 +88,32 @@ struct SchedulerThread {
 }
 
 impl SchedulerThread {
-    fn start(node: &str, index: usize) -> Result<(SchedulerThread, tokio::runtime::Handle), std::io::Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    fn start(
+        node: &str,
+        index: usize,
+    ) -> Result<(SchedulerThread, tokio::runtime::Handle), std::io::Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name(format!("molt-{node}-{index}")).spawn(move || {
-            runtime.block_on(async move {
-                let _ = stopped.await;
-            });
-            // Dropping the runtime drops the tasks still on it: their
-            // processes end (with the reason already recorded) here.
-            drop(runtime);
-        })?;
-        Ok((SchedulerThread { stop: Some(stop), thread: Some(thread) }, handle))
+        let thread = std::thread::Builder::new()
+            .name(format!("molt-{node}-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let _ = stopped.await;
+                });
+                // Dropping the runtime drops the tasks still on it: their
+                // processes end (with the reason already recorded) here.
+                drop(runtime);
+            })?;
+        Ok((
+            SchedulerThread {
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+            handle,
+        ))
     }
 }
 
@@ -127,7 +146,10 @@ pub(crate) struct NodeInner {
 
 impl std::fmt::Debug for NodeInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeInner").field("name", &self.name).field("processes", &self.table.len()).finish()
+        f.debug_struct("NodeInner")
+            .field("name", &self.name)
+            .field("processes", &self.table.len())
+            .finish()
     }
 }
 
@@ -143,11 +165,14 @@ impl Node {
         let mut schedulers = Vec::with_capacity(config.workers);
         let mut handles = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
-            let (scheduler, handle) = SchedulerThread::start(&config.name, index).map_err(NodeError::Runtime)?;
+            let (scheduler, handle) =
+                SchedulerThread::start(&config.name, index).map_err(NodeError::Runtime)?;
             schedulers.push(scheduler);
             handles.push(handle);
         }
-        let creation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.subsec_nanos() ^ d.as_secs() as u32);
+        let creation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.subsec_nanos() ^ d.as_secs() as u32);
         let inner = Arc::new(NodeInner {
             id: NodeId::from_name(&config.name),
             name: config.name,
@@ -165,7 +190,11 @@ impl Node {
             stopping: AtomicBool::new(false),
             emptied: (Mutex::new(()), Condvar::new()),
         });
-        Ok(Node { inner, schedulers, shutdown_timeout: config.shutdown_timeout })
+        Ok(Node {
+            inner,
+            schedulers,
+            shutdown_timeout: config.shutdown_timeout,
+        })
     }
 
     /// The node's name.
@@ -185,7 +214,9 @@ impl Node {
         Fut: Future + Send + 'static,
         Fut::Output: IntoExitReason,
     {
-        self.inner.spawn(ProcessStart::new(body), None, SpawnOptions::default()).0
+        self.inner
+            .spawn(ProcessStart::new(body), None, SpawnOptions::default())
+            .0
     }
 
     /// Runs `body` as a process and blocks the calling thread until it
@@ -224,7 +255,12 @@ impl Node {
 
     /// Every live process, in the order they were spawned.
     pub fn processes(&self) -> Vec<ProcessInfo> {
-        let mut all: Vec<Arc<ProcessCtx>> = self.inner.table.iter().map(|entry| entry.value().clone()).collect();
+        let mut all: Vec<Arc<ProcessCtx>> = self
+            .inner
+            .table
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
         all.sort_by_key(|ctx| ctx.pid.serial);
         all.iter().map(|ctx| ctx.info()).collect()
     }
@@ -250,7 +286,11 @@ impl Node {
         }
         let inner = &self.inner;
         inner.stopping.store(true, Ordering::SeqCst);
-        let all: Vec<Arc<ProcessCtx>> = inner.table.iter().map(|entry| entry.value().clone()).collect();
+        let all: Vec<Arc<ProcessCtx>> = inner
+            .table
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
         for ctx in all {
             ctx.kill_with(ExitReason::Shutdown);
         }
@@ -265,7 +305,10 @@ impl Node {
             // Bounded slices: an exit between the check and the wait is
             // noticed at the next slice at the latest.
             let slice = (deadline - now).min(Duration::from_millis(20));
-            guard = emptied.wait_timeout(guard, slice).unwrap_or_else(|e| e.into_inner()).0;
+            guard = emptied
+                .wait_timeout(guard, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         drop(guard);
         inner.timers.clear();
@@ -331,17 +374,38 @@ impl NodeInner {
         options: SpawnOptions,
     ) -> (Pid, Option<MonitorRef>) {
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
-        let pid = Pid { node: self.id, creation: self.creation, serial };
-        let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
+        let pid = Pid {
+            node: self.id,
+            creation: self.creation,
+            serial,
+        };
+        let monitor = options.monitor.then(|| MonitorRef {
+            id: self.new_ref(),
+            target: pid,
+        });
         if self.stopping.load(Ordering::SeqCst) {
             boundary::discard(start);
             if let Some(parent) = parent.map(|p| p.pid) {
                 // As if the process had started and ended at once.
                 if options.link {
-                    self.signal(parent, Signal::Exit { from: pid, reason: ExitReason::Noproc, linked: false });
+                    self.signal(
+                        parent,
+                        Signal::Exit {
+                            from: pid,
+                            reason: ExitReason::Noproc,
+                            linked: false,
+                        },
+                    );
                 }
                 if let Some(monitor) = monitor {
-                    self.send_message(parent, &Down { monitor, pid, reason: ExitReason::Noproc });
+                    self.send_message(
+                        parent,
+                        &Down {
+                            monitor,
+                            pid,
+                            reason: ExitReason::Noproc,
+                        },
+                    );
                 }
             }
             return (pid, monitor);
@@ -349,7 +413,9 @@ impl NodeInner {
         let code = self.code_name(&start);
         let scheduler = match parent {
             Some(parent) => parent.scheduler,
-            None => (self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len()) as u32,
+            None => {
+                (self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len()) as u32
+            }
         };
         let parent = parent.map(|p| p.pid);
         let ctx = Arc::new(ProcessCtx::new(pid, self.clone(), code, scheduler));
@@ -367,7 +433,8 @@ impl NodeInner {
         }
         self.table.insert(serial, ctx.clone());
         let body = boundary::start(&ctx, start);
-        let task = self.schedulers[ctx.scheduler as usize].spawn(ProcessTask::new(ctx.clone(), body));
+        let task =
+            self.schedulers[ctx.scheduler as usize].spawn(ProcessTask::new(ctx.clone(), body));
         ctx.attach_task(task.abort_handle());
         if self.stopping.load(Ordering::SeqCst) {
             ctx.kill_with(ExitReason::Shutdown);
@@ -391,7 +458,10 @@ impl NodeInner {
 
     pub(crate) fn code_name_of(&self, index: u32) -> Arc<str> {
         let names = self.code_names.read().unwrap_or_else(|e| e.into_inner());
-        names.get(index as usize).cloned().unwrap_or_else(|| Arc::from("?"))
+        names
+            .get(index as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from("?"))
     }
 
     /// The end of a process: called once, from its task's drop, after its
@@ -407,7 +477,12 @@ impl NodeInner {
     }
 
     /// Delivers `envelope` to `to` after `delay`.
-    pub(crate) fn send_after(self: &Arc<Self>, delay: Duration, to: Pid, envelope: molt_abi::Envelope) -> u64 {
+    pub(crate) fn send_after(
+        self: &Arc<Self>,
+        delay: Duration,
+        to: Pid,
+        envelope: molt_abi::Envelope,
+    ) -> u64 {
         let id = self.new_ref();
         self.timers.insert(id, None);
         let node = self.clone();

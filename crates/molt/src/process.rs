@@ -15,9 +15,9 @@
 //! body returned, panicked or was killed: the body is dropped first, then the
 //! exit is recorded and links, monitors and the registry are told.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -53,7 +53,10 @@ pub(crate) struct ProcessCtx {
 
 impl std::fmt::Debug for ProcessCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessCtx").field("pid", &self.pid).field("code", &self.code).finish()
+        f.debug_struct("ProcessCtx")
+            .field("pid", &self.pid)
+            .field("code", &self.code)
+            .finish()
     }
 }
 
@@ -100,7 +103,10 @@ impl ProcessCtx {
             pid,
             node,
             mailbox: Mailbox::default(),
-            signals: Mutex::new(Signals { alive: true, ..Signals::default() }),
+            signals: Mutex::new(Signals {
+                alive: true,
+                ..Signals::default()
+            }),
             gone: AtomicBool::new(false),
             status: AtomicU8::new(ProcessStatus::Runnable as u8),
             code,
@@ -180,7 +186,11 @@ impl ProcessCtx {
             cx.waker().wake_by_ref();
             return ReceiveStatus::Pending;
         }
-        if self.mailbox.receive(&mut local.saved, tags, cursor, matcher, cx.waker()) == Scan::Taken {
+        if self
+            .mailbox
+            .receive(&mut local.saved, tags, cursor, matcher, cx.waker())
+            == Scan::Taken
+        {
             return ReceiveStatus::Matched;
         }
         if deadline != NO_DEADLINE && self.sleep_until(local, deadline, cx) {
@@ -192,13 +202,20 @@ impl ProcessCtx {
 
     /// True once the node clock reaches `deadline`; otherwise the process's
     /// one timer is set to wake the task then.
-    pub(crate) fn sleep_until(&self, local: &mut TaskLocal, deadline: u64, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn sleep_until(
+        &self,
+        local: &mut TaskLocal,
+        deadline: u64,
+        cx: &mut Context<'_>,
+    ) -> bool {
         let at = self.node.instant_at(deadline);
         if tokio::time::Instant::now() >= at {
             local.timer = None;
             return true;
         }
-        let sleep = local.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        let sleep = local
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         if sleep.deadline() != at {
             sleep.as_mut().reset(at);
         }
@@ -260,7 +277,11 @@ pub(crate) struct ProcessTask {
 
 impl ProcessTask {
     pub(crate) fn new(ctx: Arc<ProcessCtx>, body: FfiFuture<()>) -> ProcessTask {
-        ProcessTask { ctx, body: Some(body), local: TaskLocal::default() }
+        ProcessTask {
+            ctx,
+            body: Some(body),
+            local: TaskLocal::default(),
+        }
     }
 }
 
@@ -271,8 +292,11 @@ impl Future for ProcessTask {
         let this = &mut *self;
         this.local.reductions = 0;
         this.ctx.set_status(ProcessStatus::Running);
-        let Some(body) = this.body.as_mut() else { return Poll::Ready(()) };
-        let polled = crate::boundary::polling(&this.ctx, &mut this.local, cx, |cx| Pin::new(body).poll(cx));
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(());
+        };
+        let polled =
+            crate::boundary::polling(&this.ctx, &mut this.local, cx, |cx| Pin::new(body).poll(cx));
         this.ctx.mailbox.set_saved_len(this.local.saved.len());
         match polled {
             Poll::Ready(()) => {

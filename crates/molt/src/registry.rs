@@ -33,7 +33,10 @@ impl NodeInner {
             // A holder that is already ending gives its name up.
             let holder_alive = self.process(holder).is_some_and(|ctx| ctx.signals().alive);
             if holder_alive {
-                return Err(RegisterError::NameTaken { name: name.to_owned(), holder });
+                return Err(RegisterError::NameTaken {
+                    name: name.to_owned(),
+                    holder,
+                });
             }
         }
         let ctx = self.process(pid).ok_or(RegisterError::Noproc { pid })?;
@@ -51,7 +54,9 @@ impl NodeInner {
 
     pub(crate) fn unregister(&self, name: &str) -> bool {
         let mut names = self.registry.names();
-        let Some(pid) = names.remove(name) else { return false };
+        let Some(pid) = names.remove(name) else {
+            return false;
+        };
         if let Some(ctx) = self.process(pid) {
             ctx.signals().relations().name = None;
         }

@@ -1,0 +1,89 @@
+//! Helpers shared by the integration tests: nodes, a bounded `run`, and
+//! small message types.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use molt::{ExitReason, Message, Node, NodeConfig, Process, Tag};
+use serde::{Deserialize, Serialize};
+
+/// How long any test waits for an event before it fails instead of hanging.
+pub const BOUND: Duration = Duration::from_secs(60);
+
+pub fn node(name: &str) -> Node {
+    Node::start(NodeConfig::new(name).workers(2)).expect("the node starts")
+}
+
+/// `node.run(body)`, failing the test if it does not return within `BOUND`.
+pub fn run<F, Fut, R>(node: &Node, body: F) -> Result<R, ExitReason>
+where
+    F: FnOnce(Process) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    std::thread::scope(|scope| {
+        let (done, finished) = mpsc::channel();
+        scope.spawn(move || {
+            let _ = done.send(node.run(body));
+        });
+        finished
+            .recv_timeout(BOUND)
+            .expect("the process returns within the bound")
+    })
+}
+
+/// A numbered message of one kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct A(pub u32);
+impl Message for A {
+    const TAG: Tag = Tag::named("test.A");
+}
+
+/// A numbered message of another kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct B(pub u32);
+impl Message for B {
+    const TAG: Tag = Tag::named("test.B");
+}
+
+/// A request to answer with `Pong` (proves the receiver is alive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping(pub molt::Pid);
+impl Message for Ping {
+    const TAG: Tag = Tag::named("test.Ping");
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong(pub molt::Pid);
+impl Message for Pong {
+    const TAG: Tag = Tag::named("test.Pong");
+}
+
+/// A process body that answers every `Ping` until told to stop with `()`.
+pub async fn ponger(mut p: Process) -> Result<(), molt::ReceiveError> {
+    enum Next {
+        Ping(Ping),
+        Stop,
+    }
+    loop {
+        match p.receive().on(Next::Ping).on(|()| Next::Stop).await? {
+            Next::Ping(Ping(from)) => p.send(from, &Pong(p.self_pid())),
+            Next::Stop => return Ok(()),
+        }
+    }
+}
+
+/// Whether `pid` answers a ping within the bound.
+pub async fn answers(p: &mut Process, pid: molt::Pid) -> bool {
+    p.send(pid, &Ping(p.self_pid()));
+    let me = pid;
+    matches!(
+        p.receive_timeout(BOUND)
+            .on_if(move |pong: &Pong| pong.0 == me, |_| ())
+            .await,
+        Ok(())
+    )
+}

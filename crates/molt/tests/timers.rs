@@ -1,0 +1,76 @@
+//! Timers driven by the core: `send_after`, `cancel_timer`, `sleep`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use molt::ReceiveError;
+use support::{A, B, node, run};
+
+#[test]
+fn send_after_delivers_after_the_delay() {
+    let node = node("timers");
+    let (message, waited) = run(&node, |mut p| async move {
+        let start = Instant::now();
+        p.send_after(Duration::from_millis(30), p.self_pid(), &A(1));
+        (p.expect::<A>().await, start.elapsed())
+    })
+    .unwrap();
+    assert_eq!(message, Ok(A(1)));
+    assert!(waited >= Duration::from_millis(30), "{waited:?}");
+}
+
+#[test]
+fn a_cancelled_timer_never_delivers() {
+    let node = node("timers");
+    let outcome = run(&node, |mut p| async move {
+        let me = p.self_pid();
+        let cancelled = p.send_after(Duration::from_millis(10), me, &A(1));
+        let first_cancel = p.cancel_timer(cancelled);
+        let fired = p.send_after(Duration::from_millis(1), me, &B(2));
+        // B fires after A would have: if A were delivered it would come first.
+        let later = p.send_after(Duration::from_millis(40), me, &B(3));
+        let got: Vec<Result<String, ReceiveError>> = vec![
+            p.receive()
+                .on(|a: A| format!("A{}", a.0))
+                .on(|b: B| format!("B{}", b.0))
+                .await,
+            p.receive()
+                .on(|a: A| format!("A{}", a.0))
+                .on(|b: B| format!("B{}", b.0))
+                .await,
+        ];
+        (
+            first_cancel,
+            p.cancel_timer(cancelled),
+            p.cancel_timer(fired),
+            p.cancel_timer(later),
+            got,
+        )
+    });
+    assert_eq!(
+        outcome,
+        Ok((
+            true,
+            false,
+            false,
+            false,
+            vec![Ok("B2".into()), Ok("B3".into())]
+        ))
+    );
+}
+
+#[test]
+fn sleep_waits_and_keeps_what_arrives_meanwhile() {
+    let node = node("timers");
+    let (waited, kept) = run(&node, |mut p| async move {
+        let me = p.self_pid();
+        p.send(me, &A(9));
+        let start = Instant::now();
+        p.sleep(Duration::from_millis(25)).await;
+        (start.elapsed(), p.expect_timeout::<A>(Duration::ZERO).await)
+    })
+    .unwrap();
+    assert!(waited >= Duration::from_millis(25), "{waited:?}");
+    assert_eq!(kept, Ok(A(9)));
+}
