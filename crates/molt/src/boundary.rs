@@ -174,9 +174,10 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
 /// As for [`bytes`].
 unsafe fn envelope(tag: Tag, ptr: *const u8, len: usize) -> Envelope {
     // SAFETY: forwarded from the caller.
+    let bytes = unsafe { bytes(ptr, len) };
     Envelope {
         tag,
-        payload: Payload::from_slice(unsafe { bytes(ptr, len) }),
+        payload: Payload::from_slice(bytes),
     }
 }
 

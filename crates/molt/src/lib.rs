@@ -42,3 +42,8 @@ pub use molt_abi::{
     Process, Receive, ReceiveError, RegisterError, Sleep, Tag, TimerRef, serde,
 };
 pub use node::{Node, NodeConfig, NodeError};
+
+/// The README's program, compiled and run as a doc test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -71,7 +71,7 @@ fn a_trapping_partner_gets_exit_messages_and_lives() {
             p.trap_exit(true);
             let failing = p.spawn_link(|_| async { ExitReason::error("boom") });
             let normal = p.spawn_link(|_| async {});
-            let mut exits = vec![p.expect::<Exit>().await?, p.expect::<Exit>().await?];
+            let mut exits = [p.expect::<Exit>().await?, p.expect::<Exit>().await?];
             exits.sort_by_key(|e| e.from.serial);
             p.send(driver, &(failing, normal));
             p.send(
