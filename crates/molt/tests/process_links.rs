@@ -307,3 +307,33 @@ fn run_reports_how_a_body_ended() {
         Err(ExitReason::Panicked("no answer".into()))
     );
 }
+
+#[test]
+fn sending_to_a_dead_process_does_nothing() {
+    let node = node("links");
+    let outcome = run(&node, |mut p| async move {
+        let dead = dead_pid(&mut p).await;
+        p.send(dead, &1u64);
+        p.send(p.self_pid(), &2u64);
+        p.expect::<u64>().await
+    });
+    assert_eq!(outcome, Ok(Ok(2)));
+}
+
+#[test]
+fn two_nodes_in_one_os_process_keep_their_own_processes() {
+    let (a, b) = (node("node-a"), node("node-b"));
+    assert_ne!(a.id(), b.id());
+    let on_a = a.spawn(ponger);
+    let pid_on_b = run(&b, |p| async move { p.self_pid() }).unwrap();
+    assert_eq!((on_a.node, pid_on_b.node), (a.id(), b.id()));
+    assert!(a.processes().iter().any(|i| i.pid == on_a));
+    assert!(b.processes().iter().all(|i| i.pid != on_a));
+    b.shutdown();
+    // Node a is untouched by b's shutdown.
+    assert_eq!(
+        run(&a, move |mut p| async move { answers(&mut p, on_a).await }),
+        Ok(true)
+    );
+    a.shutdown();
+}
