@@ -57,8 +57,7 @@ impl ProcessStart {
             // SAFETY: `env` came from `Box::into_raw(Box<F>)` in `new` with
             // this very `F`, and the core calls `start` or `drop_env` once.
             let body = unsafe { Box::from_raw(env.cast::<F>()) };
-            let this = process.as_ref();
-            FfiFuture::new(ProcessBody::new(this, *body, process))
+            body_future(process, *body)
         }
 
         unsafe extern "C" fn drop_env<F>(env: *mut c_void) {
@@ -75,6 +74,19 @@ impl ProcessStart {
             code: Str::new(std::any::type_name::<F>()),
         }
     }
+}
+
+/// The future the core polls for a process running `body`: the closure runs
+/// at the first poll, and no panic of it, its future or their drops leaves
+/// this future. How a module entry and a spawned closure both start.
+pub fn body_future<F, Fut>(process: Process, body: F) -> FfiFuture<()>
+where
+    F: FnOnce(Process) -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoExitReason,
+{
+    let this = process.as_ref();
+    FfiFuture::new(ProcessBody::new(this, body, process))
 }
 
 /// Where a process body is in its life.
@@ -96,10 +108,7 @@ struct ProcessBody<F, Fut> {
 
 impl<F, Fut> ProcessBody<F, Fut> {
     fn new(this: ProcessRef, body: F, process: Process) -> Self {
-        ProcessBody {
-            this,
-            stage: Stage::Start(body, process),
-        }
+        ProcessBody { this, stage: Stage::Start(body, process) }
     }
 
     /// Drops the user's closure or future in place, catching a panicking drop.
@@ -112,9 +121,7 @@ impl<F, Fut> ProcessBody<F, Fut> {
         // place (a pinned future is never moved). If its drop panics, the
         // drop glue still drops the rest while unwinding, and the value is
         // gone either way; it is overwritten below without being dropped.
-        let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
-            std::ptr::drop_in_place(stage)
-        }));
+        let _ = catch_unwind(AssertUnwindSafe(|| unsafe { std::ptr::drop_in_place(stage) }));
         // SAFETY: `stage` is valid for writes and its old value was dropped.
         unsafe { std::ptr::write(stage, Stage::Done) };
     }
@@ -130,8 +137,7 @@ where
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<ExitReason> {
         if let Stage::Start(..) = self.stage {
             // Moving the closure out moves nothing pinned: no future yet.
-            let Stage::Start(body, process) = std::mem::replace(&mut self.stage, Stage::Done)
-            else {
+            let Stage::Start(body, process) = std::mem::replace(&mut self.stage, Stage::Done) else {
                 unreachable!("the stage was Start")
             };
             self.stage = Stage::Run(body(process));
@@ -140,9 +146,7 @@ where
             // SAFETY: `self` is only reached through `Pin<&mut ProcessBody>`
             // (see `poll`), and the future is never moved: it is polled here
             // and dropped in place by `finish`.
-            Stage::Run(fut) => unsafe { Pin::new_unchecked(fut) }
-                .poll(cx)
-                .map(IntoExitReason::into_exit_reason),
+            Stage::Run(fut) => unsafe { Pin::new_unchecked(fut) }.poll(cx).map(IntoExitReason::into_exit_reason),
             Stage::Start(..) | Stage::Done => Poll::Ready(ExitReason::Normal),
         }
     }
@@ -182,7 +186,7 @@ impl<F, Fut> Drop for ProcessBody<F, Fut> {
 }
 
 /// The text of a panic payload (`panic!` gives `&str` or `String`).
-pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
+pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
     let message = match payload.downcast_ref::<&str>() {
         Some(s) => (*s).to_owned(),
         None => match payload.downcast_ref::<String>() {

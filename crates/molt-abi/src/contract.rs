@@ -42,8 +42,7 @@ pub struct ReceiveRequest {
     pub tag_count: usize,
     /// Called with each candidate, oldest first; returns true to take it out
     /// of the mailbox (and end the receive). Must not unwind.
-    pub matcher:
-        unsafe extern "C" fn(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> bool,
+    pub matcher: unsafe extern "C" fn(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> bool,
     /// Passed to `matcher`.
     pub env: *mut c_void,
     /// How many queued messages this receive has already looked at; the core
@@ -92,6 +91,16 @@ pub enum RegisterStatus {
     BadName = 4,
 }
 
+/// The outcome of `spawn_entry`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnStatus {
+    /// The process was started.
+    Spawned = 0,
+    /// Nothing was started; see the error written.
+    Refused = 1,
+}
+
 /// Whether a spawn also links or monitors the new process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,13 +121,21 @@ pub struct Str {
     pub len: usize,
 }
 
+// SAFETY: a `Str` is a borrowed pointer to immutable bytes; whoever reads
+// it must keep the bytes alive, whichever thread it is on.
+unsafe impl Send for Str {}
+// SAFETY: as above; it is never written through.
+unsafe impl Sync for Str {}
+
 impl Str {
     /// Borrows `s` for the duration of a call.
     pub fn new(s: &str) -> Str {
-        Str {
-            ptr: s.as_ptr(),
-            len: s.len(),
-        }
+        Str { ptr: s.as_ptr(), len: s.len() }
+    }
+
+    /// A `Str` of a static string, usable in a `static`.
+    pub const fn of(s: &'static str) -> Str {
+        Str { ptr: s.as_ptr(), len: s.len() }
     }
 
     /// The string again.
@@ -130,13 +147,7 @@ impl Str {
         // SAFETY: the caller guarantees a live buffer of `len` bytes; an empty
         // string may carry a dangling pointer, which from_raw_parts allows for
         // len 0 only when non-null, so it is special-cased.
-        let bytes = unsafe {
-            if self.len == 0 {
-                &[]
-            } else {
-                std::slice::from_raw_parts(self.ptr, self.len)
-            }
-        };
+        let bytes = unsafe { if self.len == 0 { &[] } else { std::slice::from_raw_parts(self.ptr, self.len) } };
         std::str::from_utf8(bytes).unwrap_or("")
     }
 }
@@ -157,29 +168,16 @@ pub struct ProcessVTable {
     /// Queues a copy of the message in `to`'s mailbox; a no-op if `to` is dead.
     pub send: unsafe extern "C" fn(ProcessHandle, to: Pid, tag: Tag, bytes: *const u8, len: usize),
     /// Sends to a registered name; false if no process has it.
-    pub send_named: unsafe extern "C" fn(
-        ProcessHandle,
-        name: Str,
-        tag: Tag,
-        bytes: *const u8,
-        len: usize,
-    ) -> bool,
+    pub send_named: unsafe extern "C" fn(ProcessHandle, name: Str, tag: Tag, bytes: *const u8, len: usize) -> bool,
     /// Selective receive; see [`ReceiveRequest`]. Must be polled from the
     /// process's own task.
-    pub receive: unsafe extern "C" fn(
-        ProcessHandle,
-        request: *mut ReceiveRequest,
-        cx: *mut FfiContext<'_>,
-    ) -> ReceiveStatus,
+    pub receive:
+        unsafe extern "C" fn(ProcessHandle, request: *mut ReceiveRequest, cx: *mut FfiContext<'_>) -> ReceiveStatus,
     /// `TimedOut` once the node's clock passes `deadline`; otherwise
     /// `Pending`, with a wake-up arranged then. `own_task` as in
     /// [`ReceiveRequest`].
-    pub sleep_until: unsafe extern "C" fn(
-        ProcessHandle,
-        deadline: u64,
-        own_task: bool,
-        cx: *mut FfiContext<'_>,
-    ) -> ReceiveStatus,
+    pub sleep_until:
+        unsafe extern "C" fn(ProcessHandle, deadline: u64, own_task: bool, cx: *mut FfiContext<'_>) -> ReceiveStatus,
     /// Starts a process; writes the monitor to `monitor` if one was asked.
     pub spawn: unsafe extern "C" fn(
         ProcessHandle,
@@ -203,27 +201,37 @@ pub struct ProcessVTable {
     /// returns the previous setting.
     pub trap_exit: unsafe extern "C" fn(ProcessHandle, trap: bool) -> bool,
     /// Registers a name; on [`RegisterStatus::NameTaken`] writes the holder.
-    pub register: unsafe extern "C" fn(
-        ProcessHandle,
-        name: Str,
-        pid: Pid,
-        holder: *mut Pid,
-    ) -> RegisterStatus,
+    pub register: unsafe extern "C" fn(ProcessHandle, name: Str, pid: Pid, holder: *mut Pid) -> RegisterStatus,
     /// Removes a name; false if nobody had it.
     pub unregister: unsafe extern "C" fn(ProcessHandle, name: Str) -> bool,
     /// Looks a name up; writes the pid and returns true if found.
     pub whereis: unsafe extern "C" fn(ProcessHandle, name: Str, pid: *mut Pid) -> bool,
     /// Delivers a copy of the message to `to` after `delay` nanoseconds.
-    pub send_after: unsafe extern "C" fn(
-        ProcessHandle,
-        delay: u64,
-        to: Pid,
-        tag: Tag,
-        bytes: *const u8,
-        len: usize,
-    ) -> TimerRef,
+    pub send_after:
+        unsafe extern "C" fn(ProcessHandle, delay: u64, to: Pid, tag: Tag, bytes: *const u8, len: usize) -> TimerRef,
     /// Cancels a timer; true if it had not fired yet.
     pub cancel_timer: unsafe extern "C" fn(ProcessHandle, timer: TimerRef) -> bool,
+    /// Ends the running body and continues the process in `entry` of its
+    /// module's current version with `state` (postcard bytes, copied), after
+    /// the new version's `migrate` if the version changes (Erlang's
+    /// `?MODULE:entry(State)`). Takes effect when the body next returns
+    /// `Pending`; the body must not be polled on its own afterwards.
+    pub hot_call: unsafe extern "C" fn(ProcessHandle, entry: Str, state: *const u8, len: usize),
+    /// Spawns `module:entry` with `state` as its start argument; on
+    /// [`SpawnStatus::Spawned`] writes the pid (and the monitor if asked),
+    /// otherwise writes the reason as a postcard-encoded
+    /// [`SpawnError`](crate::SpawnError) through `error`.
+    pub spawn_entry: unsafe extern "C" fn(
+        ProcessHandle,
+        module: Str,
+        entry: Str,
+        state: *const u8,
+        len: usize,
+        options: SpawnOptions,
+        pid: *mut Pid,
+        monitor: *mut MonitorRef,
+        error: crate::module::Sink,
+    ) -> SpawnStatus,
     /// Records the reason the running body ends with (postcard-encoded
     /// [`ExitReason`](crate::ExitReason)); called once, just before its
     /// future completes.

@@ -37,14 +37,45 @@ impl From<ReceiveError> for ExitReason {
     }
 }
 
+/// Why a spawn of a module entry was refused; nothing was started.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum SpawnError {
+    /// No version of the module is loaded.
+    #[error("no module {module:?} is loaded; load it first")]
+    NoModule {
+        /// The module asked for.
+        module: String,
+    },
+    /// The module's current version has no such entry.
+    #[error("module {module:?} version {version:?} has no entry {entry:?}; its entries are: {entries}")]
+    NoEntry {
+        /// The module.
+        module: String,
+        /// Its current version.
+        version: String,
+        /// The entry asked for.
+        entry: String,
+        /// The entries it has, comma-separated.
+        entries: String,
+    },
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+impl From<SpawnError> for ExitReason {
+    fn from(error: SpawnError) -> ExitReason {
+        ExitReason::error(error)
+    }
+}
+
 /// Why `register` refused.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
     /// A live process already has the name (Erlang: `badarg`).
-    #[error(
-        "the name {name:?} is already registered to {holder}; unregister it first or pick another name"
-    )]
+    #[error("the name {name:?} is already registered to {holder}; unregister it first or pick another name")]
     NameTaken {
         /// The name asked for.
         name: String,

@@ -31,6 +31,14 @@ pub enum ExitReason {
     /// A reason given by user code: an error the process returned or the
     /// reason passed to `exit` (Cloud Haskell `DiedException`).
     Error(String),
+    /// The process ran a module version that was purged (Erlang's hard
+    /// `code:purge/1`, which says only `killed`).
+    Purged {
+        /// The module.
+        module: String,
+        /// The purged version's declared version string.
+        version: String,
+    },
 }
 
 impl ExitReason {
@@ -55,6 +63,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Noproc => f.write_str("noproc"),
             ExitReason::Panicked(message) => write!(f, "panicked: {message}"),
             ExitReason::Error(reason) => write!(f, "error: {reason}"),
+            ExitReason::Purged { module, version } => write!(f, "purged: {module} version {version}"),
         }
     }
 }
@@ -80,8 +89,11 @@ impl IntoExitReason for ExitReason {
 }
 
 /// Names the never type `!` on stable Rust, so that a body that never
-/// returns (a server's `loop`, a `panic!`) is a valid process body.
-trait HasOutput {
+/// returns (a server's `loop`, a `panic!`) is a valid process body. Public
+/// only because [`Never`] is; not meant to be used.
+#[doc(hidden)]
+pub trait HasOutput {
+    /// The function's output.
     type Output;
 }
 
@@ -89,10 +101,10 @@ impl<T> HasOutput for fn() -> T {
     type Output = T;
 }
 
-type Never = <fn() -> ! as HasOutput>::Output;
+/// The never type `!`, named: the output of a future that never completes,
+/// such as [`Process::hot_call`](crate::Process::hot_call)'s.
+pub type Never = <fn() -> ! as HasOutput>::Output;
 
-// The alias's trait is private on purpose: only `!` itself is offered.
-#[allow(private_interfaces, private_bounds)]
 impl IntoExitReason for Never {
     fn into_exit_reason(self) -> ExitReason {
         self

@@ -15,15 +15,17 @@ pub mod contract;
 mod error;
 mod exit;
 mod message;
+pub mod module;
 mod pid;
 mod process;
 mod receive;
 
-pub use error::{ReceiveError, RegisterError};
-pub use exit::{ExitReason, IntoExitReason};
-pub use message::{Down, Envelope, Exit, Message, Payload, Tag};
+pub use body::{body_future, panic_message};
+pub use error::{ReceiveError, RegisterError, SpawnError};
+pub use exit::{ExitReason, IntoExitReason, Never};
+pub use message::{Down, Envelope, Exit, Message, Payload, Tag, Upgrade, UpgradeFailed};
 pub use pid::{MonitorRef, NodeId, Pid, TimerRef};
-pub use process::{Process, Sleep};
+pub use process::{HotCall, Process, Sleep};
 pub use receive::{Expect, Receive};
 
 /// Re-exported so message types can derive `Serialize` and `Deserialize`

@@ -62,10 +62,7 @@ impl Tag {
     /// The tag of a generic type from its own tag and a parameter's, so that
     /// `(Pid, i64)` and `(Pid, u64)` are different messages.
     pub const fn with(self, parameter: Tag) -> Tag {
-        Tag(fnv1a(
-            &parameter.0.to_le_bytes(),
-            self.0 ^ 0x9e37_79b9_7f4a_7c15,
-        ))
+        Tag(fnv1a(&parameter.0.to_le_bytes(), self.0 ^ 0x9e37_79b9_7f4a_7c15))
     }
 }
 
@@ -119,10 +116,7 @@ impl Envelope {
     /// When the value's `Serialize` implementation fails (serde's derive
     /// never does; a hand-written one may).
     pub fn encode<M: Message>(message: &M) -> Result<Envelope, postcard::Error> {
-        Ok(Envelope {
-            tag: M::TAG,
-            payload: postcard::to_extend(message, Payload::new())?,
-        })
+        Ok(Envelope { tag: M::TAG, payload: postcard::to_extend(message, Payload::new())? })
     }
 
     /// Decodes the payload as `M`, whose tag the caller has checked.
@@ -155,6 +149,44 @@ pub struct Down {
     pub pid: Pid,
     /// Why it ended; [`ExitReason::Noproc`] if it was not alive when monitored.
     pub reason: ExitReason,
+}
+
+/// The code server's offer of new code (the seed: "send an upgrade message
+/// to the process; when the process is ready it picks the message from its
+/// mailbox and upgrades safely"): sent after a load to every process running
+/// the module. A process takes it with a hot call at a point of its choosing;
+/// one that ignores it keeps its version until that version is purged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upgrade {
+    /// The module that was loaded.
+    pub module: String,
+    /// The version the process runs (now the old one).
+    pub from: String,
+    /// The version now current.
+    pub to: String,
+}
+
+impl Message for Upgrade {
+    const TAG: Tag = Tag::named("molt.Upgrade");
+}
+
+/// Tells a process that its hot call could not move it to the new version
+/// (the new version's `migrate` failed or panicked, or it lacks the entry):
+/// the process goes on in the version it ran, with its state unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeFailed {
+    /// The module.
+    pub module: String,
+    /// The version the process runs and keeps.
+    pub from: String,
+    /// The version it could not move to.
+    pub to: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl Message for UpgradeFailed {
+    const TAG: Tag = Tag::named("molt.UpgradeFailed");
 }
 
 impl Message for Exit {
@@ -219,9 +251,6 @@ mod tests {
         let envelope = Envelope::encode(&value).unwrap();
         assert_eq!(envelope.tag, <(u64, String)>::TAG);
         assert_eq!(&envelope.payload[..], &[7, 5, b's', b'e', b'v', b'e', b'n']);
-        assert_eq!(
-            Envelope::decode::<(u64, String)>(&envelope.payload).unwrap(),
-            value
-        );
+        assert_eq!(Envelope::decode::<(u64, String)>(&envelope.payload).unwrap(), value);
     }
 }

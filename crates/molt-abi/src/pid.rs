@@ -17,10 +17,7 @@ impl NodeId {
     /// The id of the node called `name` (FNV-1a of its bytes): every node
     /// computes the same id for the same name.
     pub const fn from_name(name: &str) -> NodeId {
-        NodeId(crate::message::fnv1a(
-            name.as_bytes(),
-            crate::message::FNV_OFFSET,
-        ))
+        NodeId(crate::message::fnv1a(name.as_bytes(), crate::message::FNV_OFFSET))
     }
 }
 
@@ -48,11 +45,7 @@ pub struct Pid {
 impl fmt::Display for Pid {
     /// `<node.serial.creation>`, in the spirit of Erlang's `<0.42.0>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "<{:08x}.{}.{}>",
-            self.node.0 as u32, self.serial, self.creation
-        )
+        write!(f, "<{:08x}.{}.{}>", self.node.0 as u32, self.serial, self.creation)
     }
 }
 

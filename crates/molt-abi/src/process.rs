@@ -15,10 +15,11 @@ use std::time::Duration;
 use async_ffi::ContextExt;
 
 use crate::contract::{
-    ProcessHandle, ProcessStart, ProcessVTable, ReceiveStatus, RegisterStatus, SpawnOptions, Str,
+    ProcessHandle, ProcessStart, ProcessVTable, ReceiveStatus, RegisterStatus, SpawnOptions, SpawnStatus, Str,
 };
+use crate::module::Sink;
 use crate::receive::{Expect, Receive};
-use crate::{ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, TimerRef};
+use crate::{ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, SpawnError, TimerRef};
 
 /// A running process's view of itself and of the node: send, receive, spawn,
 /// link, monitor, register, timers (Cloud Haskell's `Process` monad, Erlang's
@@ -36,9 +37,7 @@ unsafe impl Send for Process {}
 
 impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Process")
-            .field("pid", &self.self_pid())
-            .finish()
+        f.debug_struct("Process").field("pid", &self.self_pid()).finish()
     }
 }
 
@@ -89,10 +88,7 @@ impl Process {
     }
 
     pub(crate) fn as_ref(&self) -> ProcessRef {
-        ProcessRef {
-            vtable: self.vtable,
-            handle: self.handle,
-        }
+        ProcessRef { vtable: self.vtable, handle: self.handle }
     }
 
     pub(crate) fn vtable(&self) -> &'static ProcessVTable {
@@ -126,15 +122,7 @@ impl Process {
     pub fn nsend<M: Message>(&self, name: &str, message: &M) -> bool {
         with_encoded(message, |bytes| {
             // SAFETY: `self` holds the handle; `name` and `bytes` are valid for the call.
-            unsafe {
-                (self.vtable.send_named)(
-                    self.handle,
-                    Str::new(name),
-                    M::TAG,
-                    bytes.as_ptr(),
-                    bytes.len(),
-                )
-            }
+            unsafe { (self.vtable.send_named)(self.handle, Str::new(name), M::TAG, bytes.as_ptr(), bytes.len()) }
         })
     }
 
@@ -172,8 +160,7 @@ impl Process {
         Fut: Future + Send + 'static,
         Fut::Output: IntoExitReason,
     {
-        self.spawn_with(ProcessStart::new(body), SpawnOptions::default())
-            .0
+        self.spawn_with(ProcessStart::new(body), SpawnOptions::default()).0
     }
 
     /// Starts a new process linked to this one (Erlang `spawn_link`).
@@ -183,14 +170,7 @@ impl Process {
         Fut: Future + Send + 'static,
         Fut::Output: IntoExitReason,
     {
-        self.spawn_with(
-            ProcessStart::new(body),
-            SpawnOptions {
-                link: true,
-                monitor: false,
-            },
-        )
-        .0
+        self.spawn_with(ProcessStart::new(body), SpawnOptions { link: true, monitor: false }).0
     }
 
     /// Starts a new process monitored by this one (Erlang `spawn_monitor`).
@@ -200,29 +180,13 @@ impl Process {
         Fut: Future + Send + 'static,
         Fut::Output: IntoExitReason,
     {
-        let (pid, monitor) = self.spawn_with(
-            ProcessStart::new(body),
-            SpawnOptions {
-                link: false,
-                monitor: true,
-            },
-        );
-        (
-            pid,
-            monitor.expect("the core writes a monitor when one is asked for"),
-        )
+        let (pid, monitor) = self.spawn_with(ProcessStart::new(body), SpawnOptions { link: false, monitor: true });
+        (pid, monitor.expect("the core writes a monitor when one is asked for"))
     }
 
     /// Starts a prepared body with the given options; the one spawn primitive.
-    pub fn spawn_with(
-        &self,
-        start: ProcessStart,
-        options: SpawnOptions,
-    ) -> (Pid, Option<MonitorRef>) {
-        let mut monitor = MonitorRef {
-            id: 0,
-            target: self.self_pid(),
-        };
+    pub fn spawn_with(&self, start: ProcessStart, options: SpawnOptions) -> (Pid, Option<MonitorRef>) {
+        let mut monitor = MonitorRef { id: 0, target: self.self_pid() };
         // SAFETY: `self` holds the handle; `start` is handed over by value and
         // `monitor` is a valid place for the core to write.
         let pid = unsafe { (self.vtable.spawn)(self.handle, start, options, &mut monitor) };
@@ -291,14 +255,10 @@ impl Process {
         let mut holder = pid;
         // SAFETY: `self` holds the handle; `name` is valid for the call and
         // `holder` is a valid place to write.
-        let status =
-            unsafe { (self.vtable.register)(self.handle, Str::new(name), pid, &mut holder) };
+        let status = unsafe { (self.vtable.register)(self.handle, Str::new(name), pid, &mut holder) };
         match status {
             RegisterStatus::Registered => Ok(()),
-            RegisterStatus::NameTaken => Err(RegisterError::NameTaken {
-                name: name.to_owned(),
-                holder,
-            }),
+            RegisterStatus::NameTaken => Err(RegisterError::NameTaken { name: name.to_owned(), holder }),
             RegisterStatus::AlreadyRegistered => Err(RegisterError::AlreadyRegistered { pid }),
             RegisterStatus::Noproc => Err(RegisterError::Noproc { pid }),
             RegisterStatus::BadName => Err(RegisterError::BadName),
@@ -321,28 +281,81 @@ impl Process {
 
     /// Waits for `duration` on the node's clock; other processes run meanwhile.
     pub fn sleep(&mut self, duration: Duration) -> Sleep<'_> {
-        Sleep {
-            process: self,
-            duration,
-            deadline: None,
-        }
+        Sleep { process: self, duration, deadline: None }
     }
 
     /// Delivers `message` to `to` after `delay` (Erlang `erlang:send_after/3`).
     pub fn send_after<M: Message>(&self, delay: Duration, to: Pid, message: &M) -> TimerRef {
         with_encoded(message, |bytes| {
             // SAFETY: `self` holds the handle; `bytes` is valid for the call.
+            unsafe { (self.vtable.send_after)(self.handle, nanos(delay), to, M::TAG, bytes.as_ptr(), bytes.len()) }
+        })
+    }
+
+    /// Starts a new process running `module:entry` of the module's current
+    /// version, with `argument` as its start state (Erlang
+    /// `spawn(Module, Function, Args)`).
+    ///
+    /// # Errors
+    /// When the module is not loaded or has no such entry; nothing starts.
+    pub fn spawn_entry<S: serde::Serialize>(&self, module: &str, entry: &str, argument: &S) -> Result<Pid, SpawnError> {
+        self.spawn_entry_with(module, entry, argument, SpawnOptions::default()).map(|(pid, _)| pid)
+    }
+
+    /// [`spawn_entry`](Self::spawn_entry) that also links and/or monitors.
+    ///
+    /// # Errors
+    /// As for [`spawn_entry`](Self::spawn_entry).
+    pub fn spawn_entry_with<S: serde::Serialize>(
+        &self,
+        module: &str,
+        entry: &str,
+        argument: &S,
+        options: SpawnOptions,
+    ) -> Result<(Pid, Option<MonitorRef>), SpawnError> {
+        let mut pid = self.self_pid();
+        let mut monitor = MonitorRef { id: 0, target: pid };
+        let mut error = Vec::new();
+        let status = with_encoded(argument, |bytes| {
+            // SAFETY: `self` holds the handle; the strings, `bytes` and the
+            // sink's buffer are valid for the call; `pid` and `monitor` are
+            // writable.
             unsafe {
-                (self.vtable.send_after)(
+                (self.vtable.spawn_entry)(
                     self.handle,
-                    nanos(delay),
-                    to,
-                    M::TAG,
+                    Str::new(module),
+                    Str::new(entry),
                     bytes.as_ptr(),
                     bytes.len(),
+                    options,
+                    &mut pid,
+                    &mut monitor,
+                    Sink::of(&mut error),
                 )
             }
-        })
+        });
+        match status {
+            SpawnStatus::Spawned => Ok((pid, options.monitor.then_some(monitor))),
+            SpawnStatus::Refused => Err(postcard::from_bytes(&error).unwrap_or(SpawnError::ShuttingDown)),
+        }
+    }
+
+    /// Leaves the code the process is running and continues in `entry` of
+    /// its module's current version with `state`: Erlang's
+    /// `?MODULE:entry(State)`, the seed's upgrade. If the current version is
+    /// a different one, its `migrate` first turns `state` into its own; if
+    /// that fails, the process goes on in `entry` of the version it was
+    /// running, with `state` unchanged, and the failure is logged. The pid,
+    /// the mailbox (every queued message, in order), links, monitors and
+    /// registered name stay. Never returns; a process compiled into the host
+    /// (no module) that calls it ends with an error reason.
+    pub fn hot_call<'p, S: serde::Serialize>(&'p mut self, entry: &str, state: &S) -> HotCall<'p> {
+        with_encoded(state, |bytes| {
+            // SAFETY: `self` holds the handle; `entry` and `bytes` are valid
+            // for the call (the core copies them).
+            unsafe { (self.vtable.hot_call)(self.handle, Str::new(entry), bytes.as_ptr(), bytes.len()) }
+        });
+        HotCall { _process: self }
     }
 
     /// Cancels a `send_after`; true if the message had not been sent yet.
@@ -354,6 +367,23 @@ impl Process {
     /// A deadline `timeout` from now on the node's clock.
     pub(crate) fn deadline_after(&self, timeout: Duration) -> u64 {
         self.now().saturating_add(nanos(timeout))
+    }
+}
+
+/// The future of [`Process::hot_call`]: never completes; the core replaces
+/// the body that awaits it as soon as it yields.
+#[derive(Debug)]
+#[must_use = "a hot call happens when it is awaited"]
+pub struct HotCall<'p> {
+    _process: &'p mut Process,
+}
+
+impl Future for HotCall<'_> {
+    type Output = crate::Never;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<crate::Never> {
+        // The core switches code when the body returns Pending.
+        Poll::Pending
     }
 }
 
@@ -381,9 +411,8 @@ impl Future for Sleep<'_> {
         let process = &*self.process;
         let own_task = crate::body::is_own_task(cx.waker());
         // SAFETY: `process` holds the handle; the context is valid for the call.
-        let status = cx.with_ffi_context(|cx| unsafe {
-            (process.vtable.sleep_until)(process.handle, deadline, own_task, cx)
-        });
+        let status =
+            cx.with_ffi_context(|cx| unsafe { (process.vtable.sleep_until)(process.handle, deadline, own_task, cx) });
         match status {
             ReceiveStatus::Pending => Poll::Pending,
             ReceiveStatus::NotOwner => not_owner(),

@@ -33,12 +33,7 @@ struct Guarded<M> {
     panic: Option<Box<dyn Any + Send>>,
 }
 
-unsafe extern "C" fn guarded_match<M: Matcher>(
-    env: *mut c_void,
-    tag: Tag,
-    bytes: *const u8,
-    len: usize,
-) -> bool {
+unsafe extern "C" fn guarded_match<M: Matcher>(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> bool {
     // SAFETY: `env` is the `&mut Guarded<M>` that `poll_receive` put in the
     // request, alive and unaliased for the duration of the core's call.
     let guarded = unsafe { &mut *env.cast::<Guarded<M>>() };
@@ -67,11 +62,7 @@ struct ReceiveState {
 impl ReceiveState {
     fn new(timeout: Option<Duration>) -> ReceiveState {
         let timeout = timeout.map_or(NO_DEADLINE, crate::process::nanos);
-        ReceiveState {
-            cursor: 0,
-            timeout,
-            deadline: 0,
-        }
+        ReceiveState { cursor: 0, timeout, deadline: 0 }
     }
 
     /// One call into the core's mailbox. `Ready(None)` means the matcher took
@@ -90,10 +81,7 @@ impl ReceiveState {
             };
         }
         let deadline = self.deadline;
-        let mut guarded = Guarded {
-            matcher,
-            panic: None,
-        };
+        let mut guarded = Guarded { matcher, panic: None };
         let mut request = ReceiveRequest {
             tags: tags.as_ptr(),
             tag_count: tags.len(),
@@ -107,8 +95,7 @@ impl ReceiveState {
         let handle = process.handle();
         // SAFETY: `process` holds the handle; `request`, the tags it points at
         // and `guarded` live across the call, and the context is valid for it.
-        let status =
-            cx.with_ffi_context(|cx| unsafe { (vtable.receive)(handle, &mut request, cx) });
+        let status = cx.with_ffi_context(|cx| unsafe { (vtable.receive)(handle, &mut request, cx) });
         self.cursor = request.cursor;
         if let Some(panic) = guarded.panic {
             resume_unwind(panic);
@@ -116,9 +103,9 @@ impl ReceiveState {
         match status {
             ReceiveStatus::Matched => Poll::Ready(None),
             ReceiveStatus::Pending => Poll::Pending,
-            ReceiveStatus::TimedOut => Poll::Ready(Some(ReceiveError::Timeout {
-                after: Duration::from_nanos(self.timeout),
-            })),
+            ReceiveStatus::TimedOut => {
+                Poll::Ready(Some(ReceiveError::Timeout { after: Duration::from_nanos(self.timeout) }))
+            }
             ReceiveStatus::NotOwner => crate::process::not_owner(),
         }
     }
@@ -149,11 +136,7 @@ pub struct Expect<'p, M> {
 
 impl<'p, M: Message> Expect<'p, M> {
     pub(crate) fn new(process: &'p mut Process, timeout: Option<Duration>) -> Self {
-        Expect {
-            process,
-            state: ReceiveState::new(timeout),
-            _message: PhantomData,
-        }
+        Expect { process, state: ReceiveState::new(timeout), _message: PhantomData }
     }
 }
 
@@ -173,10 +156,7 @@ impl<M: Message> Future for Expect<'_, M> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let mut take = TakeOne::<M>(None);
-        match this
-            .state
-            .poll_receive(this.process, &[M::TAG], &mut take, cx)
-        {
+        match this.state.poll_receive(this.process, &[M::TAG], &mut take, cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(error)) => Poll::Ready(Err(error)),
             Poll::Ready(None) => Poll::Ready(take.0.expect("the matcher took a message")),
@@ -213,21 +193,13 @@ pub struct Receive<'p, R> {
 
 impl<R> std::fmt::Debug for Receive<'_, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receive")
-            .field("tags", &self.tags)
-            .field("state", &self.state)
-            .finish()
+        f.debug_struct("Receive").field("tags", &self.tags).field("state", &self.state).finish()
     }
 }
 
 impl<'p, R> Receive<'p, R> {
     pub(crate) fn new(process: &'p mut Process, timeout: Option<Duration>) -> Self {
-        Receive {
-            process,
-            state: ReceiveState::new(timeout),
-            arms: Vec::new(),
-            tags: Vec::new(),
-        }
+        Receive { process, state: ReceiveState::new(timeout), arms: Vec::new(), tags: Vec::new() }
     }
 
     /// An arm taking any message of type `M` (Cloud Haskell `match`).
@@ -245,18 +217,13 @@ impl<'p, R> Receive<'p, R> {
         let mut handler = Some(handler);
         let take = move |bytes: &[u8]| match decode::<M>(bytes) {
             Ok(message) if !predicate(&message) => None,
-            Ok(message) => Some(Ok(handler.take().expect("a receive takes one message")(
-                message,
-            ))),
+            Ok(message) => Some(Ok(handler.take().expect("a receive takes one message")(message))),
             Err(error) => Some(Err(error)),
         };
         if !self.tags.contains(&M::TAG) {
             self.tags.push(M::TAG);
         }
-        self.arms.push(Arm {
-            tag: M::TAG,
-            take: Box::new(take),
-        });
+        self.arms.push(Arm { tag: M::TAG, take: Box::new(take) });
         self
     }
 }
@@ -283,14 +250,8 @@ impl<R> Future for Receive<'_, R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let mut first = FirstArm {
-            arms: &mut this.arms,
-            outcome: None,
-        };
-        match this
-            .state
-            .poll_receive(this.process, &this.tags, &mut first, cx)
-        {
+        let mut first = FirstArm { arms: &mut this.arms, outcome: None };
+        match this.state.poll_receive(this.process, &this.tags, &mut first, cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(error)) => Poll::Ready(Err(error)),
             Poll::Ready(None) => Poll::Ready(first.outcome.expect("the matcher took a message")),

@@ -18,19 +18,15 @@ impl Erlang {
     /// Compiles the bench module if `erl` and `erlc` are installed.
     pub(crate) fn find() -> Result<Erlang, String> {
         let dir = std::env::temp_dir().join(format!("molt-bench-erlang-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let source = dir.join("bench.erl");
-        std::fs::write(&source, SOURCE)
-            .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
+        std::fs::write(&source, SOURCE).map_err(|e| format!("cannot write {}: {e}", source.display()))?;
         let output = Command::new("erlc")
             .arg("-o")
             .arg(&dir)
             .arg(&source)
             .output()
-            .map_err(|e| {
-                format!("erlc not found ({e}); install Erlang with `apt-get install erlang-base`")
-            })?;
+            .map_err(|e| format!("erlc not found ({e}); install Erlang with `apt-get install erlang-base`"))?;
         if !output.status.success() {
             return Err(format!(
                 "erlc failed: {}{}",
@@ -50,16 +46,9 @@ impl Erlang {
             .output()
             .map_err(|e| format!("erl did not start: {e}"))?;
         let stdout = String::from_utf8_lossy(&output.stdout);
-        let line = stdout
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .ok_or_else(|| {
-                format!(
-                    "erl printed no result for {workload}: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })?;
+        let line = stdout.lines().rev().find(|l| l.starts_with('{')).ok_or_else(|| {
+            format!("erl printed no result for {workload}: {}", String::from_utf8_lossy(&output.stderr))
+        })?;
         serde_json::from_str(line).map_err(|e| format!("erl printed {line:?}, not a result: {e}"))
     }
 }

@@ -34,36 +34,11 @@ struct Workload {
 }
 
 const WORKLOADS: &[Workload] = &[
-    Workload {
-        name: "round_trips",
-        n: 1_000_000,
-        better: Better::Rate,
-        run: workloads::round_trips,
-    },
-    Workload {
-        name: "one_way",
-        n: 10_000_000,
-        better: Better::Rate,
-        run: workloads::one_way,
-    },
-    Workload {
-        name: "spawn",
-        n: 100_000,
-        better: Better::Rate,
-        run: workloads::spawn,
-    },
-    Workload {
-        name: "memory",
-        n: 1_000_000,
-        better: Better::Memory,
-        run: workloads::memory,
-    },
-    Workload {
-        name: "selective_receive",
-        n: 100_000,
-        better: Better::Time,
-        run: workloads::selective_receive,
-    },
+    Workload { name: "round_trips", n: 1_000_000, better: Better::Rate, run: workloads::round_trips },
+    Workload { name: "one_way", n: 10_000_000, better: Better::Rate, run: workloads::one_way },
+    Workload { name: "spawn", n: 100_000, better: Better::Rate, run: workloads::spawn },
+    Workload { name: "memory", n: 1_000_000, better: Better::Memory, run: workloads::memory },
+    Workload { name: "selective_receive", n: 100_000, better: Better::Time, run: workloads::selective_receive },
 ];
 
 #[derive(Parser)]
@@ -126,23 +101,13 @@ fn main() {
             }
         }
     };
-    for workload in WORKLOADS
-        .iter()
-        .filter(|w| args.only.as_deref().is_none_or(|only| only == w.name))
-    {
+    for workload in WORKLOADS.iter().filter(|w| args.only.as_deref().is_none_or(|only| only == w.name)) {
         let n = args.n.unwrap_or(workload.n);
-        eprintln!(
-            "molt-bench: {} (n = {n}), {runs} runs per side",
-            workload.name
-        );
+        eprintln!("molt-bench: {} (n = {n}), {runs} runs per side", workload.name);
         let molt = median((0..runs).map(|_| (workload.run)(n)).collect());
         let erlang_side = erlang.as_ref().and_then(|erlang| {
-            let measured: Result<Vec<_>, _> =
-                (0..runs).map(|_| erlang.run(workload.name, n)).collect();
-            measured
-                .map(median)
-                .map_err(|why| eprintln!("molt-bench: erlang {}: {why}", workload.name))
-                .ok()
+            let measured: Result<Vec<_>, _> = (0..runs).map(|_| erlang.run(workload.name, n)).collect();
+            measured.map(median).map_err(|why| eprintln!("molt-bench: erlang {}: {why}", workload.name)).ok()
         });
         let line = json!({
             "workload": workload.name,

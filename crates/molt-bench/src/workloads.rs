@@ -17,25 +17,16 @@ pub(crate) struct Measurement {
 
 fn node() -> Node {
     Node::start(
-        NodeConfig::new("bench").workers(
-            std::env::var("MOLT_WORKERS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(2),
-        ),
+        NodeConfig::new("bench").workers(std::env::var("MOLT_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2)),
     )
     .expect("a node starts")
 }
 
-fn run<R: Send + 'static, Fut>(
-    node: &Node,
-    body: impl FnOnce(molt::Process) -> Fut + Send + 'static,
-) -> R
+fn run<R: Send + 'static, Fut>(node: &Node, body: impl FnOnce(molt::Process) -> Fut + Send + 'static) -> R
 where
     Fut: std::future::Future<Output = R> + Send + 'static,
 {
-    node.run(body)
-        .expect("the benchmark's driver process returns")
+    node.run(body).expect("the benchmark's driver process returns")
 }
 
 /// 1 round trip = a `(Pid, u64)` to an echo process and the `u64` back.
@@ -62,10 +53,7 @@ pub(crate) fn round_trips(n: u64) -> Measurement {
         seconds
     });
     node.shutdown();
-    Measurement {
-        seconds,
-        ..Default::default()
-    }
+    Measurement { seconds, ..Default::default() }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -97,10 +85,7 @@ pub(crate) fn one_way(n: u64) -> Measurement {
         start.elapsed().as_secs_f64()
     });
     node.shutdown();
-    Measurement {
-        seconds,
-        ..Default::default()
-    }
+    Measurement { seconds, ..Default::default() }
 }
 
 /// Spawning `n` processes that each wait for a message; only the spawning
@@ -120,19 +105,12 @@ pub(crate) fn spawn(n: u64) -> Measurement {
         seconds
     });
     node.shutdown();
-    Measurement {
-        seconds,
-        ..Default::default()
-    }
+    Measurement { seconds, ..Default::default() }
 }
 
 fn resident_bytes() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
+    let pages: f64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0.0);
     pages * 4096.0
 }
 
@@ -163,10 +141,7 @@ pub(crate) fn memory(n: u64) -> Measurement {
         (seconds, bytes)
     });
     node.shutdown();
-    Measurement {
-        seconds,
-        bytes_per_process: Some(bytes),
-    }
+    Measurement { seconds, bytes_per_process: Some(bytes) }
 }
 
 /// One receiver with `n` non-matching messages queued; each of 10 timed
@@ -197,8 +172,5 @@ pub(crate) fn selective_receive(n: u64) -> Measurement {
         start.elapsed().as_secs_f64() / f64::from(ROUNDS - 1)
     });
     node.shutdown();
-    Measurement {
-        seconds,
-        ..Default::default()
-    }
+    Measurement { seconds, ..Default::default() }
 }

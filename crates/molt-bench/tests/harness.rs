@@ -5,18 +5,13 @@
 use std::process::Command;
 
 fn bench(args: &[&str]) -> (Vec<serde_json::Value>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_molt-bench"))
-        .args(args)
-        .output()
-        .expect("molt-bench runs");
+    let output = Command::new(env!("CARGO_BIN_EXE_molt-bench")).args(args).output().expect("molt-bench runs");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stderr}");
     let lines = String::from_utf8(output.stdout)
         .unwrap()
         .lines()
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
-        })
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}")))
         .collect();
     (lines, stderr)
 }
@@ -24,62 +19,28 @@ fn bench(args: &[&str]) -> (Vec<serde_json::Value>, String) {
 #[test]
 fn every_workload_prints_one_json_line() {
     let (lines, _) = bench(&["--runs", "1", "--n", "2000", "--no-erlang"]);
-    let names: Vec<&str> = lines
-        .iter()
-        .map(|l| l["workload"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "round_trips",
-            "one_way",
-            "spawn",
-            "memory",
-            "selective_receive"
-        ]
-    );
+    let names: Vec<&str> = lines.iter().map(|l| l["workload"].as_str().unwrap()).collect();
+    assert_eq!(names, ["round_trips", "one_way", "spawn", "memory", "selective_receive"]);
     for line in &lines {
         assert_eq!(line["n"], 2000);
-        assert!(
-            line["molt"]["seconds"].as_f64().is_some_and(|s| s > 0.0),
-            "{line}"
-        );
-        assert!(
-            line["molt"]["rate"].as_f64().is_some_and(|r| r > 0.0),
-            "{line}"
-        );
-        assert!(
-            line["erlang"].is_null() && line["ratio"].is_null(),
-            "{line}"
-        );
+        assert!(line["molt"]["seconds"].as_f64().is_some_and(|s| s > 0.0), "{line}");
+        assert!(line["molt"]["rate"].as_f64().is_some_and(|r| r > 0.0), "{line}");
+        assert!(line["erlang"].is_null() && line["ratio"].is_null(), "{line}");
     }
-    assert!(
-        lines[3]["molt"]["bytes_per_process"].is_number(),
-        "{}",
-        lines[3]
-    );
+    assert!(lines[3]["molt"]["bytes_per_process"].is_number(), "{}", lines[3]);
 }
 
 #[test]
 fn erlang_is_compared_where_it_is_installed() {
-    let erl_installed = Command::new("erl")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let erl_installed = Command::new("erl").arg("-version").output().is_ok_and(|o| o.status.success());
     let (lines, stderr) = bench(&["--runs", "1", "--n", "1000", "--only", "round_trips"]);
     assert_eq!(lines.len(), 1);
     let line = &lines[0];
     if erl_installed {
-        assert!(
-            line["erlang"]["seconds"].as_f64().is_some_and(|s| s > 0.0),
-            "{line}"
-        );
+        assert!(line["erlang"]["seconds"].as_f64().is_some_and(|s| s > 0.0), "{line}");
         assert!(line["ratio"].as_f64().is_some_and(|r| r > 0.0), "{line}");
     } else {
-        assert!(
-            line["erlang"].is_null() && line["ratio"].is_null(),
-            "{line}"
-        );
+        assert!(line["erlang"].is_null() && line["ratio"].is_null(), "{line}");
         assert!(stderr.contains("no Erlang comparison"), "{stderr}");
     }
 }

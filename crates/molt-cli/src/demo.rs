@@ -53,10 +53,7 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), String> {
                 loop {
                     let (client, n): (Pid, u64) = p.expect().await?;
                     if step_by_step {
-                        say(format!(
-                            "server {}: got a ping with value {n}, sending the pong",
-                            p.self_pid()
-                        ));
+                        say(format!("server {}: got a ping with value {n}, sending the pong", p.self_pid()));
                     }
                     p.send(client, &n);
                 }
@@ -86,13 +83,7 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), String> {
             p.kill(server);
             let in_order = received.iter().copied().eq(0..pings);
             let pongs = received.len() as u64;
-            Ok::<Summary, ReceiveError>(Summary {
-                pings,
-                pongs,
-                lost: pings - pongs,
-                in_order,
-                seconds,
-            })
+            Ok::<Summary, ReceiveError>(Summary { pings, pongs, lost: pings - pongs, in_order, seconds })
         })
         .map_err(|reason| format!("the demo's client ended early: {reason}"))?
         .map_err(|error| format!("the demo's client could not receive: {error}"))?;
@@ -107,11 +98,7 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), String> {
             summary.pings,
             summary.pongs,
             summary.lost,
-            if summary.in_order {
-                "in order"
-            } else {
-                "OUT OF ORDER"
-            },
+            if summary.in_order { "in order" } else { "OUT OF ORDER" },
             summary.seconds
         );
     }

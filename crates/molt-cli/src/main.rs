@@ -9,11 +9,7 @@ mod demo;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "molt",
-    version,
-    about = "molt: Erlang-style processes in Rust that change their code while they run"
-)]
+#[command(name = "molt", version, about = "molt: Erlang-style processes in Rust that change their code while they run")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

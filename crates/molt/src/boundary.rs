@@ -22,12 +22,11 @@ use std::time::Duration;
 
 use async_ffi::{FfiContext, FfiFuture};
 use molt_abi::contract::{
-    ABI_VERSION, ProcessHandle, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus,
-    RegisterStatus, SpawnOptions, Str,
+    ABI_VERSION, ProcessHandle, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus, RegisterStatus,
+    SpawnOptions, SpawnStatus, Str,
 };
-use molt_abi::{
-    Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Tag, TimerRef,
-};
+use molt_abi::module::Sink;
+use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Tag, TimerRef};
 
 use crate::process::{ProcessCtx, TaskLocal};
 use crate::signal::Signal;
@@ -55,6 +54,8 @@ static VTABLE: ProcessVTable = ProcessVTable {
     send_after,
     cancel_timer,
     set_exit_reason,
+    hot_call,
+    spawn_entry,
 };
 
 /// What a process's task lends the core during one poll of its body.
@@ -80,11 +81,7 @@ pub(crate) fn polling<R>(
             POLLING.with(|polling| polling.set(self.0));
         }
     }
-    let lent = (
-        std::ptr::from_ref(ctx),
-        std::ptr::from_ref(cx.waker()),
-        std::ptr::from_mut(local),
-    );
+    let lent = (std::ptr::from_ref(ctx), std::ptr::from_ref(cx.waker()), std::ptr::from_mut(local));
     let _restore = Restore(POLLING.with(|polling| polling.replace(lent)));
     poll(cx)
 }
@@ -123,12 +120,17 @@ fn with_lent<R>(
     Some(cx.with_context(|cx| f(local, cx)))
 }
 
-/// Starts `start`'s body for the new process `ctx`.
-pub(crate) fn start(ctx: &Arc<ProcessCtx>, start: ProcessStart) -> FfiFuture<()> {
+/// A new `Process` value for `ctx`: what a body is started with.
+pub(crate) fn process_for(ctx: &Arc<ProcessCtx>) -> Process {
     let handle: ProcessHandle = Arc::into_raw(ctx.clone()).cast();
     // SAFETY: `handle` is a fresh strong reference, handed to the `Process`
     // (which releases it on drop); `VTABLE` is a static.
-    let process = unsafe { Process::from_raw(&VTABLE, handle) };
+    unsafe { Process::from_raw(&VTABLE, handle) }
+}
+
+/// Starts `start`'s body for the new process `ctx`.
+pub(crate) fn start(ctx: &Arc<ProcessCtx>, start: ProcessStart) -> FfiFuture<()> {
+    let process = process_for(ctx);
     // SAFETY: `start.start` and `start.env` were made together by
     // `ProcessStart::new` on the other side, and this is the one call that
     // consumes `env`; `start` never runs user code, so it does not unwind.
@@ -175,10 +177,7 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
 unsafe fn envelope(tag: Tag, ptr: *const u8, len: usize) -> Envelope {
     // SAFETY: forwarded from the caller.
     let bytes = unsafe { bytes(ptr, len) };
-    Envelope {
-        tag,
-        payload: Payload::from_slice(bytes),
-    }
+    Envelope { tag, payload: Payload::from_slice(bytes) }
 }
 
 /// # Safety
@@ -186,9 +185,8 @@ unsafe fn envelope(tag: Tag, ptr: *const u8, len: usize) -> Envelope {
 unsafe fn exit_reason(ptr: *const u8, len: usize) -> ExitReason {
     // SAFETY: forwarded from the caller.
     let bytes = unsafe { bytes(ptr, len) };
-    postcard::from_bytes(bytes).unwrap_or_else(|error| {
-        ExitReason::Error(format!("an exit reason that did not decode ({error})"))
-    })
+    postcard::from_bytes(bytes)
+        .unwrap_or_else(|error| ExitReason::Error(format!("an exit reason that did not decode ({error})")))
 }
 
 unsafe extern "C" fn release(handle: ProcessHandle) {
@@ -215,13 +213,7 @@ unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, tag: Tag, ptr: *const 
     }
 }
 
-unsafe extern "C" fn send_named(
-    handle: ProcessHandle,
-    name: Str,
-    tag: Tag,
-    ptr: *const u8,
-    len: usize,
-) -> bool {
+unsafe extern "C" fn send_named(handle: ProcessHandle, name: Str, tag: Tag, ptr: *const u8, len: usize) -> bool {
     // SAFETY: a live handle and valid buffers, per the contract.
     let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
     match ctx.node.whereis(name) {
@@ -256,14 +248,7 @@ unsafe extern "C" fn receive(
                 // SAFETY: `env` belongs to `matcher` (the caller made them
                 // together) and the payload is live for this call; the
                 // matcher catches its own panics.
-                unsafe {
-                    matcher(
-                        env,
-                        envelope.tag,
-                        envelope.payload.as_ptr(),
-                        envelope.payload.len(),
-                    )
-                }
+                unsafe { matcher(env, envelope.tag, envelope.payload.as_ptr(), envelope.payload.len()) }
             },
             cx,
         )
@@ -279,9 +264,7 @@ unsafe extern "C" fn sleep_until(
 ) -> ReceiveStatus {
     // SAFETY: a live handle and a valid context, per the contract.
     let (ctx, cx) = unsafe { (ctx(handle), &mut *cx) };
-    match with_lent(ctx, own_task, cx, |local, cx| {
-        ctx.sleep_until(local, deadline, cx)
-    }) {
+    match with_lent(ctx, own_task, cx, |local, cx| ctx.sleep_until(local, deadline, cx)) {
         Some(true) => ReceiveStatus::TimedOut,
         Some(false) => ReceiveStatus::Pending,
         None => ReceiveStatus::NotOwner,
@@ -332,34 +315,20 @@ unsafe extern "C" fn monitor(handle: ProcessHandle, target: Pid) -> MonitorRef {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
     let id = ctx.node.new_ref();
-    ctx.node.signal(
-        target,
-        Signal::Monitor {
-            id,
-            watcher: ctx.pid,
-        },
-    );
+    ctx.node.signal(target, Signal::Monitor { id, watcher: ctx.pid });
     MonitorRef { id, target }
 }
 
 unsafe extern "C" fn demonitor(handle: ProcessHandle, monitor: MonitorRef) {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
-    ctx.node
-        .signal(monitor.target, Signal::Demonitor { id: monitor.id });
+    ctx.node.signal(monitor.target, Signal::Demonitor { id: monitor.id });
 }
 
 unsafe extern "C" fn exit(handle: ProcessHandle, to: Pid, ptr: *const u8, len: usize) {
     // SAFETY: a live handle and a valid buffer, per the contract.
     let (ctx, reason) = unsafe { (ctx(handle), exit_reason(ptr, len)) };
-    ctx.node.signal(
-        to,
-        Signal::Exit {
-            from: ctx.pid,
-            reason,
-            linked: false,
-        },
-    );
+    ctx.node.signal(to, Signal::Exit { from: ctx.pid, reason, linked: false });
 }
 
 unsafe extern "C" fn kill(handle: ProcessHandle, to: Pid) {
@@ -372,19 +341,12 @@ unsafe extern "C" fn trap_exit(handle: ProcessHandle, trap: bool) -> bool {
     std::mem::replace(&mut unsafe { ctx(handle) }.signals().trap_exit, trap)
 }
 
-unsafe extern "C" fn register(
-    handle: ProcessHandle,
-    name: Str,
-    pid: Pid,
-    holder: *mut Pid,
-) -> RegisterStatus {
+unsafe extern "C" fn register(handle: ProcessHandle, name: Str, pid: Pid, holder: *mut Pid) -> RegisterStatus {
     // SAFETY: a live handle and a valid name, per the contract.
     let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
     match ctx.node.register(name, pid) {
         Ok(()) => RegisterStatus::Registered,
-        Err(RegisterError::NameTaken {
-            holder: taken_by, ..
-        }) => {
+        Err(RegisterError::NameTaken { holder: taken_by, .. }) => {
             // SAFETY: the caller passes a writable `Pid`.
             unsafe { holder.write(taken_by) };
             RegisterStatus::NameTaken
@@ -424,15 +386,54 @@ unsafe extern "C" fn send_after(
 ) -> TimerRef {
     // SAFETY: a live handle and a valid buffer, per the contract.
     let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, ptr, len)) };
-    TimerRef(
-        ctx.node
-            .send_after(Duration::from_nanos(delay), to, envelope),
-    )
+    TimerRef(ctx.node.send_after(Duration::from_nanos(delay), to, envelope))
 }
 
 unsafe extern "C" fn cancel_timer(handle: ProcessHandle, timer: TimerRef) -> bool {
     // SAFETY: a live handle, per the contract.
     unsafe { ctx(handle) }.node.cancel_timer(timer.0)
+}
+
+unsafe extern "C" fn hot_call(handle: ProcessHandle, entry: Str, ptr: *const u8, len: usize) {
+    // SAFETY: a live handle and valid buffers, per the contract.
+    let (ctx, entry, state) = unsafe { (ctx(handle), entry.as_str(), bytes(ptr, len)) };
+    if let Some((_, local)) = lent(ctx) {
+        local.hot_call = Some((entry.to_owned(), state.to_vec()));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn spawn_entry(
+    handle: ProcessHandle,
+    module: Str,
+    entry: Str,
+    ptr: *const u8,
+    len: usize,
+    options: SpawnOptions,
+    pid: *mut Pid,
+    monitor: *mut MonitorRef,
+    error: Sink,
+) -> SpawnStatus {
+    // SAFETY: a live handle and valid buffers, per the contract.
+    let (ctx, module, entry, state) = unsafe { (ctx(handle), module.as_str(), entry.as_str(), bytes(ptr, len)) };
+    match ctx.node.spawn_entry(module, entry, state, Some(ctx), options) {
+        Ok((spawned, made)) => {
+            // SAFETY: the caller passes writable places for both.
+            unsafe {
+                pid.write(spawned);
+                if let Some(made) = made {
+                    monitor.write(made);
+                }
+            }
+            SpawnStatus::Spawned
+        }
+        Err(refused) => {
+            let encoded = postcard::to_allocvec(&refused).unwrap_or_default();
+            // SAFETY: `error` is the caller's sink for this call.
+            unsafe { error.put(&encoded) };
+            SpawnStatus::Refused
+        }
+    }
 }
 
 unsafe extern "C" fn set_exit_reason(handle: ProcessHandle, ptr: *const u8, len: usize) {

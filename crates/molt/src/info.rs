@@ -67,6 +67,8 @@ pub struct ProcessInfo {
     /// Whether it traps exits.
     pub trap_exit: bool,
     /// What code it runs: for a process compiled into the host, the Rust
-    /// path of its body.
+    /// path of its body; for a module process, `module:entry (version v)`.
     pub code: String,
+    /// For a module process: the module and the declared version it runs.
+    pub module: Option<(String, String)>,
 }

@@ -28,6 +28,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod boundary;
+mod code;
 mod info;
 mod mailbox;
 mod node;
@@ -35,11 +36,16 @@ mod process;
 mod registry;
 mod signal;
 
+pub use code::{
+    BuildError, BuildOptions, LoadError, LoadOptions, ModuleInfo, PurgeError, PurgeReport, UnloadedVersion,
+    VersionInfo, build_module,
+};
 pub use info::{ProcessInfo, ProcessStatus};
 pub use molt_abi::contract::ABI_VERSION;
+pub use molt_abi::contract::SpawnOptions;
 pub use molt_abi::{
-    Down, Envelope, Exit, ExitReason, Expect, IntoExitReason, Message, MonitorRef, NodeId, Pid,
-    Process, Receive, ReceiveError, RegisterError, Sleep, Tag, TimerRef, serde,
+    Down, Envelope, Exit, ExitReason, Expect, HotCall, IntoExitReason, Message, MonitorRef, Never, NodeId, Pid,
+    Process, Receive, ReceiveError, RegisterError, Sleep, SpawnError, Tag, TimerRef, Upgrade, UpgradeFailed, serde,
 };
 pub use node::{Node, NodeConfig, NodeError};
 

@@ -59,12 +59,7 @@ impl Mailbox {
     /// How many messages are queued (as of the owner's last poll for the
     /// ones it has already looked at).
     pub(crate) fn len(&self) -> usize {
-        let inbox = self
-            .inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .queue
-            .len();
+        let inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner()).queue.len();
         inbox + self.saved_len.load(Ordering::Relaxed)
     }
 

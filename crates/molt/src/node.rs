@@ -14,13 +14,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use dashmap::mapref::one::Ref;
 use molt_abi::contract::{ProcessStart, SpawnOptions};
-use molt_abi::{Down, ExitReason, IntoExitReason, MonitorRef, NodeId, Pid, Process};
+use molt_abi::{
+    Down, ExitReason, IntoExitReason, MonitorRef, NodeId, Pid, Process, SpawnError, Upgrade, UpgradeFailed,
+};
 use rustc_hash::FxBuildHasher;
 use tokio::task::AbortHandle;
 
 use crate::boundary;
+use crate::code::{
+    CodeServer, LoadError, LoadOptions, ModuleInfo, PurgeError, PurgeReport, UnloadedVersion, Version, VersionInfo,
+};
 use crate::info::ProcessInfo;
-use crate::process::{ProcessCtx, ProcessTask};
+use crate::process::{CodeRef, ProcessCtx, ProcessTask};
 use crate::registry::Registry;
 use crate::signal::Signal;
 
@@ -36,11 +41,7 @@ impl NodeConfig {
     /// A node called `name`, with one scheduler thread per core.
     pub fn new(name: impl Into<String>) -> NodeConfig {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        NodeConfig {
-            name: name.into(),
-            workers,
-            shutdown_timeout: Duration::from_secs(10),
-        }
+        NodeConfig { name: name.into(), workers, shutdown_timeout: Duration::from_secs(10) }
     }
 
     /// How many scheduler threads run the node's processes (Erlang `+S`).
@@ -65,9 +66,7 @@ pub enum NodeError {
     #[error("a node name must not be empty")]
     EmptyName,
     /// The scheduler threads could not be created.
-    #[error(
-        "could not start the node's scheduler threads: {0}; check the process's thread limit (ulimit -u)"
-    )]
+    #[error("could not start the node's scheduler threads: {0}; check the process's thread limit (ulimit -u)")]
     Runtime(#[source] std::io::Error),
 }
 
@@ -88,33 +87,28 @@ struct SchedulerThread {
 }
 
 impl SchedulerThread {
-    fn start(
-        node: &str,
-        index: usize,
-    ) -> Result<(SchedulerThread, tokio::runtime::Handle), std::io::Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()?;
+    fn start(node: &str, index: usize) -> Result<(SchedulerThread, tokio::runtime::Handle), std::io::Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(format!("molt-{node}-{index}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let _ = stopped.await;
-                });
-                // Dropping the runtime drops the tasks still on it: their
-                // processes end (with the reason already recorded) here.
-                drop(runtime);
-            })?;
-        Ok((
-            SchedulerThread {
-                stop: Some(stop),
-                thread: Some(thread),
-            },
-            handle,
-        ))
+        let thread = std::thread::Builder::new().name(format!("molt-{node}-{index}")).spawn(move || {
+            runtime.block_on(async move {
+                let _ = stopped.await;
+            });
+            // Dropping the runtime drops the tasks still on it: their
+            // processes end (with the reason already recorded) here.
+            drop(runtime);
+        })?;
+        Ok((SchedulerThread { stop: Some(stop), thread: Some(thread) }, handle))
     }
+}
+
+/// What a new process runs.
+enum Body<'a> {
+    /// A closure: compiled into the host, or handed over by module code.
+    Start(ProcessStart),
+    /// An entry of a module version, with its start state.
+    Entry { version: Arc<Version>, entry: &'a str, state: &'a [u8] },
 }
 
 /// What the processes of a node share.
@@ -134,6 +128,7 @@ pub(crate) struct NodeInner {
     next_serial: AtomicU64,
     next_ref: AtomicU64,
     pub(crate) registry: Registry,
+    pub(crate) code: CodeServer,
     /// Pending `send_after` timers; `None` until the task is spawned.
     timers: DashMap<u64, Option<AbortHandle>>,
     /// The names of the code processes run, each copied once; a process
@@ -146,10 +141,7 @@ pub(crate) struct NodeInner {
 
 impl std::fmt::Debug for NodeInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeInner")
-            .field("name", &self.name)
-            .field("processes", &self.table.len())
-            .finish()
+        f.debug_struct("NodeInner").field("name", &self.name).field("processes", &self.table.len()).finish()
     }
 }
 
@@ -165,14 +157,13 @@ impl Node {
         let mut schedulers = Vec::with_capacity(config.workers);
         let mut handles = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
-            let (scheduler, handle) =
-                SchedulerThread::start(&config.name, index).map_err(NodeError::Runtime)?;
+            let (scheduler, handle) = SchedulerThread::start(&config.name, index).map_err(NodeError::Runtime)?;
             schedulers.push(scheduler);
             handles.push(handle);
         }
-        let creation = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.subsec_nanos() ^ d.as_secs() as u32);
+        let creation =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.subsec_nanos() ^ d.as_secs() as u32);
+        let code = CodeServer::new(&config.name, creation);
         let inner = Arc::new(NodeInner {
             id: NodeId::from_name(&config.name),
             name: config.name,
@@ -184,17 +175,14 @@ impl Node {
             next_serial: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
             registry: Registry::default(),
+            code,
             timers: DashMap::new(),
             code_index: DashMap::new(),
             code_names: std::sync::RwLock::new(Vec::new()),
             stopping: AtomicBool::new(false),
             emptied: (Mutex::new(()), Condvar::new()),
         });
-        Ok(Node {
-            inner,
-            schedulers,
-            shutdown_timeout: config.shutdown_timeout,
-        })
+        Ok(Node { inner, schedulers, shutdown_timeout: config.shutdown_timeout })
     }
 
     /// The node's name.
@@ -214,9 +202,7 @@ impl Node {
         Fut: Future + Send + 'static,
         Fut::Output: IntoExitReason,
     {
-        self.inner
-            .spawn(ProcessStart::new(body), None, SpawnOptions::default())
-            .0
+        self.inner.spawn(ProcessStart::new(body), None, SpawnOptions::default()).0
     }
 
     /// Runs `body` as a process and blocks the calling thread until it
@@ -248,6 +234,127 @@ impl Node {
         receiver.recv().unwrap_or(Err(ExitReason::Shutdown))
     }
 
+    /// Starts a process running `module:entry` of the module's current
+    /// version, with `argument` as its start state.
+    ///
+    /// # Errors
+    /// When the module is not loaded or has no such entry; nothing starts.
+    pub fn spawn_entry<S: serde::Serialize>(&self, module: &str, entry: &str, argument: &S) -> Result<Pid, SpawnError> {
+        let state = postcard::to_allocvec(argument).map_err(|_| SpawnError::NoEntry {
+            module: module.to_owned(),
+            version: String::new(),
+            entry: entry.to_owned(),
+            entries: "(the start argument did not encode)".into(),
+        })?;
+        self.inner.spawn_entry(module, entry, &state, None, SpawnOptions::default()).map(|(pid, _)| pid)
+    }
+
+    /// Loads the module file at `path` as the module's new current version
+    /// (Erlang's `code:load_file/1`): the current version becomes old, and
+    /// every process running it gets an [`Upgrade`] message. The module's
+    /// name is the file's (`libpingpong.so` is `pingpong`).
+    ///
+    /// # Errors
+    /// When the file is not a module this node can run (each check has its
+    /// own [`LoadError`]), or the module still has an old version
+    /// ([`LoadError::NotPurged`]). Running versions are untouched.
+    pub fn load(&self, path: impl AsRef<std::path::Path>) -> Result<VersionInfo, LoadError> {
+        self.load_with(path, &LoadOptions::default())
+    }
+
+    /// [`load`](Self::load) with options: another name, purge first, or no
+    /// upgrade messages.
+    ///
+    /// # Errors
+    /// As for [`load`](Self::load), and a failed purge if `purge_first`.
+    pub fn load_with(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        options: &LoadOptions,
+    ) -> Result<VersionInfo, LoadError> {
+        let inner = &self.inner;
+        let version = inner.code.prepare(path.as_ref(), options, (inner.id, inner.creation))?;
+        if options.purge_first {
+            self.purge(version.module())?;
+        }
+        let (current, old) = inner.code.commit(version)?;
+        if let (true, Some(old)) = (options.notify, &old) {
+            let upgrade = Upgrade {
+                module: current.module().to_owned(),
+                from: old.declared().to_owned(),
+                to: current.declared().to_owned(),
+            };
+            for pid in CodeServer::pids_of(old) {
+                inner.send_message(pid, &upgrade);
+            }
+        }
+        Ok(CodeServer::info_of(&current))
+    }
+
+    /// Drops the module's old version if no process runs it (Erlang's
+    /// `code:soft_purge/1`); `Ok(None)` if there is no old version.
+    ///
+    /// # Errors
+    /// [`PurgeError::InUse`], naming the processes, if any still run it.
+    pub fn soft_purge(&self, module: &str) -> Result<Option<UnloadedVersion>, PurgeError> {
+        self.inner.code.soft_purge(module)
+    }
+
+    /// Drops the module's old version, first killing every process that
+    /// runs it with [`ExitReason::Purged`] (their links and monitors fire);
+    /// then the library is closed, and whether its pages left the address
+    /// space is reported. Only the processes of that version are visited.
+    /// Call it from outside processes: it waits for them to end.
+    ///
+    /// # Errors
+    /// When the module is not loaded, or a killed process never yields.
+    pub fn purge(&self, module: &str) -> Result<PurgeReport, PurgeError> {
+        let code = &self.inner.code;
+        let Some(old) = code.take_old(module)? else {
+            return Ok(PurgeReport {
+                module: module.to_owned(),
+                version: None,
+                killed: Vec::new(),
+                still_mapped: None,
+            });
+        };
+        let version = old.declared().to_owned();
+        let killed = CodeServer::pids_of(&old);
+        let reason = ExitReason::Purged { module: module.to_owned(), version: version.clone() };
+        for pid in &killed {
+            if let Some(ctx) = self.inner.process(*pid) {
+                ctx.kill_with(reason.clone());
+            }
+        }
+        if let Err(processes) = CodeServer::wait_unused(&old) {
+            return Err(PurgeError::Stuck {
+                module: module.to_owned(),
+                version,
+                processes,
+                seconds: CodeServer::purge_wait_seconds(),
+            });
+        }
+        let unloaded = code.release(old);
+        Ok(PurgeReport {
+            module: module.to_owned(),
+            version: Some(version),
+            killed,
+            still_mapped: unloaded.and_then(|u| u.still_mapped),
+        })
+    }
+
+    /// Every loaded module with its current and old versions and the
+    /// processes running each.
+    pub fn modules(&self) -> Vec<ModuleInfo> {
+        self.inner.code.modules()
+    }
+
+    /// The versions purged so far, with what the platform did with their
+    /// pages.
+    pub fn unloaded(&self) -> Vec<UnloadedVersion> {
+        self.inner.code.unloaded()
+    }
+
     /// The process registered as `name`, if any.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
         self.inner.whereis(name)
@@ -255,12 +362,7 @@ impl Node {
 
     /// Every live process, in the order they were spawned.
     pub fn processes(&self) -> Vec<ProcessInfo> {
-        let mut all: Vec<Arc<ProcessCtx>> = self
-            .inner
-            .table
-            .iter()
-            .map(|entry| entry.value().clone())
-            .collect();
+        let mut all: Vec<Arc<ProcessCtx>> = self.inner.table.iter().map(|entry| entry.value().clone()).collect();
         all.sort_by_key(|ctx| ctx.pid.serial);
         all.iter().map(|ctx| ctx.info()).collect()
     }
@@ -286,11 +388,7 @@ impl Node {
         }
         let inner = &self.inner;
         inner.stopping.store(true, Ordering::SeqCst);
-        let all: Vec<Arc<ProcessCtx>> = inner
-            .table
-            .iter()
-            .map(|entry| entry.value().clone())
-            .collect();
+        let all: Vec<Arc<ProcessCtx>> = inner.table.iter().map(|entry| entry.value().clone()).collect();
         for ctx in all {
             ctx.kill_with(ExitReason::Shutdown);
         }
@@ -305,10 +403,7 @@ impl Node {
             // Bounded slices: an exit between the check and the wait is
             // noticed at the next slice at the latest.
             let slice = (deadline - now).min(Duration::from_millis(20));
-            guard = emptied
-                .wait_timeout(guard, slice)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            guard = emptied.wait_timeout(guard, slice).unwrap_or_else(|e| e.into_inner()).0;
         }
         drop(guard);
         inner.timers.clear();
@@ -365,57 +460,73 @@ impl NodeInner {
         self.epoch + Duration::from_nanos(nanos)
     }
 
-    /// Starts a process; `parent` is the spawning process, if any, for the
-    /// link and monitor options.
+    /// Starts a process running a closure; `parent` is the spawning
+    /// process, if any, for the link and monitor options.
     pub(crate) fn spawn(
         self: &Arc<Self>,
         start: ProcessStart,
         parent: Option<&ProcessCtx>,
         options: SpawnOptions,
     ) -> (Pid, Option<MonitorRef>) {
-        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
-        let pid = Pid {
-            node: self.id,
-            creation: self.creation,
-            serial,
-        };
-        let monitor = options.monitor.then(|| MonitorRef {
-            id: self.new_ref(),
-            target: pid,
-        });
+        self.spawn_body(Body::Start(start), parent, options)
+    }
+
+    /// Starts a process running `module:entry` of the module's current
+    /// version with `state` (postcard bytes).
+    pub(crate) fn spawn_entry(
+        self: &Arc<Self>,
+        module: &str,
+        entry: &str,
+        state: &[u8],
+        parent: Option<&ProcessCtx>,
+        options: SpawnOptions,
+    ) -> Result<(Pid, Option<MonitorRef>), SpawnError> {
         if self.stopping.load(Ordering::SeqCst) {
-            boundary::discard(start);
+            return Err(SpawnError::ShuttingDown);
+        }
+        let version = self.code.current(module).ok_or_else(|| SpawnError::NoModule { module: module.to_owned() })?;
+        if !version.library().has_entry(entry) {
+            return Err(SpawnError::NoEntry {
+                module: module.to_owned(),
+                version: version.declared().to_owned(),
+                entry: entry.to_owned(),
+                entries: version.library().entry_names().collect::<Vec<_>>().join(", "),
+            });
+        }
+        Ok(self.spawn_body(Body::Entry { version, entry, state }, parent, options))
+    }
+
+    fn spawn_body(
+        self: &Arc<Self>,
+        body: Body<'_>,
+        parent: Option<&ProcessCtx>,
+        options: SpawnOptions,
+    ) -> (Pid, Option<MonitorRef>) {
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let pid = Pid { node: self.id, creation: self.creation, serial };
+        let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
+        if self.stopping.load(Ordering::SeqCst) {
+            if let Body::Start(start) = body {
+                boundary::discard(start);
+            }
             if let Some(parent) = parent.map(|p| p.pid) {
                 // As if the process had started and ended at once.
                 if options.link {
-                    self.signal(
-                        parent,
-                        Signal::Exit {
-                            from: pid,
-                            reason: ExitReason::Noproc,
-                            linked: false,
-                        },
-                    );
+                    self.signal(parent, Signal::Exit { from: pid, reason: ExitReason::Noproc, linked: false });
                 }
                 if let Some(monitor) = monitor {
-                    self.send_message(
-                        parent,
-                        &Down {
-                            monitor,
-                            pid,
-                            reason: ExitReason::Noproc,
-                        },
-                    );
+                    self.send_message(parent, &Down { monitor, pid, reason: ExitReason::Noproc });
                 }
             }
             return (pid, monitor);
         }
-        let code = self.code_name(&start);
+        let code = match &body {
+            Body::Start(start) => CodeRef::Native(self.code_name(start)),
+            Body::Entry { version, entry, .. } => CodeRef::Module(Arc::downgrade(version), Arc::from(*entry)),
+        };
         let scheduler = match parent {
             Some(parent) => parent.scheduler,
-            None => {
-                (self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len()) as u32
-            }
+            None => (self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len()) as u32,
         };
         let parent = parent.map(|p| p.pid);
         let ctx = Arc::new(ProcessCtx::new(pid, self.clone(), code, scheduler));
@@ -432,14 +543,38 @@ impl NodeInner {
             self.signal(parent, Signal::Link { from: pid });
         }
         self.table.insert(serial, ctx.clone());
-        let body = boundary::start(&ctx, start);
-        let task =
-            self.schedulers[ctx.scheduler as usize].spawn(ProcessTask::new(ctx.clone(), body));
+        let (future, version) = match body {
+            Body::Start(start) => (boundary::start(&ctx, start), None),
+            Body::Entry { version, entry, state } => {
+                version.add_process(serial);
+                let process = boundary::process_for(&ctx);
+                let future = version.library().start(entry, process, state).expect("the entry was checked");
+                (future, Some(version))
+            }
+        };
+        let task = self.schedulers[ctx.scheduler as usize].spawn(ProcessTask::new(ctx.clone(), future, version));
         ctx.attach_task(task.abort_handle());
         if self.stopping.load(Ordering::SeqCst) {
             ctx.kill_with(ExitReason::Shutdown);
         }
         (pid, monitor)
+    }
+
+    /// Reports a hot call whose upgrade failed: the process goes on in its
+    /// old version; it gets an `UpgradeFailed` message, and the failure is
+    /// logged.
+    pub(crate) fn upgrade_failed(&self, ctx: &ProcessCtx, old: &Version, new: &Version, reason: String) {
+        tracing::warn!(
+            pid = %ctx.pid, module = old.module(), from = old.declared(), to = new.declared(), %reason,
+            "upgrade failed; the process keeps its version and state"
+        );
+        let failed = UpgradeFailed {
+            module: old.module().to_owned(),
+            from: old.declared().to_owned(),
+            to: new.declared().to_owned(),
+            reason,
+        };
+        self.send_message(ctx.pid, &failed);
     }
 
     /// The index of the name of the code a body runs, copied once per
@@ -458,10 +593,7 @@ impl NodeInner {
 
     pub(crate) fn code_name_of(&self, index: u32) -> Arc<str> {
         let names = self.code_names.read().unwrap_or_else(|e| e.into_inner());
-        names
-            .get(index as usize)
-            .cloned()
-            .unwrap_or_else(|| Arc::from("?"))
+        names.get(index as usize).cloned().unwrap_or_else(|| Arc::from("?"))
     }
 
     /// The end of a process: called once, from its task's drop, after its
@@ -477,12 +609,7 @@ impl NodeInner {
     }
 
     /// Delivers `envelope` to `to` after `delay`.
-    pub(crate) fn send_after(
-        self: &Arc<Self>,
-        delay: Duration,
-        to: Pid,
-        envelope: molt_abi::Envelope,
-    ) -> u64 {
+    pub(crate) fn send_after(self: &Arc<Self>, delay: Duration, to: Pid, envelope: molt_abi::Envelope) -> u64 {
         let id = self.new_ref();
         self.timers.insert(id, None);
         let node = self.clone();
@@ -516,6 +643,16 @@ impl ProcessCtx {
     pub(crate) fn info(&self) -> ProcessInfo {
         let signals = self.signals();
         let relations = signals.relations_ref();
+        let (code, module) = match &signals.code {
+            CodeRef::Native(index) => (self.node.code_name_of(*index).to_string(), None),
+            CodeRef::Module(version, entry) => match version.upgrade() {
+                Some(version) => (
+                    format!("{}:{entry} (version {})", version.module(), version.declared()),
+                    Some((version.module().to_owned(), version.declared().to_owned())),
+                ),
+                None => (format!("?:{entry} (a version being unloaded)"), None),
+            },
+        };
         ProcessInfo {
             pid: self.pid,
             status: self.status(),
@@ -524,7 +661,8 @@ impl ProcessCtx {
             monitored_by: relations.map_or(0, |r| r.monitors.len()),
             trap_exit: signals.trap_exit,
             mailbox_len: self.mailbox.len(),
-            code: self.node.code_name_of(self.code).to_string(),
+            code,
+            module,
         }
     }
 }

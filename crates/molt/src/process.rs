@@ -19,13 +19,14 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
 use async_ffi::FfiFuture;
 use molt_abi::{Envelope, ExitReason, Pid, Tag};
 use tokio::task::AbortHandle;
 
+use crate::code::Version;
 use crate::info::ProcessStatus;
 use crate::mailbox::{Mailbox, Scan};
 use crate::node::NodeInner;
@@ -44,19 +45,13 @@ pub(crate) struct ProcessCtx {
     /// reference to it.
     pub(crate) gone: AtomicBool,
     status: AtomicU8,
-    /// What code the process runs, for introspection: an index into the
-    /// node's code names.
-    pub(crate) code: u32,
     /// The scheduler thread the process runs on.
     pub(crate) scheduler: u32,
 }
 
 impl std::fmt::Debug for ProcessCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessCtx")
-            .field("pid", &self.pid)
-            .field("code", &self.code)
-            .finish()
+        f.debug_struct("ProcessCtx").field("pid", &self.pid).finish()
     }
 }
 
@@ -72,6 +67,23 @@ pub(crate) struct Signals {
     /// Allocated on first use: most processes never link, get monitored or
     /// take a name, and an idle process should stay small.
     relations: Option<Box<Relations>>,
+    /// What code the process runs, for introspection.
+    pub(crate) code: CodeRef,
+}
+
+/// What code a process runs, as introspection names it.
+#[derive(Debug, Clone)]
+pub(crate) enum CodeRef {
+    /// A body compiled into the host: an index into the node's code names.
+    Native(u32),
+    /// An entry of a module version (weak: the task holds the version).
+    Module(Weak<Version>, Arc<str>),
+}
+
+impl Default for CodeRef {
+    fn default() -> CodeRef {
+        CodeRef::Native(0)
+    }
 }
 
 /// A process's links, the monitors watching it, and its registered name.
@@ -98,18 +110,14 @@ impl Signals {
 }
 
 impl ProcessCtx {
-    pub(crate) fn new(pid: Pid, node: Arc<NodeInner>, code: u32, scheduler: u32) -> ProcessCtx {
+    pub(crate) fn new(pid: Pid, node: Arc<NodeInner>, code: CodeRef, scheduler: u32) -> ProcessCtx {
         ProcessCtx {
             pid,
             node,
             mailbox: Mailbox::default(),
-            signals: Mutex::new(Signals {
-                alive: true,
-                ..Signals::default()
-            }),
+            signals: Mutex::new(Signals { alive: true, code, ..Signals::default() }),
             gone: AtomicBool::new(false),
             status: AtomicU8::new(ProcessStatus::Runnable as u8),
-            code,
             scheduler,
         }
     }
@@ -186,11 +194,7 @@ impl ProcessCtx {
             cx.waker().wake_by_ref();
             return ReceiveStatus::Pending;
         }
-        if self
-            .mailbox
-            .receive(&mut local.saved, tags, cursor, matcher, cx.waker())
-            == Scan::Taken
-        {
+        if self.mailbox.receive(&mut local.saved, tags, cursor, matcher, cx.waker()) == Scan::Taken {
             return ReceiveStatus::Matched;
         }
         if deadline != NO_DEADLINE && self.sleep_until(local, deadline, cx) {
@@ -202,20 +206,13 @@ impl ProcessCtx {
 
     /// True once the node clock reaches `deadline`; otherwise the process's
     /// one timer is set to wake the task then.
-    pub(crate) fn sleep_until(
-        &self,
-        local: &mut TaskLocal,
-        deadline: u64,
-        cx: &mut Context<'_>,
-    ) -> bool {
+    pub(crate) fn sleep_until(&self, local: &mut TaskLocal, deadline: u64, cx: &mut Context<'_>) -> bool {
         let at = self.node.instant_at(deadline);
         if tokio::time::Instant::now() >= at {
             local.timer = None;
             return true;
         }
-        let sleep = local
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        let sleep = local.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         if sleep.deadline() != at {
             sleep.as_mut().reset(at);
         }
@@ -242,6 +239,9 @@ pub(crate) struct TaskLocal {
     send_target: Option<Arc<ProcessCtx>>,
     /// The serial of the last send's target that missed `send_target`.
     last_miss: u64,
+    /// A hot call the body asked for: (entry, state), carried out when the
+    /// body next returns `Pending`.
+    pub(crate) hot_call: Option<(String, Vec<u8>)>,
 }
 
 impl TaskLocal {
@@ -272,16 +272,64 @@ impl TaskLocal {
 pub(crate) struct ProcessTask {
     ctx: Arc<ProcessCtx>,
     body: Option<FfiFuture<()>>,
+    /// The module version whose code `body` runs; kept open until `body` is
+    /// dropped (rule 3), and it lists this process for purge.
+    version: Option<Arc<Version>>,
     local: TaskLocal,
 }
 
 impl ProcessTask {
-    pub(crate) fn new(ctx: Arc<ProcessCtx>, body: FfiFuture<()>) -> ProcessTask {
-        ProcessTask {
-            ctx,
-            body: Some(body),
-            local: TaskLocal::default(),
+    pub(crate) fn new(ctx: Arc<ProcessCtx>, body: FfiFuture<()>, version: Option<Arc<Version>>) -> ProcessTask {
+        ProcessTask { ctx, body: Some(body), version, local: TaskLocal::default() }
+    }
+
+    /// Carries out a hot call: the old body is dropped, then the entry of
+    /// the module's current version starts with the state, migrated if the
+    /// version changes. If migration fails, the entry of the version the
+    /// process ran starts with the state unchanged. Returns false if the
+    /// process must end instead (the reason is recorded).
+    fn switch_code(&mut self, entry: String, state: Vec<u8>) -> bool {
+        let Some(old) = self.version.clone() else {
+            self.ctx.set_exit_reason(ExitReason::Error(
+                "hot_call needs a process that runs a module; this one runs code compiled into the host".into(),
+            ));
+            return false;
+        };
+        let current = self.ctx.node.code.current(old.module()).unwrap_or_else(|| old.clone());
+        let (target, state) = if Arc::ptr_eq(&current, &old) {
+            (old.clone(), state)
+        } else if !current.library().has_entry(&entry) {
+            self.ctx.node.upgrade_failed(&self.ctx, &old, &current, format!("it has no entry {entry:?}"));
+            (old.clone(), state)
+        } else {
+            match current.library().migrate(old.declared(), &state) {
+                Ok(migrated) => (current, migrated),
+                Err((status, reason)) => {
+                    let how = if status == molt_abi::module::MigrateStatus::Panicked { "panicked" } else { "failed" };
+                    self.ctx.node.upgrade_failed(&self.ctx, &old, &current, format!("its migrate {how}: {reason}"));
+                    (old.clone(), state)
+                }
+            }
+        };
+        // The old body (old code) goes before any new code runs.
+        drop(self.body.take());
+        let process = crate::boundary::process_for(&self.ctx);
+        let Some(body) = target.library().start(&entry, process, &state) else {
+            self.ctx.set_exit_reason(ExitReason::Error(format!(
+                "hot_call to {}:{entry}, which version {} does not have",
+                target.module(),
+                target.declared()
+            )));
+            return false;
+        };
+        if !Arc::ptr_eq(&target, &old) {
+            old.remove_process(self.ctx.pid.serial);
+            target.add_process(self.ctx.pid.serial);
+            self.version = Some(target.clone());
         }
+        self.ctx.signals().code = CodeRef::Module(Arc::downgrade(&target), entry.into());
+        self.body = Some(body);
+        true
     }
 }
 
@@ -292,11 +340,21 @@ impl Future for ProcessTask {
         let this = &mut *self;
         this.local.reductions = 0;
         this.ctx.set_status(ProcessStatus::Running);
-        let Some(body) = this.body.as_mut() else {
-            return Poll::Ready(());
+        let polled = loop {
+            let Some(body) = this.body.as_mut() else {
+                return Poll::Ready(());
+            };
+            let polled = crate::boundary::polling(&this.ctx, &mut this.local, cx, |cx| Pin::new(body).poll(cx));
+            match this.local.hot_call.take() {
+                Some((entry, state)) if polled.is_pending() => {
+                    if !this.switch_code(entry, state) {
+                        this.body = None;
+                        break Poll::Ready(());
+                    }
+                }
+                _ => break polled,
+            }
         };
-        let polled =
-            crate::boundary::polling(&this.ctx, &mut this.local, cx, |cx| Pin::new(body).poll(cx));
         this.ctx.mailbox.set_saved_len(this.local.saved.len());
         match polled {
             Poll::Ready(()) => {
@@ -321,8 +379,11 @@ impl Future for ProcessTask {
 impl Drop for ProcessTask {
     fn drop(&mut self) {
         // The body (the process's code) goes first: nothing of it may run
-        // once the exit is announced.
+        // once the exit is announced; then its version may close.
         drop(self.body.take());
+        if let Some(version) = self.version.take() {
+            version.remove_process(self.ctx.pid.serial);
+        }
         self.ctx.set_status(ProcessStatus::Exiting);
         self.ctx.node.process_exited(&self.ctx);
     }

@@ -33,10 +33,7 @@ impl NodeInner {
             // A holder that is already ending gives its name up.
             let holder_alive = self.process(holder).is_some_and(|ctx| ctx.signals().alive);
             if holder_alive {
-                return Err(RegisterError::NameTaken {
-                    name: name.to_owned(),
-                    holder,
-                });
+                return Err(RegisterError::NameTaken { name: name.to_owned(), holder });
             }
         }
         let ctx = self.process(pid).ok_or(RegisterError::Noproc { pid })?;

@@ -23,11 +23,7 @@ use crate::process::{ProcessCtx, Relations};
 #[derive(Debug, Clone)]
 pub(crate) enum Signal {
     /// `exit(pid, reason)`, or the exit of a linked process (`linked`).
-    Exit {
-        from: Pid,
-        reason: ExitReason,
-        linked: bool,
-    },
+    Exit { from: Pid, reason: ExitReason, linked: bool },
     /// `kill(pid)`: untrappable.
     Kill,
     /// The other half of `link(pid)`.
@@ -52,11 +48,7 @@ impl NodeInner {
             return self.signal_dead(to, signal);
         }
         let abort = match signal {
-            Signal::Exit {
-                from,
-                reason,
-                linked,
-            } => {
+            Signal::Exit { from, reason, linked } => {
                 if linked {
                     let links = &mut signals.relations().links;
                     let Some(at) = links.iter().position(|&p| p == from) else {
@@ -104,30 +96,13 @@ impl NodeInner {
     fn signal_dead(&self, to: Pid, signal: Signal) {
         match signal {
             Signal::Link { from } => {
-                self.signal(
-                    from,
-                    Signal::Exit {
-                        from: to,
-                        reason: ExitReason::Noproc,
-                        linked: true,
-                    },
-                );
+                self.signal(from, Signal::Exit { from: to, reason: ExitReason::Noproc, linked: true });
             }
             Signal::Monitor { id, watcher } => {
                 let monitor = MonitorRef { id, target: to };
-                self.send_message(
-                    watcher,
-                    &Down {
-                        monitor,
-                        pid: to,
-                        reason: ExitReason::Noproc,
-                    },
-                );
+                self.send_message(watcher, &Down { monitor, pid: to, reason: ExitReason::Noproc });
             }
-            Signal::Exit { .. }
-            | Signal::Kill
-            | Signal::Unlink { .. }
-            | Signal::Demonitor { .. } => {}
+            Signal::Exit { .. } | Signal::Kill | Signal::Unlink { .. } | Signal::Demonitor { .. } => {}
         }
     }
 
@@ -147,14 +122,7 @@ impl NodeInner {
     /// Tells everyone who cares that `ctx` ended; called once per process,
     /// after its code is gone.
     pub(crate) fn announce_exit(&self, ctx: &ProcessCtx) {
-        let (
-            reason,
-            Relations {
-                links,
-                monitors,
-                name,
-            },
-        ) = {
+        let (reason, Relations { links, monitors, name }) = {
             let mut signals = ctx.signals();
             signals.alive = false;
             let reason = signals.exit_reason.clone().unwrap_or(ExitReason::Normal);
@@ -164,28 +132,11 @@ impl NodeInner {
             self.unregister_exited(&name, ctx.pid);
         }
         for link in links {
-            self.signal(
-                link,
-                Signal::Exit {
-                    from: ctx.pid,
-                    reason: reason.clone(),
-                    linked: true,
-                },
-            );
+            self.signal(link, Signal::Exit { from: ctx.pid, reason: reason.clone(), linked: true });
         }
         for (id, watcher) in monitors {
-            let monitor = MonitorRef {
-                id,
-                target: ctx.pid,
-            };
-            self.send_message(
-                watcher,
-                &Down {
-                    monitor,
-                    pid: ctx.pid,
-                    reason: reason.clone(),
-                },
-            );
+            let monitor = MonitorRef { id, target: ctx.pid };
+            self.send_message(watcher, &Down { monitor, pid: ctx.pid, reason: reason.clone() });
         }
     }
 }

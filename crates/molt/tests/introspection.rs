@@ -16,10 +16,7 @@ fn info_when(node: &molt::Node, pid: Pid, ready: impl Fn(&ProcessInfo) -> bool) 
         {
             return info;
         }
-        assert!(
-            start.elapsed() < support::BOUND,
-            "{pid} never reached the expected state"
-        );
+        assert!(start.elapsed() < support::BOUND, "{pid} never reached the expected state");
         std::thread::yield_now();
     }
 }
@@ -44,19 +41,15 @@ fn the_listing_shows_status_name_mailbox_links_and_code() {
         (worker, partner)
     })
     .unwrap();
-    let info = info_when(&node, worker, |i| {
-        i.mailbox_len == 3 && i.status == ProcessStatus::Waiting && i.links.len() == 1
-    });
+    let info =
+        info_when(&node, worker, |i| i.mailbox_len == 3 && i.status == ProcessStatus::Waiting && i.links.len() == 1);
     assert_eq!(info.registered_name.as_deref(), Some("worker"));
     assert_eq!(info.links, vec![partner]);
     assert_eq!(info.monitored_by, 1);
     assert!(info.trap_exit);
     assert!(info.code.contains("introspection"), "{}", info.code);
     let listed: Vec<Pid> = node.processes().iter().map(|i| i.pid).collect();
-    assert!(
-        listed.windows(2).all(|w| w[0].serial < w[1].serial),
-        "listed in spawn order"
-    );
+    assert!(listed.windows(2).all(|w| w[0].serial < w[1].serial), "listed in spawn order");
     assert!(listed.contains(&worker) && listed.contains(&partner));
     node.shutdown();
 }

@@ -24,13 +24,7 @@ enum Sent {
 }
 
 fn messages() -> impl Strategy<Value = Vec<Sent>> {
-    prop::collection::vec(
-        prop_oneof![
-            (0u32..1000).prop_map(Sent::A),
-            (0u32..1000).prop_map(Sent::B)
-        ],
-        0..60,
-    )
+    prop::collection::vec(prop_oneof![(0u32..1000).prop_map(Sent::A), (0u32..1000).prop_map(Sent::B)], 0..60)
 }
 
 /// Sends `sent` to a fresh process that first runs `take_first` and then
@@ -44,11 +38,7 @@ fn receive_in_two_passes(sent: Vec<Sent>, evens_of_b_first: bool) -> (Vec<Sent>,
             if evens_of_b_first {
                 let evens = p.expect::<u64>().await? as usize;
                 for _ in 0..evens {
-                    first.push(
-                        p.receive()
-                            .on_if(|b: &B| b.0 % 2 == 0, |b| Sent::B(b.0))
-                            .await?,
-                    );
+                    first.push(p.receive().on_if(|b: &B| b.0 % 2 == 0, |b| Sent::B(b.0)).await?);
                 }
             } else {
                 let a_count = p.expect::<u64>().await? as usize;
@@ -58,12 +48,7 @@ fn receive_in_two_passes(sent: Vec<Sent>, evens_of_b_first: bool) -> (Vec<Sent>,
             }
             let mut rest = Vec::new();
             while first.len() + rest.len() < count {
-                rest.push(
-                    p.receive()
-                        .on(|a: A| Sent::A(a.0))
-                        .on(|b: B| Sent::B(b.0))
-                        .await?,
-                );
+                rest.push(p.receive().on(|a: A| Sent::A(a.0)).on(|b: B| Sent::B(b.0)).await?);
             }
             let encoded: Vec<(bool, u32)> = first
                 .iter()
@@ -84,19 +69,13 @@ fn receive_in_two_passes(sent: Vec<Sent>, evens_of_b_first: bool) -> (Vec<Sent>,
         }
         p.send(receiver, &(sent.len() as u64));
         let selected = if evens_of_b_first {
-            sent.iter()
-                .filter(|s| matches!(s, Sent::B(n) if n % 2 == 0))
-                .count()
+            sent.iter().filter(|s| matches!(s, Sent::B(n) if n % 2 == 0)).count()
         } else {
             sent.iter().filter(|s| matches!(s, Sent::A(_))).count()
         };
         p.send(receiver, &(selected as u64));
-        let (first_len, all): (u64, Vec<(bool, u32)>) =
-            p.expect().await.expect("the receiver reports");
-        let all: Vec<Sent> = all
-            .into_iter()
-            .map(|(a, n)| if a { Sent::A(n) } else { Sent::B(n) })
-            .collect();
+        let (first_len, all): (u64, Vec<(bool, u32)>) = p.expect().await.expect("the receiver reports");
+        let all: Vec<Sent> = all.into_iter().map(|(a, n)| if a { Sent::A(n) } else { Sent::B(n) }).collect();
         let (first, rest) = all.split_at(first_len as usize);
         (first.to_vec(), rest.to_vec())
     })
@@ -137,16 +116,8 @@ fn arms_are_tried_per_message_oldest_first() {
         p.send(me, &B(1));
         p.send(me, &A(2));
         // The A arm comes first, but the oldest message is the B.
-        let first = p
-            .receive()
-            .on(|a: A| Sent::A(a.0))
-            .on(|b: B| Sent::B(b.0))
-            .await;
-        let second = p
-            .receive()
-            .on(|a: A| Sent::A(a.0))
-            .on(|b: B| Sent::B(b.0))
-            .await;
+        let first = p.receive().on(|a: A| Sent::A(a.0)).on(|b: B| Sent::B(b.0)).await;
+        let second = p.receive().on(|a: A| Sent::A(a.0)).on(|b: B| Sent::B(b.0)).await;
         (first, second)
     })
     .unwrap();
@@ -177,13 +148,7 @@ fn a_message_that_does_not_decode_is_an_error_the_process_sees() {
     let (bad, good, alive) = run(shared_node(), |mut p| async move {
         let me = p.self_pid();
         p.send(me, &Old { n: 200 });
-        p.send(
-            me,
-            &Current {
-                n: 1,
-                name: "ok".into(),
-            },
-        );
+        p.send(me, &Current { n: 1, name: "ok".into() });
         let bad = p.expect::<Current>().await;
         let good = p.expect::<Current>().await;
         (bad, good, p.self_pid() == me)
@@ -196,13 +161,7 @@ fn a_message_that_does_not_decode_is_an_error_the_process_sees() {
         }
         other => panic!("expected a decode error, got {other:?}"),
     }
-    assert_eq!(
-        good,
-        Ok(Current {
-            n: 1,
-            name: "ok".into()
-        })
-    );
+    assert_eq!(good, Ok(Current { n: 1, name: "ok".into() }));
     assert!(alive);
 }
 
@@ -217,12 +176,7 @@ fn expect_timeout_gives_up_after_its_timeout_and_leaves_the_mailbox_alone() {
         (timed_out, waited, p.expect::<B>().await)
     })
     .unwrap();
-    assert_eq!(
-        timed_out,
-        Err(ReceiveError::Timeout {
-            after: Duration::from_millis(30)
-        })
-    );
+    assert_eq!(timed_out, Err(ReceiveError::Timeout { after: Duration::from_millis(30) }));
     assert!(waited >= Duration::from_millis(30), "{waited:?}");
     assert_eq!(kept, Ok(B(7)));
 }
@@ -266,9 +220,7 @@ fn delivery_is_fifo_per_sender() {
             }
         });
     }
-    let next_expected = reported
-        .recv_timeout(support::BOUND)
-        .expect("the receiver reports");
+    let next_expected = reported.recv_timeout(support::BOUND).expect("the receiver reports");
     assert_eq!(next_expected, vec![PER_SENDER; SENDERS as usize]);
     node.shutdown();
 }

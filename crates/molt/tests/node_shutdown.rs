@@ -103,13 +103,8 @@ fn shutdown_ends_busy_sleeping_waiting_and_trapping_processes() {
         node.shutdown();
         let _ = finished.send(());
     });
-    done.recv_timeout(support::BOUND)
-        .expect("shutdown returns within the bound");
-    assert_eq!(
-        dropped.load(Ordering::SeqCst),
-        started,
-        "every process body was dropped"
-    );
+    done.recv_timeout(support::BOUND).expect("shutdown returns within the bound");
+    assert_eq!(dropped.load(Ordering::SeqCst), started, "every process body was dropped");
 }
 
 #[test]

@@ -11,10 +11,7 @@ use support::{answers, node, ponger, run};
 
 /// Waits for the `Down` of the monitor on `pid`.
 async fn down_of(p: &mut Process, pid: Pid) -> ExitReason {
-    p.receive_timeout(support::BOUND)
-        .on_if(move |d: &Down| d.pid == pid, |d| d.reason)
-        .await
-        .expect("a Down")
+    p.receive_timeout(support::BOUND).on_if(move |d: &Down| d.pid == pid, |d| d.reason).await.expect("a Down")
 }
 
 /// A pid that is certainly dead: its process ended and its monitor fired.
@@ -74,13 +71,7 @@ fn a_trapping_partner_gets_exit_messages_and_lives() {
             let mut exits = [p.expect::<Exit>().await?, p.expect::<Exit>().await?];
             exits.sort_by_key(|e| e.from.serial);
             p.send(driver, &(failing, normal));
-            p.send(
-                driver,
-                &exits
-                    .iter()
-                    .map(|e| (e.from, e.reason.clone()))
-                    .collect::<Vec<_>>(),
-            );
+            p.send(driver, &exits.iter().map(|e| (e.from, e.reason.clone())).collect::<Vec<_>>());
             ponger(p).await
         });
         let children: (Pid, Pid) = p.expect().await.unwrap();
@@ -89,13 +80,7 @@ fn a_trapping_partner_gets_exit_messages_and_lives() {
     })
     .unwrap();
     let (failing, normal) = children;
-    assert_eq!(
-        exits,
-        vec![
-            (failing, ExitReason::Error("boom".into())),
-            (normal, ExitReason::Normal)
-        ]
-    );
+    assert_eq!(exits, vec![(failing, ExitReason::Error("boom".into())), (normal, ExitReason::Normal)]);
     assert!(alive);
 }
 
@@ -124,11 +109,7 @@ fn kill_cannot_be_trapped_and_linked_processes_see_killed() {
         let victim_reason = down_of(&mut p, victim).await;
         let linked_reason = down_of(&mut p, linked).await;
         let trapped: (Pid, ExitReason) = p.expect().await.unwrap();
-        (
-            victim_reason,
-            linked_reason,
-            (trapped.0 == victim, trapped.1),
-        )
+        (victim_reason, linked_reason, (trapped.0 == victim, trapped.1))
     })
     .unwrap();
     assert_eq!(victim_reason, ExitReason::Killed);
@@ -165,24 +146,9 @@ fn exit_signals_follow_erlang() {
             wait_forever(p).await
         });
         let self_exited = down_of(&mut p, self_exit).await;
-        (
-            still_alive,
-            stopped,
-            trapped.0 == driver,
-            trapped.1,
-            self_exited,
-        )
+        (still_alive, stopped, trapped.0 == driver, trapped.1, self_exited)
     });
-    assert_eq!(
-        outcome,
-        Ok((
-            true,
-            ExitReason::Error("stop".into()),
-            true,
-            ExitReason::Shutdown,
-            ExitReason::Normal
-        ))
-    );
+    assert_eq!(outcome, Ok((true, ExitReason::Error("stop".into()), true, ExitReason::Shutdown, ExitReason::Normal)));
 }
 
 #[test]
@@ -221,20 +187,9 @@ fn monitors_report_noproc_normal_and_panics() {
         assert_eq!((noproc.monitor, noproc.pid), (monitor, dead));
         let (normal, _) = p.spawn_monitor(|_| async {});
         let (panics, _) = p.spawn_monitor(|_| async { panic!("it broke") });
-        (
-            noproc.reason,
-            down_of(&mut p, normal).await,
-            down_of(&mut p, panics).await,
-        )
+        (noproc.reason, down_of(&mut p, normal).await, down_of(&mut p, panics).await)
     });
-    assert_eq!(
-        reasons,
-        Ok((
-            ExitReason::Noproc,
-            ExitReason::Normal,
-            ExitReason::Panicked("it broke".into())
-        ))
-    );
+    assert_eq!(reasons, Ok((ExitReason::Noproc, ExitReason::Normal, ExitReason::Panicked("it broke".into()))));
 }
 
 #[test]
@@ -248,14 +203,9 @@ fn demonitor_stops_the_down_message() {
         p.kill(target);
         // The second monitor's Down would come after the first one's.
         assert_eq!(down_of(&mut p, target).await, ExitReason::Killed);
-        p.receive_timeout(std::time::Duration::ZERO)
-            .on_if(move |d: &Down| d.monitor == first, |_| ())
-            .await
+        p.receive_timeout(std::time::Duration::ZERO).on_if(move |d: &Down| d.monitor == first, |_| ()).await
     });
-    assert!(
-        matches!(leftover, Ok(Err(ReceiveError::Timeout { .. }))),
-        "{leftover:?}"
-    );
+    assert!(matches!(leftover, Ok(Err(ReceiveError::Timeout { .. }))), "{leftover:?}");
 }
 
 #[test]
@@ -331,9 +281,6 @@ fn two_nodes_in_one_os_process_keep_their_own_processes() {
     assert!(b.processes().iter().all(|i| i.pid != on_a));
     b.shutdown();
     // Node a is untouched by b's shutdown.
-    assert_eq!(
-        run(&a, move |mut p| async move { answers(&mut p, on_a).await }),
-        Ok(true)
-    );
+    assert_eq!(run(&a, move |mut p| async move { answers(&mut p, on_a).await }), Ok(true));
     a.shutdown();
 }

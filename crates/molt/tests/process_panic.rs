@@ -34,10 +34,7 @@ fn a_panicking_process_leaves_ten_thousand_others_unharmed() {
         for other in &others {
             p.send(*other, &());
         }
-        (
-            down.reason,
-            answered.len() == OTHERS && others.iter().all(|o| answered.contains(o)),
-        )
+        (down.reason, answered.len() == OTHERS && others.iter().all(|o| answered.contains(o)))
     })
     .unwrap();
     match reason {
@@ -57,11 +54,7 @@ fn a_panic_in_a_receive_predicate_ends_only_that_process() {
             p.receive()
                 .on_if(
                     |n: &u32| {
-                        if *n == 3 {
-                            panic!("predicate saw 3")
-                        } else {
-                            true
-                        }
+                        if *n == 3 { panic!("predicate saw 3") } else { true }
                     },
                     |n| n,
                 )

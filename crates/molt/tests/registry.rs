@@ -15,13 +15,7 @@ fn register_whereis_and_send_by_name() {
         let found = p.whereis("server");
         let delivered = p.nsend("server", &support::Ping(p.self_pid()));
         let pong = p.expect::<support::Pong>().await.unwrap();
-        (
-            found == Some(server),
-            delivered,
-            pong.0 == server,
-            p.nsend("nobody", &1u8),
-            p.whereis("nobody"),
-        )
+        (found == Some(server), delivered, pong.0 == server, p.nsend("nobody", &1u8), p.whereis("nobody"))
     });
     assert_eq!(outcome, Ok((true, true, true, false, None)));
     assert!(node.whereis("server").is_some());
@@ -47,25 +41,15 @@ fn registration_errors_name_what_is_wrong() {
     assert_eq!(
         errors,
         vec![
-            Err(RegisterError::NameTaken {
-                name: "taken".into(),
-                holder: first
-            }),
+            Err(RegisterError::NameTaken { name: "taken".into(), holder: first }),
             Err(RegisterError::AlreadyRegistered { pid: first }),
             Err(RegisterError::Noproc { pid: dead }),
             Err(RegisterError::BadName),
         ]
     );
     assert_ne!(first, second);
-    let message = RegisterError::NameTaken {
-        name: "taken".into(),
-        holder: first,
-    }
-    .to_string();
-    assert!(
-        message.contains("already registered") && message.contains("unregister it first"),
-        "{message}"
-    );
+    let message = RegisterError::NameTaken { name: "taken".into(), holder: first }.to_string();
+    assert!(message.contains("already registered") && message.contains("unregister it first"), "{message}");
 }
 
 #[test]
@@ -81,19 +65,9 @@ fn a_name_goes_away_with_its_process_and_can_be_taken_again() {
         let successor = p.spawn(ponger);
         let again = p.register("service", successor);
         let unregistered = p.unregister("service");
-        (
-            down.reason,
-            after_exit,
-            again,
-            unregistered,
-            p.whereis("service"),
-            p.unregister("service"),
-        )
+        (down.reason, after_exit, again, unregistered, p.whereis("service"), p.unregister("service"))
     });
-    assert_eq!(
-        outcome,
-        Ok((ExitReason::Normal, None, Ok(()), true, None, false))
-    );
+    assert_eq!(outcome, Ok((ExitReason::Normal, None, Ok(()), true, None, false)));
 }
 
 /// Fifty rounds of eight processes, on both scheduler threads, racing to
@@ -124,27 +98,12 @@ fn racing_registrations_have_exactly_one_winner() {
             }
         })
         .unwrap();
-        let results: Vec<_> = (0..RACERS)
-            .map(|_| {
-                reports
-                    .recv_timeout(support::BOUND)
-                    .expect("a racer reports")
-            })
-            .collect();
-        let winners: Vec<Pid> = results
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(pid, _)| *pid)
-            .collect();
+        let results: Vec<_> =
+            (0..RACERS).map(|_| reports.recv_timeout(support::BOUND).expect("a racer reports")).collect();
+        let winners: Vec<Pid> = results.iter().filter(|(_, r)| r.is_ok()).map(|(pid, _)| *pid).collect();
         assert_eq!(winners.len(), 1, "round {round}: {results:?}");
         for (_, result) in results.iter().filter(|(_, r)| r.is_err()) {
-            assert_eq!(
-                result,
-                &Err(RegisterError::NameTaken {
-                    name: name.clone(),
-                    holder: winners[0]
-                })
-            );
+            assert_eq!(result, &Err(RegisterError::NameTaken { name: name.clone(), holder: winners[0] }));
         }
         assert_eq!(node.whereis(&name), Some(winners[0]));
         run(&node, move |p| async move {

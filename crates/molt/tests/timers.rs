@@ -31,33 +31,12 @@ fn a_cancelled_timer_never_delivers() {
         // B fires after A would have: if A were delivered it would come first.
         let later = p.send_after(Duration::from_millis(40), me, &B(3));
         let got: Vec<Result<String, ReceiveError>> = vec![
-            p.receive()
-                .on(|a: A| format!("A{}", a.0))
-                .on(|b: B| format!("B{}", b.0))
-                .await,
-            p.receive()
-                .on(|a: A| format!("A{}", a.0))
-                .on(|b: B| format!("B{}", b.0))
-                .await,
+            p.receive().on(|a: A| format!("A{}", a.0)).on(|b: B| format!("B{}", b.0)).await,
+            p.receive().on(|a: A| format!("A{}", a.0)).on(|b: B| format!("B{}", b.0)).await,
         ];
-        (
-            first_cancel,
-            p.cancel_timer(cancelled),
-            p.cancel_timer(fired),
-            p.cancel_timer(later),
-            got,
-        )
+        (first_cancel, p.cancel_timer(cancelled), p.cancel_timer(fired), p.cancel_timer(later), got)
     });
-    assert_eq!(
-        outcome,
-        Ok((
-            true,
-            false,
-            false,
-            false,
-            vec![Ok("B2".into()), Ok("B3".into())]
-        ))
-    );
+    assert_eq!(outcome, Ok((true, false, false, false, vec![Ok("B2".into()), Ok("B3".into())])));
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod modules;
+
 use std::future::Future;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -29,9 +31,7 @@ where
         scope.spawn(move || {
             let _ = done.send(node.run(body));
         });
-        finished
-            .recv_timeout(BOUND)
-            .expect("the process returns within the bound")
+        finished.recv_timeout(BOUND).expect("the process returns within the bound")
     })
 }
 
@@ -80,10 +80,5 @@ pub async fn ponger(mut p: Process) -> Result<(), molt::ReceiveError> {
 pub async fn answers(p: &mut Process, pid: molt::Pid) -> bool {
     p.send(pid, &Ping(p.self_pid()));
     let me = pid;
-    matches!(
-        p.receive_timeout(BOUND)
-            .on_if(move |pong: &Pong| pong.0 == me, |_| ())
-            .await,
-        Ok(())
-    )
+    matches!(p.receive_timeout(BOUND).on_if(move |pong: &Pong| pong.0 == me, |_| ()).await, Ok(()))
 }

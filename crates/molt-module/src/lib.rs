@@ -1,0 +1,169 @@
+//! The SDK of a molt module: a `cdylib` crate that depends on this crate
+//! (and never on the core) and declares itself with [`module!`].
+//!
+//! ```ignore
+//! use molt_module::{ExitReason, MigrateResult, OldState, Process};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! pub struct Counter { count: u64 }
+//!
+//! pub async fn server(mut p: Process, mut state: Counter) -> Result<(), ExitReason> {
+//!     loop {
+//!         let n: u64 = p.expect().await?;
+//!         state.count += n;
+//!         if n == 0 {
+//!             // Erlang's ?MODULE:server(State): continue in the current version.
+//!             p.hot_call("server", &state).await;
+//!         }
+//!     }
+//! }
+//!
+//! fn migrate(from: &str, old: OldState<'_>) -> MigrateResult {
+//!     let old: Counter = old.decode()?;
+//!     molt_module::encode(&old)
+//! }
+//!
+//! molt_module::module! {
+//!     name: "counter",
+//!     version: "2",
+//!     entries: [server],
+//!     migrate: migrate,
+//! }
+//! ```
+//!
+//! A process in a module uses the same [`Process`] as one compiled into the
+//! host. What a module must not do, because its code is unloaded when its
+//! version is purged: keep `thread_local!` values with destructors (they pin
+//! the library in memory), spawn threads that outlive its processes, or hand
+//! out `'static` references to its own data. Timers, sleeping and receive
+//! timeouts are services of the core: use `Process::sleep` and
+//! `receive_timeout`, not a runtime of the module's own.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub use molt_abi::{
+    Down, Exit, ExitReason, IntoExitReason, Message, MonitorRef, Never, Pid, Process, ReceiveError, RegisterError,
+    SpawnError, Tag, TimerRef, Upgrade,
+};
+
+/// The old version's state, handed to `migrate`.
+#[derive(Debug, Clone, Copy)]
+pub struct OldState<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> OldState<'a> {
+    /// Decodes the old state as `T` (the old version's state type, which the
+    /// new version keeps a copy of).
+    ///
+    /// # Errors
+    /// When the bytes are not a `T`.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, MigrateError> {
+        postcard::from_bytes(self.bytes).map_err(|error| {
+            MigrateError(format!("the old state did not decode as {}: {error}", std::any::type_name::<T>()))
+        })
+    }
+
+    /// The old state's postcard bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+/// Why a migration failed: the process keeps running its old version with
+/// its old state, and this reason is reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MigrateError(pub String);
+
+impl MigrateError {
+    /// A reason from anything printable.
+    pub fn new(reason: impl std::fmt::Display) -> MigrateError {
+        MigrateError(reason.to_string())
+    }
+}
+
+/// What `migrate` returns: the new state's bytes (see [`encode`]).
+pub type MigrateResult = Result<Vec<u8>, MigrateError>;
+
+/// Encodes a new state for [`MigrateResult`].
+///
+/// # Errors
+/// When the value's `Serialize` implementation fails.
+pub fn encode<T: serde::Serialize>(state: &T) -> MigrateResult {
+    postcard::to_allocvec(state).map_err(|error| MigrateError(format!("the new state did not encode: {error}")))
+}
+
+/// Declares the module: its name, its version string, the entries a process
+/// can run (async functions `fn(Process, State) -> impl IntoExitReason`,
+/// whose `State` is decoded from the start argument or hot-call state), and
+/// optionally its `migrate` (`fn(&str, OldState) -> MigrateResult`; without
+/// one, state passes to the new version unchanged).
+#[macro_export]
+macro_rules! module {
+    (
+        name: $name:literal,
+        version: $version:literal,
+        entries: [$($entry:ident),+ $(,)?]
+        $(, migrate: $migrate:ident)?
+        $(, abi_version: $abi:expr)?
+        $(, sdk_version: $sdk:expr)?
+        $(,)?
+    ) => {
+        #[doc(hidden)]
+        mod __molt_module {
+            $(
+                pub(super) unsafe extern "C" fn $entry(
+                    process: $crate::Process,
+                    state: *const u8,
+                    len: usize,
+                ) -> $crate::__private::FfiFuture<()> {
+                    // SAFETY: the core passes `len` live bytes for this call.
+                    let state = unsafe { $crate::__private::copy(state, len) };
+                    $crate::__private::start_entry(process, state, super::$entry)
+                }
+            )+
+
+            static ENTRIES: &[$crate::__private::EntryDescriptor] = &[$(
+                $crate::__private::EntryDescriptor {
+                    name: $crate::__private::Str::of(stringify!($entry)),
+                    start: $entry,
+                },
+            )+];
+
+            unsafe extern "C" fn migrate(
+                old_version: $crate::__private::Str,
+                state: *const u8,
+                len: usize,
+                out: $crate::__private::Sink,
+            ) -> $crate::__private::MigrateStatus {
+                #[allow(unused_variables)]
+                let hook = $crate::__private::keep_state;
+                $(let hook = super::$migrate;)?
+                // SAFETY: the core passes a live version string, `len` live
+                // state bytes and its own sink, all for this call.
+                unsafe { $crate::__private::run_migrate(hook, old_version, state, len, out) }
+            }
+
+            #[unsafe(no_mangle)]
+            pub static MOLT_MODULE_DESCRIPTOR: $crate::__private::ModuleDescriptor =
+                $crate::__private::ModuleDescriptor {
+                    magic: $crate::__private::DESCRIPTOR_MAGIC,
+                    abi_version: $crate::__private::pick_abi(&[$($abi)?]),
+                    build: $crate::__private::BuildInfo {
+                        sdk: $crate::__private::pick_sdk(&[$($sdk)?]),
+                        ..$crate::__private::BuildInfo::here()
+                    },
+                    name: $crate::__private::Str::of($name),
+                    version: $crate::__private::Str::of($version),
+                    entries: ENTRIES.as_ptr(),
+                    entry_count: ENTRIES.len(),
+                    migrate,
+                };
+        }
+    };
+}
+
+#[doc(hidden)]
+pub mod __private;

@@ -1,0 +1,183 @@
+//! What can go wrong when loading, purging and building modules. Every
+//! variant names the file or module, what was wrong, and what to do.
+
+use std::path::PathBuf;
+
+use molt_abi::Pid;
+
+/// Why a load was refused; the running versions are untouched.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read module file {path}: {source}; check the path")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a shared library for this machine.
+    #[error("{path} is not a shared library: {reason}; build the module crate as a cdylib")]
+    NotALibrary {
+        /// The file.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// The library's segments extend past the end of the file.
+    #[error("{path} is truncated: its segments need {needed} bytes, the file has {found}; copy or build it again")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Bytes the segments need.
+        needed: u64,
+        /// Bytes the file has.
+        found: u64,
+    },
+    /// The library is for another machine.
+    #[error("{path} is built for {found}, this node runs on {expected}; build it for this target")]
+    WrongTarget {
+        /// The file.
+        path: PathBuf,
+        /// This node's target.
+        expected: String,
+        /// The file's architecture.
+        found: String,
+    },
+    /// A shared library, but not a molt module.
+    #[error("{path} is not a molt module: {reason}; a module declares itself with molt_module::module!")]
+    NotAModule {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+    /// Built against another version of molt's C contract.
+    #[error(
+        "{path} was built for molt ABI version {found}, this node speaks version {expected}; rebuild it against this molt"
+    )]
+    AbiMismatch {
+        /// The file.
+        path: PathBuf,
+        /// This node's ABI version.
+        expected: u32,
+        /// The module's.
+        found: u32,
+    },
+    /// Built with another target, compiler or SDK version.
+    #[error(
+        "{path} was built with {what} {found:?}, this node with {expected:?}; rebuild it with the same toolchain and molt version"
+    )]
+    BuildMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Which fact differs.
+        what: &'static str,
+        /// This node's.
+        expected: String,
+        /// The module's.
+        found: String,
+    },
+    /// The module calls itself by another name than the one it was loaded as.
+    #[error("{path} declares module {found:?}, but was loaded as {expected:?}; load it under its own name")]
+    WrongName {
+        /// The file.
+        path: PathBuf,
+        /// The name it was loaded as.
+        expected: String,
+        /// The name it declares.
+        found: String,
+    },
+    /// The dynamic loader refused the file.
+    #[error("the dynamic loader refused {path}: {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The loader's message.
+        reason: String,
+    },
+    /// The private copy could not be written.
+    #[error("cannot write the private copy {path}: {source}; check the node's code directory")]
+    Copy {
+        /// The copy.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An old version still exists (Erlang's `not_purged`).
+    #[error("module {module:?} still has an old version ({old}); purge it first, or load with purge_first")]
+    NotPurged {
+        /// The module.
+        module: String,
+        /// The old version's declared version.
+        old: String,
+    },
+    /// Purging the old version first (asked for) failed.
+    #[error(transparent)]
+    Purge(#[from] PurgeError),
+}
+
+/// Why a purge was refused or could not finish.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PurgeError {
+    /// No module of that name is loaded.
+    #[error("no module {module:?} is loaded")]
+    NoModule {
+        /// The module.
+        module: String,
+    },
+    /// Soft purge: processes still run the old version (Erlang's
+    /// `code:soft_purge/1` returning false).
+    #[error("module {module:?} version {version} is still run by {}; use purge to kill them, or wait", list(.processes))]
+    InUse {
+        /// The module.
+        module: String,
+        /// The old version.
+        version: String,
+        /// The processes running it.
+        processes: Vec<Pid>,
+    },
+    /// Hard purge: some processes did not end in time (they never yield).
+    #[error("module {module:?} version {version}: {} did not end within {seconds} s; they never yield", list(.processes))]
+    Stuck {
+        /// The module.
+        module: String,
+        /// The old version.
+        version: String,
+        /// The processes still running it.
+        processes: Vec<Pid>,
+        /// How long purge waited.
+        seconds: u64,
+    },
+}
+
+fn list(processes: &[Pid]) -> String {
+    processes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Why `build` produced no module file.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// cargo could not be run.
+    #[error("cannot run cargo: {0}; is the Rust toolchain installed and on PATH?")]
+    Cargo(#[source] std::io::Error),
+    /// The crate did not compile; the compiler's messages.
+    #[error("the module crate at {crate_dir} did not build:\n{messages}")]
+    Compile {
+        /// The crate.
+        crate_dir: PathBuf,
+        /// What the compiler said.
+        messages: String,
+    },
+    /// It built, but produced no `cdylib`.
+    #[error("the crate at {crate_dir} built no cdylib; add crate-type = [\"cdylib\"] under [lib]")]
+    NoLibrary {
+        /// The crate.
+        crate_dir: PathBuf,
+    },
+}

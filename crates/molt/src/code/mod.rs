@@ -1,0 +1,358 @@
+//! The code server: the one owner of a node's module table, with at most two
+//! versions per module — current and old — as in Erlang's `code_server`.
+//!
+//! The public calls prepare in the caller (read the file, check it, open the
+//! library: [`loader`]) and the table's lock is held only to commit. A
+//! [`Version`] is shared by the table and by the tasks of the processes
+//! running it; it keeps the library open, and it is closed when the last of
+//! them lets go — after every future of its code is gone (rule 3). Each
+//! version keeps the serials of the processes running it, so purge never
+//! scans the node's process table.
+
+mod build;
+mod error;
+mod loader;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use molt_abi::{NodeId, Pid};
+
+pub use build::{BuildOptions, build_module};
+pub use error::{BuildError, LoadError, PurgeError};
+pub(crate) use loader::Library;
+
+/// How long a hard purge waits for the processes it killed to end.
+const PURGE_WAIT: Duration = Duration::from_secs(10);
+
+/// One loaded build of a module.
+pub(crate) struct Version {
+    library: Option<Library>,
+    pub(crate) hash: String,
+    file: PathBuf,
+    loaded_at: SystemTime,
+    node: (NodeId, u32),
+    /// Serials of the processes running this version.
+    processes: Mutex<HashSet<u64>>,
+    unloads: Arc<Mutex<Vec<UnloadedVersion>>>,
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version").field("module", &self.module()).field("version", &self.declared()).finish()
+    }
+}
+
+impl Version {
+    pub(crate) fn library(&self) -> &Library {
+        self.library.as_ref().expect("a version's library is open until it is dropped")
+    }
+
+    pub(crate) fn module(&self) -> &str {
+        &self.library().name
+    }
+
+    pub(crate) fn declared(&self) -> &str {
+        &self.library().version
+    }
+
+    fn members(&self) -> MutexGuard<'_, HashSet<u64>> {
+        self.processes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn add_process(&self, serial: u64) {
+        self.members().insert(serial);
+    }
+
+    pub(crate) fn remove_process(&self, serial: u64) {
+        self.members().remove(&serial);
+    }
+
+    fn pids(&self) -> Vec<Pid> {
+        let mut serials: Vec<u64> = self.members().iter().copied().collect();
+        serials.sort_unstable();
+        serials.into_iter().map(|serial| Pid { node: self.node.0, creation: self.node.1, serial }).collect()
+    }
+
+    fn info(&self) -> VersionInfo {
+        VersionInfo {
+            version: self.declared().to_owned(),
+            hash: self.hash.clone(),
+            loaded_at: self.loaded_at,
+            file: self.file.clone(),
+            entries: self.library().entry_names().map(str::to_owned).collect(),
+            processes: self.pids(),
+        }
+    }
+}
+
+impl Drop for Version {
+    fn drop(&mut self) {
+        let Some(library) = self.library.take() else { return };
+        let (module, version) = (library.name.clone(), library.version.clone());
+        let still_mapped = library.close();
+        let record = UnloadedVersion { module, version, hash: self.hash.clone(), still_mapped };
+        self.unloads.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+    }
+}
+
+/// A version as `Node::modules` lists it.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The module's declared version string.
+    pub version: String,
+    /// The BLAKE3 hash of the file it was loaded from, in hex.
+    pub hash: String,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// Its entries.
+    pub entries: Vec<String>,
+    /// The processes running it.
+    pub processes: Vec<Pid>,
+}
+
+/// A module as `Node::modules` lists it.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// The module's name.
+    pub name: String,
+    /// The version new spawns and hot calls run.
+    pub current: Option<VersionInfo>,
+    /// The version before it, while processes may still run it.
+    pub old: Option<VersionInfo>,
+}
+
+/// A version that was purged and closed.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnloadedVersion {
+    /// The module.
+    pub module: String,
+    /// Its declared version.
+    pub version: String,
+    /// Its file's hash.
+    pub hash: String,
+    /// Whether any page of it was still mapped after `dlclose`
+    /// (`/proc/self/maps`); `None` where that cannot be read. molt never
+    /// relies on it: a purged version's code is never run again either way.
+    pub still_mapped: Option<bool>,
+}
+
+/// What a hard purge did.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// The module.
+    pub module: String,
+    /// The purged version, if there was an old version.
+    pub version: Option<String>,
+    /// The processes killed because they ran it.
+    pub killed: Vec<Pid>,
+    /// Whether its pages stayed mapped after it was closed; see
+    /// [`UnloadedVersion::still_mapped`].
+    pub still_mapped: Option<bool>,
+}
+
+/// How to load a module file.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// The module's name; by default the file's name without `lib` and the
+    /// extension (`libpingpong.so` is `pingpong`).
+    pub name: Option<String>,
+    /// Purge (hard) an old version first instead of refusing with
+    /// [`LoadError::NotPurged`] (Erlang's `code:load_binary`).
+    pub purge_first: bool,
+    /// Send every process running the module an
+    /// [`Upgrade`](molt_abi::Upgrade) message.
+    pub notify: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions { name: None, purge_first: false, notify: true }
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    current: Option<Arc<Version>>,
+    old: Option<Arc<Version>>,
+}
+
+/// The module table of one node.
+pub(crate) struct CodeServer {
+    modules: Mutex<HashMap<String, Slot>>,
+    copies: PathBuf,
+    next_copy: AtomicU64,
+    unloads: Arc<Mutex<Vec<UnloadedVersion>>>,
+}
+
+impl std::fmt::Debug for CodeServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeServer").field("copies", &self.copies).finish()
+    }
+}
+
+/// The module name a file's name suggests.
+fn name_of(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    stem.strip_prefix("lib").map(str::to_owned).unwrap_or(stem)
+}
+
+impl CodeServer {
+    pub(crate) fn new(node: &str, creation: u32) -> CodeServer {
+        let copies = std::env::temp_dir().join(format!("molt-{}-{node}-{creation}", std::process::id()));
+        CodeServer {
+            modules: Mutex::new(HashMap::new()),
+            copies,
+            next_copy: AtomicU64::new(1),
+            unloads: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.modules.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current version of `module`.
+    pub(crate) fn current(&self, module: &str) -> Option<Arc<Version>> {
+        self.table().get(module).and_then(|slot| slot.current.clone())
+    }
+
+    /// Prepares a version from `path` (no lock held).
+    pub(crate) fn prepare(
+        &self,
+        path: &Path,
+        options: &LoadOptions,
+        node: (NodeId, u32),
+    ) -> Result<Version, LoadError> {
+        let serial = self.next_copy.fetch_add(1, Ordering::Relaxed);
+        let (library, hash) = loader::load(path, &self.copies, serial)?;
+        let expected = options.name.clone().unwrap_or_else(|| name_of(path));
+        if library.name != expected {
+            return Err(LoadError::WrongName { path: path.to_owned(), expected, found: library.name.clone() });
+        }
+        Ok(Version {
+            library: Some(library),
+            hash,
+            file: path.to_owned(),
+            loaded_at: SystemTime::now(),
+            node,
+            processes: Mutex::new(HashSet::new()),
+            unloads: self.unloads.clone(),
+        })
+    }
+
+    /// Makes `version` current; the current one becomes old. Refuses if an
+    /// old version exists. Returns the new current and the now-old version.
+    pub(crate) fn commit(&self, version: Version) -> Result<(Arc<Version>, Option<Arc<Version>>), LoadError> {
+        let mut table = self.table();
+        let slot = table.entry(version.module().to_owned()).or_default();
+        if let Some(old) = &slot.old {
+            // OTP: code:load_file/1 returns {error, not_purged}.
+            return Err(LoadError::NotPurged { module: version.module().to_owned(), old: old.declared().to_owned() });
+        }
+        let version = Arc::new(version);
+        slot.old = slot.current.replace(version.clone());
+        Ok((version, slot.old.clone()))
+    }
+
+    /// Soft purge: drops the old version unless a process runs it.
+    pub(crate) fn soft_purge(&self, module: &str) -> Result<Option<UnloadedVersion>, PurgeError> {
+        let old = {
+            let mut table = self.table();
+            let slot = table.get_mut(module).ok_or_else(|| PurgeError::NoModule { module: module.to_owned() })?;
+            let Some(old) = &slot.old else { return Ok(None) };
+            let processes = old.pids();
+            if !processes.is_empty() {
+                // OTP: code:soft_purge/1 returns false and kills nobody.
+                return Err(PurgeError::InUse {
+                    module: module.to_owned(),
+                    version: old.declared().to_owned(),
+                    processes,
+                });
+            }
+            slot.old.take().expect("checked above")
+        };
+        Ok(self.release(old))
+    }
+
+    /// Takes the old version out of the table for a hard purge.
+    pub(crate) fn take_old(&self, module: &str) -> Result<Option<Arc<Version>>, PurgeError> {
+        let mut table = self.table();
+        let slot = table.get_mut(module).ok_or_else(|| PurgeError::NoModule { module: module.to_owned() })?;
+        Ok(slot.old.take())
+    }
+
+    /// Lets go of a version taken out of the table; if nothing else holds
+    /// it, it is closed now and its unload record returned.
+    pub(crate) fn release(&self, version: Arc<Version>) -> Option<UnloadedVersion> {
+        let hash = version.hash.clone();
+        let wait = Instant::now() + PURGE_WAIT;
+        // The last tasks of its processes may still be dropping their share.
+        while Arc::strong_count(&version) > 1 && Instant::now() < wait {
+            std::thread::yield_now();
+        }
+        drop(version);
+        let unloads = self.unloads.lock().unwrap_or_else(|e| e.into_inner());
+        unloads.iter().rev().find(|u| u.hash == hash).cloned()
+    }
+
+    pub(crate) fn modules(&self) -> Vec<ModuleInfo> {
+        let table = self.table();
+        let mut modules: Vec<ModuleInfo> = table
+            .iter()
+            .map(|(name, slot)| ModuleInfo {
+                name: name.clone(),
+                current: slot.current.as_ref().map(|v| v.info()),
+                old: slot.old.as_ref().map(|v| v.info()),
+            })
+            .collect();
+        modules.sort_by(|a, b| a.name.cmp(&b.name));
+        modules
+    }
+
+    pub(crate) fn unloaded(&self) -> Vec<UnloadedVersion> {
+        self.unloads.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until no process runs `version`, within the purge bound.
+    pub(crate) fn wait_unused(version: &Version) -> Result<(), Vec<Pid>> {
+        let wait = Instant::now() + PURGE_WAIT;
+        loop {
+            let left = version.pids();
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= wait {
+                return Err(left);
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    pub(crate) fn purge_wait_seconds() -> u64 {
+        PURGE_WAIT.as_secs()
+    }
+
+    pub(crate) fn pids_of(version: &Version) -> Vec<Pid> {
+        version.pids()
+    }
+
+    pub(crate) fn info_of(version: &Version) -> VersionInfo {
+        version.info()
+    }
+}
+
+impl Drop for CodeServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.copies);
+    }
+}

@@ -1,0 +1,57 @@
+//! Module files for the tests, built once per test binary by cargo from the
+//! example crates (into their own target directory, so the build does not
+//! wait on the lock of the one running the tests).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use molt::{BuildOptions, build_module};
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the workspace root")
+}
+
+fn target_dir() -> PathBuf {
+    workspace().join("target").join("molt-test-modules")
+}
+
+/// Builds `crate_dir` with `features` and keeps the library as
+/// `<target>/<label>/lib<name>.so`, so later builds do not overwrite it.
+pub fn build(crate_dir: &str, features: &[&str], label: &str) -> PathBuf {
+    let options = BuildOptions {
+        features: features.iter().map(|f| f.to_string()).collect(),
+        release: false,
+        target_dir: Some(target_dir()),
+        show_progress: false,
+    };
+    let built = build_module(&workspace().join(crate_dir), &options).unwrap_or_else(|e| panic!("{e}"));
+    let keep = target_dir().join(label);
+    std::fs::create_dir_all(&keep).unwrap();
+    let kept = keep.join(built.file_name().unwrap());
+    std::fs::copy(&built, &kept).unwrap();
+    kept
+}
+
+/// The pingpong module, version 1 or 2.
+pub fn pingpong(version: u32) -> PathBuf {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    let (v1, v2) = BUILT.get_or_init(|| {
+        let v1 = build("examples/pingpong", &[], "pingpong-v1");
+        let v2 = build("examples/pingpong", &["v2"], "pingpong-v2");
+        (v1, v2)
+    });
+    match version {
+        1 => v1.clone(),
+        2 => v2.clone(),
+        other => panic!("pingpong has versions 1 and 2, not {other}"),
+    }
+}
+
+/// Version 1's server state, as the test hands it to `spawn_entry`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ServerState {
+    pub answered: u64,
+    pub verbose: bool,
+    pub upgrade_at: Option<u64>,
+    pub pending: Option<(molt::Pid, u64)>,
+}
