@@ -43,15 +43,16 @@ pub struct Pid {
 }
 
 impl fmt::Display for Pid {
-    /// `<node.serial.creation>`, in the spirit of Erlang's `<0.42.0>`.
+    /// `<node.serial>`, in the spirit of Erlang's `<0.42.0>`; `{:?}` adds
+    /// the node's creation.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<{:08x}.{}.{}>", self.node.0 as u32, self.serial, self.creation)
+        write!(f, "<{:08x}.{}>", self.node.0 as u32, self.serial)
     }
 }
 
 impl fmt::Debug for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
+        write!(f, "<{:08x}.{}.{}>", self.node.0 as u32, self.serial, self.creation)
     }
 }
 

@@ -1,18 +1,32 @@
-//! `molt demo`: the seed's ping-pong on a molt node.
+//! `molt demo`: the seed's ping-pong, live, with code loading.
 //!
-//! The client sends numbered pings `(client pid, n)`; the server answers each
-//! with `n`. With few pings every step is printed; with many, pings are
-//! pipelined (all sent, then all pongs received) and only the summary is.
-//! The summary counts what came back: pongs, lost, and whether they arrived
-//! in order.
+//! Both versions of `examples/pingpong` are built with cargo first (its
+//! progress shown), then a node loads version 1 and spawns the server from
+//! it, and a client compiled into this program pings it.
+//!
+//! - With the defaults (10 pings, 1 upgrade) the story is the seed's: on the
+//!   ping with value 4 the server asks the process registered as
+//!   `"upgrader"` for new code, version 2 is loaded, the server hot-calls
+//!   into it and answers 4 from the new code. Every step is printed.
+//! - With `--pings N --upgrades K` the demo is a stress test: the client
+//!   keeps a window of pings in flight, and at K points spread over the
+//!   stream the demo loads the next version (1 → 2 → 1 → …, purging the
+//!   unused old one first); the server takes each at its next message.
+//!
+//! The summary counts what came back; `--json` prints it as one object.
 
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use molt::{Node, NodeConfig, Pid, ReceiveError};
+use molt::{BuildOptions, LoadOptions, Node, NodeConfig, Pid, PurgeError, ReceiveError};
 use serde::Serialize;
 
-/// Pings up to this many are printed one by one.
+/// Pings kept in flight by the stress client.
+const WINDOW: u64 = 1024;
+/// Runs up to this many pings are told step by step.
 const TOLD_STEP_BY_STEP: u64 = 100;
 
 #[derive(clap::Args)]
@@ -20,9 +34,15 @@ pub(crate) struct DemoArgs {
     /// How many pings the client sends.
     #[arg(long, default_value_t = 10)]
     pings: u64,
+    /// How many times the server's code is replaced while it runs.
+    #[arg(long, default_value_t = 1)]
+    upgrades: u64,
     /// Print the summary as one JSON object on stdout (the story goes to stderr).
     #[arg(long)]
     json: bool,
+    /// The pingpong module crate to build.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/pingpong"))]
+    module_crate: PathBuf,
 }
 
 #[derive(Serialize)]
@@ -31,12 +51,49 @@ struct Summary {
     pongs: u64,
     lost: u64,
     in_order: bool,
+    answers_by_version: BTreeMap<String, u64>,
     seconds: f64,
 }
 
+/// Version 1's server state (the module's `ServerState`, same shape).
+#[derive(Serialize)]
+struct ServerState {
+    answered: u64,
+    verbose: bool,
+    upgrade_at: Option<u64>,
+    pending: Option<(Pid, u64)>,
+}
+
+enum Event {
+    /// The server asked the upgrader for new code.
+    UpgradeWanted,
+    /// The stress client reached an upgrade point.
+    UpgradePoint,
+    Done(Result<(Vec<(u64, String)>, f64), String>),
+}
+
+/// Builds one version of the module and keeps its file where the next
+/// build cannot overwrite it.
+fn build(crate_dir: &Path, features: &[&str], keep: &Path, say: &dyn Fn(String)) -> Result<PathBuf, String> {
+    say(format!("building pingpong{} with cargo…", features.first().map(|f| format!(" ({f})")).unwrap_or_default()));
+    let options = BuildOptions {
+        features: features.iter().map(|f| f.to_string()).collect(),
+        release: true,
+        target_dir: Some(crate_dir.join("../../target/molt-demo")),
+        show_progress: true,
+    };
+    let built = molt::build_module(crate_dir, &options).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(keep).map_err(|e| format!("cannot create {}: {e}", keep.display()))?;
+    let kept = keep.join(built.file_name().unwrap_or_default());
+    std::fs::copy(&built, &kept).map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
+    Ok(kept)
+}
+
 pub(crate) fn run(args: &DemoArgs) -> Result<(), String> {
+    if args.pings == 0 {
+        return Err("--pings must be at least 1".into());
+    }
     let json = args.json;
-    let pings = args.pings;
     let say = move |line: String| {
         if json {
             eprintln!("{line}");
@@ -44,63 +101,151 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), String> {
             println!("{line}");
         }
     };
+    let crate_dir = args
+        .module_crate
+        .canonicalize()
+        .map_err(|e| format!("cannot find the module crate {}: {e}", args.module_crate.display()))?;
+    // Each run keeps its own copies: another run may be building meanwhile.
+    let keep = std::env::temp_dir().join(format!("molt-demo-{}", std::process::id()));
+    let built = build(&crate_dir, &[], &keep.join("v1"), &say)
+        .and_then(|v1| Ok([v1, build(&crate_dir, &["v2"], &keep.join("v2"), &say)?]));
+    let outcome = built.and_then(|files| run_with(args, &files, say));
+    let _ = std::fs::remove_dir_all(&keep);
+    outcome
+}
+
+fn run_with(args: &DemoArgs, files: &[PathBuf; 2], say: impl Fn(String) + Copy + Send + 'static) -> Result<(), String> {
+    let json = args.json;
+
     let node = Node::start(NodeConfig::new("demo")).map_err(|e| e.to_string())?;
-    say(format!("node {} started", node.name()));
-    let step_by_step = pings <= TOLD_STEP_BY_STEP;
-    let summary = node
-        .run(move |mut p| async move {
-            let server = p.spawn(move |mut p| async move {
-                loop {
-                    let (client, n): (Pid, u64) = p.expect().await?;
-                    if step_by_step {
-                        say(format!("server {}: got a ping with value {n}, sending the pong", p.self_pid()));
-                    }
-                    p.send(client, &n);
-                }
-                #[allow(unreachable_code)]
-                Ok::<(), ReceiveError>(())
-            });
-            let me = p.self_pid();
-            let start = Instant::now();
-            let mut received = Vec::with_capacity(pings as usize);
-            if step_by_step {
-                for n in 0..pings {
-                    say(format!("client {me}: sending a ping with value {n}"));
-                    p.send(server, &(me, n));
-                    let pong = p.expect::<u64>().await?;
-                    say(format!("client {me}: got a pong with value {pong}"));
-                    received.push(pong);
-                }
-            } else {
-                for n in 0..pings {
-                    p.send(server, &(me, n));
-                }
-                for _ in 0..pings {
-                    received.push(p.expect::<u64>().await?);
-                }
+    let loaded = node.load(&files[0]).map_err(|e| e.to_string())?;
+    say(format!("node {} started; loaded pingpong version {} ({})", node.name(), loaded.version, &loaded.hash[..12]));
+
+    let seed_story = args.pings <= TOLD_STEP_BY_STEP && args.upgrades == 1;
+    let (events, happened) = mpsc::channel::<Event>();
+    let upgrades = events.clone();
+    let upgrader = node.spawn(move |mut p| async move {
+        loop {
+            let _server: Pid = p.expect().await?;
+            let _ = upgrades.send(Event::UpgradeWanted);
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), ReceiveError>(())
+    });
+    let state = ServerState {
+        answered: 0,
+        verbose: seed_story,
+        upgrade_at: seed_story.then_some(4.min(args.pings - 1)),
+        pending: None,
+    };
+    let server = node.spawn_entry("pingpong", "server", &state).map_err(|e| e.to_string())?;
+    node.spawn(move |p| async move { p.register("upgrader", upgrader) });
+
+    let pings = args.pings;
+    let points: Vec<u64> =
+        if seed_story { Vec::new() } else { (1..=args.upgrades).map(|i| i * pings / (args.upgrades + 1)).collect() };
+    node.spawn(move |p| client(p, server, pings, seed_story, points, events));
+
+    let mut next_file = 1;
+    let (answers, seconds) = loop {
+        let event =
+            happened.recv_timeout(Duration::from_secs(600)).map_err(|_| "the demo did not finish within 10 minutes")?;
+        match event {
+            Event::UpgradeWanted | Event::UpgradePoint => {
+                let version = upgrade(&node, &files[next_file % 2])?;
+                say(format!("loaded pingpong version {version}; the server takes it at its next message"));
+                next_file += 1;
             }
-            let seconds = start.elapsed().as_secs_f64();
-            p.kill(server);
-            let in_order = received.iter().copied().eq(0..pings);
-            let pongs = received.len() as u64;
-            Ok::<Summary, ReceiveError>(Summary { pings, pongs, lost: pings - pongs, in_order, seconds })
-        })
-        .map_err(|reason| format!("the demo's client ended early: {reason}"))?
-        .map_err(|error| format!("the demo's client could not receive: {error}"))?;
+            Event::Done(outcome) => break outcome?,
+        }
+    };
     node.shutdown();
+
+    let mut answers_by_version = BTreeMap::new();
+    for (_, version) in &answers {
+        *answers_by_version.entry(version.clone()).or_insert(0) += 1;
+    }
+    let pongs = answers.len() as u64;
+    let summary = Summary {
+        pings,
+        pongs,
+        lost: pings - pongs,
+        in_order: answers.iter().map(|(n, _)| *n).eq(0..pongs),
+        answers_by_version,
+        seconds,
+    };
     if json {
         let line = serde_json::to_string(&summary).map_err(|e| e.to_string())?;
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{line}").map_err(|e| format!("cannot write to stdout: {e}"))?;
+        writeln!(std::io::stdout().lock(), "{line}").map_err(|e| format!("cannot write to stdout: {e}"))?;
     } else {
+        let by_version: Vec<String> =
+            summary.answers_by_version.iter().map(|(v, n)| format!("{n} by version {v}")).collect();
         println!(
-            "DONE: {} pings, {} pongs, {} lost, {}, {:.6} s",
+            "DONE: {} pings, {} pongs, {} lost, {}; answered {}; {:.6} s",
             summary.pings,
             summary.pongs,
             summary.lost,
             if summary.in_order { "in order" } else { "OUT OF ORDER" },
+            by_version.join(", "),
             summary.seconds
         );
     }
+    Ok(())
+}
+
+/// Loads `file` as the next version, after purging an old version that no
+/// process runs any more (the server moves off it at its next message).
+fn upgrade(node: &Node, file: &Path) -> Result<String, String> {
+    let wait = Instant::now() + Duration::from_secs(60);
+    loop {
+        match node.soft_purge("pingpong") {
+            Ok(_) => break,
+            Err(PurgeError::InUse { .. }) if Instant::now() < wait => std::thread::sleep(Duration::from_millis(1)),
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    let options = LoadOptions::default();
+    node.load_with(file, &options).map(|v| v.version).map_err(|e| e.to_string())
+}
+
+/// The client: pings and collects `(n, version)` pongs, one at a time in the
+/// seed's story, with a window in flight otherwise.
+async fn client(
+    mut p: molt::Process,
+    server: Pid,
+    pings: u64,
+    told: bool,
+    points: Vec<u64>,
+    events: mpsc::Sender<Event>,
+) -> Result<(), ReceiveError> {
+    let me = p.self_pid();
+    let start = Instant::now();
+    let mut answers = Vec::with_capacity(pings as usize);
+    let mut sent = 0;
+    let mut points = points.into_iter().peekable();
+    let window = if told { 1 } else { WINDOW };
+    let outcome = async {
+        while (answers.len() as u64) < pings {
+            while sent < pings && sent - (answers.len() as u64) < window {
+                if told {
+                    println!("client {me}: sending a ping with value {sent}");
+                }
+                p.send(server, &(me, sent));
+                sent += 1;
+            }
+            let (n, version): (u64, String) = p.expect().await?;
+            if told {
+                println!("client {me}: got a pong with value {n} from version {version}");
+            }
+            answers.push((n, version));
+            if points.next_if(|&at| at == answers.len() as u64).is_some() {
+                let _ = events.send(Event::UpgradePoint);
+            }
+        }
+        Ok::<(), ReceiveError>(())
+    }
+    .await;
+    let seconds = start.elapsed().as_secs_f64();
+    let _ = events.send(Event::Done(outcome.map(|()| (answers, seconds)).map_err(|e| e.to_string())));
     Ok(())
 }

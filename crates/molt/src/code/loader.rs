@@ -144,11 +144,16 @@ fn inspect(path: &Path, bytes: &[u8]) -> Result<Inspected, LoadError> {
     Ok(Inspected { abi_version })
 }
 
-/// `len` bytes of the file's initialised data at a virtual address.
+/// `len` bytes of the file's initialised data at a virtual address, found
+/// through the loadable segments (sections with address 0, such as debug
+/// information, would mislead).
 fn read_at_address<'a>(file: &object::File<'_>, bytes: &'a [u8], address: u64, len: u64) -> Option<&'a [u8]> {
-    let section = file.sections().find(|s| s.address() <= address && address + len <= s.address() + s.size())?;
-    let (offset, _) = section.file_range()?;
-    let start = usize::try_from(offset + (address - section.address())).ok()?;
+    let segment = file.segments().find(|s| {
+        let (_, file_size) = s.file_range();
+        s.address() <= address && address + len <= s.address() + file_size
+    })?;
+    let (offset, _) = segment.file_range();
+    let start = usize::try_from(offset + (address - segment.address())).ok()?;
     bytes.get(start..start + usize::try_from(len).ok()?)
 }
 
