@@ -44,7 +44,7 @@
 
 pub use molt_abi::{
     Down, Exit, ExitReason, IntoExitReason, Message, MonitorRef, Never, Pid, Process, ReceiveError, RegisterError,
-    SpawnError, Tag, TimerRef, Upgrade,
+    SpawnError, Tag, TimerRef, Upgrade, UpgradeFailed,
 };
 
 /// The old version's state, handed to `migrate`.

@@ -55,3 +55,42 @@ pub struct ServerState {
     pub upgrade_at: Option<u64>,
     pub pending: Option<(molt::Pid, u64)>,
 }
+
+/// The test module built with `features` (comma-separated, "" for version
+/// 1), once per test binary.
+pub fn testmod(features: &str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap();
+    if let Some(path) = built.get(features) {
+        return path.clone();
+    }
+    let list: Vec<&str> = features.split(',').filter(|f| !f.is_empty()).collect();
+    let label = format!("testmod-{}", if features.is_empty() { "v1" } else { features }).replace(',', "+");
+    let path = build("examples/testmod", &list, &label);
+    built.insert(features.to_owned(), path.clone());
+    path
+}
+
+/// The state of testmod's `echo`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Counter {
+    pub count: u64,
+    pub follow_upgrades: bool,
+    pub watcher: Option<molt::Pid>,
+}
+
+impl Counter {
+    pub fn new() -> Counter {
+        Counter { count: 0, follow_upgrades: false, watcher: None }
+    }
+}
+
+/// Asks a testmod `echo` for `(n, version, count)`.
+pub async fn ask(p: &mut molt::Process, echo: molt::Pid, n: u64) -> (u64, String, u64) {
+    p.send(echo, &(p.self_pid(), n));
+    p.receive_timeout(super::BOUND)
+        .on_if(move |reply: &(u64, String, u64)| reply.0 == n, |reply| reply)
+        .await
+        .expect("echo answers")
+}

@@ -1,0 +1,125 @@
+//! A module for molt's tests. Features choose the version ("1", or "2" with
+//! `v2`, "3" with `v3`) and the ways a module can be broken: a `migrate`
+//! that fails or panics, a declared ABI or SDK version that differs, a name
+//! that is not the file's, or no molt descriptor at all.
+//!
+//! Entries:
+//! - `echo`: answers `(from, n)` with `(n, version, count)` and counts;
+//!   `"hot"` makes it hot-call itself; `"stop"` ends it; it follows
+//!   `Upgrade` messages only if its state says so, and forwards
+//!   `UpgradeFailed` to its watcher;
+//! - `legacy` (version 1 only): like `echo`, to hot-call into an entry the
+//!   next version lacks;
+//! - `panics_at_once`: panics before doing anything.
+
+use molt_module::{ExitReason, Pid, Process, Upgrade, UpgradeFailed};
+use serde::{Deserialize, Serialize};
+
+/// This build's declared version.
+pub const VERSION: &str = if cfg!(feature = "v3") {
+    "3"
+} else if cfg!(feature = "v2") {
+    "2"
+} else {
+    "1"
+};
+
+/// The state of `echo` and `legacy`, the same shape in every version.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Counter {
+    /// Pings answered, plus 1000 for every migration.
+    pub count: u64,
+    /// Take every `Upgrade` at once with a hot call.
+    pub follow_upgrades: bool,
+    /// Gets `UpgradeFailed` messages.
+    pub watcher: Option<Pid>,
+}
+
+enum Next {
+    Ping(Pid, u64),
+    Command(String),
+    Upgrade,
+    Failed(UpgradeFailed),
+}
+
+async fn serve(mut p: Process, mut state: Counter, entry: &str) -> Result<(), ExitReason> {
+    loop {
+        let next = p
+            .receive()
+            .on(|(from, n): (Pid, u64)| Next::Ping(from, n))
+            .on(Next::Command)
+            .on(|_: Upgrade| Next::Upgrade)
+            .on(Next::Failed)
+            .await?;
+        match next {
+            Next::Ping(from, n) => {
+                p.send(from, &(n, VERSION.to_owned(), state.count));
+                state.count += 1;
+            }
+            Next::Command(command) if command == "hot" => p.hot_call(entry, &state).await,
+            Next::Command(command) if command == "stop" => return Ok(()),
+            Next::Command(other) => return Err(ExitReason::error(format!("unknown command {other:?}"))),
+            Next::Upgrade if state.follow_upgrades => p.hot_call(entry, &state).await,
+            Next::Upgrade => {}
+            Next::Failed(failed) => {
+                if let Some(watcher) = state.watcher {
+                    p.send(watcher, &failed);
+                }
+            }
+        }
+    }
+}
+
+/// Answers pings with this version's name.
+pub async fn echo(p: Process, state: Counter) -> Result<(), ExitReason> {
+    serve(p, state, "echo").await
+}
+
+/// `echo` under another name, in version 1 only.
+#[cfg(not(any(feature = "v2", feature = "v3")))]
+pub async fn legacy(p: Process, state: Counter) -> Result<(), ExitReason> {
+    serve(p, state, "legacy").await
+}
+
+/// Panics as soon as it runs.
+pub async fn panics_at_once(_p: Process, _state: ()) {
+    panic!("panics_at_once panicked at once")
+}
+
+#[cfg(not(feature = "not-a-module"))]
+fn migrate(from: &str, old: molt_module::OldState<'_>) -> molt_module::MigrateResult {
+    if cfg!(feature = "migrate-fails") {
+        return Err(molt_module::MigrateError::new(format!("version {VERSION} refuses state from {from}")));
+    }
+    if cfg!(feature = "migrate-panics") {
+        panic!("migrate exploded");
+    }
+    let mut state: Counter = old.decode()?;
+    state.count += 1000;
+    molt_module::encode(&state)
+}
+
+#[cfg(not(any(
+    feature = "not-a-module",
+    feature = "v2",
+    feature = "v3",
+    feature = "wrong-abi",
+    feature = "wrong-sdk",
+    feature = "wrong-name"
+)))]
+molt_module::module! { name: "testmod", version: "1", entries: [echo, legacy, panics_at_once], migrate: migrate }
+
+#[cfg(all(feature = "v2", not(feature = "not-a-module")))]
+molt_module::module! { name: "testmod", version: "2", entries: [echo, panics_at_once], migrate: migrate }
+
+#[cfg(all(feature = "v3", not(feature = "not-a-module")))]
+molt_module::module! { name: "testmod", version: "3", entries: [echo, panics_at_once], migrate: migrate }
+
+#[cfg(feature = "wrong-abi")]
+molt_module::module! { name: "testmod", version: "1", entries: [echo], migrate: migrate, abi_version: 999 }
+
+#[cfg(feature = "wrong-sdk")]
+molt_module::module! { name: "testmod", version: "1", entries: [echo], migrate: migrate, sdk_version: "0.0.0-other" }
+
+#[cfg(feature = "wrong-name")]
+molt_module::module! { name: "other", version: "1", entries: [echo], migrate: migrate }
