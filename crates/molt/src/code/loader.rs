@@ -86,6 +86,7 @@ fn inspect(path: &Path, bytes: &[u8]) -> Result<Inspected, LoadError> {
     if bytes.is_empty() {
         return Err(not_a_library("the file is empty".into()));
     }
+    truncation(path, bytes)?;
     let file =
         object::File::parse(bytes).map_err(|e| not_a_library(format!("not an object file this machine runs ({e})")))?;
     if file.format() != object::BinaryFormat::Elf {
@@ -142,6 +143,22 @@ fn inspect(path: &Path, bytes: &[u8]) -> Result<Inspected, LoadError> {
         return Err(LoadError::AbiMismatch { path: path.to_owned(), expected: ABI_VERSION, found: abi_version });
     }
     Ok(Inspected { abi_version })
+}
+
+/// A 64-bit ELF file whose header tables reach past its end is truncated
+/// (the section headers come last, so a cut file loses them first).
+fn truncation(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    use object::read::elf::FileHeader;
+    let Ok(header) = object::elf::FileHeader64::<object::Endianness>::parse(bytes) else { return Ok(()) };
+    let Ok(endian) = header.endian() else { return Ok(()) };
+    let table_end = |offset: u64, count: u16, size: u16| offset.saturating_add(u64::from(count) * u64::from(size));
+    let needed = table_end(header.e_phoff(endian), header.e_phnum.get(endian), header.e_phentsize(endian))
+        .max(table_end(header.e_shoff(endian), header.e_shnum.get(endian), header.e_shentsize(endian)));
+    let found = bytes.len() as u64;
+    if needed > found {
+        return Err(LoadError::Truncated { path: path.to_owned(), needed, found });
+    }
+    Ok(())
 }
 
 /// `len` bytes of the file's initialised data at a virtual address, found
