@@ -26,7 +26,7 @@ pub use exit::{ExitReason, IntoExitReason, Never};
 pub use message::{Down, Envelope, Exit, Message, Payload, Tag, Upgrade, UpgradeFailed};
 pub use pid::{MonitorRef, NodeId, Pid, TimerRef};
 pub use process::{HotCall, Process, Sleep};
-pub use receive::{Expect, Receive};
+pub use receive::{Always, Arm, Arms, Expect, NoArms, Predicate, Receive, Then};
 
 /// Re-exported so message types can derive `Serialize` and `Deserialize`
 /// through molt without naming serde's version.

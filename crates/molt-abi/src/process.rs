@@ -18,7 +18,7 @@ use crate::contract::{
     ProcessHandle, ProcessStart, ProcessVTable, ReceiveStatus, RegisterStatus, SpawnOptions, SpawnStatus, Str,
 };
 use crate::module::Sink;
-use crate::receive::{Expect, Receive};
+use crate::receive::{Expect, NoArms, Receive};
 use crate::{ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, SpawnError, TimerRef};
 
 /// A running process's view of itself and of the node: send, receive, spawn,
@@ -143,13 +143,13 @@ impl Process {
     /// `receive`): add arms with [`Receive::on`] and [`Receive::on_if`], then
     /// await it. The oldest message that any arm accepts is taken; arms are
     /// tried in order for each message.
-    pub fn receive<R>(&mut self) -> Receive<'_, R> {
+    pub fn receive<R>(&mut self) -> Receive<'_, R, NoArms> {
         Receive::new(self, None)
     }
 
     /// [`receive`](Self::receive) that gives up after `timeout` (Cloud
     /// Haskell `receiveTimeout`, Erlang `receive … after`).
-    pub fn receive_timeout<R>(&mut self, timeout: Duration) -> Receive<'_, R> {
+    pub fn receive_timeout<R>(&mut self, timeout: Duration) -> Receive<'_, R, NoArms> {
         Receive::new(self, Some(timeout))
     }
 

@@ -19,6 +19,8 @@ use std::time::Duration;
 use async_ffi::ContextExt;
 
 use crate::contract::{NO_DEADLINE, ReceiveRequest, ReceiveStatus};
+use smallvec::SmallVec;
+
 use crate::{Envelope, Message, Process, ReceiveError, Tag};
 
 /// Decides, message by message, whether a receive takes it.
@@ -164,15 +166,8 @@ impl<M: Message> Future for Expect<'_, M> {
     }
 }
 
-type ArmFn<'a, R> = Box<dyn FnMut(&[u8]) -> Option<Result<R, ReceiveError>> + Send + 'a>;
-
-struct Arm<'a, R> {
-    tag: Tag,
-    /// `None`: not this arm; `Some`: taken, with the handler's result.
-    take: ArmFn<'a, R>,
-}
-
-/// A receive with several arms; see [`Process::receive`].
+/// A receive with several arms; see [`Process::receive`]. Its arms are
+/// kept in its type, so a receive allocates nothing.
 ///
 /// ```no_run
 /// # async fn example(mut p: molt_abi::Process) -> Result<(), molt_abi::ReceiveError> {
@@ -184,74 +179,153 @@ struct Arm<'a, R> {
 /// # Ok(()) }
 /// ```
 #[must_use = "a receive does nothing unless awaited"]
-pub struct Receive<'p, R> {
+pub struct Receive<'p, R, A = NoArms> {
     process: &'p mut Process,
     state: ReceiveState,
-    arms: Vec<Arm<'p, R>>,
-    tags: Vec<Tag>,
+    arms: A,
+    _result: PhantomData<fn() -> R>,
 }
 
-impl<R> std::fmt::Debug for Receive<'_, R> {
+impl<R, A> std::fmt::Debug for Receive<'_, R, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receive").field("tags", &self.tags).field("state", &self.state).finish()
+        f.debug_struct("Receive").field("state", &self.state).finish_non_exhaustive()
     }
 }
 
-impl<'p, R> Receive<'p, R> {
-    pub(crate) fn new(process: &'p mut Process, timeout: Option<Duration>) -> Self {
-        Receive { process, state: ReceiveState::new(timeout), arms: Vec::new(), tags: Vec::new() }
+/// The arms of a [`Receive`] before any is added.
+#[derive(Debug)]
+pub struct NoArms;
+
+/// The arms of a [`Receive`]: the ones before, then one more.
+#[derive(Debug)]
+pub struct Then<Before, Arm>(Before, Arm);
+
+/// One arm: messages of type `M` that `predicate` accepts go to `handler`.
+pub struct Arm<M, P, F> {
+    predicate: P,
+    handler: Option<F>,
+    _message: PhantomData<fn() -> M>,
+}
+
+impl<M, P, F> std::fmt::Debug for Arm<M, P, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arm").field("message", &std::any::type_name::<M>()).finish_non_exhaustive()
+    }
+}
+
+/// The predicate of [`Receive::on`]: every message of the type.
+#[derive(Debug, Clone, Copy)]
+pub struct Always;
+
+/// Whether an arm takes a message it could decode.
+pub trait Predicate<M> {
+    /// True to take `message`.
+    fn test(&self, message: &M) -> bool;
+}
+
+impl<M> Predicate<M> for Always {
+    fn test(&self, _message: &M) -> bool {
+        true
+    }
+}
+
+impl<M, F: Fn(&M) -> bool> Predicate<M> for F {
+    fn test(&self, message: &M) -> bool {
+        self(message)
+    }
+}
+
+/// A list of arms, tried in order for each message.
+pub trait Arms<R> {
+    /// Adds the tags the arms accept to `tags`.
+    fn tags(&self, tags: &mut SmallVec<[Tag; 8]>);
+    /// The first arm's outcome for a message: `None` if no arm takes it.
+    fn take(&mut self, tag: Tag, bytes: &[u8]) -> Option<Result<R, ReceiveError>>;
+}
+
+impl<R> Arms<R> for NoArms {
+    fn tags(&self, _tags: &mut SmallVec<[Tag; 8]>) {}
+
+    fn take(&mut self, _tag: Tag, _bytes: &[u8]) -> Option<Result<R, ReceiveError>> {
+        None
+    }
+}
+
+impl<R, Before, M, P, F> Arms<R> for Then<Before, Arm<M, P, F>>
+where
+    Before: Arms<R>,
+    M: Message,
+    P: Predicate<M>,
+    F: FnOnce(M) -> R,
+{
+    fn tags(&self, tags: &mut SmallVec<[Tag; 8]>) {
+        self.0.tags(tags);
+        if !tags.contains(&M::TAG) {
+            tags.push(M::TAG);
+        }
     }
 
+    fn take(&mut self, tag: Tag, bytes: &[u8]) -> Option<Result<R, ReceiveError>> {
+        if let Some(taken) = self.0.take(tag, bytes) {
+            return Some(taken);
+        }
+        if tag != M::TAG {
+            return None;
+        }
+        let arm = &mut self.1;
+        match decode::<M>(bytes) {
+            Ok(message) if !arm.predicate.test(&message) => None,
+            Ok(message) => Some(Ok(arm.handler.take().expect("a receive takes one message")(message))),
+            Err(error) => Some(Err(error)),
+        }
+    }
+}
+
+impl<'p, R> Receive<'p, R, NoArms> {
+    pub(crate) fn new(process: &'p mut Process, timeout: Option<Duration>) -> Self {
+        Receive { process, state: ReceiveState::new(timeout), arms: NoArms, _result: PhantomData }
+    }
+}
+
+impl<'p, R, A: Arms<R>> Receive<'p, R, A> {
     /// An arm taking any message of type `M` (Cloud Haskell `match`).
-    pub fn on<M: Message>(self, handler: impl FnOnce(M) -> R + Send + 'p) -> Self {
-        self.on_if(|_: &M| true, handler)
+    pub fn on<M: Message, F: FnOnce(M) -> R>(self, handler: F) -> Receive<'p, R, Then<A, Arm<M, Always, F>>> {
+        self.on_if(Always, handler)
     }
 
     /// An arm taking a message of type `M` for which `predicate` holds
     /// (Cloud Haskell `matchIf`); other messages of type `M` stay queued.
-    pub fn on_if<M: Message>(
-        mut self,
-        predicate: impl Fn(&M) -> bool + Send + 'p,
-        handler: impl FnOnce(M) -> R + Send + 'p,
-    ) -> Self {
-        let mut handler = Some(handler);
-        let take = move |bytes: &[u8]| match decode::<M>(bytes) {
-            Ok(message) if !predicate(&message) => None,
-            Ok(message) => Some(Ok(handler.take().expect("a receive takes one message")(message))),
-            Err(error) => Some(Err(error)),
-        };
-        if !self.tags.contains(&M::TAG) {
-            self.tags.push(M::TAG);
-        }
-        self.arms.push(Arm { tag: M::TAG, take: Box::new(take) });
-        self
+    pub fn on_if<M: Message, P: Predicate<M>, F: FnOnce(M) -> R>(
+        self,
+        predicate: P,
+        handler: F,
+    ) -> Receive<'p, R, Then<A, Arm<M, P, F>>> {
+        let arm = Arm { predicate, handler: Some(handler), _message: PhantomData };
+        Receive { process: self.process, state: self.state, arms: Then(self.arms, arm), _result: PhantomData }
     }
 }
 
-struct FirstArm<'r, 'p, R> {
-    arms: &'r mut [Arm<'p, R>],
+struct FirstArm<'a, R, A> {
+    arms: &'a mut A,
     outcome: Option<Result<R, ReceiveError>>,
 }
 
-impl<R> Matcher for FirstArm<'_, '_, R> {
+impl<R, A: Arms<R>> Matcher for FirstArm<'_, R, A> {
     fn try_match(&mut self, tag: Tag, bytes: &[u8]) -> bool {
-        for arm in self.arms.iter_mut().filter(|arm| arm.tag == tag) {
-            if let Some(outcome) = (arm.take)(bytes) {
-                self.outcome = Some(outcome);
-                return true;
-            }
-        }
-        false
+        self.outcome = self.arms.take(tag, bytes);
+        self.outcome.is_some()
     }
 }
 
-impl<R> Future for Receive<'_, R> {
+impl<R, A: Arms<R> + Unpin> Future for Receive<'_, R, A> {
     type Output = Result<R, ReceiveError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        let mut tags = SmallVec::<[Tag; 8]>::new();
+        this.arms.tags(&mut tags);
         let mut first = FirstArm { arms: &mut this.arms, outcome: None };
-        match this.state.poll_receive(this.process, &this.tags, &mut first, cx) {
+        match this.state.poll_receive(this.process, &tags, &mut first, cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(error)) => Poll::Ready(Err(error)),
             Poll::Ready(None) => Poll::Ready(first.outcome.expect("the matcher took a message")),

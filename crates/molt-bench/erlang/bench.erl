@@ -3,7 +3,8 @@
 %% workloads.rs) and prints one JSON object: {"seconds": S} plus, for memory,
 %% "bytes_per_process" (resident memory, as molt measures it).
 -module(bench).
--export([run/1, round_trips/1, one_way/1, spawn/1, memory/1, selective_receive/1]).
+-export([run/1, round_trips/1, one_way/1, spawn/1, memory/1, selective_receive/1,
+         load/1, purge_100k/1, pingpong_upgrades/1]).
 -compile({no_auto_import, [spawn/1]}).
 
 run([Workload, N]) ->
@@ -86,3 +87,94 @@ reply(0) -> ok;
 reply(Rounds) ->
     receive {From, K} when is_pid(From) -> From ! K end,
     reply(Rounds - 1).
+
+%% --- code loading ----------------------------------------------------------
+
+%% A module binary compiled from source text, as code:load_binary/3 takes it.
+module_binary(Source) ->
+    {ok, Tokens, _} = erl_scan:string(Source),
+    Forms = [begin {ok, Form} = erl_parse:parse_form(F), Form end || F <- split_forms(Tokens, [], [])],
+    {ok, _Module, Binary} = compile:forms(Forms, [binary]),
+    Binary.
+
+split_forms([], [], Forms) -> lists:reverse(Forms);
+split_forms([{dot, _} = Dot | Rest], Current, Forms) ->
+    split_forms(Rest, [], [lists:reverse([Dot | Current]) | Forms]);
+split_forms([Token | Rest], Current, Forms) -> split_forms(Rest, [Token | Current], Forms).
+
+%% The small module of the load workload, in two versions.
+small_module(Vsn) ->
+    module_binary("-module(bench_small).\n-export([loop/0, version/0]).\n"
+                  "version() -> " ++ integer_to_list(Vsn) ++ ".\n"
+                  "loop() -> receive stop -> ok; _ -> loop() end.\n").
+
+%% Time per load of a new version of a small module (code:load_binary/3),
+%% the old version purged first, untimed.
+load(N) ->
+    Binaries = {small_module(1), small_module(2)},
+    Times = [begin
+                 code:purge(bench_small),
+                 Start = now_ns(),
+                 {module, bench_small} = code:load_binary(bench_small, "bench_small.erl", element(1 + I rem 2, Binaries)),
+                 seconds(Start)
+             end || I <- lists:seq(1, N)],
+    [{seconds, lists:sum(Times) / N / 1.0e9}].
+
+%% code:purge/1 of an old version run by one process, with N other
+%% processes alive.
+purge_100k(N) ->
+    Others = [erlang:spawn(fun() -> receive _ -> ok end end) || _ <- lists:seq(1, N)],
+    code:purge(bench_small),
+    {module, _} = code:load_binary(bench_small, "bench_small.erl", small_module(1)),
+    Lingering = erlang:spawn(fun bench_small:loop/0),
+    {module, _} = code:load_binary(bench_small, "bench_small.erl", small_module(2)),
+    Start = now_ns(),
+    true = code:purge(bench_small),
+    S = seconds(Start) / 1.0e9,
+    false = is_process_alive(Lingering),
+    [P ! go || P <- Others],
+    [{seconds, S}].
+
+pp_module(Vsn) ->
+    module_binary("-module(bench_pp).\n-export([server/0]).\n"
+                  "server() -> receive {From, N} -> From ! {N, " ++ integer_to_list(Vsn) ++ "}, server(); "
+                  "upgrade -> bench_pp:server() end.\n").
+
+%% The seed's ping-pong with N pipelined pings (a window of 1024 in
+%% flight) and two upgrades, 1 -> 2 -> 1, as `molt demo --upgrades 2` does.
+pingpong_upgrades(N) ->
+    Versions = {pp_module(1), pp_module(2)},
+    code:purge(bench_pp),
+    {module, _} = code:load_binary(bench_pp, "bench_pp.erl", element(1, Versions)),
+    Server = erlang:spawn(fun bench_pp:server/0),
+    Points = [N div 3, 2 * N div 3],
+    Start = now_ns(),
+    First = min(1024, N),
+    [Server ! {self(), I} || I <- lists:seq(0, First - 1)],
+    ok = pp_collect(Server, N, 0, First, Points, Versions, 2),
+    S = seconds(Start) / 1.0e9,
+    exit(Server, kill),
+    [{seconds, S}].
+
+pp_collect(_, N, N, _, _, _, _) -> ok;
+pp_collect(Server, N, Received, Sent, Points, Versions, Next) ->
+    receive
+        {Received, _Vsn} ->
+            Sent1 = case Sent < N of true -> Server ! {self(), Sent}, Sent + 1; false -> Sent end,
+            case lists:member(Received + 1, Points) of
+                true ->
+                    soft_purge_wait(bench_pp),
+                    {module, _} = code:load_binary(bench_pp, "bench_pp.erl", element(Next, Versions)),
+                    Server ! upgrade,
+                    pp_collect(Server, N, Received + 1, Sent1, Points, Versions, 3 - Next);
+                false ->
+                    pp_collect(Server, N, Received + 1, Sent1, Points, Versions, Next)
+            end
+    after 60000 -> {error, {lost, Received}}
+    end.
+
+soft_purge_wait(Module) ->
+    case code:soft_purge(Module) of
+        true -> ok;
+        false -> erlang:yield(), soft_purge_wait(Module)
+    end.

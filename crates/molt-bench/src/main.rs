@@ -8,6 +8,7 @@
 //! Erlang's, for times and memory Erlang's over molt's. Each side runs
 //! `--runs` times and the median is reported. Progress goes to stderr.
 
+mod code;
 mod erlang;
 mod workloads;
 
@@ -31,14 +32,32 @@ struct Workload {
     n: u64,
     better: Better,
     run: fn(u64) -> Measurement,
+    /// Whether `bench.erl` has the Erlang side of it.
+    erlang: bool,
 }
 
 const WORKLOADS: &[Workload] = &[
-    Workload { name: "round_trips", n: 1_000_000, better: Better::Rate, run: workloads::round_trips },
-    Workload { name: "one_way", n: 10_000_000, better: Better::Rate, run: workloads::one_way },
-    Workload { name: "spawn", n: 100_000, better: Better::Rate, run: workloads::spawn },
-    Workload { name: "memory", n: 1_000_000, better: Better::Memory, run: workloads::memory },
-    Workload { name: "selective_receive", n: 100_000, better: Better::Time, run: workloads::selective_receive },
+    Workload { name: "round_trips", n: 1_000_000, better: Better::Rate, run: workloads::round_trips, erlang: true },
+    Workload { name: "one_way", n: 10_000_000, better: Better::Rate, run: workloads::one_way, erlang: true },
+    Workload { name: "spawn", n: 100_000, better: Better::Rate, run: workloads::spawn, erlang: true },
+    Workload { name: "memory", n: 1_000_000, better: Better::Memory, run: workloads::memory, erlang: true },
+    Workload {
+        name: "selective_receive",
+        n: 100_000,
+        better: Better::Time,
+        run: workloads::selective_receive,
+        erlang: true,
+    },
+    Workload { name: "load", n: 200, better: Better::Time, run: code::load, erlang: true },
+    Workload { name: "purge_100k", n: 100_000, better: Better::Time, run: code::purge_100k, erlang: true },
+    Workload {
+        name: "pingpong_upgrades",
+        n: 1_000_000,
+        better: Better::Rate,
+        run: code::pingpong_upgrades,
+        erlang: true,
+    },
+    Workload { name: "hot_call", n: 1_000, better: Better::Time, run: code::hot_call, erlang: false },
 ];
 
 #[derive(Parser)]
@@ -105,7 +124,7 @@ fn main() {
         let n = args.n.unwrap_or(workload.n);
         eprintln!("molt-bench: {} (n = {n}), {runs} runs per side", workload.name);
         let molt = median((0..runs).map(|_| (workload.run)(n)).collect());
-        let erlang_side = erlang.as_ref().and_then(|erlang| {
+        let erlang_side = erlang.as_ref().filter(|_| workload.erlang).and_then(|erlang| {
             let measured: Result<Vec<_>, _> = (0..runs).map(|_| erlang.run(workload.name, n)).collect();
             measured.map(median).map_err(|why| eprintln!("molt-bench: erlang {}: {why}", workload.name)).ok()
         });

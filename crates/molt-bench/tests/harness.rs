@@ -18,11 +18,24 @@ fn bench(args: &[&str]) -> (Vec<serde_json::Value>, String) {
 
 #[test]
 fn every_workload_prints_one_json_line() {
-    let (lines, _) = bench(&["--runs", "1", "--n", "2000", "--no-erlang"]);
+    let (lines, _) = bench(&["--runs", "1", "--n", "200", "--no-erlang"]);
     let names: Vec<&str> = lines.iter().map(|l| l["workload"].as_str().unwrap()).collect();
-    assert_eq!(names, ["round_trips", "one_way", "spawn", "memory", "selective_receive"]);
+    assert_eq!(
+        names,
+        [
+            "round_trips",
+            "one_way",
+            "spawn",
+            "memory",
+            "selective_receive",
+            "load",
+            "purge_100k",
+            "pingpong_upgrades",
+            "hot_call"
+        ]
+    );
     for line in &lines {
-        assert_eq!(line["n"], 2000);
+        assert_eq!(line["n"], 200);
         assert!(line["molt"]["seconds"].as_f64().is_some_and(|s| s > 0.0), "{line}");
         assert!(line["molt"]["rate"].as_f64().is_some_and(|r| r > 0.0), "{line}");
         assert!(line["erlang"].is_null() && line["ratio"].is_null(), "{line}");

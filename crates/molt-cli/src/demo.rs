@@ -29,8 +29,9 @@ const WINDOW: u64 = 1024;
 /// Runs up to this many pings are told step by step.
 const TOLD_STEP_BY_STEP: u64 = 100;
 
-#[derive(clap::Args)]
-pub(crate) struct DemoArgs {
+/// The arguments of `molt demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
     /// How many pings the client sends.
     #[arg(long, default_value_t = 10)]
     pings: u64,
@@ -45,14 +46,21 @@ pub(crate) struct DemoArgs {
     module_crate: PathBuf,
 }
 
-#[derive(Serialize)]
-struct Summary {
-    pings: u64,
-    pongs: u64,
-    lost: u64,
-    in_order: bool,
-    answers_by_version: BTreeMap<String, u64>,
-    seconds: f64,
+/// What came back from a ping-pong run.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Pings sent.
+    pub pings: u64,
+    /// Pongs received.
+    pub pongs: u64,
+    /// Pings without a pong.
+    pub lost: u64,
+    /// Whether the pongs came back in the order the pings were sent.
+    pub in_order: bool,
+    /// How many pongs each version (by declared version string) gave.
+    pub answers_by_version: BTreeMap<String, u64>,
+    /// From the first ping to the last pong.
+    pub seconds: f64,
 }
 
 /// Version 1's server state (the module's `ServerState`, same shape).
@@ -72,6 +80,15 @@ enum Event {
     Done(Result<(Vec<(u64, String)>, f64), String>),
 }
 
+/// Builds versions 1 and 2 of the pingpong crate at `crate_dir` (release,
+/// cargo's progress shown) and keeps their files under `keep`.
+///
+/// # Errors
+/// When cargo fails; the message carries the compiler's.
+pub fn build_versions(crate_dir: &Path, keep: &Path, say: &dyn Fn(String)) -> Result<[PathBuf; 2], String> {
+    Ok([build(crate_dir, &[], &keep.join("v1"), say)?, build(crate_dir, &["v2"], &keep.join("v2"), say)?])
+}
+
 /// Builds one version of the module and keeps its file where the next
 /// build cannot overwrite it.
 fn build(crate_dir: &Path, features: &[&str], keep: &Path, say: &dyn Fn(String)) -> Result<PathBuf, String> {
@@ -81,6 +98,7 @@ fn build(crate_dir: &Path, features: &[&str], keep: &Path, say: &dyn Fn(String))
         release: true,
         target_dir: Some(crate_dir.join("../../target/molt-demo")),
         show_progress: true,
+        strip: true,
     };
     let built = molt::build_module(crate_dir, &options).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(keep).map_err(|e| format!("cannot create {}: {e}", keep.display()))?;
@@ -89,7 +107,11 @@ fn build(crate_dir: &Path, features: &[&str], keep: &Path, say: &dyn Fn(String))
     Ok(kept)
 }
 
-pub(crate) fn run(args: &DemoArgs) -> Result<(), String> {
+/// `molt demo`.
+///
+/// # Errors
+/// When a build, the node or the run fails; the message says which.
+pub fn run(args: &DemoArgs) -> Result<(), String> {
     if args.pings == 0 {
         return Err("--pings must be at least 1".into());
     }
@@ -107,27 +129,59 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot find the module crate {}: {e}", args.module_crate.display()))?;
     // Each run keeps its own copies: another run may be building meanwhile.
     let keep = std::env::temp_dir().join(format!("molt-demo-{}", std::process::id()));
-    let built = build(&crate_dir, &[], &keep.join("v1"), &say)
-        .and_then(|v1| Ok([v1, build(&crate_dir, &["v2"], &keep.join("v2"), &say)?]));
+    let built = build_versions(&crate_dir, &keep, &say);
     let outcome = built.and_then(|files| run_with(args, &files, say));
     let _ = std::fs::remove_dir_all(&keep);
     outcome
 }
 
 fn run_with(args: &DemoArgs, files: &[PathBuf; 2], say: impl Fn(String) + Copy + Send + 'static) -> Result<(), String> {
-    let json = args.json;
+    let summary = ping_pong(files, args.pings, args.upgrades, say)?;
+    if args.json {
+        let line = serde_json::to_string(&summary).map_err(|e| e.to_string())?;
+        writeln!(std::io::stdout().lock(), "{line}").map_err(|e| format!("cannot write to stdout: {e}"))?;
+    } else {
+        let by_version: Vec<String> =
+            summary.answers_by_version.iter().map(|(v, n)| format!("{n} by version {v}")).collect();
+        println!(
+            "DONE: {} pings, {} pongs, {} lost, {}; answered {}; {:.6} s",
+            summary.pings,
+            summary.pongs,
+            summary.lost,
+            if summary.in_order { "in order" } else { "OUT OF ORDER" },
+            by_version.join(", "),
+            summary.seconds
+        );
+    }
+    Ok(())
+}
 
+/// Runs the ping-pong on a fresh node: `files` are versions 1 and 2 of the
+/// pingpong module; with one upgrade and at most 100 pings it is the seed's
+/// story, told through `say`, otherwise the stress test.
+///
+/// # Errors
+/// When the node, a load or the client fails; the message says which.
+pub fn ping_pong(
+    files: &[PathBuf; 2],
+    pings: u64,
+    upgrades: u64,
+    say: impl Fn(String) + Copy + Send + 'static,
+) -> Result<Summary, String> {
+    if pings == 0 {
+        return Err("--pings must be at least 1".into());
+    }
     let node = Node::start(NodeConfig::new("demo")).map_err(|e| e.to_string())?;
     let loaded = node.load(&files[0]).map_err(|e| e.to_string())?;
     say(format!("node {} started; loaded pingpong version {} ({})", node.name(), loaded.version, &loaded.hash[..12]));
 
-    let seed_story = args.pings <= TOLD_STEP_BY_STEP && args.upgrades == 1;
+    let seed_story = pings <= TOLD_STEP_BY_STEP && upgrades == 1;
     let (events, happened) = mpsc::channel::<Event>();
-    let upgrades = events.clone();
+    let wanted = events.clone();
     let upgrader = node.spawn(move |mut p| async move {
         loop {
             let _server: Pid = p.expect().await?;
-            let _ = upgrades.send(Event::UpgradeWanted);
+            let _ = wanted.send(Event::UpgradeWanted);
         }
         #[allow(unreachable_code)]
         Ok::<(), ReceiveError>(())
@@ -135,16 +189,23 @@ fn run_with(args: &DemoArgs, files: &[PathBuf; 2], say: impl Fn(String) + Copy +
     let state = ServerState {
         answered: 0,
         verbose: seed_story,
-        upgrade_at: seed_story.then_some(4.min(args.pings - 1)),
+        upgrade_at: seed_story.then_some(4.min(pings - 1)),
         pending: None,
     };
-    let server = node.spawn_entry("pingpong", "server", &state).map_err(|e| e.to_string())?;
-    node.spawn(move |p| async move { p.register("upgrader", upgrader) });
-
-    let pings = args.pings;
+    support_process(&node, move |p| async move { p.register("upgrader", upgrader) })?.map_err(|e| e.to_string())?;
     let points: Vec<u64> =
-        if seed_story { Vec::new() } else { (1..=args.upgrades).map(|i| i * pings / (args.upgrades + 1)).collect() };
-    node.spawn(move |p| client(p, server, pings, seed_story, points, events));
+        if seed_story { Vec::new() } else { (1..=upgrades).map(|i| i * pings / (upgrades + 1)).collect() };
+    // The client spawns the server, so both run on one scheduler thread, as
+    // Erlang places a process next to its parent.
+    node.spawn(move |p| async move {
+        match p.spawn_entry("pingpong", "server", &state) {
+            Ok(server) => client(p, server, pings, seed_story, points, events).await,
+            Err(error) => {
+                let _ = events.send(Event::Done(Err(error.to_string())));
+                Ok(())
+            }
+        }
+    });
 
     let mut next_file = 1;
     let (answers, seconds) = loop {
@@ -166,31 +227,22 @@ fn run_with(args: &DemoArgs, files: &[PathBuf; 2], say: impl Fn(String) + Copy +
         *answers_by_version.entry(version.clone()).or_insert(0) += 1;
     }
     let pongs = answers.len() as u64;
-    let summary = Summary {
+    Ok(Summary {
         pings,
         pongs,
         lost: pings - pongs,
         in_order: answers.iter().map(|(n, _)| *n).eq(0..pongs),
         answers_by_version,
         seconds,
-    };
-    if json {
-        let line = serde_json::to_string(&summary).map_err(|e| e.to_string())?;
-        writeln!(std::io::stdout().lock(), "{line}").map_err(|e| format!("cannot write to stdout: {e}"))?;
-    } else {
-        let by_version: Vec<String> =
-            summary.answers_by_version.iter().map(|(v, n)| format!("{n} by version {v}")).collect();
-        println!(
-            "DONE: {} pings, {} pongs, {} lost, {}; answered {}; {:.6} s",
-            summary.pings,
-            summary.pongs,
-            summary.lost,
-            if summary.in_order { "in order" } else { "OUT OF ORDER" },
-            by_version.join(", "),
-            summary.seconds
-        );
-    }
-    Ok(())
+    })
+}
+
+/// Runs a short process and waits for what it returns.
+fn support_process<R: Send + 'static, Fut: std::future::Future<Output = R> + Send + 'static>(
+    node: &Node,
+    body: impl FnOnce(molt::Process) -> Fut + Send + 'static,
+) -> Result<R, String> {
+    node.run(body).map_err(|reason| format!("a helper process ended early: {reason}"))
 }
 
 /// Loads `file` as the next version, after purging an old version that no

@@ -4,7 +4,7 @@
 //! server ten times and counts the pongs) on a molt node and tells the
 //! story; `--json` prints the summary as one JSON object.
 
-mod demo;
+use molt_cli::demo;
 
 use clap::{Parser, Subcommand};
 

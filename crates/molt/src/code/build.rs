@@ -19,6 +19,9 @@ pub struct BuildOptions {
     pub target_dir: Option<PathBuf>,
     /// Pass cargo's progress lines through to this process's stderr.
     pub show_progress: bool,
+    /// Leave out debug information and strip the symbol table (the dynamic
+    /// symbols the loader needs stay): a smaller file loads faster.
+    pub strip: bool,
 }
 
 /// Builds the module crate at `crate_dir` and returns the path of the
@@ -40,6 +43,11 @@ pub fn build_module(crate_dir: &Path, options: &BuildOptions) -> Result<PathBuf,
     }
     if let Some(dir) = &options.target_dir {
         cargo.arg("--target-dir").arg(dir);
+    }
+    if options.strip {
+        let profile = if options.release { "RELEASE" } else { "DEV" };
+        cargo.env(format!("CARGO_PROFILE_{profile}_DEBUG"), "false");
+        cargo.env(format!("CARGO_PROFILE_{profile}_STRIP"), "symbols");
     }
     cargo.stdout(Stdio::piped());
     cargo.stderr(if options.show_progress { Stdio::inherit() } else { Stdio::piped() });

@@ -23,6 +23,7 @@ pub fn build(crate_dir: &str, features: &[&str], label: &str) -> PathBuf {
         release: false,
         target_dir: Some(target_dir()),
         show_progress: false,
+        strip: false,
     };
     let built = build_module(&workspace().join(crate_dir), &options).unwrap_or_else(|e| panic!("{e}"));
     let keep = target_dir().join(label);

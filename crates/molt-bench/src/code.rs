@@ -1,0 +1,135 @@
+//! The molt side of the code-loading workloads. The modules are built once
+//! per run of the harness, in release mode, by cargo.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use molt::{BuildOptions, Node, NodeConfig, Pid};
+use serde::{Deserialize, Serialize};
+
+use crate::workloads::Measurement;
+
+struct Modules {
+    pingpong: [PathBuf; 2],
+    testmod: [PathBuf; 2],
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn modules() -> &'static Modules {
+    static MODULES: OnceLock<Modules> = OnceLock::new();
+    MODULES.get_or_init(|| {
+        let keep = std::env::temp_dir().join(format!("molt-bench-modules-{}", std::process::id()));
+        let say = |line: String| eprintln!("molt-bench: {line}");
+        let pingpong =
+            molt_cli::demo::build_versions(&workspace().join("examples/pingpong"), &keep.join("pingpong"), &say)
+                .expect("the pingpong module builds");
+        let testmod = ["", "v2"].map(|feature| {
+            let options = BuildOptions {
+                features: if feature.is_empty() { Vec::new() } else { vec![feature.to_owned()] },
+                release: true,
+                target_dir: Some(workspace().join("target/molt-demo")),
+                show_progress: true,
+                strip: true,
+            };
+            let built = molt::build_module(&workspace().join("examples/testmod"), &options).expect("testmod builds");
+            let dir = keep.join(format!("testmod{feature}"));
+            std::fs::create_dir_all(&dir).expect("a scratch directory");
+            let kept = dir.join(built.file_name().expect("a file name"));
+            std::fs::copy(&built, &kept).expect("the module file copies");
+            kept
+        });
+        Modules { pingpong, testmod }
+    })
+}
+
+fn node() -> Node {
+    Node::start(NodeConfig::new("bench-code")).expect("a node starts")
+}
+
+/// The state of testmod's `echo`.
+#[derive(Serialize, Deserialize)]
+struct Counter {
+    count: u64,
+    follow_upgrades: bool,
+    watcher: Option<Pid>,
+}
+
+/// Time per load of a new version of a small module (the release build of
+/// `examples/pingpong`), its file copied, hashed and checked; the old
+/// version is soft-purged first, untimed.
+pub(crate) fn load(n: u64) -> Measurement {
+    let files = &modules().pingpong;
+    let node = node();
+    let mut total = 0.0;
+    for i in 0..n {
+        node.soft_purge("pingpong").ok();
+        let start = Instant::now();
+        node.load(&files[(i % 2) as usize]).expect("the module loads");
+        total += start.elapsed().as_secs_f64();
+    }
+    node.shutdown();
+    Measurement { seconds: total / n as f64, ..Default::default() }
+}
+
+/// A hard purge of an old version that one process runs, with `n` other
+/// processes alive on the node.
+pub(crate) fn purge_100k(n: u64) -> Measurement {
+    let files = &modules().testmod;
+    let node = node();
+    for _ in 0..n {
+        node.spawn(|mut p| async move { p.expect::<()>().await.map(drop) });
+    }
+    node.load(&files[0]).expect("testmod 1 loads");
+    let state = Counter { count: 0, follow_upgrades: false, watcher: None };
+    let lingering = node.spawn_entry("testmod", "echo", &state).expect("echo starts");
+    node.load(&files[1]).expect("testmod 2 loads");
+    let start = Instant::now();
+    let report = node.purge("testmod").expect("the purge finishes");
+    let seconds = start.elapsed().as_secs_f64();
+    assert_eq!(report.killed, vec![lingering]);
+    node.shutdown();
+    Measurement { seconds, ..Default::default() }
+}
+
+/// `molt demo --pings n --upgrades 2`: n pipelined pings, versions
+/// 1 → 2 → 1 loaded mid-stream; every pong must arrive, in order.
+pub(crate) fn pingpong_upgrades(n: u64) -> Measurement {
+    let summary = molt_cli::demo::ping_pong(&modules().pingpong, n, 2, |_| {}).expect("the ping-pong runs");
+    assert_eq!((summary.lost, summary.in_order), (0, true), "{summary:?}");
+    Measurement { seconds: summary.seconds, ..Default::default() }
+}
+
+/// Time per hot call that changes version: a process running testmod
+/// hot-calls into the other version (its `migrate` runs) and answers; the
+/// load before each is untimed.
+pub(crate) fn hot_call(n: u64) -> Measurement {
+    let files = &modules().testmod;
+    let node = node();
+    node.load(&files[0]).expect("testmod 1 loads");
+    let state = Counter { count: 0, follow_upgrades: false, watcher: None };
+    let echo = node.spawn_entry("testmod", "echo", &state).expect("echo starts");
+    let mut total = 0.0;
+    for i in 0..n {
+        while node.soft_purge("testmod").is_err() {
+            std::thread::yield_now();
+        }
+        node.load(&files[((i + 1) % 2) as usize]).expect("testmod loads");
+        let seconds = node
+            .run(move |mut p| async move {
+                let me = p.self_pid();
+                let start = Instant::now();
+                p.send(echo, &"hot".to_owned());
+                p.send(echo, &(me, i));
+                let _: (u64, String, u64) = p.expect().await.expect("echo answers");
+                start.elapsed().as_secs_f64()
+            })
+            .expect("the timing process returns");
+        total += seconds;
+    }
+    node.shutdown();
+    Measurement { seconds: total / n as f64, ..Default::default() }
+}

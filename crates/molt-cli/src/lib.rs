@@ -1,0 +1,4 @@
+//! The `molt` command's library: what `molt demo` does, so the benchmark
+//! harness can run the same ping-pong.
+
+pub mod demo;
