@@ -191,15 +191,15 @@ pub(crate) fn load(path: &Path, copies: &Path, serial: u64) -> Result<(Library, 
 
 /// Step 3: open the private copy and read its descriptor.
 fn open(path: &Path, copy: &Path, abi_version: u32) -> Result<Library, LoadError> {
-    // SAFETY: `copy` is a private file that passed `inspect`: an ELF shared
-    // object for this machine exporting molt's descriptor with the expected
-    // magic and ABI version. Opening it runs its initialisers (see the
-    // module docs for what molt trusts).
     // RTLD_NOW: every symbol the library needs is bound here, so a missing
     // one is a load error (not a crash on first use) and the first calls
     // into new code do not pay for lazy binding. RTLD_LOCAL: its symbols
     // never resolve another version's.
     let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+    // SAFETY: `copy` is a private file that passed `inspect`: an ELF shared
+    // object for this machine exporting molt's descriptor with the expected
+    // magic and ABI version. Opening it runs its initialisers (see the
+    // module docs for what molt trusts).
     let handle = unsafe { libloading::os::unix::Library::open(Some(copy), flags) }
         .map(libloading::Library::from)
         .map_err(|error| LoadError::Open { path: path.to_owned(), reason: error.to_string() })?;
