@@ -211,6 +211,12 @@ named_messages! {
     Pid => "molt.Pid", ExitReason => "molt.ExitReason", MonitorRef => "molt.MonitorRef",
 }
 
+/// A borrowed or owned string is the same message as a `String` (the same
+/// bytes), so a static string can be sent without allocating.
+impl Message for std::borrow::Cow<'static, str> {
+    const TAG: Tag = String::TAG;
+}
+
 impl<T: Message> Message for Vec<T> {
     const TAG: Tag = Tag::named("Vec").with(T::TAG);
 }

@@ -72,12 +72,20 @@ struct ServerState {
     pending: Option<(Pid, u64)>,
 }
 
+/// What the client counted.
+struct Tally {
+    pongs: u64,
+    in_order: bool,
+    by_version: BTreeMap<String, u64>,
+    seconds: f64,
+}
+
 enum Event {
     /// The server asked the upgrader for new code.
     UpgradeWanted,
     /// The stress client reached an upgrade point.
     UpgradePoint,
-    Done(Result<(Vec<(u64, String)>, f64), String>),
+    Done(Result<Tally, String>),
 }
 
 /// Builds versions 1 and 2 of the pingpong crate at `crate_dir` (release,
@@ -208,7 +216,7 @@ pub fn ping_pong(
     });
 
     let mut next_file = 1;
-    let (answers, seconds) = loop {
+    let tally = loop {
         let event =
             happened.recv_timeout(Duration::from_secs(600)).map_err(|_| "the demo did not finish within 10 minutes")?;
         match event {
@@ -222,18 +230,13 @@ pub fn ping_pong(
     };
     node.shutdown();
 
-    let mut answers_by_version = BTreeMap::new();
-    for (_, version) in &answers {
-        *answers_by_version.entry(version.clone()).or_insert(0) += 1;
-    }
-    let pongs = answers.len() as u64;
     Ok(Summary {
         pings,
-        pongs,
-        lost: pings - pongs,
-        in_order: answers.iter().map(|(n, _)| *n).eq(0..pongs),
-        answers_by_version,
-        seconds,
+        pongs: tally.pongs,
+        lost: pings - tally.pongs,
+        in_order: tally.in_order,
+        answers_by_version: tally.by_version,
+        seconds: tally.seconds,
     })
 }
 
@@ -272,13 +275,15 @@ async fn client(
 ) -> Result<(), ReceiveError> {
     let me = p.self_pid();
     let start = Instant::now();
-    let mut answers = Vec::with_capacity(pings as usize);
+    let mut tally = Tally { pongs: 0, in_order: true, by_version: BTreeMap::new(), seconds: 0.0 };
+    // Pongs of the version that answered last, not yet added to the tally.
+    let mut run: Option<(String, u64)> = None;
     let mut sent = 0;
     let mut points = points.into_iter().peekable();
     let window = if told { 1 } else { WINDOW };
     let outcome = async {
-        while (answers.len() as u64) < pings {
-            while sent < pings && sent - (answers.len() as u64) < window {
+        while tally.pongs < pings {
+            while sent < pings && sent - tally.pongs < window {
                 if told {
                     println!("client {me}: sending a ping with value {sent}");
                 }
@@ -289,15 +294,27 @@ async fn client(
             if told {
                 println!("client {me}: got a pong with value {n} from version {version}");
             }
-            answers.push((n, version));
-            if points.next_if(|&at| at == answers.len() as u64).is_some() {
+            tally.in_order &= n == tally.pongs;
+            tally.pongs += 1;
+            match &mut run {
+                Some((current, count)) if *current == version => *count += 1,
+                _ => {
+                    if let Some((finished, count)) = run.replace((version, 1)) {
+                        *tally.by_version.entry(finished).or_insert(0) += count;
+                    }
+                }
+            }
+            if points.next_if(|&at| at == tally.pongs).is_some() {
                 let _ = events.send(Event::UpgradePoint);
             }
         }
         Ok::<(), ReceiveError>(())
     }
     .await;
-    let seconds = start.elapsed().as_secs_f64();
-    let _ = events.send(Event::Done(outcome.map(|()| (answers, seconds)).map_err(|e| e.to_string())));
+    if let Some((version, count)) = run {
+        *tally.by_version.entry(version).or_insert(0) += count;
+    }
+    tally.seconds = start.elapsed().as_secs_f64();
+    let _ = events.send(Event::Done(outcome.map(|()| tally).map_err(|e| e.to_string())));
     Ok(())
 }

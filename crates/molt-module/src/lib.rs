@@ -1,36 +1,9 @@
 //! The SDK of a molt module: a `cdylib` crate that depends on this crate
 //! (and never on the core) and declares itself with [`module!`].
 //!
-//! ```ignore
-//! use molt_module::{ExitReason, MigrateResult, OldState, Process};
-//! use serde::{Deserialize, Serialize};
-//!
-//! #[derive(Serialize, Deserialize)]
-//! pub struct Counter { count: u64 }
-//!
-//! pub async fn server(mut p: Process, mut state: Counter) -> Result<(), ExitReason> {
-//!     loop {
-//!         let n: u64 = p.expect().await?;
-//!         state.count += n;
-//!         if n == 0 {
-//!             // Erlang's ?MODULE:server(State): continue in the current version.
-//!             p.hot_call("server", &state).await;
-//!         }
-//!     }
-//! }
-//!
-//! fn migrate(from: &str, old: OldState<'_>) -> MigrateResult {
-//!     let old: Counter = old.decode()?;
-//!     molt_module::encode(&old)
-//! }
-//!
-//! molt_module::module! {
-//!     name: "counter",
-//!     version: "2",
-//!     entries: [server],
-//!     migrate: migrate,
-//! }
-//! ```
+//! The README's "Modules" section has a complete module (a counter that
+//! migrates its state from version 1), compiled as a doc test of this crate;
+//! `examples/pingpong` is one in two versions.
 //!
 //! A process in a module uses the same [`Process`] as one compiled into the
 //! host. What a module must not do, because its code is unloaded when its
@@ -167,3 +140,9 @@ macro_rules! module {
 
 #[doc(hidden)]
 pub mod __private;
+
+/// The README's programs (a host and a module), compiled and run as doc tests
+/// so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

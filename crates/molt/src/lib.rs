@@ -48,8 +48,3 @@ pub use molt_abi::{
     Process, Receive, ReceiveError, RegisterError, Sleep, SpawnError, Tag, TimerRef, Upgrade, UpgradeFailed, serde,
 };
 pub use node::{Node, NodeConfig, NodeError};
-
-/// The README's program, compiled and run as a doc test so it cannot rot.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;

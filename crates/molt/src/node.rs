@@ -522,7 +522,9 @@ impl NodeInner {
         }
         let code = match &body {
             Body::Start(start) => CodeRef::Native(self.code_name(start)),
-            Body::Entry { version, entry, .. } => CodeRef::Module(Arc::downgrade(version), Arc::from(*entry)),
+            Body::Entry { version, entry, .. } => {
+                CodeRef::Module(Arc::downgrade(version), version.library().entry_index(entry))
+            }
         };
         let scheduler = match parent {
             Some(parent) => parent.scheduler,
@@ -647,10 +649,15 @@ impl ProcessCtx {
             CodeRef::Native(index) => (self.node.code_name_of(*index).to_string(), None),
             CodeRef::Module(version, entry) => match version.upgrade() {
                 Some(version) => (
-                    format!("{}:{entry} (version {})", version.module(), version.declared()),
+                    format!(
+                        "{}:{} (version {})",
+                        version.module(),
+                        version.library().entry_name(*entry),
+                        version.declared()
+                    ),
                     Some((version.module().to_owned(), version.declared().to_owned())),
                 ),
-                None => (format!("?:{entry} (a version being unloaded)"), None),
+                None => ("(a module version being unloaded)".to_owned(), None),
             },
         };
         ProcessInfo {

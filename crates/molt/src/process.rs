@@ -76,8 +76,9 @@ pub(crate) struct Signals {
 pub(crate) enum CodeRef {
     /// A body compiled into the host: an index into the node's code names.
     Native(u32),
-    /// An entry of a module version (weak: the task holds the version).
-    Module(Weak<Version>, Arc<str>),
+    /// An entry of a module version, by its index in the version's entries
+    /// (weak: the process's task holds the version).
+    Module(Weak<Version>, u16),
 }
 
 impl Default for CodeRef {
@@ -327,7 +328,7 @@ impl ProcessTask {
             target.add_process(self.ctx.pid.serial);
             self.version = Some(target.clone());
         }
-        self.ctx.signals().code = CodeRef::Module(Arc::downgrade(&target), entry.into());
+        self.ctx.signals().code = CodeRef::Module(Arc::downgrade(&target), target.library().entry_index(&entry));
         self.body = Some(body);
         true
     }

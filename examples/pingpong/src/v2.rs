@@ -37,7 +37,7 @@ enum Next {
 }
 
 fn answer(p: &Process, state: &mut ServerState, from: Pid, n: u64) {
-    p.send(from, &(n, VERSION.to_owned()));
+    p.send(from, &(n, std::borrow::Cow::Borrowed(VERSION)));
     state.answered += 1;
     if state.verbose {
         println!(

@@ -265,6 +265,17 @@ impl Library {
         self.entries.iter().map(|(name, _)| name.as_str())
     }
 
+    /// The index of `entry` among the entries (0 if there is none).
+    pub(crate) fn entry_index(&self, entry: &str) -> u16 {
+        let index = self.entries.iter().position(|(name, _)| name == entry).unwrap_or(0);
+        u16::try_from(index).unwrap_or(0)
+    }
+
+    /// The name of the entry at `index`.
+    pub(crate) fn entry_name(&self, index: u16) -> &str {
+        self.entries.get(usize::from(index)).map_or("?", |(name, _)| name.as_str())
+    }
+
     pub(crate) fn has_entry(&self, entry: &str) -> bool {
         self.entries.iter().any(|(name, _)| name == entry)
     }
