@@ -8,6 +8,8 @@
 //! Erlang's, for times and memory Erlang's over molt's. Each side runs
 //! `--runs` times and the median is reported. Progress goes to stderr.
 
+#![forbid(unsafe_code)]
+
 mod code;
 mod erlang;
 mod workloads;

@@ -6,6 +6,8 @@
 
 use molt_cli::demo;
 
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
