@@ -1,14 +1,12 @@
 //! The `molt` command.
 //!
-//! `molt demo` runs the seed's ping-pong (shared/seed: a client pings a
-//! server ten times and counts the pongs) on a molt node and tells the
-//! story; `--json` prints the summary as one JSON object.
-
-use molt_cli::demo;
+//! `molt demo` runs the seed's ping-pong with an upgrade while it runs (see
+//! `molt_cli::demo`); `--json` prints the summary as one JSON object.
 
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
+use molt_cli::demo;
 
 #[derive(Parser)]
 #[command(name = "molt", version, about = "molt: Erlang-style processes in Rust that change their code while they run")]
