@@ -22,7 +22,8 @@ use tokio::task::AbortHandle;
 
 use crate::boundary;
 use crate::code::{
-    CodeServer, LoadError, LoadOptions, ModuleInfo, PurgeError, PurgeReport, UnloadedVersion, Version, VersionInfo,
+    BuildError, BuildOptions, CodeServer, LoadError, LoadOptions, ModuleInfo, PurgeError, PurgeReport, UnloadedVersion,
+    Version, VersionInfo,
 };
 use crate::info::ProcessInfo;
 use crate::process::{CodeRef, ProcessCtx, ProcessTask};
@@ -260,6 +261,20 @@ impl Node {
     /// ([`LoadError::NotPurged`]). Running versions are untouched.
     pub fn load(&self, path: impl AsRef<std::path::Path>) -> Result<VersionInfo, LoadError> {
         self.load_with(path, &LoadOptions::default())
+    }
+
+    /// Builds the module crate at `crate_dir` with cargo and loads what it
+    /// produced (the seed's `makeAll` then `load`).
+    ///
+    /// # Errors
+    /// A [`BuildError`] carrying the compiler's messages, or the load's error.
+    pub fn build(
+        &self,
+        crate_dir: impl AsRef<std::path::Path>,
+        options: &BuildOptions,
+    ) -> Result<VersionInfo, BuildError> {
+        let built = crate::code::build_module(crate_dir.as_ref(), options)?;
+        self.load(built).map_err(BuildError::Load)
     }
 
     /// [`load`](Self::load) with options: another name, purge first, or no

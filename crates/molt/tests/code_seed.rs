@@ -71,3 +71,52 @@ fn the_seed_ping_pong_upgrades_at_four_and_loses_nothing() {
     assert_eq!((unloaded.module.as_str(), unloaded.version.as_str()), ("pingpong", "1"));
     node.shutdown();
 }
+
+/// A hot call keeps what belongs to the process, not to its code: its pid,
+/// its registered name, its links and the monitors on it.
+#[test]
+fn a_hot_call_keeps_the_name_links_and_monitors() {
+    use molt::{Down, Exit, ExitReason};
+    use support::modules::{Counter, ask, testmod};
+
+    let node = support::node("keeps");
+    let built = node
+        .build(
+            support::modules::workspace().join("examples/testmod"),
+            &molt::BuildOptions {
+                target_dir: Some(support::modules::workspace().join("target/molt-test-modules")),
+                ..molt::BuildOptions::default()
+            },
+        )
+        .expect("testmod builds and loads");
+    assert_eq!(built.version, "1");
+    let echo = node.spawn_entry("testmod", "echo", &Counter::new()).unwrap();
+    let (events, happened) = mpsc::channel();
+    node.spawn(move |mut p| async move {
+        p.trap_exit(true);
+        p.link(echo);
+        p.monitor(echo);
+        p.register("echo", echo)?;
+        let _ = events.send(None);
+        let exit = p.expect::<Exit>().await?;
+        let down = p.expect::<Down>().await?;
+        let _ = events.send(Some((exit.from, exit.reason, down.pid, down.reason)));
+        Ok::<(), ExitReason>(())
+    });
+    assert_eq!(happened.recv_timeout(support::BOUND).unwrap(), None);
+    node.load(testmod("v2")).unwrap();
+    let (answer, found) = support::run(&node, move |mut p| async move {
+        p.send(echo, &"hot".to_owned());
+        let answer = ask(&mut p, echo, 1).await;
+        (answer, p.whereis("echo"))
+    })
+    .unwrap();
+    assert_eq!(answer, (1, "2".to_owned(), 1000), "version 2 answers, state migrated");
+    assert_eq!(found, Some(echo), "the name stayed");
+    let info = node.processes().into_iter().find(|p| p.pid == echo).unwrap();
+    assert_eq!((info.links.len(), info.monitored_by), (1, 1), "the link and the monitor stayed");
+    support::run(&node, move |p| async move { p.exit(echo, ExitReason::error("done")) }).unwrap();
+    let fired = happened.recv_timeout(support::BOUND).unwrap();
+    let reason = ExitReason::Error("done".into());
+    assert_eq!(fired, Some((echo, reason.clone(), echo, reason)));
+}

@@ -174,6 +174,9 @@ pub enum BuildError {
         /// What the compiler said.
         messages: String,
     },
+    /// It built, but the library did not load.
+    #[error(transparent)]
+    Load(#[from] LoadError),
     /// It built, but produced no `cdylib`.
     #[error("the crate at {crate_dir} built no cdylib; add crate-type = [\"cdylib\"] under [lib]")]
     NoLibrary {
