@@ -279,7 +279,9 @@ unsafe extern "C" fn spawn(
 ) -> Pid {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
-    let (pid, made) = ctx.node.spawn(start, Some(ctx), options);
+    // A closure made by module code runs that module version's code.
+    let version = lent(ctx).and_then(|(_, local)| local.version.clone());
+    let (pid, made) = ctx.node.spawn(start, Some(ctx), options, version);
     if let Some(made) = made {
         // SAFETY: the caller passes a writable `MonitorRef`.
         unsafe { monitor.write(made) };

@@ -26,7 +26,7 @@ use crate::code::{
     Version, VersionInfo,
 };
 use crate::info::ProcessInfo;
-use crate::process::{CodeRef, ProcessCtx, ProcessTask};
+use crate::process::{CLOSURE, CodeRef, ProcessCtx, ProcessTask};
 use crate::registry::Registry;
 use crate::signal::Signal;
 
@@ -106,8 +106,9 @@ impl SchedulerThread {
 
 /// What a new process runs.
 enum Body<'a> {
-    /// A closure: compiled into the host, or handed over by module code.
-    Start(ProcessStart),
+    /// A closure: compiled into the host (no version), or made by the code
+    /// of a module version, which it keeps open.
+    Start(ProcessStart, Option<Arc<Version>>),
     /// An entry of a module version, with its start state.
     Entry { version: Arc<Version>, entry: &'a str, state: &'a [u8] },
 }
@@ -203,7 +204,7 @@ impl Node {
         Fut: Future + Send + 'static,
         Fut::Output: IntoExitReason,
     {
-        self.inner.spawn(ProcessStart::new(body), None, SpawnOptions::default()).0
+        self.inner.spawn(ProcessStart::new(body), None, SpawnOptions::default(), None).0
     }
 
     /// Runs `body` as a process and blocks the calling thread until it
@@ -482,8 +483,9 @@ impl NodeInner {
         start: ProcessStart,
         parent: Option<&ProcessCtx>,
         options: SpawnOptions,
+        version: Option<Arc<Version>>,
     ) -> (Pid, Option<MonitorRef>) {
-        self.spawn_body(Body::Start(start), parent, options)
+        self.spawn_body(Body::Start(start, version), parent, options)
     }
 
     /// Starts a process running `module:entry` of the module's current
@@ -521,7 +523,7 @@ impl NodeInner {
         let pid = Pid { node: self.id, creation: self.creation, serial };
         let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
         if self.stopping.load(Ordering::SeqCst) {
-            if let Body::Start(start) = body {
+            if let Body::Start(start, _) = body {
                 boundary::discard(start);
             }
             if let Some(parent) = parent.map(|p| p.pid) {
@@ -536,7 +538,8 @@ impl NodeInner {
             return (pid, monitor);
         }
         let code = match &body {
-            Body::Start(start) => CodeRef::Native(self.code_name(start)),
+            Body::Start(start, None) => CodeRef::Native(self.code_name(start)),
+            Body::Start(_, Some(version)) => CodeRef::Module(Arc::downgrade(version), CLOSURE),
             Body::Entry { version, entry, .. } => {
                 CodeRef::Module(Arc::downgrade(version), version.library().entry_index(entry))
             }
@@ -561,7 +564,11 @@ impl NodeInner {
         }
         self.table.insert(serial, ctx.clone());
         let (future, version) = match body {
-            Body::Start(start) => (boundary::start(&ctx, start), None),
+            Body::Start(start, None) => (boundary::start(&ctx, start), None),
+            Body::Start(start, Some(version)) => {
+                version.add_process(serial);
+                (boundary::start(&ctx, start), Some(version))
+            }
             Body::Entry { version, entry, state } => {
                 version.add_process(serial);
                 let process = boundary::process_for(&ctx);

@@ -71,6 +71,9 @@ pub(crate) struct Signals {
     pub(crate) code: CodeRef,
 }
 
+/// The entry index of a process that runs a closure made by module code.
+pub(crate) const CLOSURE: u16 = u16::MAX;
+
 /// What code a process runs, as introspection names it.
 #[derive(Debug, Clone)]
 pub(crate) enum CodeRef {
@@ -243,6 +246,10 @@ pub(crate) struct TaskLocal {
     /// A hot call the body asked for: (entry, state), carried out when the
     /// body next returns `Pending`.
     pub(crate) hot_call: Option<(String, Vec<u8>)>,
+    /// The module version whose code the body runs; kept open until the body
+    /// is dropped (rule 3), and it lists this process for purge. Processes
+    /// this one spawns from a closure run this version's code too.
+    pub(crate) version: Option<Arc<Version>>,
 }
 
 impl TaskLocal {
@@ -273,15 +280,20 @@ impl TaskLocal {
 pub(crate) struct ProcessTask {
     ctx: Arc<ProcessCtx>,
     body: Option<FfiFuture<()>>,
-    /// The module version whose code `body` runs; kept open until `body` is
-    /// dropped (rule 3), and it lists this process for purge.
-    version: Option<Arc<Version>>,
     local: TaskLocal,
 }
 
 impl ProcessTask {
     pub(crate) fn new(ctx: Arc<ProcessCtx>, body: FfiFuture<()>, version: Option<Arc<Version>>) -> ProcessTask {
-        ProcessTask { ctx, body: Some(body), version, local: TaskLocal::default() }
+        ProcessTask { ctx, body: Some(body), local: TaskLocal { version, ..TaskLocal::default() } }
+    }
+
+    /// Drops the body, lending the task's state as a poll does, so what its
+    /// drop code does (a spawn, a send) is attributed to its version.
+    fn drop_body(&mut self) {
+        let body = self.body.take();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        crate::boundary::polling(&self.ctx, &mut self.local, &mut cx, move |_| drop(body));
     }
 
     /// Carries out a hot call: the old body is dropped, then the entry of
@@ -290,7 +302,7 @@ impl ProcessTask {
     /// process ran starts with the state unchanged. Returns false if the
     /// process must end instead (the reason is recorded).
     fn switch_code(&mut self, entry: String, state: Vec<u8>) -> bool {
-        let Some(old) = self.version.clone() else {
+        let Some(old) = self.local.version.clone() else {
             self.ctx.set_exit_reason(ExitReason::Error(
                 "hot_call needs a process that runs a module; this one runs code compiled into the host".into(),
             ));
@@ -313,7 +325,7 @@ impl ProcessTask {
             }
         };
         // The old body (old code) goes before any new code runs.
-        drop(self.body.take());
+        self.drop_body();
         let process = crate::boundary::process_for(&self.ctx);
         let Some(body) = target.library().start(&entry, process, &state) else {
             self.ctx.set_exit_reason(ExitReason::Error(format!(
@@ -326,7 +338,7 @@ impl ProcessTask {
         if !Arc::ptr_eq(&target, &old) {
             old.remove_process(self.ctx.pid.serial);
             target.add_process(self.ctx.pid.serial);
-            self.version = Some(target.clone());
+            self.local.version = Some(target.clone());
         }
         self.ctx.signals().code = CodeRef::Module(Arc::downgrade(&target), target.library().entry_index(&entry));
         self.body = Some(body);
@@ -381,8 +393,8 @@ impl Drop for ProcessTask {
     fn drop(&mut self) {
         // The body (the process's code) goes first: nothing of it may run
         // once the exit is announced; then its version may close.
-        drop(self.body.take());
-        if let Some(version) = self.version.take() {
+        self.drop_body();
+        if let Some(version) = self.local.version.take() {
             version.remove_process(self.ctx.pid.serial);
         }
         self.ctx.set_status(ProcessStatus::Exiting);

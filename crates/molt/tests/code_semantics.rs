@@ -237,3 +237,25 @@ fn an_entry_that_panics_at_once_ends_only_its_process() {
     assert_eq!(reason, ExitReason::Panicked("panics_at_once panicked at once".into()));
     assert_eq!(bystander_answer, (9, "1".to_owned(), 0));
 }
+
+/// A closure spawned by module code runs that version's code: it is listed
+/// under the version, keeps it loaded, and a purge of the version ends it.
+#[test]
+fn a_closure_spawned_by_module_code_belongs_to_its_version() {
+    let node = node("semantics");
+    node.load(testmod("")).unwrap();
+    let echo = node.spawn_entry("testmod", "echo", &Counter::new()).unwrap();
+    let child = run(&node, move |mut p| async move {
+        p.send(echo, &(p.self_pid(), "spawn".to_owned()));
+        p.expect::<molt::Pid>().await.unwrap()
+    })
+    .unwrap();
+    let info = node.processes().into_iter().find(|p| p.pid == child).unwrap();
+    assert_eq!(info.code, "testmod:(a closure) (version 1)");
+    node.load(testmod("v2")).unwrap();
+    let module = node.modules().into_iter().find(|m| m.name == "testmod").unwrap();
+    assert_eq!(module.old.unwrap().processes, vec![echo, child]);
+    let report = node.purge("testmod").unwrap();
+    assert_eq!(report.killed, vec![echo, child]);
+    assert!(node.processes().iter().all(|p| p.pid != child && p.pid != echo));
+}

@@ -7,7 +7,9 @@
 //! - `echo`: answers `(from, n)` with `(n, version, count)` and counts;
 //!   `"hot"` makes it hot-call itself; `"stop"` ends it; it follows
 //!   `Upgrade` messages only if its state says so, and forwards
-//!   `UpgradeFailed` to its watcher;
+//!   `UpgradeFailed` to its watcher; `(from, "spawn")` makes it spawn a
+//!   closure that waits forever (module code outside any entry) and answer
+//!   with its pid;
 //! - `legacy` (version 1 only): like `echo`, to hot-call into an entry the
 //!   next version lacks;
 //! - `panics_at_once`: panics before doing anything.
@@ -37,6 +39,7 @@ pub struct Counter {
 
 enum Next {
     Ping(Pid, u64),
+    Request(Pid, String),
     Command(String),
     Upgrade,
     Failed(UpgradeFailed),
@@ -47,6 +50,7 @@ async fn serve(mut p: Process, mut state: Counter, entry: &str) -> Result<(), Ex
         let next = p
             .receive()
             .on(|(from, n): (Pid, u64)| Next::Ping(from, n))
+            .on(|(from, request): (Pid, String)| Next::Request(from, request))
             .on(Next::Command)
             .on(|_: Upgrade| Next::Upgrade)
             .on(Next::Failed)
@@ -56,6 +60,17 @@ async fn serve(mut p: Process, mut state: Counter, entry: &str) -> Result<(), Ex
                 p.send(from, &(n, VERSION.to_owned(), state.count));
                 state.count += 1;
             }
+            Next::Request(from, request) if request == "spawn" => {
+                let child = p.spawn(|mut p| async move {
+                    loop {
+                        p.expect::<u64>().await?;
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), molt_module::ReceiveError>(())
+                });
+                p.send(from, &child);
+            }
+            Next::Request(_, other) => return Err(ExitReason::error(format!("unknown request {other:?}"))),
             Next::Command(command) if command == "hot" => p.hot_call(entry, &state).await,
             Next::Command(command) if command == "stop" => return Ok(()),
             Next::Command(other) => return Err(ExitReason::error(format!("unknown command {other:?}"))),

@@ -273,7 +273,7 @@ impl Library {
 
     /// The name of the entry at `index`.
     pub(crate) fn entry_name(&self, index: u16) -> &str {
-        self.entries.get(usize::from(index)).map_or("?", |(name, _)| name.as_str())
+        self.entries.get(usize::from(index)).map_or("(a closure)", |(name, _)| name.as_str())
     }
 
     pub(crate) fn has_entry(&self, entry: &str) -> bool {
