@@ -59,6 +59,13 @@ pub enum SpawnError {
         /// The entries it has, comma-separated.
         entries: String,
     },
+    /// The start argument could not be encoded (a hand-written `Serialize`
+    /// failed).
+    #[error("the start argument could not be encoded: {reason}")]
+    BadArgument {
+        /// The encoder's message.
+        reason: String,
+    },
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,

@@ -242,12 +242,8 @@ impl Node {
     /// # Errors
     /// When the module is not loaded or has no such entry; nothing starts.
     pub fn spawn_entry<S: serde::Serialize>(&self, module: &str, entry: &str, argument: &S) -> Result<Pid, SpawnError> {
-        let state = postcard::to_allocvec(argument).map_err(|_| SpawnError::NoEntry {
-            module: module.to_owned(),
-            version: String::new(),
-            entry: entry.to_owned(),
-            entries: "(the start argument did not encode)".into(),
-        })?;
+        let state =
+            postcard::to_allocvec(argument).map_err(|error| SpawnError::BadArgument { reason: error.to_string() })?;
         self.inner.spawn_entry(module, entry, &state, None, SpawnOptions::default()).map(|(pid, _)| pid)
     }
 
@@ -300,11 +296,11 @@ impl Node {
                 from: old.declared().to_owned(),
                 to: current.declared().to_owned(),
             };
-            for pid in CodeServer::pids_of(old) {
+            for pid in old.pids() {
                 inner.send_message(pid, &upgrade);
             }
         }
-        Ok(CodeServer::info_of(&current))
+        Ok(current.info())
     }
 
     /// Drops the module's old version if no process runs it (Erlang's
@@ -335,19 +331,19 @@ impl Node {
             });
         };
         let version = old.declared().to_owned();
-        let killed = CodeServer::pids_of(&old);
+        let killed = old.pids();
         let reason = ExitReason::Purged { module: module.to_owned(), version: version.clone() };
         for pid in &killed {
             if let Some(ctx) = self.inner.process(*pid) {
                 ctx.kill_with(reason.clone());
             }
         }
-        if let Err(processes) = CodeServer::wait_unused(&old) {
+        if let Err(processes) = old.wait_unused() {
             return Err(PurgeError::Stuck {
                 module: module.to_owned(),
                 version,
                 processes,
-                seconds: CodeServer::purge_wait_seconds(),
+                seconds: crate::code::PURGE_WAIT.as_secs(),
             });
         }
         let unloaded = code.release(old);

@@ -26,7 +26,7 @@ pub use error::{BuildError, LoadError, PurgeError};
 pub(crate) use loader::Library;
 
 /// How long a hard purge waits for the processes it killed to end.
-const PURGE_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const PURGE_WAIT: Duration = Duration::from_secs(10);
 
 /// One loaded build of a module.
 pub(crate) struct Version {
@@ -71,13 +71,14 @@ impl Version {
         self.members().remove(&serial);
     }
 
-    fn pids(&self) -> Vec<Pid> {
+    /// The processes running this version.
+    pub(crate) fn pids(&self) -> Vec<Pid> {
         let mut serials: Vec<u64> = self.members().iter().copied().collect();
         serials.sort_unstable();
         serials.into_iter().map(|serial| Pid { node: self.node.0, creation: self.node.1, serial }).collect()
     }
 
-    fn info(&self) -> VersionInfo {
+    pub(crate) fn info(&self) -> VersionInfo {
         VersionInfo {
             version: self.declared().to_owned(),
             hash: self.hash.clone(),
@@ -85,6 +86,24 @@ impl Version {
             file: self.file.clone(),
             entries: self.library().entry_names().map(str::to_owned).collect(),
             processes: self.pids(),
+        }
+    }
+}
+
+impl Version {
+    /// Waits until no process runs this version, within the purge bound;
+    /// the ones still running it if not.
+    pub(crate) fn wait_unused(&self) -> Result<(), Vec<Pid>> {
+        let wait = Instant::now() + PURGE_WAIT;
+        loop {
+            let left = self.pids();
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= wait {
+                return Err(left);
+            }
+            std::thread::yield_now();
         }
     }
 }
@@ -321,33 +340,6 @@ impl CodeServer {
 
     pub(crate) fn unloaded(&self) -> Vec<UnloadedVersion> {
         self.unloads.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Waits until no process runs `version`, within the purge bound.
-    pub(crate) fn wait_unused(version: &Version) -> Result<(), Vec<Pid>> {
-        let wait = Instant::now() + PURGE_WAIT;
-        loop {
-            let left = version.pids();
-            if left.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= wait {
-                return Err(left);
-            }
-            std::thread::yield_now();
-        }
-    }
-
-    pub(crate) fn purge_wait_seconds() -> u64 {
-        PURGE_WAIT.as_secs()
-    }
-
-    pub(crate) fn pids_of(version: &Version) -> Vec<Pid> {
-        version.pids()
-    }
-
-    pub(crate) fn info_of(version: &Version) -> VersionInfo {
-        version.info()
     }
 }
 
