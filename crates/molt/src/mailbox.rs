@@ -10,7 +10,6 @@
 //! `inbox` is always the arrival order.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Waker;
 
@@ -22,7 +21,11 @@ const SHRINK_ABOVE: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct Mailbox {
-    inbox: Mutex<Inbox>,
+    /// A spin lock that yields the thread while it waits: held only to push
+    /// one message or to take the whole queue, and its release is a plain
+    /// store, where a futex mutex's is a read-modify-write (about a tenth of
+    /// a local round trip, measured).
+    inbox: spin::mutex::SpinMutex<Inbox, spin::relax::Yield>,
     /// The owner's `saved` length as of its last poll.
     saved_len: AtomicUsize,
 }
@@ -47,7 +50,7 @@ impl Mailbox {
     /// Appends a message and wakes the owner if it waits.
     pub(crate) fn push(&self, envelope: Envelope) {
         let waker = {
-            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inbox = self.inbox.lock();
             inbox.queue.push_back(envelope);
             inbox.waker.take()
         };
@@ -59,7 +62,7 @@ impl Mailbox {
     /// How many messages are queued (as of the owner's last poll for the
     /// ones it has already looked at).
     pub(crate) fn len(&self) -> usize {
-        let inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner()).queue.len();
+        let inbox = self.inbox.lock().queue.len();
         inbox + self.saved_len.load(Ordering::Relaxed)
     }
 
@@ -91,7 +94,7 @@ impl Mailbox {
                 }
                 *cursor += 1;
             }
-            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inbox = self.inbox.lock();
             if inbox.queue.is_empty() {
                 // Registered under the senders' lock: a push after this sees it.
                 match &inbox.waker {
