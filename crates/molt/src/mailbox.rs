@@ -4,10 +4,17 @@
 //! Two queues, as in Erlang's process structure: senders append to `inbox`
 //! under its lock; the owning process moves what arrived into its `saved`
 //! queue and scans that without any lock. `saved` belongs to the process's
-//! task ([`TaskLocal`](crate::process::TaskLocal)); the mailbox keeps only a
-//! copy of its length for introspection. Nothing in molt removes a message
-//! except a receive by the owner, and nothing reorders: `saved` followed by
-//! `inbox` is always the arrival order.
+//! task (in [`Received`], kept in [`TaskLocal`](crate::process::TaskLocal));
+//! the mailbox keeps only a copy of its length for introspection. Nothing in
+//! molt removes a message except a receive by the owner, and nothing
+//! reorders: `saved` followed by `inbox` is always the arrival order.
+//!
+//! Waiting: a sender wakes the owner if `waiting` is set, and clears it. The
+//! owner sets it (with its waker registered) under the lock whenever it
+//! leaves the inbox empty, and remembers that it did (`Received::armed`).
+//! Until a push raises `queued` again, nothing can have cleared it, so the
+//! owner may go to sleep without taking the lock: one atomic load instead of
+//! a lock round trip per wait.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +26,24 @@ use molt_abi::{Envelope, Tag};
 /// burst of messages is freed (Erlang's garbage collection does the same).
 const SHRINK_ABOVE: usize = 1024;
 
+/// A waker's identity (data and vtable addresses), to tell whether the one
+/// registered is the one a receive is polled with.
+type WakerId = (usize, usize);
+
+fn id_of(waker: &Waker) -> WakerId {
+    (waker.data() as usize, std::ptr::from_ref(waker.vtable()) as usize)
+}
+
+/// The owner's side of the mailbox: only the owning task touches it.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    /// Messages moved out of the inbox and not yet received, oldest first.
+    pub(crate) saved: VecDeque<Envelope>,
+    /// Set when the owner left `waiting` on with this waker registered and
+    /// the inbox empty; see the module docs.
+    armed: Option<WakerId>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Mailbox {
     /// A spin lock that yields the thread while it waits: held only to push
@@ -26,6 +51,9 @@ pub(crate) struct Mailbox {
     /// store, where a futex mutex's is a read-modify-write (about a tenth of
     /// a local round trip, measured).
     inbox: spin::mutex::SpinMutex<Inbox, spin::relax::Yield>,
+    /// The inbox's length, written under its lock; read without it by the
+    /// owner to see whether anything arrived since it last looked.
+    queued: AtomicUsize,
     /// The owner's `saved` length as of its last poll.
     saved_len: AtomicUsize,
 }
@@ -33,8 +61,22 @@ pub(crate) struct Mailbox {
 #[derive(Debug, Default)]
 struct Inbox {
     queue: VecDeque<Envelope>,
-    /// The owner's waker while it waits in a receive.
+    /// The owner's waker, registered by its last receive.
     waker: Option<Waker>,
+    /// The next push must wake the owner.
+    waiting: bool,
+}
+
+impl Inbox {
+    /// Marks the owner as waiting with `waker`; returns the waker's identity.
+    fn wait_with(&mut self, waker: &Waker) -> WakerId {
+        self.waiting = true;
+        match &self.waker {
+            Some(registered) if registered.will_wake(waker) => {}
+            _ => self.waker = Some(waker.clone()),
+        }
+        id_of(waker)
+    }
 }
 
 /// What one receive pass found.
@@ -52,7 +94,8 @@ impl Mailbox {
         let waker = {
             let mut inbox = self.inbox.lock();
             inbox.queue.push_back(envelope);
-            inbox.waker.take()
+            self.queued.store(inbox.queue.len(), Ordering::Release);
+            if std::mem::take(&mut inbox.waiting) { inbox.waker.clone() } else { None }
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -76,12 +119,13 @@ impl Mailbox {
     /// it takes. If none, registers `waker` for the next arrival.
     pub(crate) fn receive(
         &self,
-        saved: &mut VecDeque<Envelope>,
+        received: &mut Received,
         tags: &[Tag],
         cursor: &mut usize,
         mut matcher: impl FnMut(&Envelope) -> bool,
         waker: &Waker,
     ) -> Scan {
+        let saved = &mut received.saved;
         loop {
             while let Some(envelope) = saved.get(*cursor) {
                 if tags.contains(&envelope.tag) && matcher(envelope) {
@@ -94,19 +138,21 @@ impl Mailbox {
                 }
                 *cursor += 1;
             }
-            let mut inbox = self.inbox.lock();
-            if inbox.queue.is_empty() {
-                // Registered under the senders' lock: a push after this sees it.
-                match &inbox.waker {
-                    Some(registered) if registered.will_wake(waker) => {}
-                    _ => inbox.waker = Some(waker.clone()),
-                }
+            if received.armed == Some(id_of(waker)) && self.queued.load(Ordering::Acquire) == 0 {
+                // Still waiting since the last locked pass, and nothing came.
                 return Scan::Empty;
             }
+            let mut inbox = self.inbox.lock();
             if saved.is_empty() {
                 std::mem::swap(saved, &mut inbox.queue);
             } else {
                 saved.append(&mut inbox.queue);
+            }
+            self.queued.store(0, Ordering::Relaxed);
+            // The inbox is empty now: whatever comes next wakes the owner.
+            received.armed = Some(inbox.wait_with(waker));
+            if *cursor == saved.len() {
+                return Scan::Empty;
             }
         }
     }

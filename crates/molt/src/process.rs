@@ -15,7 +15,6 @@
 //! body returned, panicked or was killed: the body is dropped first, then the
 //! exit is recorded and links, monitors and the registry are told.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -28,7 +27,7 @@ use tokio::task::AbortHandle;
 
 use crate::code::Version;
 use crate::info::ProcessStatus;
-use crate::mailbox::{Mailbox, Scan};
+use crate::mailbox::{Mailbox, Received, Scan};
 use crate::node::NodeInner;
 
 /// How many receives a process may complete in one poll before it yields to
@@ -198,7 +197,7 @@ impl ProcessCtx {
             cx.waker().wake_by_ref();
             return ReceiveStatus::Pending;
         }
-        if self.mailbox.receive(&mut local.saved, tags, cursor, matcher, cx.waker()) == Scan::Taken {
+        if self.mailbox.receive(&mut local.received, tags, cursor, matcher, cx.waker()) == Scan::Taken {
             return ReceiveStatus::Matched;
         }
         if deadline != NO_DEADLINE && self.sleep_until(local, deadline, cx) {
@@ -232,8 +231,8 @@ impl ProcessCtx {
 /// What only the process's own task touches; see the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct TaskLocal {
-    /// Messages moved out of the inbox and not yet received, oldest first.
-    pub(crate) saved: VecDeque<Envelope>,
+    /// The owner's side of the mailbox.
+    pub(crate) received: Received,
     /// Receives completed in this poll.
     reductions: u32,
     /// The one timer of `sleep` and receive timeouts.
@@ -368,7 +367,7 @@ impl Future for ProcessTask {
                 _ => break polled,
             }
         };
-        this.ctx.mailbox.set_saved_len(this.local.saved.len());
+        this.ctx.mailbox.set_saved_len(this.local.received.saved.len());
         match polled {
             Poll::Ready(()) => {
                 self.body = None;

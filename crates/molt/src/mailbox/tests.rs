@@ -1,15 +1,14 @@
-use std::collections::VecDeque;
 use std::task::Waker;
 
 use molt_abi::{Envelope, Message};
 
-use super::{Mailbox, Scan};
+use super::{Mailbox, Received, Scan};
 
-fn numbers(mailbox: &Mailbox, saved: &mut VecDeque<Envelope>) -> Vec<u32> {
+fn numbers(mailbox: &Mailbox, received: &mut Received) -> Vec<u32> {
     let mut out = Vec::new();
     let mut cursor = 0;
     while mailbox.receive(
-        saved,
+        received,
         &[u32::TAG],
         &mut cursor,
         |e| {
@@ -27,7 +26,7 @@ fn numbers(mailbox: &Mailbox, saved: &mut VecDeque<Envelope>) -> Vec<u32> {
 #[test]
 fn skipped_messages_keep_their_order_and_the_cursor_saves_rescans() {
     let mailbox = Mailbox::default();
-    let mut saved = VecDeque::new();
+    let mut saved = Received::default();
     for n in 0..5u32 {
         mailbox.push(Envelope::encode(&n).unwrap());
         mailbox.push(Envelope::encode(&format!("s{n}")).unwrap());
@@ -60,5 +59,5 @@ fn skipped_messages_keep_their_order_and_the_cursor_saves_rescans() {
     );
     assert_eq!((scan, cursor, offered), (Scan::Taken, 10, 1));
     assert_eq!(numbers(&mailbox, &mut saved), vec![0, 1, 2, 3, 4]);
-    assert_eq!(saved.len(), 5);
+    assert_eq!(saved.saved.len(), 5);
 }
