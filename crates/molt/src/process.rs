@@ -375,13 +375,11 @@ impl Future for ProcessTask {
             }
             Poll::Pending => {
                 // Still `Running` means it waits on something that is not
-                // the core's (a tokio channel, say).
-                let _ = self.ctx.status.compare_exchange(
-                    ProcessStatus::Running as u8,
-                    ProcessStatus::Suspended as u8,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                // the core's (a tokio channel, say). Only this task writes
+                // the status, so a load and a store will do.
+                if self.ctx.status() == ProcessStatus::Running {
+                    self.ctx.set_status(ProcessStatus::Suspended);
+                }
                 Poll::Pending
             }
         }
