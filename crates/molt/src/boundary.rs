@@ -400,7 +400,7 @@ unsafe extern "C" fn hot_call(handle: ProcessHandle, entry: Str, ptr: *const u8,
     // SAFETY: a live handle and valid buffers, per the contract.
     let (ctx, entry, state) = unsafe { (ctx(handle), entry.as_str(), bytes(ptr, len)) };
     if let Some((_, local)) = lent(ctx) {
-        local.hot_call = Some((entry.to_owned(), state.to_vec()));
+        local.hot_call = Some(Box::new((entry.to_owned(), state.to_vec())));
     }
 }
 

@@ -17,21 +17,25 @@
 //! a lock round trip per wait.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::Waker;
 
 use molt_abi::{Envelope, Tag};
+
+/// A length for a 32-bit counter (only its being zero matters to `queued`).
+fn saturating_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
 
 /// Queue capacity kept after the queue empties; beyond it the memory of a
 /// burst of messages is freed (Erlang's garbage collection does the same).
 const SHRINK_ABOVE: usize = 1024;
 
-/// A waker's identity (data and vtable addresses), to tell whether the one
-/// registered is the one a receive is polled with.
-type WakerId = (usize, usize);
-
-fn id_of(waker: &Waker) -> WakerId {
-    (waker.data() as usize, std::ptr::from_ref(waker.vtable()) as usize)
+/// A waker's identity, to tell whether the one registered is the one a
+/// receive is polled with: its data address (a task's waker points at the
+/// task, so two different wakers never share it while both are alive).
+fn id_of(waker: &Waker) -> usize {
+    waker.data() as usize
 }
 
 /// The owner's side of the mailbox: only the owning task touches it.
@@ -39,9 +43,9 @@ fn id_of(waker: &Waker) -> WakerId {
 pub(crate) struct Received {
     /// Messages moved out of the inbox and not yet received, oldest first.
     pub(crate) saved: VecDeque<Envelope>,
-    /// Set when the owner left `waiting` on with this waker registered and
-    /// the inbox empty; see the module docs.
-    armed: Option<WakerId>,
+    /// The identity of the waker the owner left registered, with `waiting`
+    /// on and the inbox empty; 0 when not armed. See the module docs.
+    armed: usize,
 }
 
 #[derive(Debug, Default)]
@@ -53,9 +57,9 @@ pub(crate) struct Mailbox {
     inbox: spin::mutex::SpinMutex<Inbox, spin::relax::Yield>,
     /// The inbox's length, written under its lock; read without it by the
     /// owner to see whether anything arrived since it last looked.
-    queued: AtomicUsize,
+    queued: AtomicU32,
     /// The owner's `saved` length as of its last poll.
-    saved_len: AtomicUsize,
+    saved_len: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -69,7 +73,7 @@ struct Inbox {
 
 impl Inbox {
     /// Marks the owner as waiting with `waker`; returns the waker's identity.
-    fn wait_with(&mut self, waker: &Waker) -> WakerId {
+    fn wait_with(&mut self, waker: &Waker) -> usize {
         self.waiting = true;
         match &self.waker {
             Some(registered) if registered.will_wake(waker) => {}
@@ -94,7 +98,7 @@ impl Mailbox {
         let waker = {
             let mut inbox = self.inbox.lock();
             inbox.queue.push_back(envelope);
-            self.queued.store(inbox.queue.len(), Ordering::Release);
+            self.queued.store(saturating_u32(inbox.queue.len()), Ordering::Release);
             if std::mem::take(&mut inbox.waiting) { inbox.waker.clone() } else { None }
         };
         if let Some(waker) = waker {
@@ -106,11 +110,11 @@ impl Mailbox {
     /// ones it has already looked at).
     pub(crate) fn len(&self) -> usize {
         let inbox = self.inbox.lock().queue.len();
-        inbox + self.saved_len.load(Ordering::Relaxed)
+        inbox + self.saved_len.load(Ordering::Relaxed) as usize
     }
 
     pub(crate) fn set_saved_len(&self, len: usize) {
-        self.saved_len.store(len, Ordering::Relaxed);
+        self.saved_len.store(saturating_u32(len), Ordering::Relaxed);
     }
 
     /// Owner only. Offers `matcher` every queued message whose tag is in
@@ -138,7 +142,7 @@ impl Mailbox {
                 }
                 *cursor += 1;
             }
-            if received.armed == Some(id_of(waker)) && self.queued.load(Ordering::Acquire) == 0 {
+            if received.armed == id_of(waker) && self.queued.load(Ordering::Acquire) == 0 {
                 // Still waiting since the last locked pass, and nothing came.
                 return Scan::Empty;
             }
@@ -150,7 +154,7 @@ impl Mailbox {
             }
             self.queued.store(0, Ordering::Relaxed);
             // The inbox is empty now: whatever comes next wakes the owner.
-            received.armed = Some(inbox.wait_with(waker));
+            received.armed = inbox.wait_with(waker);
             if *cursor == saved.len() {
                 return Scan::Empty;
             }

@@ -61,7 +61,8 @@ pub(crate) struct Signals {
     pub(crate) alive: bool,
     pub(crate) trap_exit: bool,
     /// The first reason recorded wins: the body's own ending or a signal.
-    pub(crate) exit_reason: Option<ExitReason>,
+    /// Boxed: an idle process should stay small.
+    pub(crate) exit_reason: Option<Box<ExitReason>>,
     abort: Option<AbortHandle>,
     /// Allocated on first use: most processes never link, get monitored or
     /// take a name, and an idle process should stay small.
@@ -159,7 +160,7 @@ impl ProcessCtx {
         if !signals.alive || signals.exit_reason.is_some() {
             return None;
         }
-        signals.exit_reason = Some(reason);
+        signals.exit_reason = Some(Box::new(reason));
         signals.abort.clone()
     }
 
@@ -175,7 +176,7 @@ impl ProcessCtx {
     pub(crate) fn set_exit_reason(&self, reason: ExitReason) {
         let mut signals = self.signals();
         if signals.exit_reason.is_none() {
-            signals.exit_reason = Some(reason);
+            signals.exit_reason = Some(Box::new(reason));
         }
     }
 
@@ -244,7 +245,7 @@ pub(crate) struct TaskLocal {
     last_miss: u64,
     /// A hot call the body asked for: (entry, state), carried out when the
     /// body next returns `Pending`.
-    pub(crate) hot_call: Option<(String, Vec<u8>)>,
+    pub(crate) hot_call: Option<Box<(String, Vec<u8>)>>,
     /// The module version whose code the body runs; kept open until the body
     /// is dropped (rule 3), and it lists this process for purge. Processes
     /// this one spawns from a closure run this version's code too.
@@ -358,7 +359,8 @@ impl Future for ProcessTask {
             };
             let polled = crate::boundary::polling(&this.ctx, &mut this.local, cx, |cx| Pin::new(body).poll(cx));
             match this.local.hot_call.take() {
-                Some((entry, state)) if polled.is_pending() => {
+                Some(call) if polled.is_pending() => {
+                    let (entry, state) = *call;
                     if !this.switch_code(entry, state) {
                         this.body = None;
                         break Poll::Ready(());

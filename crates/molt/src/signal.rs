@@ -125,7 +125,7 @@ impl NodeInner {
         let (reason, Relations { links, monitors, name }) = {
             let mut signals = ctx.signals();
             signals.alive = false;
-            let reason = signals.exit_reason.clone().unwrap_or(ExitReason::Normal);
+            let reason = signals.exit_reason.take().map_or(ExitReason::Normal, |reason| *reason);
             (reason, signals.take_relations())
         };
         if let Some(name) = name {

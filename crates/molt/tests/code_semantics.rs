@@ -52,8 +52,11 @@ fn soft_purge_refuses_while_a_process_runs_the_old_version_and_purge_kills_it() 
     let (watcher_done, watched) = std::sync::mpsc::channel();
     node.spawn(move |mut p| async move {
         p.monitor(lingering);
-        let _ = watcher_done.send(p.expect::<Down>().await);
+        let _ = watcher_done.send(None);
+        let _ = watcher_done.send(Some(p.expect::<Down>().await));
     });
+    // The monitor is in place before anything is purged.
+    assert!(watched.recv_timeout(support::BOUND).unwrap().is_none());
     match node.soft_purge("testmod") {
         Err(PurgeError::InUse { module, version, processes }) => {
             assert_eq!((module.as_str(), version.as_str(), processes), ("testmod", "1", vec![lingering]));
@@ -63,7 +66,7 @@ fn soft_purge_refuses_while_a_process_runs_the_old_version_and_purge_kills_it() 
     let report = node.purge("testmod").unwrap();
     assert_eq!(report.killed, vec![lingering]);
     assert_eq!(report.version.as_deref(), Some("1"));
-    let down = watched.recv_timeout(support::BOUND).unwrap().unwrap();
+    let down = watched.recv_timeout(support::BOUND).unwrap().unwrap().unwrap();
     assert_eq!(down.reason, ExitReason::Purged { module: "testmod".into(), version: "1".into() });
     assert_eq!(down.reason.to_string(), "purged: testmod version 1");
     let module = node.modules().into_iter().find(|m| m.name == "testmod").unwrap();
