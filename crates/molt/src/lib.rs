@@ -2,10 +2,14 @@
 //! processes can change their code while they run.
 //!
 //! This crate is the static core a host program links: [`Node`]s, their
-//! processes, mailboxes, links, monitors, registry and timers. The process
-//! API itself, [`Process`], is defined in `molt-abi` and re-exported here:
-//! it is the same for a process compiled into the host and for one whose
-//! code is loaded from a module.
+//! processes, mailboxes, links, monitors, registry and timers, and the code
+//! server that loads modules (`cdylib` crates built with `molt-module`), keeps
+//! two versions of each, moves processes to new code with
+//! [`Process::hot_call`] and purges old versions ([`Node::load`],
+//! [`Node::soft_purge`], [`Node::purge`], [`Node::spawn_entry`]). The process
+//! API itself, [`Process`], is defined in `molt-abi` and re-exported here: it
+//! is the same for a process compiled into the host and for one whose code is
+//! loaded from a module.
 //!
 //! ```
 //! use molt::{Node, NodeConfig, Pid};
