@@ -92,7 +92,8 @@ impl<'de> Deserialize<'de> for Tag {
 /// }
 /// ```
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {
-    /// This type's stable name; see the [module docs](self).
+    /// This type's stable name: choose one unique to your application, and
+    /// a new one when the type's shape changes (see [`Envelope`]).
     const TAG: Tag;
 }
 
@@ -101,6 +102,13 @@ pub trait Message: Serialize + DeserializeOwned + Send + 'static {
 pub type Payload = SmallVec<[u8; 32]>;
 
 /// One encoded message: what a mailbox queues and a connection carries.
+///
+/// The tag is the message type's [`Message::TAG`]; the payload is the value
+/// in postcard's format (varint integers except where a type asks for fixed
+/// width, length-prefixed strings and sequences, fields in declaration order,
+/// no field names). postcard is not self-describing: a value of an older
+/// shape of a type does not decode as a newer one, so a type whose shape
+/// changes takes a new tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
     /// The message type's tag.
