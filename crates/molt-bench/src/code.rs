@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use molt::{BuildOptions, Node, NodeConfig, Pid};
+use molt::{Node, NodeConfig, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::workloads::Measurement;
@@ -27,20 +27,10 @@ fn modules() -> &'static Modules {
         let pingpong =
             molt_cli::demo::build_versions(&workspace().join("examples/pingpong"), &keep.join("pingpong"), &say)
                 .expect("the pingpong module builds");
-        let testmod = ["", "v2"].map(|feature| {
-            let options = BuildOptions {
-                features: if feature.is_empty() { Vec::new() } else { vec![feature.to_owned()] },
-                release: true,
-                target_dir: Some(workspace().join("target/molt-demo")),
-                show_progress: true,
-                strip: true,
-            };
-            let built = molt::build_module(&workspace().join("examples/testmod"), &options).expect("testmod builds");
-            let dir = keep.join(format!("testmod{feature}"));
-            std::fs::create_dir_all(&dir).expect("a scratch directory");
-            let kept = dir.join(built.file_name().expect("a file name"));
-            std::fs::copy(&built, &kept).expect("the module file copies");
-            kept
+        let testmod = [&[][..], &["v2"][..]].map(|features| {
+            let dir = keep.join(format!("testmod{}", features.join("")));
+            molt_cli::demo::build_kept(&workspace().join("examples/testmod"), features, &dir, &say)
+                .expect("testmod builds")
         });
         Modules { pingpong, testmod }
     })

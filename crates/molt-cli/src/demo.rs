@@ -94,13 +94,18 @@ enum Event {
 /// # Errors
 /// When cargo fails; the message carries the compiler's.
 pub fn build_versions(crate_dir: &Path, keep: &Path, say: &dyn Fn(String)) -> Result<[PathBuf; 2], String> {
-    Ok([build(crate_dir, &[], &keep.join("v1"), say)?, build(crate_dir, &["v2"], &keep.join("v2"), say)?])
+    Ok([build_kept(crate_dir, &[], &keep.join("v1"), say)?, build_kept(crate_dir, &["v2"], &keep.join("v2"), say)?])
 }
 
-/// Builds one version of the module and keeps its file where the next
-/// build cannot overwrite it.
-fn build(crate_dir: &Path, features: &[&str], keep: &Path, say: &dyn Fn(String)) -> Result<PathBuf, String> {
-    say(format!("building pingpong{} with cargo…", features.first().map(|f| format!(" ({f})")).unwrap_or_default()));
+/// Builds the module crate at `crate_dir` with `features` (release,
+/// stripped, cargo's progress shown, into `target/molt-demo`) and keeps its
+/// file under `keep`, where the next build of the crate cannot overwrite it.
+///
+/// # Errors
+/// When cargo fails or the file cannot be kept; the message says which.
+pub fn build_kept(crate_dir: &Path, features: &[&str], keep: &Path, say: &dyn Fn(String)) -> Result<PathBuf, String> {
+    let name = crate_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    say(format!("building {name}{} with cargo…", features.first().map(|f| format!(" ({f})")).unwrap_or_default()));
     let options = BuildOptions {
         features: features.iter().map(|f| f.to_string()).collect(),
         release: true,

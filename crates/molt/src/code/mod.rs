@@ -94,17 +94,23 @@ impl Version {
     /// Waits until no process runs this version, within the purge bound;
     /// the ones still running it if not.
     pub(crate) fn wait_unused(&self) -> Result<(), Vec<Pid>> {
-        let wait = Instant::now() + PURGE_WAIT;
-        loop {
-            let left = self.pids();
-            if left.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= wait {
-                return Err(left);
-            }
-            std::thread::yield_now();
+        if wait_for(|| self.members().is_empty()) { Ok(()) } else { Err(self.pids()) }
+    }
+}
+
+/// Waits, yielding the thread, until `done` holds or the purge bound passes;
+/// whether it held. The processes waited for end on scheduler threads, so
+/// this runs on the caller's (never a scheduler) thread.
+fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+    let wait = Instant::now() + PURGE_WAIT;
+    loop {
+        if done() {
+            return true;
         }
+        if Instant::now() >= wait {
+            return false;
+        }
+        std::thread::yield_now();
     }
 }
 
@@ -314,11 +320,8 @@ impl CodeServer {
     /// it, it is closed now and its unload record returned.
     pub(crate) fn release(&self, version: Arc<Version>) -> Option<UnloadedVersion> {
         let hash = version.hash.clone();
-        let wait = Instant::now() + PURGE_WAIT;
         // The last tasks of its processes may still be dropping their share.
-        while Arc::strong_count(&version) > 1 && Instant::now() < wait {
-            std::thread::yield_now();
-        }
+        wait_for(|| Arc::strong_count(&version) == 1);
         drop(version);
         let unloads = self.unloads.lock().unwrap_or_else(|e| e.into_inner());
         unloads.iter().rev().find(|u| u.hash == hash).cloned()
