@@ -98,7 +98,7 @@ pub fn build_versions(crate_dir: &Path, keep: &Path, say: &dyn Fn(String)) -> Re
 }
 
 /// Builds the module crate at `crate_dir` with `features` (release,
-/// stripped, cargo's progress shown, into `target/molt-demo`) and keeps its
+/// stripped, cargo's progress shown, into `target/molt-demo/`) and keeps its
 /// file under `keep`, where the next build of the crate cannot overwrite it.
 ///
 /// # Errors
@@ -106,10 +106,14 @@ pub fn build_versions(crate_dir: &Path, keep: &Path, say: &dyn Fn(String)) -> Re
 pub fn build_kept(crate_dir: &Path, features: &[&str], keep: &Path, say: &dyn Fn(String)) -> Result<PathBuf, String> {
     let name = crate_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     say(format!("building {name}{} with cargo…", features.first().map(|f| format!(" ({f})")).unwrap_or_default()));
+    // One target directory per crate and feature set: cargo locks a build,
+    // but not the file it leaves, and another run building another feature
+    // set into the same directory would overwrite it before it is kept.
+    let flavour = if features.is_empty() { "default".to_owned() } else { features.join("+") };
     let options = BuildOptions {
         features: features.iter().map(|f| f.to_string()).collect(),
         release: true,
-        target_dir: Some(crate_dir.join("../../target/molt-demo")),
+        target_dir: Some(crate_dir.join("../../target/molt-demo").join(format!("{name}-{flavour}"))),
         show_progress: true,
         strip: true,
     };
