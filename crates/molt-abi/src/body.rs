@@ -1,11 +1,20 @@
 //! How a Rust closure becomes a process body the core can run:
 //! [`ProcessStart::new`] and the future it hands over.
 //!
-//! This is the one place user process code is polled, so it owns the rule
-//! that no panic leaves user code: a panic in the closure, in the future's
-//! `poll` or in its `drop` is caught here and becomes the process's exit
-//! reason ([`ExitReason::Panicked`]); the core only ever sees a future that
-//! completes.
+//! This is the one place user process code is polled, so it owns two rules:
+//! - no panic leaves user code: a panic in the closure, in the future's
+//!   `poll` or in its `drop` is caught here and becomes the process's exit
+//!   reason ([`ExitReason::Panicked`]); the core only ever sees a future that
+//!   completes;
+//! - no waker of user code reaches the core. The body polls the user's
+//!   future under a waker of its own ([`BodyWake`]), which wakes the core's
+//!   task. A receive or sleep polled under another waker (inside a
+//!   combinator such as `FuturesUnordered` or `select`) leaves a clone of
+//!   that waker in the body's relay instead of handing it to the core, and
+//!   the body wakes every relayed waker at the start of its next poll — which
+//!   the core's task wake-up (a message, a timer) causes. So every waker
+//!   made by a module's code lives in the module's memory and is dropped
+//!   with the body, before the core lets the module's version close.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -13,7 +22,9 @@ use std::ffi::c_void;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::task::{Context, Poll, RawWakerVTable, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
 use async_ffi::FfiFuture;
 
@@ -21,23 +32,97 @@ use crate::contract::{ProcessStart, Str};
 use crate::exit::{ExitReason, IntoExitReason};
 use crate::process::{Process, ProcessRef};
 
-type WakerIdentity = (*const (), *const RawWakerVTable);
-
 thread_local! {
-    /// The waker of the process body being polled on this thread. No
-    /// destructor: a thread-local with one would pin a module's code in
-    /// memory after it is closed.
-    static POLLING: Cell<WakerIdentity> = const { Cell::new((std::ptr::null(), std::ptr::null())) };
+    /// The waking state of the process body being polled on this thread;
+    /// null when none. No destructor: a thread-local with one would pin a
+    /// module's code in memory after it is closed.
+    static POLLING: Cell<*const Waking> = const { Cell::new(std::ptr::null()) };
 }
 
-fn identity(waker: &Waker) -> WakerIdentity {
-    (waker.data(), std::ptr::from_ref(waker.vtable()))
+/// What wakes a body's task, shared by every clone of the body's waker.
+struct BodyWake {
+    /// The core's waker for the process's task (an owned clone, made through
+    /// the core's functions).
+    task: Waker,
+    /// Set while the body wakes its relayed wakers at the start of a poll:
+    /// the poll that follows sees whatever they woke, so waking the task
+    /// again would only poll it once more for nothing.
+    suppress: AtomicBool,
 }
 
-/// Whether `waker` is the one the process body being polled was given, i.e.
-/// waking it wakes the process's own task (see `ReceiveRequest::own_task`).
-pub(crate) fn is_own_task(waker: &Waker) -> bool {
-    POLLING.with(|polling| polling.get() == identity(waker))
+impl Wake for BodyWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.suppress.load(Ordering::SeqCst) {
+            self.task.wake_by_ref();
+        }
+    }
+}
+
+/// A body's waker and its relay of other wakers; see the module docs.
+struct Waking {
+    shared: Arc<BodyWake>,
+    /// `shared` as a `Waker`: what the user's future is polled with.
+    own: Waker,
+    /// Wakers that receives and sleeps were polled under, to wake at the
+    /// start of the next poll.
+    relayed: Mutex<Vec<Waker>>,
+    any_relayed: AtomicBool,
+}
+
+impl Waking {
+    fn new(task: &Waker) -> Waking {
+        let shared = Arc::new(BodyWake { task: task.clone(), suppress: AtomicBool::new(false) });
+        Waking {
+            own: Waker::from(shared.clone()),
+            shared,
+            relayed: Mutex::new(Vec::new()),
+            any_relayed: AtomicBool::new(false),
+        }
+    }
+
+    /// Wakes what receives and sleeps left here in the last poll.
+    fn wake_relayed(&self) {
+        if !self.any_relayed.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let relayed = std::mem::take(&mut *self.relayed.lock().unwrap_or_else(|e| e.into_inner()));
+        self.shared.suppress.store(true, Ordering::SeqCst);
+        for waker in relayed {
+            waker.wake();
+        }
+        self.shared.suppress.store(false, Ordering::SeqCst);
+    }
+
+    fn relay(&self, waker: &Waker) {
+        let mut relayed = self.relayed.lock().unwrap_or_else(|e| e.into_inner());
+        if !relayed.iter().any(|w| w.will_wake(waker)) {
+            relayed.push(waker.clone());
+        }
+        self.any_relayed.store(true, Ordering::Release);
+    }
+}
+
+/// Called by a receive or sleep that returned `Pending` under `waker`: the
+/// core wakes only the process's task, so a waker that is not the body's
+/// own is kept here and woken at the body's next poll. Outside a body's
+/// poll nothing is kept (the core refuses such a receive anyway).
+pub(crate) fn relay_if_foreign(waker: &Waker) {
+    let polling = POLLING.with(Cell::get);
+    if polling.is_null() {
+        return;
+    }
+    // SAFETY: `POLLING` points at the `Waking` of the body being polled on
+    // this thread; `ProcessBody::poll` sets it for the length of that poll
+    // only, and the body owns the `Waking` (boxed, so it does not move)
+    // throughout.
+    let waking = unsafe { &*polling };
+    if !waker.will_wake(&waking.own) {
+        waking.relay(waker);
+    }
 }
 
 impl ProcessStart {
@@ -57,7 +142,10 @@ impl ProcessStart {
             // SAFETY: `env` came from `Box::into_raw(Box<F>)` in `new` with
             // this very `F`, and the core calls `start` or `drop_env` once.
             let body = unsafe { Box::from_raw(env.cast::<F>()) };
-            body_future(process, *body)
+            // SAFETY: the core starts a `ProcessStart` only as the body of
+            // the process `process` is, and keeps that process alive while it
+            // polls or drops the future (see `ProcessStart::start`).
+            unsafe { body_future(process, *body) }
         }
 
         unsafe extern "C" fn drop_env<F>(env: *mut c_void) {
@@ -79,7 +167,14 @@ impl ProcessStart {
 /// The future the core polls for a process running `body`: the closure runs
 /// at the first poll, and no panic of it, its future or their drops leaves
 /// this future. How a module entry and a spawned closure both start.
-pub fn body_future<F, Fut>(process: Process, body: F) -> FfiFuture<()>
+///
+/// # Safety
+/// The future must be handed to the core as the body of the process that
+/// `process` is, and be polled and dropped only by the core: it reports the
+/// body's end through a non-owning copy of `process`'s handle, which is
+/// valid only while the core holds the process (as it does while it polls
+/// or drops its body).
+pub unsafe fn body_future<F, Fut>(process: Process, body: F) -> FfiFuture<()>
 where
     F: FnOnce(Process) -> Fut + Send + 'static,
     Fut: Future + Send + 'static,
@@ -104,15 +199,22 @@ enum Stage<F, Fut> {
 struct ProcessBody<F, Fut> {
     this: ProcessRef,
     stage: Stage<F, Fut>,
+    /// Made at the first poll, from the core's waker.
+    waking: Option<Box<Waking>>,
 }
 
 impl<F, Fut> ProcessBody<F, Fut> {
     fn new(this: ProcessRef, body: F, process: Process) -> Self {
-        ProcessBody { this, stage: Stage::Start(body, process) }
+        ProcessBody { this, stage: Stage::Start(body, process), waking: None }
     }
 
-    /// Drops the user's closure or future in place, catching a panicking drop.
+    /// Drops the user's closure or future in place, and the wakers relayed
+    /// for it, catching a panicking drop.
     fn finish(&mut self) {
+        if let Some(waking) = &self.waking {
+            let relayed = std::mem::take(&mut *waking.relayed.lock().unwrap_or_else(|e| e.into_inner()));
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(relayed)));
+        }
         if matches!(self.stage, Stage::Done) {
             return;
         }
@@ -127,7 +229,7 @@ impl<F, Fut> ProcessBody<F, Fut> {
     }
 }
 
-impl<F, Fut> ProcessBody<F, Fut>
+impl<F, Fut> Stage<F, Fut>
 where
     F: FnOnce(Process) -> Fut,
     Fut: Future,
@@ -135,14 +237,14 @@ where
 {
     /// Drives the body one step; may panic (the caller catches it).
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<ExitReason> {
-        if let Stage::Start(..) = self.stage {
+        if let Stage::Start(..) = self {
             // Moving the closure out moves nothing pinned: no future yet.
-            let Stage::Start(body, process) = std::mem::replace(&mut self.stage, Stage::Done) else {
+            let Stage::Start(body, process) = std::mem::replace(self, Stage::Done) else {
                 unreachable!("the stage was Start")
             };
-            self.stage = Stage::Run(body(process));
+            *self = Stage::Run(body(process));
         }
-        match &mut self.stage {
+        match self {
             // SAFETY: `self` is only reached through `Pin<&mut ProcessBody>`
             // (see `poll`), and the future is never moved: it is polled here
             // and dropped in place by `finish`.
@@ -164,8 +266,14 @@ where
         // SAFETY: nothing is moved out of `self`; the pinned `fut` stays in
         // place (see `step` and `finish`).
         let this = unsafe { self.get_unchecked_mut() };
-        let outer = POLLING.with(|polling| polling.replace(identity(cx.waker())));
-        let stepped = catch_unwind(AssertUnwindSafe(|| this.step(cx)));
+        let waking = &**this.waking.get_or_insert_with(|| Box::new(Waking::new(cx.waker())));
+        let stage = &mut this.stage;
+        let outer = POLLING.with(|polling| polling.replace(std::ptr::from_ref(waking)));
+        let stepped = catch_unwind(AssertUnwindSafe(|| {
+            // A relayed waker is user code: its panic ends this process too.
+            waking.wake_relayed();
+            stage.step(&mut Context::from_waker(&waking.own))
+        }));
         POLLING.with(|polling| polling.set(outer));
         let reason = match stepped {
             Ok(Poll::Pending) => return Poll::Pending,
@@ -185,9 +293,10 @@ impl<F, Fut> Drop for ProcessBody<F, Fut> {
     }
 }
 
-/// The text of a panic payload (`panic!` gives `&str` or `String`).
+/// The text of a panic payload (`panic!` gives `&str` or `String`), with
+/// where it happened if the module panic hook recorded it on this thread.
 pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    let message = match payload.downcast_ref::<&str>() {
+    let mut message = match payload.downcast_ref::<&str>() {
         Some(s) => (*s).to_owned(),
         None => match payload.downcast_ref::<String>() {
             Some(s) => s.clone(),
@@ -196,5 +305,38 @@ pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
     };
     // Dropping the payload may itself panic (rust-lang/rust#86027).
     let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    let me = std::thread::current().id();
+    let mut last = LAST_PANIC_AT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, at)) = last.take_if(|(thread, _)| *thread == me) {
+        message.push_str(" (at ");
+        message.push_str(&at);
+        message.push(')');
+    }
     message
+}
+
+/// Where the last panic caught by the module panic hook happened, and on
+/// which thread. A static, not a thread-local: a thread-local holding a
+/// `String` registers a destructor that pins the module in memory.
+static LAST_PANIC_AT: Mutex<Option<(std::thread::ThreadId, String)>> = Mutex::new(None);
+
+/// Installs, once, the panic hook of a module's own copy of std: it prints
+/// nothing and records where the panic happened for [`panic_message`]. The
+/// default hook, with `RUST_BACKTRACE` set, maps the module's file to read
+/// its symbols and never unmaps it, so one panic would keep a purged
+/// version's file in the address space. A panic's message and place become
+/// the process's exit reason instead of a line on stderr. Called by the
+/// `module!` macro's entry points; not for host programs, whose hook is
+/// theirs.
+#[doc(hidden)]
+pub fn install_module_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let at = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+            if let Some(at) = at {
+                *LAST_PANIC_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::thread::current().id(), at));
+            }
+        }));
+    });
 }

@@ -13,16 +13,23 @@
 //!   copies what it keeps, so memory is always freed by the side that
 //!   allocated it;
 //! - the core never unwinds into a caller, and code called back by the core
-//!   (a `matcher`, a `start`) catches its own panics.
+//!   (a `matcher`, a `start`) catches its own panics;
+//! - the core never receives a waker, a vtable or any other callback it would
+//!   keep: the only module function pointers it holds are a body's future
+//!   and a [`ProcessStart`], each attributed to the module version whose code
+//!   they are and holding it open (a receive polled under a combinator's
+//!   waker is relayed on the module's side, see `body.rs`);
+//! - values the core receives from a module are validated, never trusted to
+//!   be a valid Rust enum or `bool` (`matcher` and `migrate` return `u8`).
 
 use std::ffi::c_void;
 
-use async_ffi::{FfiContext, FfiFuture};
+use async_ffi::FfiFuture;
 
 use crate::{MonitorRef, Pid, Process, Tag, TimerRef};
 
 /// The version of this contract. The core refuses code built against another.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// A deadline meaning "never": receives without a timeout pass it.
 pub const NO_DEADLINE: u64 = u64::MAX;
@@ -40,9 +47,10 @@ pub struct ReceiveRequest {
     pub tags: *const Tag,
     /// How many tags `tags` points at.
     pub tag_count: usize,
-    /// Called with each candidate, oldest first; returns true to take it out
-    /// of the mailbox (and end the receive). Must not unwind.
-    pub matcher: unsafe extern "C" fn(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> bool,
+    /// Called with each candidate, oldest first; returns [`MATCH_TAKE`] to
+    /// take it out of the mailbox (and end the receive), anything else to
+    /// leave it. Must not unwind.
+    pub matcher: unsafe extern "C" fn(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> u8,
     /// Passed to `matcher`.
     pub env: *mut c_void,
     /// How many queued messages this receive has already looked at; the core
@@ -52,12 +60,10 @@ pub struct ReceiveRequest {
     /// When the receive gives up, on the node's clock (see `now`), or
     /// [`NO_DEADLINE`].
     pub deadline: u64,
-    /// True when the context passed with the request wakes the process's own
-    /// task (the caller is polled directly by the process's body, not inside
-    /// a combinator with wakers of its own): the core may then register the
-    /// task's own waker instead of the context's.
-    pub own_task: bool,
 }
+
+/// What a receive's `matcher` returns to take the message it was offered.
+pub const MATCH_TAKE: u8 = 1;
 
 /// The outcome of one `receive` or `sleep_until` call.
 #[repr(u8)]
@@ -71,8 +77,21 @@ pub enum ReceiveStatus {
     /// The deadline passed (with nothing matched).
     TimedOut = 2,
     /// The call was not made from the process's own body (its `Process` was
-    /// moved into another task): only a process receives its messages.
+    /// moved into another task or thread), or it was made from inside
+    /// another receive of the same process (a matcher): only a process
+    /// receives its messages, one receive at a time.
     NotOwner = 3,
+}
+
+/// The outcome of `hot_call`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HotCallStatus {
+    /// The switch happens when the body next returns `Pending`.
+    Accepted = 0,
+    /// Not made from the process's own body while it is polled (another
+    /// thread or task, or a receive's matcher): nothing happens.
+    NotOwner = 1,
 }
 
 /// The outcome of `register`.
@@ -169,15 +188,15 @@ pub struct ProcessVTable {
     pub send: unsafe extern "C" fn(ProcessHandle, to: Pid, tag: Tag, bytes: *const u8, len: usize),
     /// Sends to a registered name; false if no process has it.
     pub send_named: unsafe extern "C" fn(ProcessHandle, name: Str, tag: Tag, bytes: *const u8, len: usize) -> bool,
-    /// Selective receive; see [`ReceiveRequest`]. Must be polled from the
-    /// process's own task.
-    pub receive:
-        unsafe extern "C" fn(ProcessHandle, request: *mut ReceiveRequest, cx: *mut FfiContext<'_>) -> ReceiveStatus,
+    /// Selective receive; see [`ReceiveRequest`]. Only from the process's
+    /// own body while the core polls it. On `Pending` the core wakes the
+    /// process's task when a message arrives or the deadline passes; it
+    /// takes no waker from the caller.
+    pub receive: unsafe extern "C" fn(ProcessHandle, request: *mut ReceiveRequest) -> ReceiveStatus,
     /// `TimedOut` once the node's clock passes `deadline`; otherwise
-    /// `Pending`, with a wake-up arranged then. `own_task` as in
-    /// [`ReceiveRequest`].
-    pub sleep_until:
-        unsafe extern "C" fn(ProcessHandle, deadline: u64, own_task: bool, cx: *mut FfiContext<'_>) -> ReceiveStatus,
+    /// `Pending`, with the process's task woken then. Only from the
+    /// process's own body, as `receive`.
+    pub sleep_until: unsafe extern "C" fn(ProcessHandle, deadline: u64) -> ReceiveStatus,
     /// Starts a process; writes the monitor to `monitor` if one was asked.
     pub spawn: unsafe extern "C" fn(
         ProcessHandle,
@@ -216,7 +235,7 @@ pub struct ProcessVTable {
     /// the new version's `migrate` if the version changes (Erlang's
     /// `?MODULE:entry(State)`). Takes effect when the body next returns
     /// `Pending`; the body must not be polled on its own afterwards.
-    pub hot_call: unsafe extern "C" fn(ProcessHandle, entry: Str, state: *const u8, len: usize),
+    pub hot_call: unsafe extern "C" fn(ProcessHandle, entry: Str, state: *const u8, len: usize) -> HotCallStatus,
     /// Spawns `module:entry` with `state` as its start argument; on
     /// [`SpawnStatus::Spawned`] writes the pid (and the monitor if asked),
     /// otherwise writes the reason as a postcard-encoded
@@ -236,27 +255,79 @@ pub struct ProcessVTable {
     /// [`ExitReason`](crate::ExitReason)); called once, just before its
     /// future completes.
     pub set_exit_reason: unsafe extern "C" fn(ProcessHandle, reason: *const u8, len: usize),
+    /// A field no real contract has: a module built with `molt-abi`'s
+    /// `test-skewed-layout` feature has a table of another shape under the
+    /// same ABI version, which the core must refuse (molt's own tests).
+    #[cfg(feature = "test-skewed-layout")]
+    pub skew: usize,
 }
 
 /// A process body handed to the core: `start` turns the environment and the
 /// new process's [`Process`] into the future the core polls.
 ///
-/// The core calls exactly one of `start` (which consumes `env`) or
-/// `drop_env` (if the process is never started, e.g. during shutdown).
+/// Built only by [`ProcessStart::new`], so its function pointers and its
+/// environment always belong together and to the code that made them; the
+/// core runs exactly one of `start` (which consumes `env`) or `drop_env`
+/// (dropping an unstarted `ProcessStart` calls it).
 #[repr(C)]
 #[derive(Debug)]
 pub struct ProcessStart {
     /// The body's captured state, owned by the side that made it.
-    pub env: *mut c_void,
+    pub(crate) env: *mut c_void,
     /// Consumes `env`; never runs user code itself, so it cannot panic.
-    pub start: unsafe extern "C" fn(env: *mut c_void, process: Process) -> FfiFuture<()>,
+    pub(crate) start: unsafe extern "C" fn(env: *mut c_void, process: Process) -> FfiFuture<()>,
     /// Frees `env` without starting; must not unwind.
-    pub drop_env: unsafe extern "C" fn(env: *mut c_void),
+    pub(crate) drop_env: unsafe extern "C" fn(env: *mut c_void),
     /// What code the body runs, for introspection (`molt ps`): a string that
     /// lives as long as the code that made it is loaded.
-    pub code: Str,
+    pub(crate) code: Str,
 }
 
 // SAFETY: `env` is a `Box<F>` with `F: Send` (see `ProcessStart::new`), so the
 // start may be handed to whichever thread spawns the process.
 unsafe impl Send for ProcessStart {}
+
+impl ProcessStart {
+    /// The address of the code that starts the body: it lies in the library
+    /// (module version) whose code the body is, so the core can tell which
+    /// version a closure belongs to.
+    pub fn code_address(&self) -> usize {
+        self.start as usize
+    }
+
+    /// The name of the code the body runs (a closure's type name).
+    ///
+    /// # Safety
+    /// The code that made this `ProcessStart` must still be loaded (the
+    /// string is its static data).
+    pub unsafe fn code_name(&self) -> &str {
+        // SAFETY: the caller keeps the code (and so the string) loaded.
+        unsafe { self.code.as_str() }
+    }
+
+    /// Starts the body for `process`.
+    ///
+    /// # Safety
+    /// The code that made this `ProcessStart` must stay loaded for as long as
+    /// the returned future exists, and `process` must be the process the
+    /// future is polled as (the core keeps it alive while it polls or drops
+    /// the future).
+    pub unsafe fn start(self, process: Process) -> FfiFuture<()> {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `start` and `env` were made together by `new`, and this is
+        // the one call that consumes `env` (`this` is never dropped); `start`
+        // runs no user code, so it cannot unwind.
+        unsafe { (this.start)(this.env, process) }
+    }
+}
+
+impl Drop for ProcessStart {
+    fn drop(&mut self) {
+        // SAFETY: `drop_env` and `env` were made together by `new`, and an
+        // unstarted `ProcessStart` is dropped once; `drop_env` catches panics.
+        // The code is loaded: a `ProcessStart` is only reachable from code of
+        // the library that made it or from the core, which keeps that
+        // library's version open while it holds one.
+        unsafe { (self.drop_env)(self.env) }
+    }
+}

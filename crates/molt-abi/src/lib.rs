@@ -14,13 +14,14 @@ mod body;
 pub mod contract;
 mod error;
 mod exit;
+mod layout;
 mod message;
 pub mod module;
 mod pid;
 mod process;
 mod receive;
 
-pub use body::{body_future, panic_message};
+pub use body::{body_future, install_module_panic_hook, panic_message};
 pub use error::{ReceiveError, RegisterError, SpawnError};
 pub use exit::{ExitReason, IntoExitReason, Never};
 pub use message::{Down, Envelope, Exit, Message, Payload, Tag, Upgrade, UpgradeFailed};

@@ -3,11 +3,14 @@
 //! checks before it runs any of the module's code.
 //!
 //! A descriptor is a `static` in the module, read by the core through the
-//! exported symbol [`DESCRIPTOR_SYMBOL`]. Its first two fields are fixed for
+//! exported symbol [`DESCRIPTOR_SYMBOL`]. It starts with a
+//! [`DescriptorHeader`] of plain data whose first two fields are fixed for
 //! every ABI version — `magic`, then `abi_version` — so the core can tell a
-//! foreign library or another ABI apart before it reads anything else.
-//! Everything it points at is immutable data of the module, valid while the
-//! library is loaded.
+//! foreign library or another ABI apart, then compare the layout
+//! fingerprint, target, compiler, SDK version, panic strategy and name, all
+//! from the file's bytes before `dlopen` runs any of the file's code.
+//! Everything the rest of the descriptor points at is immutable data of the
+//! module, valid while the library is loaded.
 
 use std::ffi::c_void;
 
@@ -15,6 +18,7 @@ use async_ffi::FfiFuture;
 
 use crate::Process;
 use crate::contract::Str;
+pub use crate::layout::LAYOUT_FINGERPRINT;
 
 /// The exported symbol that holds a module's [`ModuleDescriptor`].
 pub const DESCRIPTOR_SYMBOL: &str = "MOLT_MODULE_DESCRIPTOR";
@@ -31,23 +35,96 @@ pub const BUILD_TARGET: &str = env!("MOLT_BUILD_TARGET");
 /// The compiler this build of `molt-abi` was compiled with (`rustc --version`).
 pub const BUILD_RUSTC: &str = env!("MOLT_BUILD_RUSTC");
 
-/// What a library was built with; the core loads only modules whose facts
-/// equal its own.
+/// Whether this build unwinds on panic (`panic = "unwind"`, the default):
+/// the core loads only modules that do, because a panic in an
+/// abort-on-panic module would end the whole node.
+pub const PANIC_UNWINDS: bool = cfg!(panic = "unwind");
+
+/// A string stored inline, so it can be read from a module file as plain
+/// data before any of the file's code runs (a pointer in a file is only
+/// filled in by the dynamic loader).
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct BuildInfo {
-    /// [`BUILD_TARGET`] of the module's build.
-    pub target: Str,
-    /// [`BUILD_RUSTC`] of the module's build.
-    pub rustc: Str,
-    /// [`SDK_VERSION`] of the module's build.
-    pub sdk: Str,
+#[derive(Clone, Copy)]
+pub struct FixedStr<const N: usize> {
+    len: u16,
+    bytes: [u8; N],
 }
 
-impl BuildInfo {
-    /// The facts of this very build.
-    pub const fn here() -> BuildInfo {
-        BuildInfo { target: Str::of(BUILD_TARGET), rustc: Str::of(BUILD_RUSTC), sdk: Str::of(SDK_VERSION) }
+impl<const N: usize> FixedStr<N> {
+    /// `s` stored inline; a string longer than `N` bytes is a compile-time
+    /// error where this runs in a `const`.
+    pub const fn of(s: &str) -> FixedStr<N> {
+        let src = s.as_bytes();
+        assert!(src.len() <= N && src.len() <= u16::MAX as usize, "string too long for its descriptor field");
+        let mut bytes = [0u8; N];
+        let mut i = 0;
+        while i < src.len() {
+            bytes[i] = src[i];
+            i += 1;
+        }
+        FixedStr { len: src.len() as u16, bytes }
+    }
+
+    /// The string, or `None` if the stored length or bytes are not a valid
+    /// UTF-8 string (as read from a damaged or foreign file).
+    pub fn get(&self) -> Option<&str> {
+        let bytes = self.bytes.get(..usize::from(self.len))?;
+        std::str::from_utf8(bytes).ok()
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for FixedStr<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.get(), f)
+    }
+}
+
+/// The part of a descriptor that is plain data (integers and inline
+/// strings, no pointer): the core reads it from the file and checks every
+/// field before it opens the library, so a misbuilt module runs none of its
+/// code. Every bit pattern of it is a valid value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DescriptorHeader {
+    /// [`DESCRIPTOR_MAGIC`].
+    pub magic: u64,
+    /// The contract version the module was built against:
+    /// [`ABI_VERSION`](crate::contract::ABI_VERSION). `magic` and this field
+    /// come first in every ABI version.
+    pub abi_version: u32,
+    /// 1 if the module unwinds on panic ([`PANIC_UNWINDS`]).
+    pub panic_unwinds: u8,
+    /// The size, alignment and field offsets of every type of the contract
+    /// as the module was compiled: [`LAYOUT_FINGERPRINT`].
+    pub layout: u64,
+    /// [`BUILD_TARGET`] of the module's build.
+    pub target: FixedStr<64>,
+    /// [`BUILD_RUSTC`] of the module's build.
+    pub rustc: FixedStr<128>,
+    /// [`SDK_VERSION`] of the module's build.
+    pub sdk: FixedStr<32>,
+    /// The module's name, which must match the name it is loaded under.
+    pub name: FixedStr<64>,
+    /// The module's declared version string.
+    pub version: FixedStr<64>,
+}
+
+impl DescriptorHeader {
+    /// The header of a module `name` at `version` built right here (the
+    /// `abi_version` and `sdk` overrides exist for molt's own tests of
+    /// refused builds).
+    pub const fn here(name: &str, version: &str, abi_version: u32, sdk: &str) -> DescriptorHeader {
+        DescriptorHeader {
+            magic: DESCRIPTOR_MAGIC,
+            abi_version,
+            panic_unwinds: PANIC_UNWINDS as u8,
+            layout: LAYOUT_FINGERPRINT,
+            target: FixedStr::of(BUILD_TARGET),
+            rustc: FixedStr::of(BUILD_RUSTC),
+            sdk: FixedStr::of(sdk),
+            name: FixedStr::of(name),
+            version: FixedStr::of(version),
+        }
     }
 }
 
@@ -66,7 +143,8 @@ pub struct EntryDescriptor {
     pub start: EntryStart,
 }
 
-/// What `migrate` did.
+/// What `migrate` did. The hook returns it as a `u8`, which the core
+/// validates with [`MigrateStatus::from_u8`].
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MigrateStatus {
@@ -76,6 +154,18 @@ pub enum MigrateStatus {
     Failed = 1,
     /// The hook panicked; the panic's message was written to the sink.
     Panicked = 2,
+}
+
+impl MigrateStatus {
+    /// The status a hook returned, if it is one.
+    pub fn from_u8(value: u8) -> Option<MigrateStatus> {
+        match value {
+            0 => Some(MigrateStatus::Migrated),
+            1 => Some(MigrateStatus::Failed),
+            2 => Some(MigrateStatus::Panicked),
+            _ => None,
+        }
+    }
 }
 
 /// Where `migrate` writes its output (the new state, or a reason): the core
@@ -114,24 +204,15 @@ impl Sink {
 
 /// A module's `migrate` (Erlang's `code_change`): turns the state of the
 /// version `old_version` (postcard bytes) into this version's state. Must not
-/// unwind.
-pub type Migrate = unsafe extern "C" fn(old_version: Str, state: *const u8, len: usize, out: Sink) -> MigrateStatus;
+/// unwind. Returns a [`MigrateStatus`] as `u8`.
+pub type Migrate = unsafe extern "C" fn(old_version: Str, state: *const u8, len: usize, out: Sink) -> u8;
 
 /// Everything the core needs to know about a module library.
 #[repr(C)]
 #[derive(Debug)]
 pub struct ModuleDescriptor {
-    /// [`DESCRIPTOR_MAGIC`].
-    pub magic: u64,
-    /// The contract version the module was built against:
-    /// [`ABI_VERSION`](crate::contract::ABI_VERSION).
-    pub abi_version: u32,
-    /// What the module was built with.
-    pub build: BuildInfo,
-    /// The module's name, which must match the name it is loaded under.
-    pub name: Str,
-    /// The module's declared version string.
-    pub version: Str,
+    /// What the core checks before it opens the library.
+    pub header: DescriptorHeader,
     /// The entries, `entry_count` of them.
     pub entries: *const EntryDescriptor,
     /// How many entries there are.

@@ -12,10 +12,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_ffi::ContextExt;
-
 use crate::contract::{
-    ProcessHandle, ProcessStart, ProcessVTable, ReceiveStatus, RegisterStatus, SpawnOptions, SpawnStatus, Str,
+    HotCallStatus, ProcessHandle, ProcessStart, ProcessVTable, ReceiveStatus, RegisterStatus, SpawnOptions,
+    SpawnStatus, Str,
 };
 use crate::module::Sink;
 use crate::receive::{Expect, NoArms, Receive};
@@ -26,8 +25,8 @@ use crate::{ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError,
 /// BIFs).
 #[repr(C)]
 pub struct Process {
-    vtable: &'static ProcessVTable,
-    handle: ProcessHandle,
+    pub(crate) vtable: &'static ProcessVTable,
+    pub(crate) handle: ProcessHandle,
 }
 
 // SAFETY: the handle is a strong reference to core state that is `Send + Sync`
@@ -349,12 +348,23 @@ impl Process {
     /// the mailbox (every queued message, in order), links, monitors and
     /// registered name stay. Never returns; a process compiled into the host
     /// (no module) that calls it ends with an error reason.
+    ///
+    /// # Panics
+    /// When called anywhere but in the process's own body while it runs
+    /// (from another thread, or inside a receive's predicate): the panic
+    /// ends the process with that reason.
     pub fn hot_call<'p, S: serde::Serialize>(&'p mut self, entry: &str, state: &S) -> HotCall<'p> {
-        with_encoded(state, |bytes| {
+        let status = with_encoded(state, |bytes| {
             // SAFETY: `self` holds the handle; `entry` and `bytes` are valid
             // for the call (the core copies them).
             unsafe { (self.vtable.hot_call)(self.handle, Str::new(entry), bytes.as_ptr(), bytes.len()) }
         });
+        if status != HotCallStatus::Accepted {
+            panic!(
+                "hot_call made outside the process's own body (from another thread or task, or inside a \
+                 receive's predicate); only the process itself can switch its code, at a safe point of its body"
+            );
+        }
         HotCall { _process: self }
     }
 
@@ -409,23 +419,26 @@ impl Future for Sleep<'_> {
             }
         };
         let process = &*self.process;
-        let own_task = crate::body::is_own_task(cx.waker());
-        // SAFETY: `process` holds the handle; the context is valid for the call.
-        let status =
-            cx.with_ffi_context(|cx| unsafe { (process.vtable.sleep_until)(process.handle, deadline, own_task, cx) });
+        // SAFETY: `process` holds the handle.
+        let status = unsafe { (process.vtable.sleep_until)(process.handle, deadline) };
         match status {
-            ReceiveStatus::Pending => Poll::Pending,
+            ReceiveStatus::Pending => {
+                crate::body::relay_if_foreign(cx.waker());
+                Poll::Pending
+            }
             ReceiveStatus::NotOwner => not_owner(),
             ReceiveStatus::Matched | ReceiveStatus::TimedOut => Poll::Ready(()),
         }
     }
 }
 
-/// A receive or sleep awaited outside the process's own body.
+/// A receive or sleep awaited outside the process's own body, or inside
+/// another receive's predicate.
 pub(crate) fn not_owner() -> ! {
     panic!(
-        "a Process received or slept outside its own body (it was moved into another task); \
-         only a process itself may receive its messages: spawn a process for the other work"
+        "a Process received or slept outside its own body (it was moved into another task or thread) \
+         or inside another receive's predicate; only a process itself may receive its messages, one \
+         receive at a time: spawn a process for the other work"
     )
 }
 

@@ -16,9 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_ffi::ContextExt;
-
-use crate::contract::{NO_DEADLINE, ReceiveRequest, ReceiveStatus};
+use crate::contract::{MATCH_TAKE, NO_DEADLINE, ReceiveRequest, ReceiveStatus};
 use smallvec::SmallVec;
 
 use crate::{Envelope, Message, Process, ReceiveError, Tag};
@@ -35,17 +33,19 @@ struct Guarded<M> {
     panic: Option<Box<dyn Any + Send>>,
 }
 
-unsafe extern "C" fn guarded_match<M: Matcher>(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> bool {
+unsafe extern "C" fn guarded_match<M: Matcher>(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> u8 {
     // SAFETY: `env` is the `&mut Guarded<M>` that `poll_receive` put in the
     // request, alive and unaliased for the duration of the core's call.
     let guarded = unsafe { &mut *env.cast::<Guarded<M>>() };
-    // SAFETY: the core passes a live payload of `len` bytes for this call.
-    let bytes = unsafe { std::slice::from_raw_parts(bytes, len) };
+    // SAFETY: the core passes a live payload of `len` bytes for this call
+    // (an empty payload may come with a dangling pointer).
+    let bytes = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(bytes, len) } };
     match catch_unwind(AssertUnwindSafe(|| guarded.matcher.try_match(tag, bytes))) {
-        Ok(taken) => taken,
+        Ok(true) => MATCH_TAKE,
+        Ok(false) => 0,
         Err(panic) => {
             guarded.panic = Some(panic);
-            true
+            MATCH_TAKE
         }
     }
 }
@@ -91,20 +91,22 @@ impl ReceiveState {
             env: (&raw mut guarded).cast(),
             cursor: self.cursor,
             deadline,
-            own_task: crate::body::is_own_task(cx.waker()),
         };
         let vtable = process.vtable();
         let handle = process.handle();
         // SAFETY: `process` holds the handle; `request`, the tags it points at
-        // and `guarded` live across the call, and the context is valid for it.
-        let status = cx.with_ffi_context(|cx| unsafe { (vtable.receive)(handle, &mut request, cx) });
+        // and `guarded` live across the call.
+        let status = unsafe { (vtable.receive)(handle, &mut request) };
         self.cursor = request.cursor;
         if let Some(panic) = guarded.panic {
             resume_unwind(panic);
         }
         match status {
             ReceiveStatus::Matched => Poll::Ready(None),
-            ReceiveStatus::Pending => Poll::Pending,
+            ReceiveStatus::Pending => {
+                crate::body::relay_if_foreign(cx.waker());
+                Poll::Pending
+            }
             ReceiveStatus::TimedOut => {
                 Poll::Ready(Some(ReceiveError::Timeout { after: Duration::from_nanos(self.timeout) }))
             }

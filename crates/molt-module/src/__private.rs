@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use async_ffi::FfiFuture;
 pub use molt_abi::contract::Str;
-pub use molt_abi::module::{BuildInfo, DESCRIPTOR_MAGIC, EntryDescriptor, MigrateStatus, ModuleDescriptor, Sink};
+pub use molt_abi::module::{DescriptorHeader, EntryDescriptor, MigrateStatus, ModuleDescriptor, Sink};
 
 use molt_abi::{ExitReason, IntoExitReason, Process};
 
@@ -20,10 +20,10 @@ pub const fn pick_abi(overridden: &[u32]) -> u32 {
 }
 
 /// The declared SDK version: the real one unless a test overrides it.
-pub const fn pick_sdk(overridden: &[&'static str]) -> Str {
+pub const fn pick_sdk(overridden: &[&'static str]) -> &'static str {
     match overridden {
-        [sdk] => Str::of(sdk),
-        _ => Str::of(molt_abi::module::SDK_VERSION),
+        [sdk] => sdk,
+        _ => molt_abi::module::SDK_VERSION,
     }
 }
 
@@ -40,15 +40,21 @@ pub unsafe fn copy(ptr: *const u8, len: usize) -> Vec<u8> {
 }
 
 /// The body of a process running an entry: decodes the state at the first
-/// poll, then runs the entry.
-pub fn start_entry<S, F, Fut>(process: Process, state: Vec<u8>, entry: F) -> FfiFuture<()>
+/// poll, then runs the entry. Installs the module's panic hook first (see
+/// [`molt_abi::install_module_panic_hook`]).
+///
+/// # Safety
+/// As for [`molt_abi::body_future`]: the future is the body of `process`,
+/// polled and dropped only by the core.
+pub unsafe fn start_entry<S, F, Fut>(process: Process, state: Vec<u8>, entry: F) -> FfiFuture<()>
 where
     S: serde::de::DeserializeOwned + Send + 'static,
     F: FnOnce(Process, S) -> Fut + Send + 'static,
     Fut: Future + Send + 'static,
     Fut::Output: IntoExitReason,
 {
-    molt_abi::body_future(process, move |process| async move {
+    molt_abi::install_module_panic_hook();
+    let body = move |process| async move {
         match postcard::from_bytes::<S>(&state) {
             Ok(state) => entry(process, state).await.into_exit_reason(),
             Err(error) => ExitReason::Error(format!(
@@ -56,7 +62,9 @@ where
                 std::any::type_name::<S>()
             )),
         }
-    })
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { molt_abi::body_future(process, body) }
 }
 
 /// The migrate hook of a module that declares none: the state passes on
@@ -76,7 +84,8 @@ pub unsafe fn run_migrate(
     state: *const u8,
     len: usize,
     out: Sink,
-) -> MigrateStatus {
+) -> u8 {
+    molt_abi::install_module_panic_hook();
     // SAFETY: guaranteed by the caller.
     let (old_version, bytes) =
         unsafe { (old_version.as_str(), if len == 0 { &[][..] } else { std::slice::from_raw_parts(state, len) }) };
@@ -88,5 +97,5 @@ pub unsafe fn run_migrate(
     };
     // SAFETY: `out` is the core's sink for this call.
     unsafe { out.put(&written) };
-    status
+    status as u8
 }

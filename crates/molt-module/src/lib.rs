@@ -92,9 +92,13 @@ macro_rules! module {
                     state: *const u8,
                     len: usize,
                 ) -> $crate::__private::FfiFuture<()> {
-                    // SAFETY: the core passes `len` live bytes for this call.
-                    let state = unsafe { $crate::__private::copy(state, len) };
-                    $crate::__private::start_entry(process, state, super::$entry)
+                    // SAFETY: the core passes `len` live bytes for this call, and
+                    // starts the future as the body of `process`, which it keeps
+                    // alive while it polls or drops the body.
+                    unsafe {
+                        let state = $crate::__private::copy(state, len);
+                        $crate::__private::start_entry(process, state, super::$entry)
+                    }
                 }
             )+
 
@@ -110,7 +114,7 @@ macro_rules! module {
                 state: *const u8,
                 len: usize,
                 out: $crate::__private::Sink,
-            ) -> $crate::__private::MigrateStatus {
+            ) -> u8 {
                 #[allow(unused_variables)]
                 let hook = $crate::__private::keep_state;
                 $(let hook = super::$migrate;)?
@@ -122,14 +126,12 @@ macro_rules! module {
             #[unsafe(no_mangle)]
             pub static MOLT_MODULE_DESCRIPTOR: $crate::__private::ModuleDescriptor =
                 $crate::__private::ModuleDescriptor {
-                    magic: $crate::__private::DESCRIPTOR_MAGIC,
-                    abi_version: $crate::__private::pick_abi(&[$($abi)?]),
-                    build: $crate::__private::BuildInfo {
-                        sdk: $crate::__private::pick_sdk(&[$($sdk)?]),
-                        ..$crate::__private::BuildInfo::here()
-                    },
-                    name: $crate::__private::Str::of($name),
-                    version: $crate::__private::Str::of($version),
+                    header: $crate::__private::DescriptorHeader::here(
+                        $name,
+                        $version,
+                        $crate::__private::pick_abi(&[$($abi)?]),
+                        $crate::__private::pick_sdk(&[$($sdk)?]),
+                    ),
                     entries: ENTRIES.as_ptr(),
                     entry_count: ENTRIES.len(),
                     migrate,

@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
-use async_ffi::{FfiContext, FfiFuture};
+use async_ffi::FfiFuture;
 use molt_abi::contract::{
-    ABI_VERSION, ProcessHandle, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus, RegisterStatus,
-    SpawnOptions, SpawnStatus, Str,
+    ABI_VERSION, HotCallStatus, MATCH_TAKE, ProcessHandle, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus,
+    RegisterStatus, SpawnOptions, SpawnStatus, Str,
 };
 use molt_abi::module::Sink;
 use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Tag, TimerRef};
@@ -58,7 +58,9 @@ static VTABLE: ProcessVTable = ProcessVTable {
     spawn_entry,
 };
 
-/// What a process's task lends the core during one poll of its body.
+/// What a process's task lends the core during one poll of its body: the
+/// process, the task's waker, and its task-local state (null while a vtable
+/// call is using it).
 type Lent = (*const ProcessCtx, *const Waker, *mut TaskLocal);
 
 thread_local! {
@@ -67,8 +69,9 @@ thread_local! {
     static POLLING: Cell<Lent> = const { Cell::new((std::ptr::null(), std::ptr::null(), std::ptr::null_mut())) };
 }
 
-/// Runs `poll` (one poll of `ctx`'s body) with `ctx`'s task waker and
-/// task-local state lent to the vtable functions the body calls.
+/// Runs `poll` (one poll of `ctx`'s body, or the drop of it) with `ctx`'s
+/// task waker and task-local state lent to the vtable functions the body
+/// calls.
 pub(crate) fn polling<R>(
     ctx: &ProcessCtx,
     local: &mut TaskLocal,
@@ -86,38 +89,36 @@ pub(crate) fn polling<R>(
     poll(cx)
 }
 
-/// `ctx`'s task waker and task-local state, if `ctx`'s body is being polled
-/// on this thread.
-fn lent<'a>(ctx: &ProcessCtx) -> Option<(&'a Waker, &'a mut TaskLocal)> {
+/// Runs `f` with `ctx`'s task waker and task-local state if `ctx`'s body is
+/// being polled on this thread and no other vtable call of it is using them
+/// (a receive's matcher that receives again, through a stale `Process` of the
+/// same process, finds them taken); `None` otherwise.
+fn with_lent<R>(ctx: &ProcessCtx, f: impl FnOnce(&Waker, &mut TaskLocal) -> R) -> Option<R> {
+    struct GiveBack(*mut TaskLocal);
+    impl Drop for GiveBack {
+        fn drop(&mut self) {
+            POLLING.with(|polling| {
+                let (ctx, waker, _) = polling.get();
+                polling.set((ctx, waker, self.0));
+            });
+        }
+    }
     let (polled, waker, local) = POLLING.with(Cell::get);
-    if !std::ptr::eq(polled, ctx) {
+    if !std::ptr::eq(polled, ctx) || local.is_null() {
         return None;
     }
+    // Taken out for this call: a nested call finds null and is refused, so
+    // the `&mut` below is the only one.
+    POLLING.with(|polling| polling.set((polled, waker, std::ptr::null_mut())));
+    let _give_back = GiveBack(local);
     // SAFETY: `polling` lent these for the poll of `ctx` running on this
-    // thread right now, and restores the record when that poll returns; the
-    // callers use them only within the vtable call they are in, which is
-    // inside that poll. The `TaskLocal` is borrowed by nothing else: the task
-    // lent its only `&mut` and is inside `poll`, and vtable calls do not nest
-    // (a receive's matcher cannot reach its own process, which the receive
-    // borrows mutably).
-    Some(unsafe { (&*waker, &mut *local) })
-}
-
-/// Runs `f` with `ctx`'s task-local state and a context that wakes its task,
-/// if `ctx`'s body is being polled on this thread; `None` otherwise. The
-/// context is the task's own waker when the caller says the given context
-/// wakes the task anyway, the given context otherwise.
-fn with_lent<R>(
-    ctx: &ProcessCtx,
-    own_task: bool,
-    cx: &mut FfiContext<'_>,
-    f: impl FnOnce(&mut TaskLocal, &mut Context<'_>) -> R,
-) -> Option<R> {
-    let (waker, local) = lent(ctx)?;
-    if own_task {
-        return Some(f(local, &mut Context::from_waker(waker)));
-    }
-    Some(cx.with_context(|cx| f(local, cx)))
+    // thread right now, and restores the record when that poll returns; this
+    // call is inside that poll. The `TaskLocal` is borrowed by nothing else:
+    // the task lent its only `&mut` and is inside `poll`, and the pointer was
+    // taken out of the record above, so no nested vtable call can reach it
+    // until this one gives it back.
+    let (waker, local) = unsafe { (&*waker, &mut *local) };
+    Some(f(waker, local))
 }
 
 /// A new `Process` value for `ctx`: what a body is started with.
@@ -128,28 +129,22 @@ pub(crate) fn process_for(ctx: &Arc<ProcessCtx>) -> Process {
     unsafe { Process::from_raw(&VTABLE, handle) }
 }
 
-/// Starts `start`'s body for the new process `ctx`.
+/// Starts `start`'s body for the new process `ctx`. The caller holds the
+/// version `start` belongs to (if any) for as long as the future lives.
 pub(crate) fn start(ctx: &Arc<ProcessCtx>, start: ProcessStart) -> FfiFuture<()> {
     let process = process_for(ctx);
-    // SAFETY: `start.start` and `start.env` were made together by
-    // `ProcessStart::new` on the other side, and this is the one call that
-    // consumes `env`; `start` never runs user code, so it does not unwind.
-    unsafe { (start.start)(start.env, process) }
-}
-
-/// Frees a body that will never start.
-pub(crate) fn discard(start: ProcessStart) {
-    // SAFETY: as in `start`: `drop_env` consumes `env`, and it is the one
-    // call made with it.
-    unsafe { (start.drop_env)(start.env) }
+    // SAFETY: the code that made `start` is the host's or a version that the
+    // caller attributed it to by address and keeps open for the future's
+    // life; the future is the body of `ctx`, which its task keeps alive.
+    unsafe { start.start(process) }
 }
 
 /// The code name a body carries, copied by the caller.
 pub(crate) fn code_str(start: &ProcessStart) -> &str {
-    // SAFETY: `code` points at a string that lives as long as the code that
-    // made the body, which is loaded while its `ProcessStart` exists; the
-    // borrow ends with `start`'s.
-    unsafe { start.code.as_str() }
+    // SAFETY: the string lives as long as the code that made the body, which
+    // stays loaded while its `ProcessStart` exists (the caller holds the
+    // start, and its version if it has one); the borrow ends with `start`'s.
+    unsafe { start.code_name() }
 }
 
 /// The process behind a handle.
@@ -165,6 +160,16 @@ unsafe fn ctx<'a>(handle: ProcessHandle) -> &'a ProcessCtx {
 /// # Safety
 /// `ptr` must point at `len` readable bytes (or `len` be 0).
 unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    // SAFETY: forwarded from the caller.
+    unsafe { slice(ptr, len) }
+}
+
+/// A borrowed slice from the other side; an empty one may come with a null
+/// or dangling pointer, which `from_raw_parts` does not allow.
+///
+/// # Safety
+/// `ptr` must point at `len` readable values (or `len` be 0).
+unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
     if len == 0 {
         return &[];
     }
@@ -207,9 +212,15 @@ unsafe extern "C" fn now(handle: ProcessHandle) -> u64 {
 unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, tag: Tag, ptr: *const u8, len: usize) {
     // SAFETY: a live handle and a valid buffer, per the contract.
     let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, ptr, len)) };
-    match lent(ctx) {
-        Some((_, local)) => local.send(&ctx.node, to, envelope),
-        None => ctx.node.send(to, envelope),
+    // Through the task's send cache when the process's own body sends.
+    let mut envelope = Some(envelope);
+    let _ = with_lent(ctx, |_, local| {
+        if let Some(envelope) = envelope.take() {
+            local.send(&ctx.node, to, envelope);
+        }
+    });
+    if let Some(envelope) = envelope {
+        ctx.node.send(to, envelope);
     }
 }
 
@@ -226,19 +237,15 @@ unsafe extern "C" fn send_named(handle: ProcessHandle, name: Str, tag: Tag, ptr:
     }
 }
 
-unsafe extern "C" fn receive(
-    handle: ProcessHandle,
-    request: *mut ReceiveRequest,
-    cx: *mut FfiContext<'_>,
-) -> ReceiveStatus {
-    // SAFETY: a live handle, an exclusive request and a valid context for
-    // the call, per the contract.
-    let (ctx, request, cx) = unsafe { (ctx(handle), &mut *request, &mut *cx) };
-    // SAFETY: the request's tags are valid for the call.
-    let tags = unsafe { std::slice::from_raw_parts(request.tags, request.tag_count) };
+unsafe extern "C" fn receive(handle: ProcessHandle, request: *mut ReceiveRequest) -> ReceiveStatus {
+    // SAFETY: a live handle and an exclusive request for the call, per the
+    // contract.
+    let (ctx, request) = unsafe { (ctx(handle), &mut *request) };
+    // SAFETY: the request's tags are valid for the call (none may come with
+    // a null pointer).
+    let tags = unsafe { slice(request.tags, request.tag_count) };
     let (matcher, env) = (request.matcher, request.env);
-    let own_task = request.own_task;
-    let received = with_lent(ctx, own_task, cx, |local, cx| {
+    let received = with_lent(ctx, |waker, local| {
         ctx.receive(
             local,
             tags,
@@ -247,24 +254,20 @@ unsafe extern "C" fn receive(
             |envelope| {
                 // SAFETY: `env` belongs to `matcher` (the caller made them
                 // together) and the payload is live for this call; the
-                // matcher catches its own panics.
-                unsafe { matcher(env, envelope.tag, envelope.payload.as_ptr(), envelope.payload.len()) }
+                // matcher catches its own panics. Its answer is a `u8`,
+                // compared, never trusted to be a valid `bool`.
+                unsafe { matcher(env, envelope.tag, envelope.payload.as_ptr(), envelope.payload.len()) == MATCH_TAKE }
             },
-            cx,
+            &mut Context::from_waker(waker),
         )
     });
     received.unwrap_or(ReceiveStatus::NotOwner)
 }
 
-unsafe extern "C" fn sleep_until(
-    handle: ProcessHandle,
-    deadline: u64,
-    own_task: bool,
-    cx: *mut FfiContext<'_>,
-) -> ReceiveStatus {
-    // SAFETY: a live handle and a valid context, per the contract.
-    let (ctx, cx) = unsafe { (ctx(handle), &mut *cx) };
-    match with_lent(ctx, own_task, cx, |local, cx| ctx.sleep_until(local, deadline, cx)) {
+unsafe extern "C" fn sleep_until(handle: ProcessHandle, deadline: u64) -> ReceiveStatus {
+    // SAFETY: a live handle, per the contract.
+    let ctx = unsafe { ctx(handle) };
+    match with_lent(ctx, |waker, local| ctx.sleep_until(local, deadline, &mut Context::from_waker(waker))) {
         Some(true) => ReceiveStatus::TimedOut,
         Some(false) => ReceiveStatus::Pending,
         None => ReceiveStatus::NotOwner,
@@ -279,9 +282,7 @@ unsafe extern "C" fn spawn(
 ) -> Pid {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
-    // A closure made by module code runs that module version's code.
-    let version = lent(ctx).and_then(|(_, local)| local.version.clone());
-    let (pid, made) = ctx.node.spawn(start, Some(ctx), options, version);
+    let (pid, made) = ctx.node.spawn(start, Some(ctx), options);
     if let Some(made) = made {
         // SAFETY: the caller passes a writable `MonitorRef`.
         unsafe { monitor.write(made) };
@@ -396,12 +397,11 @@ unsafe extern "C" fn cancel_timer(handle: ProcessHandle, timer: TimerRef) -> boo
     unsafe { ctx(handle) }.node.cancel_timer(timer.0)
 }
 
-unsafe extern "C" fn hot_call(handle: ProcessHandle, entry: Str, ptr: *const u8, len: usize) {
+unsafe extern "C" fn hot_call(handle: ProcessHandle, entry: Str, ptr: *const u8, len: usize) -> HotCallStatus {
     // SAFETY: a live handle and valid buffers, per the contract.
     let (ctx, entry, state) = unsafe { (ctx(handle), entry.as_str(), bytes(ptr, len)) };
-    if let Some((_, local)) = lent(ctx) {
-        local.hot_call = Some(Box::new((entry.to_owned(), state.to_vec())));
-    }
+    let asked = with_lent(ctx, |_, local| local.hot_call = Some(Box::new((entry.to_owned(), state.to_vec()))));
+    if asked.is_some() { HotCallStatus::Accepted } else { HotCallStatus::NotOwner }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -31,21 +31,26 @@ fn saturating_u32(len: usize) -> u32 {
 /// burst of messages is freed (Erlang's garbage collection does the same).
 const SHRINK_ABOVE: usize = 1024;
 
-/// A waker's identity, to tell whether the one registered is the one a
-/// receive is polled with: its data address (a task's waker points at the
-/// task, so two different wakers never share it while both are alive).
-fn id_of(waker: &Waker) -> usize {
-    waker.data() as usize
-}
-
 /// The owner's side of the mailbox: only the owning task touches it.
 #[derive(Debug, Default)]
 pub(crate) struct Received {
     /// Messages moved out of the inbox and not yet received, oldest first.
     pub(crate) saved: VecDeque<Envelope>,
-    /// The identity of the waker the owner left registered, with `waiting`
-    /// on and the inbox empty; 0 when not armed. See the module docs.
-    armed: usize,
+    /// The owner left its task's waker registered, with `waiting` on and the
+    /// inbox empty. See the module docs. Only the task's own waker is ever
+    /// registered (the core takes no waker from a body), so whether the
+    /// registered one is the right one needs no identity check; a receive
+    /// made while the body is dropped registers a no-op waker and must be
+    /// followed by [`Received::disarm`].
+    armed: bool,
+}
+
+impl Received {
+    /// Forgets that a waker is registered, so the next receive registers
+    /// the task's waker again under the lock.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -72,14 +77,13 @@ struct Inbox {
 }
 
 impl Inbox {
-    /// Marks the owner as waiting with `waker`; returns the waker's identity.
-    fn wait_with(&mut self, waker: &Waker) -> usize {
+    /// Marks the owner as waiting with `waker`.
+    fn wait_with(&mut self, waker: &Waker) {
         self.waiting = true;
         match &self.waker {
             Some(registered) if registered.will_wake(waker) => {}
             _ => self.waker = Some(waker.clone()),
         }
-        id_of(waker)
     }
 }
 
@@ -142,7 +146,7 @@ impl Mailbox {
                 }
                 *cursor += 1;
             }
-            if received.armed == id_of(waker) && self.queued.load(Ordering::Acquire) == 0 {
+            if received.armed && self.queued.load(Ordering::Acquire) == 0 {
                 // Still waiting since the last locked pass, and nothing came.
                 return Scan::Empty;
             }
@@ -154,7 +158,8 @@ impl Mailbox {
             }
             self.queued.store(0, Ordering::Relaxed);
             // The inbox is empty now: whatever comes next wakes the owner.
-            received.armed = inbox.wait_with(waker);
+            inbox.wait_with(waker);
+            received.armed = true;
             if *cursor == saved.len() {
                 return Scan::Empty;
             }

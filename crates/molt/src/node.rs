@@ -26,7 +26,7 @@ use crate::code::{
     Version, VersionInfo,
 };
 use crate::info::ProcessInfo;
-use crate::process::{CLOSURE, CodeRef, ProcessCtx, ProcessTask};
+use crate::process::{CLOSURE, CodeRef, ProcessCtx, ProcessTask, RunningBody};
 use crate::registry::Registry;
 use crate::signal::Signal;
 
@@ -104,10 +104,38 @@ impl SchedulerThread {
     }
 }
 
+/// What a refused spawn drops: a closure (and the version it keeps open
+/// until it is dropped), or nothing.
+struct Stillborn(Option<ProcessStart>, Option<Arc<Version>>);
+
+impl From<ProcessStart> for Stillborn {
+    fn from(start: ProcessStart) -> Stillborn {
+        Stillborn(Some(start), None)
+    }
+}
+
+impl From<Body<'_>> for Stillborn {
+    fn from(body: Body<'_>) -> Stillborn {
+        match body {
+            Body::Start(start, version) => Stillborn(Some(start), version),
+            Body::Entry { version, .. } => Stillborn(None, Some(version)),
+        }
+    }
+}
+
+impl Drop for Stillborn {
+    fn drop(&mut self) {
+        // The closure's drop code first, while its version is still held.
+        drop(self.0.take());
+        drop(self.1.take());
+    }
+}
+
 /// What a new process runs.
 enum Body<'a> {
     /// A closure: compiled into the host (no version), or made by the code
-    /// of a module version, which it keeps open.
+    /// of a module version (found by the address of its code), which it
+    /// keeps open.
     Start(ProcessStart, Option<Arc<Version>>),
     /// An entry of a module version, with its start state.
     Entry { version: Arc<Version>, entry: &'a str, state: &'a [u8] },
@@ -165,7 +193,7 @@ impl Node {
         }
         let creation =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.subsec_nanos() ^ d.as_secs() as u32);
-        let code = CodeServer::new(&config.name, creation);
+        let code = CodeServer::new();
         let inner = Arc::new(NodeInner {
             id: NodeId::from_name(&config.name),
             name: config.name,
@@ -204,7 +232,7 @@ impl Node {
         Fut: Future + Send + 'static,
         Fut::Output: IntoExitReason,
     {
-        self.inner.spawn(ProcessStart::new(body), None, SpawnOptions::default(), None).0
+        self.inner.spawn(ProcessStart::new(body), None, SpawnOptions::default()).0
     }
 
     /// Runs `body` as a process and blocks the calling thread until it
@@ -322,7 +350,9 @@ impl Node {
     /// When the module is not loaded, or a killed process never yields.
     pub fn purge(&self, module: &str) -> Result<PurgeReport, PurgeError> {
         let code = &self.inner.code;
-        let Some(old) = code.take_old(module)? else {
+        // From here on nothing new starts in the version: a spawn of one of
+        // its closures and a hot call into it are refused.
+        let Some(old) = code.start_purge(module)? else {
             return Ok(PurgeReport {
                 module: module.to_owned(),
                 version: None,
@@ -339,6 +369,8 @@ impl Node {
             }
         }
         if let Err(processes) = old.wait_unused() {
+            // The version stays in the table as the old one, still purging:
+            // a load is refused until a later purge finds it unused.
             return Err(PurgeError::Stuck {
                 module: module.to_owned(),
                 version,
@@ -346,7 +378,7 @@ impl Node {
                 seconds: crate::code::PURGE_WAIT.as_secs(),
             });
         }
-        let unloaded = code.release(old);
+        let unloaded = code.finish_purge(module, old);
         Ok(PurgeReport {
             module: module.to_owned(),
             version: Some(version),
@@ -473,15 +505,19 @@ impl NodeInner {
     }
 
     /// Starts a process running a closure; `parent` is the spawning
-    /// process, if any, for the link and monitor options.
+    /// process, if any, for the link and monitor options. A closure whose
+    /// code lies in a module version runs under that version, wherever it
+    /// was spawned from (the process's own poll, another thread, a drop).
     pub(crate) fn spawn(
         self: &Arc<Self>,
         start: ProcessStart,
         parent: Option<&ProcessCtx>,
         options: SpawnOptions,
-        version: Option<Arc<Version>>,
     ) -> (Pid, Option<MonitorRef>) {
-        self.spawn_body(Body::Start(start, version), parent, options)
+        match self.code.owner_of(start.code_address()) {
+            Ok(version) => self.spawn_body(Body::Start(start, version), parent, options),
+            Err(reason) => self.stillborn(start, parent, options, reason),
+        }
     }
 
     /// Starts a process running `module:entry` of the module's current
@@ -515,31 +551,28 @@ impl NodeInner {
         parent: Option<&ProcessCtx>,
         options: SpawnOptions,
     ) -> (Pid, Option<MonitorRef>) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return self.stillborn(body, parent, options, ExitReason::Noproc);
+        }
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
         let pid = Pid { node: self.id, creation: self.creation, serial };
-        let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
-        if self.stopping.load(Ordering::SeqCst) {
-            if let Body::Start(start, _) = body {
-                boundary::discard(start);
-            }
-            if let Some(parent) = parent.map(|p| p.pid) {
-                // As if the process had started and ended at once.
-                if options.link {
-                    self.signal(parent, Signal::Exit { from: pid, reason: ExitReason::Noproc, linked: false });
-                }
-                if let Some(monitor) = monitor {
-                    self.send_message(parent, &Down { monitor, pid, reason: ExitReason::Noproc });
-                }
-            }
-            return (pid, monitor);
-        }
-        let code = match &body {
-            Body::Start(start, None) => CodeRef::Native(self.code_name(start)),
-            Body::Start(_, Some(version)) => CodeRef::Module(Arc::downgrade(version), CLOSURE),
+        let (code, version) = match &body {
+            Body::Start(start, None) => (CodeRef::Native(self.code_name(start)), None),
+            Body::Start(_, Some(version)) => (CodeRef::Module(Arc::downgrade(version), CLOSURE), Some(version)),
             Body::Entry { version, entry, .. } => {
-                CodeRef::Module(Arc::downgrade(version), version.library().entry_index(entry))
+                (CodeRef::Module(Arc::downgrade(version), version.library().entry_index(entry)), Some(version))
             }
         };
+        // A version being purged starts nothing new (its purge is waiting
+        // for its list of processes to empty).
+        if let Some(version) = version
+            && !version.try_add_process(serial)
+        {
+            let reason =
+                ExitReason::Purged { module: version.module().to_owned(), version: version.declared().to_owned() };
+            return self.stillborn(body, parent, options, reason);
+        }
+        let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
         let scheduler = match parent {
             Some(parent) => parent.scheduler,
             None => (self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len()) as u32,
@@ -559,23 +592,48 @@ impl NodeInner {
             self.signal(parent, Signal::Link { from: pid });
         }
         self.table.insert(serial, ctx.clone());
-        let (future, version) = match body {
-            Body::Start(start, None) => (boundary::start(&ctx, start), None),
-            Body::Start(start, Some(version)) => {
-                version.add_process(serial);
-                (boundary::start(&ctx, start), Some(version))
-            }
+        let body = match body {
+            Body::Start(start, version) => RunningBody::new(boundary::start(&ctx, start), version, serial),
             Body::Entry { version, entry, state } => {
-                version.add_process(serial);
                 let process = boundary::process_for(&ctx);
                 let future = version.library().start(entry, process, state).expect("the entry was checked");
-                (future, Some(version))
+                RunningBody::new(future, Some(version), serial)
             }
         };
-        let task = self.schedulers[ctx.scheduler as usize].spawn(ProcessTask::new(ctx.clone(), future, version));
+        let task = self.schedulers[ctx.scheduler as usize].spawn(ProcessTask::new(ctx.clone(), body));
         ctx.attach_task(task.abort_handle());
         if self.stopping.load(Ordering::SeqCst) {
             ctx.kill_with(ExitReason::Shutdown);
+        }
+        (pid, monitor)
+    }
+
+    /// A spawn that starts nothing: the body is dropped (with its version,
+    /// still open, held until then) and the spawner sees a process that
+    /// ended at once with `reason` — through its link or monitor if it asked
+    /// for one, and in the log.
+    fn stillborn(
+        &self,
+        body: impl Into<Stillborn>,
+        parent: Option<&ProcessCtx>,
+        options: SpawnOptions,
+        reason: ExitReason,
+    ) -> (Pid, Option<MonitorRef>) {
+        drop(body.into());
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let pid = Pid { node: self.id, creation: self.creation, serial };
+        let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
+        if !matches!(reason, ExitReason::Noproc) {
+            tracing::warn!(%pid, %reason, "a spawn was refused; the process ended at once");
+        }
+        if let Some(parent) = parent.map(|p| p.pid) {
+            if options.link {
+                // As if linked, then ended: no link entry exists to remove.
+                self.signal(parent, Signal::Exit { from: pid, reason: reason.clone(), linked: false });
+            }
+            if let Some(monitor) = monitor {
+                self.send_message(parent, &Down { monitor, pid, reason });
+            }
         }
         (pid, monitor)
     }
@@ -597,16 +655,19 @@ impl NodeInner {
         self.send_message(ctx.pid, &failed);
     }
 
-    /// The index of the name of the code a body runs, copied once per
-    /// distinct string.
+    /// The index of the name of the code a body compiled into the host
+    /// runs, copied once per distinct string. Keyed by the string's address:
+    /// the host's strings are never unmapped, so an address names one
+    /// string for the node's life (module closures never come here).
     fn code_name(&self, start: &ProcessStart) -> u32 {
-        let key = (start.code.ptr as usize, start.code.len);
+        let name = boundary::code_str(start);
+        let key = (name.as_ptr() as usize, name.len());
         if let Some(index) = self.code_index.get(&key) {
             return *index;
         }
         *self.code_index.entry(key).or_insert_with(|| {
             let mut names = self.code_names.write().unwrap_or_else(|e| e.into_inner());
-            names.push(boundary::code_str(start).into());
+            names.push(name.into());
             u32::try_from(names.len() - 1).unwrap_or(u32::MAX)
         })
     }

@@ -246,10 +246,6 @@ pub(crate) struct TaskLocal {
     /// A hot call the body asked for: (entry, state), carried out when the
     /// body next returns `Pending`.
     pub(crate) hot_call: Option<Box<(String, Vec<u8>)>>,
-    /// The module version whose code the body runs; kept open until the body
-    /// is dropped (rule 3), and it lists this process for purge. Processes
-    /// this one spawns from a closure run this version's code too.
-    pub(crate) version: Option<Arc<Version>>,
 }
 
 impl TaskLocal {
@@ -275,25 +271,58 @@ impl TaskLocal {
     }
 }
 
+/// A body's future and the module version whose code it is. Dropping it
+/// drops the future first, then takes the process off the version's list,
+/// then lets go of the version: nothing of a version's code outlives its
+/// share, whoever holds the `RunningBody` (rule 3).
+pub(crate) struct RunningBody {
+    future: Option<FfiFuture<()>>,
+    version: Option<Arc<Version>>,
+    serial: u64,
+}
+
+impl RunningBody {
+    /// `future` runs host code (`version` is `None`) or code of `version`,
+    /// which already lists the process `serial`.
+    pub(crate) fn new(future: FfiFuture<()>, version: Option<Arc<Version>>, serial: u64) -> RunningBody {
+        RunningBody { future: Some(future), version, serial }
+    }
+
+    pub(crate) fn version(&self) -> Option<&Arc<Version>> {
+        self.version.as_ref()
+    }
+}
+
+impl Drop for RunningBody {
+    fn drop(&mut self) {
+        drop(self.future.take());
+        if let Some(version) = self.version.take() {
+            version.remove_process(self.serial);
+        }
+    }
+}
+
 /// The tokio task of one process: polls the body, and ends the process when
 /// dropped (completed or aborted).
 pub(crate) struct ProcessTask {
     ctx: Arc<ProcessCtx>,
-    body: Option<FfiFuture<()>>,
+    body: Option<RunningBody>,
     local: TaskLocal,
 }
 
 impl ProcessTask {
-    pub(crate) fn new(ctx: Arc<ProcessCtx>, body: FfiFuture<()>, version: Option<Arc<Version>>) -> ProcessTask {
-        ProcessTask { ctx, body: Some(body), local: TaskLocal { version, ..TaskLocal::default() } }
+    pub(crate) fn new(ctx: Arc<ProcessCtx>, body: RunningBody) -> ProcessTask {
+        ProcessTask { ctx, body: Some(body), local: TaskLocal::default() }
     }
 
     /// Drops the body, lending the task's state as a poll does, so what its
-    /// drop code does (a spawn, a send) is attributed to its version.
+    /// drop code does (a send, a spawn) works as from the body.
     fn drop_body(&mut self) {
         let body = self.body.take();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         crate::boundary::polling(&self.ctx, &mut self.local, &mut cx, move |_| drop(body));
+        // A receive in drop code registered the no-op waker.
+        self.local.received.disarm();
     }
 
     /// Carries out a hot call: the old body is dropped, then the entry of
@@ -302,7 +331,7 @@ impl ProcessTask {
     /// process ran starts with the state unchanged. Returns false if the
     /// process must end instead (the reason is recorded).
     fn switch_code(&mut self, entry: String, state: Vec<u8>) -> bool {
-        let Some(old) = self.local.version.clone() else {
+        let Some(old) = self.body.as_ref().and_then(|body| body.version()).cloned() else {
             self.ctx.set_exit_reason(ExitReason::Error(
                 "hot_call needs a process that runs a module; this one runs code compiled into the host".into(),
             ));
@@ -317,17 +346,28 @@ impl ProcessTask {
         } else {
             match current.library().migrate(old.declared(), &state) {
                 Ok(migrated) => (current, migrated),
-                Err((status, reason)) => {
-                    let how = if status == molt_abi::module::MigrateStatus::Panicked { "panicked" } else { "failed" };
-                    self.ctx.node.upgrade_failed(&self.ctx, &old, &current, format!("its migrate {how}: {reason}"));
+                Err(failure) => {
+                    self.ctx.node.upgrade_failed(&self.ctx, &old, &current, failure);
                     (old.clone(), state)
                 }
             }
         };
-        // The old body (old code) goes before any new code runs.
+        // The old body (old code) goes before any new code runs; `old` is
+        // still held here, so its version stays open until the end of this
+        // function.
         self.drop_body();
+        // OTP: a process cannot enter a version that is being purged; a
+        // purge kills it anyway.
+        if !target.try_add_process(self.ctx.pid.serial) {
+            self.ctx.set_exit_reason(ExitReason::Purged {
+                module: target.module().to_owned(),
+                version: target.declared().to_owned(),
+            });
+            return false;
+        }
         let process = crate::boundary::process_for(&self.ctx);
-        let Some(body) = target.library().start(&entry, process, &state) else {
+        let Some(future) = target.library().start(&entry, process, &state) else {
+            target.remove_process(self.ctx.pid.serial);
             self.ctx.set_exit_reason(ExitReason::Error(format!(
                 "hot_call to {}:{entry}, which version {} does not have",
                 target.module(),
@@ -335,13 +375,8 @@ impl ProcessTask {
             )));
             return false;
         };
-        if !Arc::ptr_eq(&target, &old) {
-            old.remove_process(self.ctx.pid.serial);
-            target.add_process(self.ctx.pid.serial);
-            self.local.version = Some(target.clone());
-        }
         self.ctx.signals().code = CodeRef::Module(Arc::downgrade(&target), target.library().entry_index(&entry));
-        self.body = Some(body);
+        self.body = Some(RunningBody::new(future, Some(target), self.ctx.pid.serial));
         true
     }
 }
@@ -354,16 +389,24 @@ impl Future for ProcessTask {
         this.local.reductions = 0;
         this.ctx.set_status(ProcessStatus::Running);
         let polled = loop {
-            let Some(body) = this.body.as_mut() else {
+            let Some(future) = this.body.as_mut().and_then(|body| body.future.as_mut()) else {
                 return Poll::Ready(());
             };
-            let polled = crate::boundary::polling(&this.ctx, &mut this.local, cx, |cx| Pin::new(body).poll(cx));
+            let polled = crate::boundary::polling(&this.ctx, &mut this.local, cx, |cx| Pin::new(future).poll(cx));
             match this.local.hot_call.take() {
                 Some(call) if polled.is_pending() => {
                     let (entry, state) = *call;
                     if !this.switch_code(entry, state) {
-                        this.body = None;
+                        this.drop_body();
                         break Poll::Ready(());
+                    }
+                    // A hot call counts against the budget like a receive,
+                    // so a process that only hot-calls itself still yields
+                    // (and can be killed).
+                    this.local.reductions += 1;
+                    if this.local.reductions > RECEIVES_PER_POLL {
+                        cx.waker().wake_by_ref();
+                        break Poll::Pending;
                     }
                 }
                 _ => break polled,
@@ -372,7 +415,7 @@ impl Future for ProcessTask {
         this.ctx.mailbox.set_saved_len(this.local.received.saved.len());
         match polled {
             Poll::Ready(()) => {
-                self.body = None;
+                self.drop_body();
                 Poll::Ready(())
             }
             Poll::Pending => {
@@ -390,12 +433,9 @@ impl Future for ProcessTask {
 
 impl Drop for ProcessTask {
     fn drop(&mut self) {
-        // The body (the process's code) goes first: nothing of it may run
-        // once the exit is announced; then its version may close.
+        // The body (the process's code) goes first, and with it the share of
+        // its version: nothing of it may run once the exit is announced.
         self.drop_body();
-        if let Some(version) = self.local.version.take() {
-            version.remove_process(self.ctx.pid.serial);
-        }
         self.ctx.set_status(ProcessStatus::Exiting);
         self.ctx.node.process_exited(&self.ctx);
     }

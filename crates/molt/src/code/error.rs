@@ -80,6 +80,29 @@ pub enum LoadError {
         /// The module's.
         found: String,
     },
+    /// Built against a `molt-abi` whose contract types have another shape
+    /// than this node's, under the same ABI version.
+    #[error(
+        "{path} was built against a molt contract of another layout (fingerprint {found:#018x}, this node's is \
+         {expected:#018x}) under the same ABI version; rebuild it against this node's molt-module"
+    )]
+    LayoutMismatch {
+        /// The file.
+        path: PathBuf,
+        /// This node's fingerprint.
+        expected: u64,
+        /// The module's.
+        found: u64,
+    },
+    /// Built to abort on panic: one panic in it would end the node.
+    #[error(
+        "{path} was built with panic = \"abort\": a panic in it would end the whole node; build it with \
+         panic = \"unwind\" (the default) in its profile"
+    )]
+    AbortsOnPanic {
+        /// The file.
+        path: PathBuf,
+    },
     /// The module calls itself by another name than the one it was loaded as.
     #[error("{path} declares module {found:?}, but was loaded as {expected:?}; load it under its own name")]
     WrongName {
@@ -98,11 +121,14 @@ pub enum LoadError {
         /// The loader's message.
         reason: String,
     },
-    /// The private copy could not be written.
-    #[error("cannot write the private copy {path}: {source}; check the node's code directory")]
+    /// The private copy (an anonymous memory file) could not be made.
+    #[error(
+        "cannot make the private in-memory copy {name}: {source}; molt needs Linux's memfd_create and /proc \
+         (check the process's memory and file limits)"
+    )]
     Copy {
-        /// The copy.
-        path: PathBuf,
+        /// The copy's name.
+        name: String,
         /// The I/O error.
         #[source]
         source: std::io::Error,

@@ -6,16 +6,22 @@
 //! 1. the file is read whole, then inspected as data: an ELF shared object
 //!    for this machine whose segments all lie inside the file (a truncated
 //!    library is refused here, not found out by a `SIGBUS` later), exporting
-//!    [`DESCRIPTOR_SYMBOL`], whose first bytes carry the magic and the ABI
-//!    version molt expects;
-//! 2. the bytes are written to a private copy named by their hash and a
-//!    counter, so the dynamic loader never hands back a library it already
-//!    loaded (the seed's "load doesn't really load");
-//! 3. the copy is opened (`dlopen`, which runs the library's own
-//!    initialisers — the one piece of module code that runs before the
-//!    checks below) and the descriptor is read in place: build facts
-//!    (target, compiler, SDK version), name and entries are compared and
-//!    copied.
+//!    [`DESCRIPTOR_SYMBOL`], whose [`DescriptorHeader`] — plain bytes in the
+//!    file — carries molt's magic, the ABI version, the layout fingerprint of
+//!    every contract type, the target, compiler, SDK version and panic
+//!    strategy it was built with, and its name: all compared here, so a
+//!    misbuilt module runs none of its code (not even its initialisers);
+//! 2. the bytes are written to a private copy: an anonymous, sealed memory
+//!    file (`memfd_create`), which no other process or user can replace,
+//!    redirect or find in any directory, and which leaves nothing behind
+//!    when the node ends, however it ends. Each load is its own file, so the
+//!    dynamic loader never hands back a library it already loaded (the
+//!    seed's "load doesn't really load");
+//! 3. the copy is opened (`dlopen` of `/proc/self/fd/N`, which runs the
+//!    library's initialisers), the descriptor in memory is checked to be the
+//!    one inspected, and the entries and `migrate` are taken from it. Where
+//!    the library's segments were mapped is recorded, so the core can tell
+//!    which version a code address belongs to.
 //!
 //! # Safety
 //! Loading a library runs its initialisers, and calling what it exports
@@ -25,22 +31,27 @@
 //! handle, so none can outlive it.
 //!
 //! # Platform-specific behaviour
-//! Closing a library (`dlclose`) may not unmap it: glibc keeps a library
-//! whose thread-local destructors ran, and musl never unmaps. Purge is
-//! therefore logical first — the version is gone from the table and none of
-//! its code runs — and whether its pages left the address space is measured
-//! afterwards from `/proc/self/maps` ([`still_mapped`]) and reported, never
-//! relied upon.
+//! Linux only (ELF, `memfd_create`, `/proc`). Closing a library (`dlclose`)
+//! may not unmap it: glibc keeps a library that registered a thread-local
+//! destructor on a thread that is still running, and musl never unmaps.
+//! Purge is therefore logical first — the version is gone from the table and
+//! none of its code runs — and whether its pages left the address space is
+//! measured afterwards from `/proc/self/maps` ([`still_mapped`]) and
+//! reported, never relied upon.
 
 #![allow(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 
 use async_ffi::FfiFuture;
 use molt_abi::Process;
 use molt_abi::contract::{ABI_VERSION, Str};
 use molt_abi::module::{
-    BuildInfo, DESCRIPTOR_MAGIC, DESCRIPTOR_SYMBOL, EntryStart, Migrate, MigrateStatus, ModuleDescriptor, Sink,
+    DESCRIPTOR_MAGIC, DESCRIPTOR_SYMBOL, DescriptorHeader, EntryStart, LAYOUT_FINGERPRINT, Migrate, MigrateStatus,
+    ModuleDescriptor, Sink,
 };
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
@@ -53,8 +64,15 @@ pub(crate) struct Library {
     pub(crate) version: String,
     entries: Vec<(String, EntryStart)>,
     migrate: Migrate,
-    /// The private copy the library was opened from.
-    pub(crate) copy: PathBuf,
+    /// The addresses the library's segments were mapped at.
+    pub(crate) mapped: Range<usize>,
+    /// The private copy's name, as `/proc/self/maps` shows it.
+    copy: String,
+    /// The private copy, open for as long as the library is loaded: the
+    /// dynamic loader knows the library by the path it was opened from
+    /// (`/proc/self/fd/N`), and would hand it back for the next copy opened
+    /// through a reused descriptor number instead of loading that one.
+    copy_file: Option<std::fs::File>,
     /// Dropped last: the pointers above are only used while it is open.
     handle: Option<libloading::Library>,
 }
@@ -65,9 +83,13 @@ impl std::fmt::Debug for Library {
     }
 }
 
-/// The facts checked before `dlopen`, read from the file as data.
+/// What step 1 found in the file.
 struct Inspected {
-    abi_version: u32,
+    header: DescriptorHeader,
+    /// The descriptor's address in the file's own address space.
+    descriptor_address: u64,
+    /// The span of the loadable segments in that address space.
+    span: Range<u64>,
 }
 
 fn host_architecture() -> Option<object::Architecture> {
@@ -127,22 +149,89 @@ fn inspect(path: &Path, bytes: &[u8]) -> Result<Inspected, LoadError> {
     let symbol = file.dynamic_symbols().find(|s| s.name() == Ok(DESCRIPTOR_SYMBOL)).ok_or_else(|| {
         LoadError::NotAModule { path: path.to_owned(), reason: format!("it exports no {DESCRIPTOR_SYMBOL}") }
     })?;
-    let header = read_at_address(&file, bytes, symbol.address(), 12).ok_or_else(|| LoadError::NotAModule {
+    let not_in_data = || LoadError::NotAModule {
         path: path.to_owned(),
         reason: format!("its {DESCRIPTOR_SYMBOL} is not in the file's data"),
-    })?;
-    let magic = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
+    };
+    // Magic and ABI version first: they are where they are in every ABI
+    // version, and say whether the rest can be read as this version's header.
+    let start = read_at_address(&file, bytes, symbol.address(), 12).ok_or_else(not_in_data)?;
+    let magic = u64::from_le_bytes(start[..8].try_into().expect("8 bytes"));
     if magic != DESCRIPTOR_MAGIC {
         return Err(LoadError::NotAModule {
             path: path.to_owned(),
             reason: "its descriptor does not start with molt's magic".into(),
         });
     }
-    let abi_version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    let abi_version = u32::from_le_bytes(start[8..12].try_into().expect("4 bytes"));
     if abi_version != ABI_VERSION {
         return Err(LoadError::AbiMismatch { path: path.to_owned(), expected: ABI_VERSION, found: abi_version });
     }
-    Ok(Inspected { abi_version })
+    let size = std::mem::size_of::<DescriptorHeader>();
+    let raw = read_at_address(&file, bytes, symbol.address(), size as u64).ok_or_else(not_in_data)?;
+    // SAFETY: `raw` holds `size_of::<DescriptorHeader>()` bytes, read without
+    // alignment; every field of the header is an integer or an array of
+    // bytes, for which any bit pattern is a valid value.
+    let header = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast::<DescriptorHeader>()) };
+    let (mut first, mut end) = (u64::MAX, 0);
+    for segment in file.segments() {
+        first = first.min(segment.address());
+        end = end.max(segment.address().saturating_add(segment.size()));
+    }
+    let span = first..end;
+    if span.start >= span.end {
+        return Err(not_a_library("it has no loadable segment".into()));
+    }
+    Ok(Inspected { header, descriptor_address: symbol.address(), span })
+}
+
+/// Step 1's comparisons: the header against this node's own build.
+fn check_header(path: &Path, header: &DescriptorHeader, expected_name: &str) -> Result<(), LoadError> {
+    if header.layout != LAYOUT_FINGERPRINT {
+        return Err(LoadError::LayoutMismatch {
+            path: path.to_owned(),
+            expected: LAYOUT_FINGERPRINT,
+            found: header.layout,
+        });
+    }
+    let unreadable = |what: &str| LoadError::NotAModule {
+        path: path.to_owned(),
+        reason: format!("the {what} in its descriptor is not a UTF-8 string"),
+    };
+    let facts = [
+        ("target", molt_abi::module::BUILD_TARGET, header.target.get().ok_or_else(|| unreadable("target"))?),
+        ("compiler", molt_abi::module::BUILD_RUSTC, header.rustc.get().ok_or_else(|| unreadable("compiler"))?),
+        ("molt SDK version", molt_abi::module::SDK_VERSION, header.sdk.get().ok_or_else(|| unreadable("SDK version"))?),
+    ];
+    for (what, expected, found) in facts {
+        if expected != found {
+            return Err(LoadError::BuildMismatch {
+                path: path.to_owned(),
+                what,
+                expected: expected.to_owned(),
+                found: found.to_owned(),
+            });
+        }
+    }
+    if header.panic_unwinds != 1 {
+        return Err(LoadError::AbortsOnPanic { path: path.to_owned() });
+    }
+    let name = header.name.get().ok_or_else(|| unreadable("name"))?;
+    let version = header.version.get().ok_or_else(|| unreadable("version"))?;
+    if name.is_empty() || version.is_empty() {
+        return Err(LoadError::NotAModule {
+            path: path.to_owned(),
+            reason: "its descriptor has an empty name or version".into(),
+        });
+    }
+    if name != expected_name {
+        return Err(LoadError::WrongName {
+            path: path.to_owned(),
+            expected: expected_name.to_owned(),
+            found: name.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// A 64-bit ELF file whose header tables reach past its end is truncated
@@ -174,89 +263,91 @@ fn read_at_address<'a>(file: &object::File<'_>, bytes: &'a [u8], address: u64, l
     bytes.get(start..start + usize::try_from(len).ok()?)
 }
 
-/// Loads the module file at `path` from a private copy in `copies`.
-pub(crate) fn load(path: &Path, copies: &Path, serial: u64) -> Result<(Library, String), LoadError> {
+/// Loads the module file at `path` as module `expected_name`, from a
+/// private copy (the `serial`th of this node).
+pub(crate) fn load(path: &Path, expected_name: &str, serial: u64) -> Result<(Library, String), LoadError> {
     let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
     let inspected = inspect(path, &bytes)?;
+    check_header(path, &inspected.header, expected_name)?;
     let hash = blake3::hash(&bytes).to_hex().to_string();
-    std::fs::create_dir_all(copies).map_err(|source| LoadError::Copy { path: copies.to_owned(), source })?;
-    let copy = copies.join(format!("{}-{serial}.so", &hash[..16]));
-    std::fs::write(&copy, &bytes).map_err(|source| LoadError::Copy { path: copy.clone(), source })?;
-    let opened = open(path, &copy, inspected.abi_version);
-    if opened.is_err() {
-        let _ = std::fs::remove_file(&copy);
-    }
-    opened.map(|library| (library, hash))
+    let copy_name = format!("molt-{expected_name}-{}-{}-{serial}", &hash[..16], std::process::id());
+    let copy =
+        private_copy(&copy_name, &bytes).map_err(|source| LoadError::Copy { name: copy_name.clone(), source })?;
+    let library = open(path, copy, copy_name, &inspected)?;
+    Ok((library, hash))
+}
+
+/// Step 2: an anonymous memory file holding `bytes`, sealed so nothing can
+/// change it any more.
+fn private_copy(name: &str, bytes: &[u8]) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes)?;
+    rustix::fs::fcntl_add_seals(&file, SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL)?;
+    Ok(file)
 }
 
 /// Step 3: open the private copy and read its descriptor.
-fn open(path: &Path, copy: &Path, abi_version: u32) -> Result<Library, LoadError> {
+fn open(path: &Path, copy: std::fs::File, copy_name: String, inspected: &Inspected) -> Result<Library, LoadError> {
+    let through = format!("/proc/self/fd/{}", copy.as_raw_fd());
     // RTLD_NOW: every symbol the library needs is bound here, so a missing
     // one is a load error (not a crash on first use) and the first calls
     // into new code do not pay for lazy binding. RTLD_LOCAL: its symbols
     // never resolve another version's.
     let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
-    // SAFETY: `copy` is a private file that passed `inspect`: an ELF shared
-    // object for this machine exporting molt's descriptor with the expected
-    // magic and ABI version. Opening it runs its initialisers (see the
-    // module docs for what molt trusts).
-    let handle = unsafe { libloading::os::unix::Library::open(Some(copy), flags) }
+    // SAFETY: the copy is a sealed private file whose bytes passed `inspect`
+    // and `check_header`: an ELF shared object for this machine, exporting
+    // molt's descriptor, built against this very contract (ABI version and
+    // layout fingerprint), target, compiler and SDK, unwinding on panic.
+    // Opening it runs its initialisers (see the module docs for what molt
+    // trusts).
+    let handle = unsafe { libloading::os::unix::Library::open(Some(&through), flags) }
         .map(libloading::Library::from)
         .map_err(|error| LoadError::Open { path: path.to_owned(), reason: error.to_string() })?;
-    // SAFETY: the symbol is a `static ModuleDescriptor` (the magic checked
-    // in `inspect` says the file was made by `molt-module`); taking its
-    // address reads nothing.
+    // SAFETY: the symbol is a `static ModuleDescriptor` (checked above from
+    // the file); taking its address reads nothing.
     let symbol = unsafe { handle.get::<*const ModuleDescriptor>(DESCRIPTOR_SYMBOL.as_bytes()) }
         .map_err(|error| LoadError::NotAModule { path: path.to_owned(), reason: error.to_string() })?;
     let address: *const ModuleDescriptor = *symbol;
     // SAFETY: the address is the descriptor static inside the open library,
     // which `handle` keeps mapped while `descriptor` is used (this function).
     let descriptor = unsafe { &*address };
-    if descriptor.magic != DESCRIPTOR_MAGIC || descriptor.abi_version != abi_version {
-        return Err(LoadError::NotAModule {
-            path: path.to_owned(),
-            reason: "its descriptor changed between file and memory".into(),
-        });
-    }
-    check_build(path, &descriptor.build)?;
-    // SAFETY: the descriptor's strings and entry array are immutable statics
-    // of the open library (the SDK builds them so).
-    let (name, version, entries) = unsafe {
-        let entries: Vec<(String, EntryStart)> =
-            descriptor.entries().iter().map(|e| (e.name.as_str().to_owned(), e.start)).collect();
-        (descriptor.name.as_str().to_owned(), descriptor.version.as_str().to_owned(), entries)
+    let changed = || LoadError::NotAModule {
+        path: path.to_owned(),
+        reason: "its descriptor in memory is not the one in the file".into(),
     };
-    if name.is_empty() || version.is_empty() {
-        return Err(LoadError::NotAModule {
-            path: path.to_owned(),
-            reason: "its descriptor has an empty name or version".into(),
-        });
+    let (in_memory, in_file) = (&descriptor.header, &inspected.header);
+    if in_memory.magic != in_file.magic
+        || in_memory.abi_version != in_file.abi_version
+        || in_memory.layout != in_file.layout
+        || in_memory.panic_unwinds != in_file.panic_unwinds
+        || in_memory.name.get() != in_file.name.get()
+        || in_memory.version.get() != in_file.version.get()
+    {
+        return Err(changed());
     }
-    Ok(Library { name, version, entries, migrate: descriptor.migrate, copy: copy.to_owned(), handle: Some(handle) })
-}
-
-fn check_build(path: &Path, build: &BuildInfo) -> Result<(), LoadError> {
-    let ours = BuildInfo::here();
-    // SAFETY: both are `Str`s of immutable statics: ours of the core, theirs
-    // of the open library.
-    let pairs = unsafe {
-        [
-            ("target", ours.target.as_str(), build.target.as_str()),
-            ("compiler", ours.rustc.as_str(), build.rustc.as_str()),
-            ("molt SDK version", ours.sdk.as_str(), build.sdk.as_str()),
-        ]
-    };
-    for (what, expected, found) in pairs {
-        if expected != found {
-            return Err(LoadError::BuildMismatch {
-                path: path.to_owned(),
-                what,
-                expected: expected.to_owned(),
-                found: found.to_owned(),
-            });
-        }
+    // Where the file's address space landed: the descriptor's address in
+    // memory minus its address in the file.
+    let bias = (address as usize).wrapping_sub(inspected.descriptor_address as usize);
+    let mapped = bias.wrapping_add(inspected.span.start as usize)..bias.wrapping_add(inspected.span.end as usize);
+    if !mapped.contains(&(address as usize)) {
+        return Err(changed());
     }
-    Ok(())
+    // SAFETY: the descriptor's entry array and the strings it points at are
+    // immutable statics of the open library (the SDK builds them so).
+    let entries: Vec<(String, EntryStart)> =
+        unsafe { descriptor.entries().iter().map(|e| (e.name.as_str().to_owned(), e.start)).collect() };
+    Ok(Library {
+        name: in_file.name.get().unwrap_or_default().to_owned(),
+        version: in_file.version.get().unwrap_or_default().to_owned(),
+        entries,
+        migrate: descriptor.migrate,
+        mapped,
+        copy: copy_name,
+        copy_file: Some(copy),
+        handle: Some(handle),
+    })
 }
 
 impl Library {
@@ -291,45 +382,56 @@ impl Library {
         Some(unsafe { start(process, state.as_ptr(), state.len()) })
     }
 
-    /// Runs the library's `migrate` on `state` of `old_version`.
-    pub(crate) fn migrate(&self, old_version: &str, state: &[u8]) -> Result<Vec<u8>, (MigrateStatus, String)> {
+    /// Runs the library's `migrate` on `state` of `old_version`; the new
+    /// state, or why there is none (for the `UpgradeFailed` report).
+    pub(crate) fn migrate(&self, old_version: &str, state: &[u8]) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
         // SAFETY: `migrate` comes from this open library; the strings, the
         // state and the sink's buffer are valid for the call; the SDK's hook
         // catches panics, so nothing unwinds into the core.
         let status = unsafe { (self.migrate)(Str::new(old_version), state.as_ptr(), state.len(), Sink::of(&mut out)) };
-        match status {
-            MigrateStatus::Migrated => Ok(out),
-            failed => Err((failed, String::from_utf8_lossy(&out).into_owned())),
+        let said = String::from_utf8_lossy(&out).into_owned();
+        // A status is validated, never trusted to be a `MigrateStatus`.
+        match MigrateStatus::from_u8(status) {
+            Some(MigrateStatus::Migrated) => Ok(out),
+            Some(MigrateStatus::Failed) => Err(format!("its migrate failed: {said}")),
+            Some(MigrateStatus::Panicked) => Err(format!("its migrate panicked: {said}")),
+            None => Err(format!("its migrate returned {status}, which is no migrate status")),
         }
     }
 
-    /// Closes the library (every future of it must be gone), deletes the
-    /// private copy, and reports whether its pages are still mapped.
+    /// Closes the library (every future of it must be gone) and reports
+    /// whether any of its pages are still mapped. Its private copy goes
+    /// with its last mapping.
     pub(crate) fn close(mut self) -> Option<bool> {
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.close();
-        }
+        self.shut()
+    }
+
+    fn shut(&mut self) -> Option<bool> {
+        let handle = self.handle.take()?;
+        let _ = handle.close();
         let mapped = still_mapped(&self.copy);
-        let _ = std::fs::remove_file(&self.copy);
+        if mapped != Some(false) {
+            // Perhaps still known to the dynamic loader by its
+            // `/proc/self/fd/N` path: keep that descriptor number taken for
+            // good, so no later copy is opened under the same path.
+            std::mem::forget(self.copy_file.take());
+        }
         mapped
     }
 }
 
 impl Drop for Library {
     fn drop(&mut self) {
-        if self.handle.is_some() {
-            // Dropping the handle closes the library (libloading's `Drop`).
-            drop(self.handle.take());
-            let _ = std::fs::remove_file(&self.copy);
-        }
+        self.shut();
     }
 }
 
-/// Whether any page of the file at `path` is still in this process's
-/// address space (`/proc/self/maps`); `None` where that cannot be read.
-pub(crate) fn still_mapped(path: &Path) -> Option<bool> {
+/// Whether any page of the private copy named `copy` is still in this
+/// process's address space (`/proc/self/maps`); `None` where that cannot be
+/// read.
+pub(crate) fn still_mapped(copy: &str) -> Option<bool> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let needle = path.to_string_lossy();
-    Some(maps.lines().any(|line| line.contains(needle.as_ref())))
+    let shown = format!("/memfd:{copy} (deleted)");
+    Some(maps.lines().any(|line| line.ends_with(&shown)))
 }

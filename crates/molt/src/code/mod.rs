@@ -7,7 +7,10 @@
 //! running it; it keeps the library open, and it is closed when the last of
 //! them lets go — after every future of its code is gone (rule 3). Each
 //! version keeps the serials of the processes running it, so purge never
-//! scans the node's process table.
+//! scans the node's process table, and a flag that closes that list for
+//! good once its purge starts. The table also knows where each version's
+//! code is mapped, so a closure handed to the core is attributed to the
+//! version whose code it is, wherever it was spawned from.
 
 mod build;
 mod error;
@@ -16,7 +19,7 @@ mod loader;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use molt_abi::{NodeId, Pid};
@@ -35,9 +38,20 @@ pub(crate) struct Version {
     file: PathBuf,
     loaded_at: SystemTime,
     node: (NodeId, u32),
-    /// Serials of the processes running this version.
-    processes: Mutex<HashSet<u64>>,
+    /// The processes running this version, and whether it is purging.
+    members: Mutex<Members>,
     unloads: Arc<Mutex<Vec<UnloadedVersion>>>,
+    /// Where the code server keeps this version's address range, removed
+    /// when the version is dropped.
+    ranges: Arc<CodeRanges>,
+}
+
+#[derive(Default)]
+struct Members {
+    /// Serials of the processes running this version.
+    serials: HashSet<u64>,
+    /// Set when a hard purge starts; from then on no process is added.
+    purging: bool,
 }
 
 impl std::fmt::Debug for Version {
@@ -59,21 +73,35 @@ impl Version {
         &self.library().version
     }
 
-    fn members(&self) -> MutexGuard<'_, HashSet<u64>> {
-        self.processes.lock().unwrap_or_else(|e| e.into_inner())
+    fn members(&self) -> MutexGuard<'_, Members> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn add_process(&self, serial: u64) {
-        self.members().insert(serial);
+    /// Lists the process `serial` as running this version; false (and not
+    /// listed) if the version is being purged.
+    #[must_use = "a refused process must not run the version's code"]
+    pub(crate) fn try_add_process(&self, serial: u64) -> bool {
+        let mut members = self.members();
+        if members.purging {
+            return false;
+        }
+        members.serials.insert(serial);
+        true
     }
 
     pub(crate) fn remove_process(&self, serial: u64) {
-        self.members().remove(&serial);
+        self.members().serials.remove(&serial);
+    }
+
+    /// Closes the list of processes for good: nothing new starts in this
+    /// version from now on.
+    fn start_purging(&self) {
+        self.members().purging = true;
     }
 
     /// The processes running this version.
     pub(crate) fn pids(&self) -> Vec<Pid> {
-        let mut serials: Vec<u64> = self.members().iter().copied().collect();
+        let mut serials: Vec<u64> = self.members().serials.iter().copied().collect();
         serials.sort_unstable();
         serials.into_iter().map(|serial| Pid { node: self.node.0, creation: self.node.1, serial }).collect()
     }
@@ -94,7 +122,7 @@ impl Version {
     /// Waits until no process runs this version, within the purge bound;
     /// the ones still running it if not.
     pub(crate) fn wait_unused(&self) -> Result<(), Vec<Pid>> {
-        if wait_for(|| self.members().is_empty()) { Ok(()) } else { Err(self.pids()) }
+        if wait_for(|| self.members().serials.is_empty()) { Ok(()) } else { Err(self.pids()) }
     }
 }
 
@@ -117,6 +145,7 @@ fn wait_for(mut done: impl FnMut() -> bool) -> bool {
 impl Drop for Version {
     fn drop(&mut self) {
         let Some(library) = self.library.take() else { return };
+        self.ranges.remove(library.mapped.start);
         let (module, version) = (library.name.clone(), library.version.clone());
         let still_mapped = library.close();
         let record = UnloadedVersion { module, version, hash: self.hash.clone(), still_mapped };
@@ -211,17 +240,46 @@ struct Slot {
     old: Option<Arc<Version>>,
 }
 
+/// Where the code of each open version of a node is mapped.
+#[derive(Default)]
+struct CodeRanges {
+    /// (first address, end address, version), one per open version.
+    ranges: RwLock<Vec<(usize, usize, Weak<Version>)>>,
+    /// How many there are: a node that never loaded a module skips the lock.
+    count: AtomicU64,
+}
+
+impl CodeRanges {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<(usize, usize, Weak<Version>)>> {
+        self.ranges.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, version: &Arc<Version>) {
+        let mapped = version.library().mapped.clone();
+        let mut ranges = self.write();
+        ranges.push((mapped.start, mapped.end, Arc::downgrade(version)));
+        self.count.store(ranges.len() as u64, Ordering::Release);
+    }
+
+    fn remove(&self, start: usize) {
+        let mut ranges = self.write();
+        ranges.retain(|(first, _, _)| *first != start);
+        self.count.store(ranges.len() as u64, Ordering::Release);
+    }
+}
+
 /// The module table of one node.
 pub(crate) struct CodeServer {
     modules: Mutex<HashMap<String, Slot>>,
-    copies: PathBuf,
+    /// Makes each private copy's name unique.
     next_copy: AtomicU64,
     unloads: Arc<Mutex<Vec<UnloadedVersion>>>,
+    ranges: Arc<CodeRanges>,
 }
 
 impl std::fmt::Debug for CodeServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CodeServer").field("copies", &self.copies).finish()
+        f.debug_struct("CodeServer").finish_non_exhaustive()
     }
 }
 
@@ -232,14 +290,29 @@ fn name_of(path: &Path) -> String {
 }
 
 impl CodeServer {
-    pub(crate) fn new(node: &str, creation: u32) -> CodeServer {
-        let copies = std::env::temp_dir().join(format!("molt-{}-{node}-{creation}", std::process::id()));
+    pub(crate) fn new() -> CodeServer {
         CodeServer {
             modules: Mutex::new(HashMap::new()),
-            copies,
             next_copy: AtomicU64::new(1),
             unloads: Arc::new(Mutex::new(Vec::new())),
+            ranges: Arc::new(CodeRanges::default()),
         }
+    }
+
+    /// The version whose code lies at `address`: `Ok(None)` for code that is
+    /// no module's of this node (the host's), an error if it lies in a
+    /// version that is already being closed.
+    pub(crate) fn owner_of(&self, address: usize) -> Result<Option<Arc<Version>>, molt_abi::ExitReason> {
+        if self.ranges.count.load(Ordering::Acquire) == 0 {
+            return Ok(None);
+        }
+        let ranges = self.ranges.ranges.read().unwrap_or_else(|e| e.into_inner());
+        let Some((_, _, version)) = ranges.iter().find(|(first, end, _)| (*first..*end).contains(&address)) else {
+            return Ok(None);
+        };
+        version.upgrade().map(Some).ok_or_else(|| {
+            molt_abi::ExitReason::Error("the closure's module version was being unloaded when it was spawned".into())
+        })
     }
 
     fn table(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
@@ -259,19 +332,17 @@ impl CodeServer {
         node: (NodeId, u32),
     ) -> Result<Version, LoadError> {
         let serial = self.next_copy.fetch_add(1, Ordering::Relaxed);
-        let (library, hash) = loader::load(path, &self.copies, serial)?;
         let expected = options.name.clone().unwrap_or_else(|| name_of(path));
-        if library.name != expected {
-            return Err(LoadError::WrongName { path: path.to_owned(), expected, found: library.name.clone() });
-        }
+        let (library, hash) = loader::load(path, &expected, serial)?;
         Ok(Version {
             library: Some(library),
             hash,
             file: path.to_owned(),
             loaded_at: SystemTime::now(),
             node,
-            processes: Mutex::new(HashSet::new()),
+            members: Mutex::new(Members::default()),
             unloads: self.unloads.clone(),
+            ranges: self.ranges.clone(),
         })
     }
 
@@ -285,6 +356,7 @@ impl CodeServer {
             return Err(LoadError::NotPurged { module: version.module().to_owned(), old: old.declared().to_owned() });
         }
         let version = Arc::new(version);
+        self.ranges.add(&version);
         slot.old = slot.current.replace(version.clone());
         Ok((version, slot.old.clone()))
     }
@@ -309,11 +381,29 @@ impl CodeServer {
         Ok(self.release(old))
     }
 
-    /// Takes the old version out of the table for a hard purge.
-    pub(crate) fn take_old(&self, module: &str) -> Result<Option<Arc<Version>>, PurgeError> {
+    /// Starts a hard purge of the old version: from now on it starts no
+    /// process. It stays in the table (so no third version can be loaded)
+    /// until [`finish_purge`](Self::finish_purge).
+    pub(crate) fn start_purge(&self, module: &str) -> Result<Option<Arc<Version>>, PurgeError> {
         let mut table = self.table();
         let slot = table.get_mut(module).ok_or_else(|| PurgeError::NoModule { module: module.to_owned() })?;
-        Ok(slot.old.take())
+        let Some(old) = slot.old.clone() else { return Ok(None) };
+        old.start_purging();
+        Ok(Some(old))
+    }
+
+    /// Ends a hard purge once no process runs `old`: takes it out of the
+    /// table and closes it.
+    pub(crate) fn finish_purge(&self, module: &str, old: Arc<Version>) -> Option<UnloadedVersion> {
+        {
+            let mut table = self.table();
+            if let Some(slot) = table.get_mut(module)
+                && slot.old.as_ref().is_some_and(|o| Arc::ptr_eq(o, &old))
+            {
+                slot.old = None;
+            }
+        }
+        self.release(old)
     }
 
     /// Lets go of a version taken out of the table; if nothing else holds
@@ -343,11 +433,5 @@ impl CodeServer {
 
     pub(crate) fn unloaded(&self) -> Vec<UnloadedVersion> {
         self.unloads.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for CodeServer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.copies);
     }
 }
