@@ -305,7 +305,7 @@ pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
     };
     // Dropping the payload may itself panic (rust-lang/rust#86027).
     let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-    let me = std::thread::current().id();
+    let me = this_thread();
     let mut last = LAST_PANIC_AT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, at)) = last.take_if(|(thread, _)| *thread == me) {
         message.push_str(" (at ");
@@ -318,7 +318,19 @@ pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
 /// Where the last panic caught by the module panic hook happened, and on
 /// which thread. A static, not a thread-local: a thread-local holding a
 /// `String` registers a destructor that pins the module in memory.
-static LAST_PANIC_AT: Mutex<Option<(std::thread::ThreadId, String)>> = Mutex::new(None);
+static LAST_PANIC_AT: Mutex<Option<(usize, String)>> = Mutex::new(None);
+
+/// This thread, told apart from every other live one by the address of a
+/// thread-local. Not `std::thread::current()`: in a module's own copy of
+/// std, on a thread that std did not start, that registers a thread-exit
+/// destructor which the dynamic loader does not tie to the module — the
+/// thread's exit after the module is unmapped would jump into nothing.
+fn this_thread() -> usize {
+    thread_local! {
+        static HERE: u8 = const { 0 };
+    }
+    HERE.with(|here| std::ptr::from_ref(here) as usize)
+}
 
 /// Installs, once, the panic hook of a module's own copy of std: it prints
 /// nothing and records where the panic happened for [`panic_message`]. The
@@ -335,7 +347,7 @@ pub fn install_module_panic_hook() {
         std::panic::set_hook(Box::new(|info| {
             let at = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
             if let Some(at) = at {
-                *LAST_PANIC_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::thread::current().id(), at));
+                *LAST_PANIC_AT.lock().unwrap_or_else(|e| e.into_inner()) = Some((this_thread(), at));
             }
         }));
     });

@@ -36,18 +36,33 @@ pub struct NodeConfig {
     name: String,
     workers: usize,
     shutdown_timeout: Duration,
+    purge_timeout: Duration,
 }
 
 impl NodeConfig {
     /// A node called `name`, with one scheduler thread per core.
     pub fn new(name: impl Into<String>) -> NodeConfig {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        NodeConfig { name: name.into(), workers, shutdown_timeout: Duration::from_secs(10) }
+        NodeConfig {
+            name: name.into(),
+            workers,
+            shutdown_timeout: Duration::from_secs(10),
+            purge_timeout: crate::code::PURGE_WAIT,
+        }
     }
 
     /// How many scheduler threads run the node's processes (Erlang `+S`).
     pub fn workers(mut self, workers: usize) -> NodeConfig {
         self.workers = workers.max(1);
+        self
+    }
+
+    /// How long a hard [`purge`](Node::purge) waits for the processes it
+    /// killed to end before it reports them [`PurgeError::Stuck`] (they never
+    /// yield); the version then stays, still purging, until a later purge
+    /// finds it unused.
+    pub fn purge_timeout(mut self, timeout: Duration) -> NodeConfig {
+        self.purge_timeout = timeout;
         self
     }
 
@@ -193,7 +208,7 @@ impl Node {
         }
         let creation =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.subsec_nanos() ^ d.as_secs() as u32);
-        let code = CodeServer::new();
+        let code = CodeServer::new(config.purge_timeout);
         let inner = Arc::new(NodeInner {
             id: NodeId::from_name(&config.name),
             name: config.name,
@@ -368,14 +383,14 @@ impl Node {
                 ctx.kill_with(reason.clone());
             }
         }
-        if let Err(processes) = old.wait_unused() {
+        if let Err(processes) = old.wait_unused(code.purge_wait) {
             // The version stays in the table as the old one, still purging:
             // a load is refused until a later purge finds it unused.
             return Err(PurgeError::Stuck {
                 module: module.to_owned(),
                 version,
                 processes,
-                seconds: crate::code::PURGE_WAIT.as_secs(),
+                seconds: code.purge_wait.as_secs_f64(),
             });
         }
         let unloaded = code.finish_purge(module, old);

@@ -12,9 +12,21 @@
 //!   with its pid;
 //! - `legacy` (version 1 only): like `echo`, to hot-call into an entry the
 //!   next version lacks;
-//! - `panics_at_once`: panics before doing anything.
+//! - `panics_at_once`: panics before doing anything;
+//! - (version 1 only) the boundary entries of `hostile.rs`.
+//!
+//! `init-effect` adds a module initialiser with a visible effect
+//! (`init.rs`); `skewed-layout` builds against a contract of another shape.
 
 use molt_module::{ExitReason, Pid, Process, Upgrade, UpgradeFailed};
+
+#[cfg(not(any(feature = "v2", feature = "v3")))]
+mod hostile;
+#[cfg(not(any(feature = "v2", feature = "v3")))]
+pub use hostile::{combinator, from_thread, handoff, hot_loop, nested, respawn_on_drop, spin, stash};
+
+#[cfg(feature = "init-effect")]
+pub mod init;
 use serde::{Deserialize, Serialize};
 
 /// This build's declared version.
@@ -122,7 +134,15 @@ fn migrate(from: &str, old: molt_module::OldState<'_>) -> molt_module::MigrateRe
     feature = "wrong-sdk",
     feature = "wrong-name"
 )))]
-molt_module::module! { name: "testmod", version: "1", entries: [echo, legacy, panics_at_once], migrate: migrate }
+molt_module::module! {
+    name: "testmod",
+    version: "1",
+    entries: [
+        echo, legacy, panics_at_once, combinator, handoff, from_thread, stash, nested, respawn_on_drop, hot_loop,
+        spin,
+    ],
+    migrate: migrate,
+}
 
 #[cfg(all(feature = "v2", not(feature = "not-a-module")))]
 molt_module::module! { name: "testmod", version: "2", entries: [echo, panics_at_once], migrate: migrate }

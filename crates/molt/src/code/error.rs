@@ -148,7 +148,7 @@ pub enum LoadError {
 
 /// Why a purge was refused or could not finish.
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PurgeError {
     /// No module of that name is loaded.
     #[error("no module {module:?} is loaded")]
@@ -168,7 +168,11 @@ pub enum PurgeError {
         processes: Vec<Pid>,
     },
     /// Hard purge: some processes did not end in time (they never yield).
-    #[error("module {module:?} version {version}: {} did not end within {seconds} s; they never yield", list(.processes))]
+    #[error(
+        "module {module:?} version {version}: {} did not end within {seconds} s; they never yield. The version \
+         stays (purging, starting nothing new); purge again once they can end",
+        list(.processes)
+    )]
     Stuck {
         /// The module.
         module: String,
@@ -176,8 +180,8 @@ pub enum PurgeError {
         version: String,
         /// The processes still running it.
         processes: Vec<Pid>,
-        /// How long purge waited.
-        seconds: u64,
+        /// How long purge waited, in seconds.
+        seconds: f64,
     },
 }
 

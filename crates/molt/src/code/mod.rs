@@ -28,7 +28,8 @@ pub use build::{BuildOptions, build_module};
 pub use error::{BuildError, LoadError, PurgeError};
 pub(crate) use loader::Library;
 
-/// How long a hard purge waits for the processes it killed to end.
+/// How long a hard purge waits for the processes it killed to end, unless
+/// the node is configured otherwise.
 pub(crate) const PURGE_WAIT: Duration = Duration::from_secs(10);
 
 /// One loaded build of a module.
@@ -121,16 +122,16 @@ impl Version {
 impl Version {
     /// Waits until no process runs this version, within the purge bound;
     /// the ones still running it if not.
-    pub(crate) fn wait_unused(&self) -> Result<(), Vec<Pid>> {
-        if wait_for(|| self.members().serials.is_empty()) { Ok(()) } else { Err(self.pids()) }
+    pub(crate) fn wait_unused(&self, bound: Duration) -> Result<(), Vec<Pid>> {
+        if wait_for(bound, || self.members().serials.is_empty()) { Ok(()) } else { Err(self.pids()) }
     }
 }
 
 /// Waits, yielding the thread, until `done` holds or the purge bound passes;
 /// whether it held. The processes waited for end on scheduler threads, so
 /// this runs on the caller's (never a scheduler) thread.
-fn wait_for(mut done: impl FnMut() -> bool) -> bool {
-    let wait = Instant::now() + PURGE_WAIT;
+fn wait_for(bound: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let wait = Instant::now() + bound;
     loop {
         if done() {
             return true;
@@ -275,6 +276,8 @@ pub(crate) struct CodeServer {
     next_copy: AtomicU64,
     unloads: Arc<Mutex<Vec<UnloadedVersion>>>,
     ranges: Arc<CodeRanges>,
+    /// How long a hard purge waits for what it ended.
+    pub(crate) purge_wait: Duration,
 }
 
 impl std::fmt::Debug for CodeServer {
@@ -290,8 +293,9 @@ fn name_of(path: &Path) -> String {
 }
 
 impl CodeServer {
-    pub(crate) fn new() -> CodeServer {
+    pub(crate) fn new(purge_wait: Duration) -> CodeServer {
         CodeServer {
+            purge_wait,
             modules: Mutex::new(HashMap::new()),
             next_copy: AtomicU64::new(1),
             unloads: Arc::new(Mutex::new(Vec::new())),
@@ -411,7 +415,7 @@ impl CodeServer {
     pub(crate) fn release(&self, version: Arc<Version>) -> Option<UnloadedVersion> {
         let hash = version.hash.clone();
         // The last tasks of its processes may still be dropping their share.
-        wait_for(|| Arc::strong_count(&version) == 1);
+        wait_for(self.purge_wait, || Arc::strong_count(&version) == 1);
         drop(version);
         let unloads = self.unloads.lock().unwrap_or_else(|e| e.into_inner());
         unloads.iter().rev().find(|u| u.hash == hash).cloned()

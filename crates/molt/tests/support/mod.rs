@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod child;
 pub mod modules;
 
 use std::future::Future;
@@ -81,4 +82,72 @@ pub async fn answers(p: &mut Process, pid: molt::Pid) -> bool {
     p.send(pid, &Ping(p.self_pid()));
     let me = pid;
     matches!(p.receive_timeout(BOUND).on_if(move |pong: &Pong| pong.0 == me, |_| ()).await, Ok(()))
+}
+
+/// What the module entries of the boundary tests report to their watcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    Pid(String, molt::Pid),
+    Number(String, u64),
+}
+
+/// A process that forwards every report it gets to the test's thread.
+pub struct Reports {
+    pub pid: molt::Pid,
+    received: mpsc::Receiver<Report>,
+}
+
+impl Reports {
+    pub fn start(node: &Node) -> Reports {
+        let (forward, received) = mpsc::channel();
+        let pid = node.spawn(move |mut p| async move {
+            loop {
+                let report = p
+                    .receive()
+                    .on(|(what, pid): (String, molt::Pid)| Report::Pid(what, pid))
+                    .on(|(what, n): (String, u64)| Report::Number(what, n))
+                    .await?;
+                if forward.send(report).is_err() {
+                    return Ok::<(), molt::ReceiveError>(());
+                }
+            }
+        });
+        Reports { pid, received }
+    }
+
+    /// The next report, failing the test if none comes within the bound.
+    pub fn next(&self) -> Report {
+        self.received.recv_timeout(BOUND).expect("a report within the bound")
+    }
+
+    /// The next report, which must be `what` with a pid.
+    pub fn pid(&self, what: &str) -> molt::Pid {
+        match self.next() {
+            Report::Pid(said, pid) if said == what => pid,
+            other => panic!("expected a {what:?} pid, got {other:?}"),
+        }
+    }
+
+    /// Whether a report arrives within `wait`.
+    pub fn try_next(&self, wait: Duration) -> Option<Report> {
+        self.received.recv_timeout(wait).ok()
+    }
+}
+
+/// Waits, within the bound, until `pid` is in `status`.
+pub fn wait_status(node: &Node, pid: molt::Pid, status: molt::ProcessStatus) {
+    let start = std::time::Instant::now();
+    loop {
+        let now = node.processes().into_iter().find(|info| info.pid == pid).map(|info| info.status);
+        if now == Some(status) {
+            return;
+        }
+        assert!(start.elapsed() < BOUND, "{pid} never became {status:?} (it is {now:?})");
+        std::thread::yield_now();
+    }
+}
+
+/// Whether `pid` is a live process of `node`.
+pub fn alive(node: &Node, pid: molt::Pid) -> bool {
+    node.processes().iter().any(|info| info.pid == pid)
 }

@@ -95,3 +95,24 @@ pub async fn ask(p: &mut molt::Process, echo: molt::Pid, n: u64) -> (u64, String
         .await
         .expect("echo answers")
 }
+
+/// The test module (version 1) built with `panic = "abort"`, into a target
+/// directory of its own (every crate is built again for that profile).
+pub fn testmod_aborting() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = workspace().join("target").join("molt-test-modules-abort");
+            let status = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .args(["build", "--lib", "--quiet", "--manifest-path"])
+                .arg(workspace().join("examples/testmod/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target)
+                .env("CARGO_PROFILE_DEV_PANIC", "abort")
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "the panic = abort build of testmod failed");
+            target.join("debug").join("libtestmod.so")
+        })
+        .clone()
+}
