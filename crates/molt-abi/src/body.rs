@@ -168,6 +168,15 @@ impl ProcessStart {
 /// at the first poll, and no panic of it, its future or their drops leaves
 /// this future. How a module entry and a spawned closure both start.
 ///
+/// Safe code cannot call it (its future, polled outside the core, would
+/// report through a handle that may be gone):
+///
+/// ```compile_fail,E0133
+/// fn body(process: molt_abi::Process) -> async_ffi::FfiFuture<()> {
+///     molt_abi::body_future(process, |_process| async {})
+/// }
+/// ```
+///
 /// # Safety
 /// The future must be handed to the core as the body of the process that
 /// `process` is, and be polled and dropped only by the core: it reports the

@@ -269,6 +269,18 @@ pub struct ProcessVTable {
 /// environment always belong together and to the code that made them; the
 /// core runs exactly one of `start` (which consumes `env`) or `drop_env`
 /// (dropping an unstarted `ProcessStart` calls it).
+///
+/// Safe code cannot make one from parts (a bogus `start` would crash the
+/// node when spawned):
+///
+/// ```compile_fail,E0451
+/// use molt_abi::contract::{ProcessStart, Str};
+/// unsafe extern "C" fn bogus(_: *mut std::ffi::c_void, _: molt_abi::Process) -> async_ffi::FfiFuture<()> {
+///     unreachable!()
+/// }
+/// unsafe extern "C" fn keep(_: *mut std::ffi::c_void) {}
+/// let start = ProcessStart { env: std::ptr::null_mut(), start: bogus, drop_env: keep, code: Str::new("") };
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct ProcessStart {

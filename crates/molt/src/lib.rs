@@ -38,6 +38,7 @@ mod mailbox;
 mod node;
 mod process;
 mod registry;
+mod scheduler;
 mod signal;
 
 pub use code::{

@@ -28,6 +28,7 @@ use crate::code::{
 use crate::info::ProcessInfo;
 use crate::process::{CLOSURE, CodeRef, ProcessCtx, ProcessTask, RunningBody};
 use crate::registry::Registry;
+use crate::scheduler::SchedulerThread;
 use crate::signal::Signal;
 
 /// How to start a node.
@@ -92,31 +93,6 @@ pub struct Node {
     inner: Arc<NodeInner>,
     schedulers: Vec<SchedulerThread>,
     shutdown_timeout: Duration,
-}
-
-/// One scheduler thread: a single-threaded tokio runtime that runs the
-/// processes placed on it until told to stop.
-#[derive(Debug)]
-struct SchedulerThread {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SchedulerThread {
-    fn start(node: &str, index: usize) -> Result<(SchedulerThread, tokio::runtime::Handle), std::io::Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name(format!("molt-{node}-{index}")).spawn(move || {
-            runtime.block_on(async move {
-                let _ = stopped.await;
-            });
-            // Dropping the runtime drops the tasks still on it: their
-            // processes end (with the reason already recorded) here.
-            drop(runtime);
-        })?;
-        Ok((SchedulerThread { stop: Some(stop), thread: Some(thread) }, handle))
-    }
 }
 
 /// What a refused spawn drops: a closure (and the version it keeps open
@@ -201,8 +177,10 @@ impl Node {
         }
         let mut schedulers = Vec::with_capacity(config.workers);
         let mut handles = Vec::with_capacity(config.workers);
-        for index in 0..config.workers {
-            let (scheduler, handle) = SchedulerThread::start(&config.name, index).map_err(NodeError::Runtime)?;
+        static NODES: AtomicU64 = AtomicU64::new(1);
+        let token = NODES.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..config.workers {
+            let (scheduler, handle) = SchedulerThread::start(token).map_err(NodeError::Runtime)?;
             schedulers.push(scheduler);
             handles.push(handle);
         }
@@ -466,19 +444,12 @@ impl Node {
         }
         drop(guard);
         inner.timers.clear();
-        let me = std::thread::current().id();
-        for mut scheduler in self.schedulers.drain(..) {
-            if let Some(stop) = scheduler.stop.take() {
-                let _ = stop.send(());
-            }
-            // A thread stuck in a process that never yields is abandoned,
-            // and so is the calling thread's own, if a process shuts its node.
-            if let Some(thread) = scheduler.thread.take()
-                && thread.thread().id() != me
-                && inner.table.is_empty()
-            {
-                let _ = thread.join();
-            }
+        // A thread stuck in a process that never yields is abandoned (not
+        // waited for), and so is the calling thread's own, if a process
+        // shuts its node.
+        let wait = inner.table.is_empty();
+        for scheduler in self.schedulers.drain(..) {
+            scheduler.stop(wait);
         }
     }
 }

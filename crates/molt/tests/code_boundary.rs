@@ -326,3 +326,30 @@ fn a_panic_does_not_pin_a_module_in_memory() {
         node.shutdown();
     });
 }
+
+/// Module code that asks std for its thread (as logging does) plants a
+/// thread-exit destructor in the module's std that does not keep the module
+/// mapped; scheduler threads never exit, so it never runs after the purge.
+#[test]
+fn a_thread_exit_destructor_of_a_purged_module_never_runs() {
+    in_child("a_thread_exit_destructor_of_a_purged_module_never_runs", &[], || {
+        let node = node("boundary-thread-exit");
+        node.load(testmod("")).unwrap();
+        let reports = Reports::start(&node);
+        let namer = node.spawn_entry("testmod", "thread_name", &watched_by(&reports)).unwrap();
+        // (The module's own std does not know the name the host gave it.)
+        assert!(matches!(reports.next(), Report::Number(what, _) if what == "thread_name"));
+        let downs = monitor(&node, namer);
+        // Normal if it was still ending when the monitor was set.
+        let reason = downs.recv_timeout(BOUND).unwrap().reason;
+        assert!(matches!(reason, ExitReason::Normal | ExitReason::Noproc), "{reason:?}");
+        node.load(testmod("v2")).unwrap();
+        let unloaded = node.soft_purge("testmod").unwrap().expect("version 1 was old");
+        assert_eq!(unloaded.still_mapped, Some(false));
+        node.shutdown();
+        // The threads now serve another node, and the process ends cleanly.
+        let again = support::node("boundary-thread-exit-again");
+        assert_eq!(run(&again, |p| async move { p.self_pid().node }).unwrap(), again.id());
+        again.shutdown();
+    });
+}

@@ -16,6 +16,9 @@
 //!   receive's predicate, and reports `("nested", n)` for each message taken;
 //! - `respawn_on_drop`: when its body is dropped (killed, purged), its drop
 //!   code spawns a closure of this version and reports `("respawned", pid)`;
+//! - `thread_name`: asks std for the thread it runs on (as logging code
+//!   does: it plants a thread-exit destructor in this module's std) and
+//!   reports `("thread_name", length of the name)`;
 //! - `hot_loop`: hot-calls itself for ever, never receiving;
 //! - `spin`: loops for ever without yielding.
 
@@ -143,6 +146,12 @@ pub async fn respawn_on_drop(p: Process, state: Counter) {
     let guard = RespawnOnDrop(Some(p), watcher(&state));
     std::future::pending::<()>().await;
     drop(guard);
+}
+
+/// Names the thread it runs on, as logging code does.
+pub async fn thread_name(p: Process, state: Counter) {
+    let name = std::thread::current().name().map_or(0, str::len);
+    p.send(watcher(&state), &("thread_name".to_owned(), name as u64));
 }
 
 /// Hot-calls itself for ever.

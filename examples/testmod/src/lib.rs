@@ -23,7 +23,7 @@ use molt_module::{ExitReason, Pid, Process, Upgrade, UpgradeFailed};
 #[cfg(not(any(feature = "v2", feature = "v3")))]
 mod hostile;
 #[cfg(not(any(feature = "v2", feature = "v3")))]
-pub use hostile::{combinator, from_thread, handoff, hot_loop, nested, respawn_on_drop, spin, stash};
+pub use hostile::{combinator, from_thread, handoff, hot_loop, nested, respawn_on_drop, spin, stash, thread_name};
 
 #[cfg(feature = "init-effect")]
 pub mod init;
@@ -139,7 +139,7 @@ molt_module::module! {
     version: "1",
     entries: [
         echo, legacy, panics_at_once, combinator, handoff, from_thread, stash, nested, respawn_on_drop, hot_loop,
-        spin,
+        spin, thread_name,
     ],
     migrate: migrate,
 }

@@ -29,7 +29,12 @@ pub fn build(crate_dir: &str, features: &[&str], label: &str) -> PathBuf {
     let keep = target_dir().join(label);
     std::fs::create_dir_all(&keep).unwrap();
     let kept = keep.join(built.file_name().unwrap());
-    std::fs::copy(&built, &kept).unwrap();
+    // Copied, then renamed into place: other test processes (crash
+    // scenarios run in children) may be reading the kept file right now,
+    // and must see a whole file, old or new.
+    let partial = keep.join(format!(".partial-{}", std::process::id()));
+    std::fs::copy(&built, &partial).unwrap();
+    std::fs::rename(&partial, &kept).unwrap();
     kept
 }
 

@@ -1,0 +1,111 @@
+//! Scheduler threads: each runs one single-threaded tokio runtime, the
+//! processes a node placed on it.
+//!
+//! The OS threads belong to the process, not to a node, and never exit:
+//! when a node stops, its runtime — and with it every task still on it — is
+//! dropped on its thread, and the thread waits in a pool of idle threads for
+//! the next node's runtime. The reason is module code. A module's own copy
+//! of std may register thread-exit destructors on the threads its code runs
+//! on (`std::thread::current()` does, through a pthread key that the
+//! dynamic loader does not tie to the module, so it does not keep the
+//! module mapped); run after the module's version was purged and unmapped,
+//! such a destructor would jump into nothing. A thread that never exits
+//! never runs them. (Destructors registered through
+//! `__cxa_thread_atexit_impl`, as `thread_local!` values with `Drop` are,
+//! instead keep their module mapped: purge reports that.)
+//!
+//! The pool is a process-wide table because OS threads are a process-wide
+//! resource: only this file touches it.
+
+use std::cell::Cell;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+/// Work for an idle scheduler thread: run one node's runtime until it stops.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Idle scheduler threads, each waiting on its channel for a job.
+static IDLE: Mutex<Vec<mpsc::Sender<Job>>> = Mutex::new(Vec::new());
+
+/// Names new threads.
+static STARTED: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The node whose runtime this thread runs now (its token; 0 if none).
+    static RUNNING_FOR: Cell<u64> = const { Cell::new(0) };
+}
+
+/// One scheduler thread lent to a node until `stop`.
+#[derive(Debug)]
+pub(crate) struct SchedulerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// In a mutex only so a `Node` can be shared between threads.
+    stopped: Mutex<mpsc::Receiver<()>>,
+    node: u64,
+}
+
+impl SchedulerThread {
+    /// Starts a runtime for node `node` (a token unique to it) on an idle
+    /// thread, or on a new one.
+    pub(crate) fn start(node: u64) -> Result<(SchedulerThread, tokio::runtime::Handle), std::io::Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stop_asked) = tokio::sync::oneshot::channel::<()>();
+        let (done, stopped) = mpsc::channel();
+        let job: Job = Box::new(move || {
+            RUNNING_FOR.with(|running| running.set(node));
+            runtime.block_on(async move {
+                let _ = stop_asked.await;
+            });
+            // Dropping the runtime drops the tasks still on it: their
+            // processes end (with the reason already recorded) here.
+            drop(runtime);
+            RUNNING_FOR.with(|running| running.set(0));
+            let _ = done.send(());
+        });
+        run_on_a_thread(job)?;
+        Ok((SchedulerThread { stop: Some(stop), stopped: Mutex::new(stopped), node }, handle))
+    }
+
+    /// Asks the runtime to stop. If `wait`, waits until it has (every task
+    /// on it dropped) — unless the caller is on this very thread (a process
+    /// stopping its own node), which cannot wait for itself.
+    pub(crate) fn stop(mut self, wait: bool) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if wait && RUNNING_FOR.with(Cell::get) != self.node {
+            let _ = self.stopped.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        }
+    }
+}
+
+/// Runs `job` on an idle scheduler thread, or on a new one if none is idle.
+fn run_on_a_thread(mut job: Job) -> Result<(), std::io::Error> {
+    loop {
+        let idle = IDLE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(thread) => match thread.send(job) {
+                Ok(()) => return Ok(()),
+                // That thread is gone (it cannot be, but then try another).
+                Err(mpsc::SendError(returned)) => job = returned,
+            },
+            None => break,
+        }
+    }
+    let index = STARTED.fetch_add(1, Ordering::Relaxed);
+    std::thread::Builder::new().name(format!("molt-scheduler-{index}")).spawn(move || {
+        let mut job = job;
+        loop {
+            job();
+            let (give, next) = mpsc::channel();
+            IDLE.lock().unwrap_or_else(|e| e.into_inner()).push(give);
+            match next.recv() {
+                Ok(next) => job = next,
+                Err(_) => return,
+            }
+        }
+    })?;
+    Ok(())
+}
