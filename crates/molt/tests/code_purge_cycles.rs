@@ -48,3 +48,38 @@ fn two_hundred_load_and_purge_cycles_keep_the_node_up() {
     // no thread-local with a destructor, which is what pins a library.
     assert_eq!(still_mapped, 0, "a closed version stayed mapped");
 }
+
+/// Load → a panic in the new version → purge, 50 times over: a version
+/// whose code panicked leaves the address space like any other (the module
+/// panic hook maps nothing), and the node's memory does not grow per cycle.
+#[test]
+fn versions_that_panicked_are_unmapped_too() {
+    const PANICKING: usize = 50;
+    let node = node("panic-cycles");
+    let files = [testmod(""), testmod("v2")];
+    node.load(&files[0]).unwrap();
+    let purge_first = LoadOptions { purge_first: true, ..LoadOptions::default() };
+    let before = resident_bytes();
+    for cycle in 0..PANICKING {
+        node.load_with(&files[(cycle + 1) % 2], &purge_first).unwrap();
+        let reason = run(&node, |mut p| async move {
+            let options = molt::SpawnOptions { link: false, monitor: true };
+            p.spawn_entry_with("testmod", "panics_at_once", &(), options).unwrap();
+            p.expect::<molt::Down>().await.unwrap().reason
+        })
+        .unwrap();
+        assert!(matches!(reason, molt::ExitReason::Panicked(_)), "{reason:?}");
+    }
+    let after = resident_bytes();
+    let unloaded = node.unloaded();
+    assert_eq!(unloaded.len(), PANICKING - 1);
+    eprintln!(
+        "platform: {} versions that panicked were closed, {} left the address space; resident memory went from {} \
+         to {} MiB",
+        unloaded.len(),
+        unloaded.iter().filter(|u| u.still_mapped == Some(false)).count(),
+        before >> 20,
+        after >> 20
+    );
+    assert!(unloaded.iter().all(|u| u.still_mapped == Some(false)), "{unloaded:?}");
+}

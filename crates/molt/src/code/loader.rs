@@ -45,6 +45,7 @@ use std::io::Write;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_ffi::FfiFuture;
 use molt_abi::Process;
@@ -263,13 +264,18 @@ fn read_at_address<'a>(file: &object::File<'_>, bytes: &'a [u8], address: u64, l
     bytes.get(start..start + usize::try_from(len).ok()?)
 }
 
+/// Numbers the private copies of this OS process, so no two (of any node)
+/// share a name in `/proc/self/maps`.
+static COPIES: AtomicU64 = AtomicU64::new(1);
+
 /// Loads the module file at `path` as module `expected_name`, from a
-/// private copy (the `serial`th of this node).
-pub(crate) fn load(path: &Path, expected_name: &str, serial: u64) -> Result<(Library, String), LoadError> {
+/// private copy.
+pub(crate) fn load(path: &Path, expected_name: &str) -> Result<(Library, String), LoadError> {
     let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
     let inspected = inspect(path, &bytes)?;
     check_header(path, &inspected.header, expected_name)?;
     let hash = blake3::hash(&bytes).to_hex().to_string();
+    let serial = COPIES.fetch_add(1, Ordering::Relaxed);
     let copy_name = format!("molt-{expected_name}-{}-{}-{serial}", &hash[..16], std::process::id());
     let copy =
         private_copy(&copy_name, &bytes).map_err(|source| LoadError::Copy { name: copy_name.clone(), source })?;

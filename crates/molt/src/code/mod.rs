@@ -272,8 +272,6 @@ impl CodeRanges {
 /// The module table of one node.
 pub(crate) struct CodeServer {
     modules: Mutex<HashMap<String, Slot>>,
-    /// Makes each private copy's name unique.
-    next_copy: AtomicU64,
     unloads: Arc<Mutex<Vec<UnloadedVersion>>>,
     ranges: Arc<CodeRanges>,
     /// How long a hard purge waits for what it ended.
@@ -297,7 +295,6 @@ impl CodeServer {
         CodeServer {
             purge_wait,
             modules: Mutex::new(HashMap::new()),
-            next_copy: AtomicU64::new(1),
             unloads: Arc::new(Mutex::new(Vec::new())),
             ranges: Arc::new(CodeRanges::default()),
         }
@@ -335,9 +332,8 @@ impl CodeServer {
         options: &LoadOptions,
         node: (NodeId, u32),
     ) -> Result<Version, LoadError> {
-        let serial = self.next_copy.fetch_add(1, Ordering::Relaxed);
         let expected = options.name.clone().unwrap_or_else(|| name_of(path));
-        let (library, hash) = loader::load(path, &expected, serial)?;
+        let (library, hash) = loader::load(path, &expected)?;
         Ok(Version {
             library: Some(library),
             hash,
