@@ -86,7 +86,8 @@ impl Waking {
 
     /// Wakes what receives and sleeps left here in the last poll.
     fn wake_relayed(&self) {
-        if !self.any_relayed.swap(false, Ordering::AcqRel) {
+        // A plain load first: most polls have nothing relayed.
+        if !self.any_relayed.load(Ordering::Acquire) || !self.any_relayed.swap(false, Ordering::AcqRel) {
             return;
         }
         let relayed = std::mem::take(&mut *self.relayed.lock().unwrap_or_else(|e| e.into_inner()));

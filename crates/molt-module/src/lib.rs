@@ -7,11 +7,15 @@
 //!
 //! A process in a module uses the same [`Process`] as one compiled into the
 //! host. What a module must not do, because its code is unloaded when its
-//! version is purged: keep `thread_local!` values with destructors (they pin
-//! the library in memory), spawn threads that outlive its processes, or hand
-//! out `'static` references to its own data. Timers, sleeping and receive
-//! timeouts are services of the core: use `Process::sleep` and
-//! `receive_timeout`, not a runtime of the module's own.
+//! version is purged: spawn threads that outlive its processes, or hand out
+//! `'static` references or raw pointers to its own data. `thread_local!`
+//! values with destructors and spawned threads keep the library mapped after
+//! its purge (memory, not danger). Timers, sleeping and receive timeouts are
+//! services of the core: use `Process::sleep` and `receive_timeout`, not a
+//! runtime of the module's own. A module's panics print nothing (its panic
+//! hook records where they happened instead, and the message and place
+//! become the process's exit reason); README "How the boundary holds" lists
+//! what a module can still do to its node.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -50,7 +50,9 @@ fn a_module_made_waker_never_outlives_its_version() {
         node.load(testmod("")).unwrap();
         let reports = Reports::start(&node);
         let waiter = node.spawn_entry("testmod", "combinator", &watched_by(&reports)).unwrap();
-        wait_status(&node, waiter, ProcessStatus::Waiting);
+        // Waiting in its receive (a core that took the combinator's waker
+        // called that Suspended).
+        wait_status(&node, waiter, &[ProcessStatus::Waiting, ProcessStatus::Suspended]);
         node.load(testmod("v2")).unwrap();
         send_number(&node, waiter, 7);
         assert_eq!(reports.next(), Report::Number("combinator".into(), 7));

@@ -134,15 +134,15 @@ impl Reports {
     }
 }
 
-/// Waits, within the bound, until `pid` is in `status`.
-pub fn wait_status(node: &Node, pid: molt::Pid, status: molt::ProcessStatus) {
+/// Waits, within the bound, until `pid` is in one of `statuses`.
+pub fn wait_status(node: &Node, pid: molt::Pid, statuses: &[molt::ProcessStatus]) {
     let start = std::time::Instant::now();
     loop {
         let now = node.processes().into_iter().find(|info| info.pid == pid).map(|info| info.status);
-        if now == Some(status) {
+        if now.is_some_and(|now| statuses.contains(&now)) {
             return;
         }
-        assert!(start.elapsed() < BOUND, "{pid} never became {status:?} (it is {now:?})");
+        assert!(start.elapsed() < BOUND, "{pid} never became {statuses:?} (it is {now:?})");
         std::thread::yield_now();
     }
 }
