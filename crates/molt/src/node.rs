@@ -99,12 +99,6 @@ pub struct Node {
 /// until it is dropped), or nothing.
 struct Stillborn(Option<ProcessStart>, Option<Arc<Version>>);
 
-impl From<ProcessStart> for Stillborn {
-    fn from(start: ProcessStart) -> Stillborn {
-        Stillborn(Some(start), None)
-    }
-}
-
 impl From<Body<'_>> for Stillborn {
     fn from(body: Body<'_>) -> Stillborn {
         match body {
@@ -502,7 +496,12 @@ impl NodeInner {
     ) -> (Pid, Option<MonitorRef>) {
         match self.code.owner_of(start.code_address()) {
             Ok(version) => self.spawn_body(Body::Start(start, version), parent, options),
-            Err(reason) => self.stillborn(start, parent, options, reason),
+            Err(reason) => {
+                // Its version is being closed: even the closure's drop code
+                // may be gone, so the closure is leaked, not dropped.
+                std::mem::forget(start);
+                self.stillborn(Stillborn(None, None), parent, options, reason)
+            }
         }
     }
 

@@ -97,3 +97,26 @@ fn every_bad_file_is_refused_with_a_clear_error_and_nothing_changes() {
     assert_eq!(before, (0, "1".to_owned(), 0));
     assert_eq!(after, (1, "1".to_owned(), 1));
 }
+
+/// A file whose descriptor symbol points at an address no segment holds (a
+/// sum that overflows) is refused with an error, not a panic.
+#[test]
+fn a_descriptor_address_past_every_segment_is_refused() {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let mut bytes = std::fs::read(testmod("")).unwrap();
+    let (index, dynsym) = {
+        let file = object::File::parse(&*bytes).unwrap();
+        let symbol = file.dynamic_symbols().find(|s| s.name() == Ok("MOLT_MODULE_DESCRIPTOR")).unwrap();
+        let dynsym = file.section_by_name(".dynsym").unwrap().file_range().unwrap().0 as usize;
+        (symbol.index().0, dynsym)
+    };
+    // An ELF64 symbol is 24 bytes; its value is at offset 8.
+    let value = dynsym + index * 24 + 8;
+    bytes[value..value + 8].copy_from_slice(&0xFFFF_FFFF_FFFF_FFF8u64.to_le_bytes());
+    let node = node("bad-descriptor-address");
+    let (error, message) = refused(&node, &scratch("descriptor-address", &bytes));
+    assert!(matches!(error, LoadError::NotAModule { .. }), "{error:?}");
+    assert!(message.contains("not in the file's data"), "{message}");
+    assert!(node.modules().is_empty());
+    node.shutdown();
+}

@@ -285,6 +285,14 @@ fn a_stuck_purge_keeps_the_version_and_refuses_a_third() {
             Err(LoadError::NotPurged { old, .. }) => assert_eq!(old, "1"),
             other => panic!("expected not purged, got {other:?}"),
         }
+        // A soft purge neither takes the version from under the hard purge
+        // nor waits for it: it says a purge is under way, at once.
+        let started = std::time::Instant::now();
+        match node.soft_purge("testmod") {
+            Err(PurgeError::Purging { version, .. }) => assert_eq!(version, "1"),
+            other => panic!("expected a purge under way, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_millis(400), "the soft purge did not wait");
         let module = node.modules().into_iter().next().unwrap();
         assert_eq!(module.old.unwrap().processes, vec![spinner]);
         // The spinning scheduler thread cannot be stopped: leave at once.
@@ -353,5 +361,32 @@ fn a_thread_exit_destructor_of_a_purged_module_never_runs() {
         let again = support::node("boundary-thread-exit-again");
         assert_eq!(run(&again, |p| async move { p.self_pid().node }).unwrap(), again.id());
         again.shutdown();
+    });
+}
+
+/// A closure spawned (by a thread of the module's own) after its version
+/// was purged and closed is refused, not taken for host code: the version's
+/// pages may still be mapped, and its address range is kept to say whose
+/// code it is.
+#[test]
+fn a_closure_spawned_after_its_version_closed_is_refused() {
+    in_child("a_closure_spawned_after_its_version_closed_is_refused", &[], || {
+        let node = node("boundary-late");
+        node.load(testmod("")).unwrap();
+        let reports = Reports::start(&node);
+        let spawner = node.spawn_entry("testmod", "late_spawner", &watched_by(&reports)).unwrap();
+        let downs = monitor(&node, spawner);
+        let reason = downs.recv_timeout(BOUND).unwrap().reason;
+        assert!(matches!(reason, ExitReason::Normal | ExitReason::Noproc), "{reason:?}");
+        node.load(testmod("v2")).unwrap();
+        let report = node.purge("testmod").unwrap();
+        assert_eq!((report.killed.len(), report.version.as_deref()), (0, Some("1")));
+        // Now the module's thread spawns.
+        let go = node.spawn(|mut p| async move { p.expect::<()>().await });
+        run(&node, move |p| async move { p.register("late-go", go) }).unwrap().unwrap();
+        let late = reports.pid("late");
+        assert!(!alive(&node, late), "the late closure was refused");
+        assert!(node.processes().iter().all(|info| info.module.as_ref().is_none_or(|(_, v)| v == "2")));
+        node.shutdown();
     });
 }

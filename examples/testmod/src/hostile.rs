@@ -19,6 +19,10 @@
 //! - `thread_name`: asks std for the thread it runs on (as logging code
 //!   does: it plants a thread-exit destructor in this module's std) and
 //!   reports `("thread_name", length of the name)`;
+//! - `late_spawner`: hands its `Process` to a thread of its own and ends;
+//!   the thread waits until a process is registered as `"late-go"` (after
+//!   the test purged this version), then spawns a closure of this version
+//!   and reports `("late", pid)`;
 //! - `hot_loop`: hot-calls itself for ever, never receiving;
 //! - `spin`: loops for ever without yielding.
 
@@ -152,6 +156,22 @@ pub async fn respawn_on_drop(p: Process, state: Counter) {
 pub async fn thread_name(p: Process, state: Counter) {
     let name = std::thread::current().name().map_or(0, str::len);
     p.send(watcher(&state), &("thread_name".to_owned(), name as u64));
+}
+
+/// Spawns a closure from a thread of its own after its version is closed.
+pub async fn late_spawner(p: Process, state: Counter) {
+    let watcher = watcher(&state);
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        while p.whereis("late-go").is_none() {
+            if started.elapsed() > Duration::from_secs(60) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let child = p.spawn(wait_forever);
+        p.send(watcher, &("late".to_owned(), child));
+    });
 }
 
 /// Hot-calls itself for ever.

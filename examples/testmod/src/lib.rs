@@ -23,7 +23,9 @@ use molt_module::{ExitReason, Pid, Process, Upgrade, UpgradeFailed};
 #[cfg(not(any(feature = "v2", feature = "v3")))]
 mod hostile;
 #[cfg(not(any(feature = "v2", feature = "v3")))]
-pub use hostile::{combinator, from_thread, handoff, hot_loop, nested, respawn_on_drop, spin, stash, thread_name};
+pub use hostile::{
+    combinator, from_thread, handoff, hot_loop, late_spawner, nested, respawn_on_drop, spin, stash, thread_name,
+};
 
 #[cfg(feature = "init-effect")]
 pub mod init;
@@ -139,7 +141,7 @@ molt_module::module! {
     version: "1",
     entries: [
         echo, legacy, panics_at_once, combinator, handoff, from_thread, stash, nested, respawn_on_drop, hot_loop,
-        spin, thread_name,
+        spin, thread_name, late_spawner,
     ],
     migrate: migrate,
 }

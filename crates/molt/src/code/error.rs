@@ -167,6 +167,14 @@ pub enum PurgeError {
         /// The processes running it.
         processes: Vec<Pid>,
     },
+    /// Soft purge: a hard purge of the old version is under way.
+    #[error("module {module:?} version {version} is being purged; wait for that purge to end")]
+    Purging {
+        /// The module.
+        module: String,
+        /// The old version.
+        version: String,
+    },
     /// Hard purge: some processes did not end in time (they never yield).
     #[error(
         "module {module:?} version {version}: {} did not end within {seconds} s; they never yield. The version \

@@ -51,8 +51,8 @@ use async_ffi::FfiFuture;
 use molt_abi::Process;
 use molt_abi::contract::{ABI_VERSION, Str};
 use molt_abi::module::{
-    DESCRIPTOR_MAGIC, DESCRIPTOR_SYMBOL, DescriptorHeader, EntryStart, LAYOUT_FINGERPRINT, Migrate, MigrateStatus,
-    ModuleDescriptor, Sink,
+    DESCRIPTOR_MAGIC, DESCRIPTOR_SYMBOL, DescriptorHeader, EntryDescriptor, EntryStart, LAYOUT_FINGERPRINT, Migrate,
+    MigrateStatus, ModuleDescriptor, Sink,
 };
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
@@ -64,7 +64,8 @@ pub(crate) struct Library {
     pub(crate) name: String,
     pub(crate) version: String,
     entries: Vec<(String, EntryStart)>,
-    migrate: Migrate,
+    /// `None` only while the library is being opened.
+    migrate: Option<Migrate>,
     /// The addresses the library's segments were mapped at.
     pub(crate) mapped: Range<usize>,
     /// The private copy's name, as `/proc/self/maps` shows it.
@@ -255,13 +256,15 @@ fn truncation(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
 /// through the loadable segments (sections with address 0, such as debug
 /// information, would mislead).
 fn read_at_address<'a>(file: &object::File<'_>, bytes: &'a [u8], address: u64, len: u64) -> Option<&'a [u8]> {
+    // Every sum checked: the addresses are the file's, and may be anything.
+    let end = address.checked_add(len)?;
     let segment = file.segments().find(|s| {
         let (_, file_size) = s.file_range();
-        s.address() <= address && address + len <= s.address() + file_size
+        s.address() <= address && s.address().checked_add(file_size).is_some_and(|limit| end <= limit)
     })?;
     let (offset, _) = segment.file_range();
-    let start = usize::try_from(offset + (address - segment.address())).ok()?;
-    bytes.get(start..start + usize::try_from(len).ok()?)
+    let start = usize::try_from(offset.checked_add(address - segment.address())?).ok()?;
+    bytes.get(start..start.checked_add(usize::try_from(len).ok()?)?)
 }
 
 /// Numbers the private copies of this OS process, so no two (of any node)
@@ -311,18 +314,42 @@ fn open(path: &Path, copy: std::fs::File, copy_name: String, inspected: &Inspect
     let handle = unsafe { libloading::os::unix::Library::open(Some(&through), flags) }
         .map(libloading::Library::from)
         .map_err(|error| LoadError::Open { path: path.to_owned(), reason: error.to_string() })?;
+    // From here on the library is closed by `Library`'s drop on every path,
+    // which keeps the copy's descriptor number taken if it stays mapped.
+    let mut library = Library {
+        name: String::new(),
+        version: String::new(),
+        entries: Vec::new(),
+        migrate: None,
+        mapped: 0..0,
+        copy: copy_name,
+        copy_file: Some(copy),
+        handle: Some(handle),
+    };
+    let handle = library.handle.as_ref().expect("just opened");
     // SAFETY: the symbol is a `static ModuleDescriptor` (checked above from
     // the file); taking its address reads nothing.
     let symbol = unsafe { handle.get::<*const ModuleDescriptor>(DESCRIPTOR_SYMBOL.as_bytes()) }
         .map_err(|error| LoadError::NotAModule { path: path.to_owned(), reason: error.to_string() })?;
     let address: *const ModuleDescriptor = *symbol;
-    // SAFETY: the address is the descriptor static inside the open library,
-    // which `handle` keeps mapped while `descriptor` is used (this function).
-    let descriptor = unsafe { &*address };
-    let changed = || LoadError::NotAModule {
+    let changed = |what: &str| LoadError::NotAModule {
         path: path.to_owned(),
-        reason: "its descriptor in memory is not the one in the file".into(),
+        reason: format!("its descriptor in memory is not the one in the file ({what})"),
     };
+    // Where the file's address space landed: the descriptor's address in
+    // memory minus its address in the file.
+    let bias = (address as usize).wrapping_sub(inspected.descriptor_address as usize);
+    let mapped = bias.wrapping_add(inspected.span.start as usize)..bias.wrapping_add(inspected.span.end as usize);
+    let inside = |start: usize, len: usize| {
+        start.checked_add(len).is_some_and(|end| mapped.contains(&start) && end <= mapped.end)
+    };
+    if !inside(address as usize, std::mem::size_of::<ModuleDescriptor>()) || !address.is_aligned() {
+        return Err(changed("not inside the library"));
+    }
+    // SAFETY: the address is an aligned descriptor-sized place inside the
+    // open library (checked just above), the static the file declares;
+    // `handle` keeps it mapped while `descriptor` is used (this function).
+    let descriptor = unsafe { &*address };
     let (in_memory, in_file) = (&descriptor.header, &inspected.header);
     if in_memory.magic != in_file.magic
         || in_memory.abi_version != in_file.abi_version
@@ -331,29 +358,37 @@ fn open(path: &Path, copy: std::fs::File, copy_name: String, inspected: &Inspect
         || in_memory.name.get() != in_file.name.get()
         || in_memory.version.get() != in_file.version.get()
     {
-        return Err(changed());
+        return Err(changed("another header"));
     }
-    // Where the file's address space landed: the descriptor's address in
-    // memory minus its address in the file.
-    let bias = (address as usize).wrapping_sub(inspected.descriptor_address as usize);
-    let mapped = bias.wrapping_add(inspected.span.start as usize)..bias.wrapping_add(inspected.span.end as usize);
-    if !mapped.contains(&(address as usize)) {
-        return Err(changed());
+    // What the descriptor points at must lie inside the library: a
+    // hand-made descriptor gets a clear error, not a wild read.
+    let count = descriptor.entry_count;
+    let table = descriptor.entries;
+    let table_fits = count <= usize::from(u16::MAX)
+        && table.is_aligned()
+        && count.checked_mul(std::mem::size_of::<EntryDescriptor>()).is_some_and(|len| inside(table as usize, len));
+    if (count > 0 && !table_fits) || !inside(descriptor.migrate as usize, 1) {
+        return Err(changed("its entries or migrate lie outside the library"));
     }
-    // SAFETY: the descriptor's entry array and the strings it points at are
-    // immutable statics of the open library (the SDK builds them so).
-    let entries: Vec<(String, EntryStart)> =
-        unsafe { descriptor.entries().iter().map(|e| (e.name.as_str().to_owned(), e.start)).collect() };
-    Ok(Library {
-        name: in_file.name.get().unwrap_or_default().to_owned(),
-        version: in_file.version.get().unwrap_or_default().to_owned(),
-        entries,
-        migrate: descriptor.migrate,
-        mapped,
-        copy: copy_name,
-        copy_file: Some(copy),
-        handle: Some(handle),
-    })
+    // SAFETY: `count` descriptors at `table`, aligned and inside the open
+    // library (checked above): the SDK's immutable static array.
+    let listed = unsafe { descriptor.entries() };
+    let mut entries = Vec::with_capacity(listed.len());
+    for entry in listed {
+        let (name, len) = (entry.name.ptr as usize, entry.name.len);
+        if (len > 0 && !inside(name, len)) || !inside(entry.start as usize, 1) {
+            return Err(changed("an entry lies outside the library"));
+        }
+        // SAFETY: `len` bytes inside the open library (checked above), an
+        // immutable string of the SDK's; `as_str` checks they are UTF-8.
+        entries.push((unsafe { entry.name.as_str() }.to_owned(), entry.start));
+    }
+    library.name = in_file.name.get().unwrap_or_default().to_owned();
+    library.version = in_file.version.get().unwrap_or_default().to_owned();
+    library.entries = entries;
+    library.migrate = Some(descriptor.migrate);
+    library.mapped = mapped;
+    Ok(library)
 }
 
 impl Library {
@@ -391,11 +426,12 @@ impl Library {
     /// Runs the library's `migrate` on `state` of `old_version`; the new
     /// state, or why there is none (for the `UpgradeFailed` report).
     pub(crate) fn migrate(&self, old_version: &str, state: &[u8]) -> Result<Vec<u8>, String> {
+        let Some(migrate) = self.migrate else { return Err("it has no migrate".into()) };
         let mut out = Vec::new();
         // SAFETY: `migrate` comes from this open library; the strings, the
         // state and the sink's buffer are valid for the call; the SDK's hook
         // catches panics, so nothing unwinds into the core.
-        let status = unsafe { (self.migrate)(Str::new(old_version), state.as_ptr(), state.len(), Sink::of(&mut out)) };
+        let status = unsafe { migrate(Str::new(old_version), state.as_ptr(), state.len(), Sink::of(&mut out)) };
         let said = String::from_utf8_lossy(&out).into_owned();
         // A status is validated, never trusted to be a `MigrateStatus`.
         match MigrateStatus::from_u8(status) {

@@ -47,6 +47,14 @@ pub(crate) struct Version {
     ranges: Arc<CodeRanges>,
 }
 
+/// Why a soft purge leaves a version alone.
+enum PurgeRefusal {
+    /// Processes run it.
+    InUse,
+    /// A hard purge of it is under way.
+    Purging,
+}
+
 #[derive(Default)]
 struct Members {
     /// Serials of the processes running this version.
@@ -100,6 +108,20 @@ impl Version {
         self.members().purging = true;
     }
 
+    /// For a soft purge: closes the list of processes for good if it is
+    /// empty and no hard purge has it; otherwise the reason it cannot.
+    fn close_if_unused(&self) -> Result<(), PurgeRefusal> {
+        let mut members = self.members();
+        if members.purging {
+            return Err(PurgeRefusal::Purging);
+        }
+        if !members.serials.is_empty() {
+            return Err(PurgeRefusal::InUse);
+        }
+        members.purging = true;
+        Ok(())
+    }
+
     /// The processes running this version.
     pub(crate) fn pids(&self) -> Vec<Pid> {
         let mut serials: Vec<u64> = self.members().serials.iter().copied().collect();
@@ -143,14 +165,27 @@ fn wait_for(bound: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+impl Version {
+    /// Closes the library and records what the platform did with it. A
+    /// version whose pages may still be mapped keeps its address range as a
+    /// tombstone: a closure of its code, spawned late (by a thread of its
+    /// own), is refused rather than taken for host code.
+    fn close(&mut self) -> Option<UnloadedVersion> {
+        let library = self.library.take()?;
+        let (module, version, start) = (library.name.clone(), library.version.clone(), library.mapped.start);
+        let still_mapped = library.close();
+        if still_mapped == Some(false) {
+            self.ranges.remove(start);
+        }
+        let record = UnloadedVersion { module, version, hash: self.hash.clone(), still_mapped };
+        self.unloads.lock().unwrap_or_else(|e| e.into_inner()).push(record.clone());
+        Some(record)
+    }
+}
+
 impl Drop for Version {
     fn drop(&mut self) {
-        let Some(library) = self.library.take() else { return };
-        self.ranges.remove(library.mapped.start);
-        let (module, version) = (library.name.clone(), library.version.clone());
-        let still_mapped = library.close();
-        let record = UnloadedVersion { module, version, hash: self.hash.clone(), still_mapped };
-        self.unloads.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+        self.close();
     }
 }
 
@@ -367,14 +402,19 @@ impl CodeServer {
             let mut table = self.table();
             let slot = table.get_mut(module).ok_or_else(|| PurgeError::NoModule { module: module.to_owned() })?;
             let Some(old) = &slot.old else { return Ok(None) };
-            let processes = old.pids();
-            if !processes.is_empty() {
+            match old.close_if_unused() {
+                Ok(()) => {}
                 // OTP: code:soft_purge/1 returns false and kills nobody.
-                return Err(PurgeError::InUse {
-                    module: module.to_owned(),
-                    version: old.declared().to_owned(),
-                    processes,
-                });
+                Err(PurgeRefusal::InUse) => {
+                    return Err(PurgeError::InUse {
+                        module: module.to_owned(),
+                        version: old.declared().to_owned(),
+                        processes: old.pids(),
+                    });
+                }
+                Err(PurgeRefusal::Purging) => {
+                    return Err(PurgeError::Purging { module: module.to_owned(), version: old.declared().to_owned() });
+                }
             }
             slot.old.take().expect("checked above")
         };
@@ -409,12 +449,11 @@ impl CodeServer {
     /// Lets go of a version taken out of the table; if nothing else holds
     /// it, it is closed now and its unload record returned.
     pub(crate) fn release(&self, version: Arc<Version>) -> Option<UnloadedVersion> {
-        let hash = version.hash.clone();
         // The last tasks of its processes may still be dropping their share.
         wait_for(self.purge_wait, || Arc::strong_count(&version) == 1);
-        drop(version);
-        let unloads = self.unloads.lock().unwrap_or_else(|e| e.into_inner());
-        unloads.iter().rev().find(|u| u.hash == hash).cloned()
+        // Closed here if this is the last share; otherwise by whoever lets go
+        // last (its record then appears in `unloaded` later).
+        Arc::try_unwrap(version).ok().and_then(|mut version| version.close())
     }
 
     pub(crate) fn modules(&self) -> Vec<ModuleInfo> {
