@@ -92,6 +92,8 @@ struct Inspected {
     descriptor_address: u64,
     /// The span of the loadable segments in that address space.
     span: Range<u64>,
+    /// The executable segments' file-backed parts, in that address space.
+    code: Vec<Range<u64>>,
 }
 
 fn host_architecture() -> Option<object::Architecture> {
@@ -181,10 +183,18 @@ fn inspect(path: &Path, bytes: &[u8]) -> Result<Inspected, LoadError> {
         end = end.max(segment.address().saturating_add(segment.size()));
     }
     let span = first..end;
+    let code = file
+        .segments()
+        .filter(|segment| {
+            use object::elf::PF_X;
+            matches!(segment.flags(), object::SegmentFlags::Elf { p_flags, .. } if (p_flags & PF_X) == PF_X)
+        })
+        .map(|segment| segment.address()..segment.address().saturating_add(segment.file_range().1))
+        .collect();
     if span.start >= span.end {
         return Err(not_a_library("it has no loadable segment".into()));
     }
-    Ok(Inspected { header, descriptor_address: symbol.address(), span })
+    Ok(Inspected { header, descriptor_address: symbol.address(), span, code })
 }
 
 /// Step 1's comparisons: the header against this node's own build.
@@ -388,7 +398,30 @@ fn open(path: &Path, copy: std::fs::File, copy_name: String, inspected: &Inspect
     library.entries = entries;
     library.migrate = Some(descriptor.migrate);
     library.mapped = mapped;
+    prefault(bias, &inspected.code);
     Ok(library)
+}
+
+/// Maps the pages of the library's code now, in a few calls, rather than
+/// one page fault at a time when a hot call first runs the new version (the
+/// private copy is a memory file, whose pages are mapped one by one).
+fn prefault(bias: usize, code: &[Range<u64>]) {
+    const PAGE: usize = 4096;
+    for range in code {
+        let start = bias.wrapping_add(range.start as usize) & !(PAGE - 1);
+        let end = bias.wrapping_add(range.end as usize);
+        // SAFETY: the range is the library's own executable segment, mapped
+        // by `dlopen` (readable, file-backed), rounded down to its first
+        // page; populating it only maps pages, it changes no memory. A
+        // kernel without MADV_POPULATE_READ refuses, which costs nothing.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                start as *mut std::ffi::c_void,
+                end.saturating_sub(start),
+                rustix::mm::Advice::LinuxPopulateRead,
+            )
+        };
+    }
 }
 
 impl Library {
