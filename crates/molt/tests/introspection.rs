@@ -41,8 +41,11 @@ fn the_listing_shows_status_name_mailbox_links_and_code() {
         (worker, partner)
     })
     .unwrap();
-    let info =
-        info_when(&node, worker, |i| i.mailbox_len == 3 && i.status == ProcessStatus::Waiting && i.links.len() == 1);
+    // The partner's link and monitor reach the worker as two signals: wait
+    // for both.
+    let info = info_when(&node, worker, |i| {
+        i.mailbox_len == 3 && i.status == ProcessStatus::Waiting && i.links.len() == 1 && i.monitored_by == 1
+    });
     assert_eq!(info.registered_name.as_deref(), Some("worker"));
     assert_eq!(info.links, vec![partner]);
     assert_eq!(info.monitored_by, 1);

@@ -11,9 +11,10 @@
 //!    every contract type, the target, compiler, SDK version and panic
 //!    strategy it was built with, and its name: all compared here, so a
 //!    misbuilt module runs none of its code (not even its initialisers);
-//! 2. the bytes are written to a private copy: an anonymous, sealed memory
-//!    file (`memfd_create`), which no other process or user can replace,
-//!    redirect or find in any directory, and which leaves nothing behind
+//! 2. the bytes are written to a private copy: an unnamed file
+//!    (`O_TMPFILE`), or a sealed anonymous memory file where the file system
+//!    cannot make one — either way no other process or user can replace,
+//!    redirect or find it in any directory, and it leaves nothing behind
 //!    when the node ends, however it ends. Each load is its own file, so the
 //!    dynamic loader never hands back a library it already loaded (the
 //!    seed's "load doesn't really load");
@@ -31,7 +32,7 @@
 //! handle, so none can outlive it.
 //!
 //! # Platform-specific behaviour
-//! Linux only (ELF, `memfd_create`, `/proc`). Closing a library (`dlclose`)
+//! Linux only (ELF, `O_TMPFILE` or `memfd_create`, `/proc`). Closing a library (`dlclose`)
 //! may not unmap it: glibc keeps a library that registered a thread-local
 //! destructor on a thread that is still running, and musl never unmaps.
 //! Purge is therefore logical first — the version is gone from the table and
@@ -69,7 +70,7 @@ pub(crate) struct Library {
     /// The addresses the library's segments were mapped at.
     pub(crate) mapped: Range<usize>,
     /// The private copy's name, as `/proc/self/maps` shows it.
-    copy: String,
+    pub(crate) copy: String,
     /// The private copy, open for as long as the library is loaded: the
     /// dynamic loader knows the library by the path it was opened from
     /// (`/proc/self/fd/N`), and would hand it back for the next copy opened
@@ -290,15 +291,37 @@ pub(crate) fn load(path: &Path, expected_name: &str) -> Result<(Library, String)
     let hash = blake3::hash(&bytes).to_hex().to_string();
     let serial = COPIES.fetch_add(1, Ordering::Relaxed);
     let copy_name = format!("molt-{expected_name}-{}-{}-{serial}", &hash[..16], std::process::id());
-    let copy =
+    let (copy, shown) =
         private_copy(&copy_name, &bytes).map_err(|source| LoadError::Copy { name: copy_name.clone(), source })?;
-    let library = open(path, copy, copy_name, &inspected)?;
+    let library = open(path, copy, shown, &inspected)?;
     Ok((library, hash))
 }
 
-/// Step 2: an anonymous memory file holding `bytes`, sealed so nothing can
-/// change it any more.
-fn private_copy(name: &str, bytes: &[u8]) -> std::io::Result<std::fs::File> {
+/// Step 2: a private copy of `bytes`: an unnamed file in the temp
+/// directory (`O_TMPFILE`: it has no name that anybody could take over,
+/// replace, redirect or find, and it vanishes with its last descriptor or
+/// mapping, however the node ends), or, where the file system cannot make
+/// one, an anonymous memory file (`memfd_create`) sealed against any change.
+/// Returns the file and the name `/proc/self/maps` shows for it.
+fn private_copy(name: &str, bytes: &[u8]) -> std::io::Result<(std::fs::File, String)> {
+    let file = match unnamed_file(bytes) {
+        Ok(file) => file,
+        Err(_) => memory_file(name, bytes)?,
+    };
+    let shown = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    Ok((file, shown.to_string_lossy().into_owned()))
+}
+
+fn unnamed_file(bytes: &[u8]) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(std::env::temp_dir(), flags, Mode::RUSR | Mode::WUSR)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes)?;
+    Ok(file)
+}
+
+fn memory_file(name: &str, bytes: &[u8]) -> std::io::Result<std::fs::File> {
     use rustix::fs::{MemfdFlags, SealFlags};
     let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     let mut file = std::fs::File::from(fd);
@@ -403,8 +426,7 @@ fn open(path: &Path, copy: std::fs::File, copy_name: String, inspected: &Inspect
 }
 
 /// Maps the pages of the library's code now, in a few calls, rather than
-/// one page fault at a time when a hot call first runs the new version (the
-/// private copy is a memory file, whose pages are mapped one by one).
+/// one page fault at a time when a hot call first runs the new version.
 fn prefault(bias: usize, code: &[Range<u64>]) {
     const PAGE: usize = 4096;
     for range in code {
@@ -502,11 +524,39 @@ impl Drop for Library {
     }
 }
 
-/// Whether any page of the private copy named `copy` is still in this
-/// process's address space (`/proc/self/maps`); `None` where that cannot be
-/// read.
+/// Whether any page of the private copy `/proc/self/maps` shows as `copy`
+/// is still in this process's address space; `None` where that cannot be
+/// read. (The name is unique while the copy's descriptor is open, as it is
+/// when this is asked.)
 pub(crate) fn still_mapped(copy: &str) -> Option<bool> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let shown = format!("/memfd:{copy} (deleted)");
-    Some(maps.lines().any(|line| line.ends_with(&shown)))
+    Some(maps.lines().any(|line| line.ends_with(copy)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    /// Where the file system makes no unnamed file, the copy is a memory
+    /// file that nothing can change once written.
+    #[test]
+    fn the_memory_file_copy_is_sealed() {
+        let mut copy = super::memory_file("molt-loader-test", b"the module's bytes").unwrap();
+        let seals = rustix::fs::fcntl_get_seals(&copy).unwrap();
+        use rustix::fs::SealFlags;
+        assert!(seals.contains(SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL));
+        assert!(copy.write_all(b"more").is_err(), "a sealed copy refuses writes");
+        assert_eq!(
+            std::fs::read(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&copy))).unwrap(),
+            b"the module's bytes"
+        );
+    }
+
+    /// The unnamed copy has no name in any directory.
+    #[test]
+    fn the_unnamed_copy_has_no_name() {
+        let (_copy, shown) = super::private_copy("molt-loader-test", b"bytes").unwrap();
+        assert!(shown.ends_with(" (deleted)"), "{shown}");
+        assert!(!std::path::Path::new(shown.trim_end_matches(" (deleted)")).exists());
+    }
 }

@@ -135,6 +135,7 @@ impl Version {
             hash: self.hash.clone(),
             loaded_at: self.loaded_at,
             file: self.file.clone(),
+            copy: self.library().copy.clone(),
             entries: self.library().entry_names().map(str::to_owned).collect(),
             processes: self.pids(),
         }
@@ -201,6 +202,9 @@ pub struct VersionInfo {
     pub loaded_at: SystemTime,
     /// The file it was loaded from.
     pub file: PathBuf,
+    /// Its private copy, as `/proc/self/maps` names it: an unnamed file
+    /// (`/tmp/#123 (deleted)`) or memory file (`/memfd:… (deleted)`).
+    pub copy: String,
     /// Its entries.
     pub entries: Vec<String>,
     /// The processes running it.
