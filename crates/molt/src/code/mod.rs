@@ -250,7 +250,10 @@ pub struct PurgeReport {
     /// The processes killed because they ran it.
     pub killed: Vec<Pid>,
     /// Whether its pages stayed mapped after it was closed; see
-    /// [`UnloadedVersion::still_mapped`].
+    /// [`UnloadedVersion::still_mapped`]. `None` also when something of the
+    /// node still held the version once the purge's wait was over (never a
+    /// process: those have ended): it is closed when that lets go, and then
+    /// appears in [`Node::unloaded`](crate::Node::unloaded).
     pub still_mapped: Option<bool>,
 }
 
