@@ -69,6 +69,19 @@ pub enum SpawnError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The start argument does not decode as the entry's state type; nothing
+    /// started.
+    #[error(
+        "the start argument does not decode as the state of {module}:{entry}: {reason}; pass the entry's state type"
+    )]
+    BadState {
+        /// The module.
+        module: String,
+        /// The entry.
+        entry: String,
+        /// Why it did not decode.
+        reason: String,
+    },
 }
 
 impl From<SpawnError> for ExitReason {

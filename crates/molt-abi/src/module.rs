@@ -128,10 +128,18 @@ impl DescriptorHeader {
     }
 }
 
-/// Starts an entry: turns the process and its start argument or state
-/// (postcard bytes, borrowed for the call) into the body's future. Never runs
-/// user code itself, so it cannot panic.
-pub type EntryStart = unsafe extern "C" fn(process: Process, state: *const u8, len: usize) -> FfiFuture<()>;
+/// What an [`EntryStart`] returns when it started the body.
+pub const ENTRY_STARTED: u8 = 0;
+
+/// Starts an entry: decodes the start argument or state (postcard bytes,
+/// borrowed for the call) as the entry's state type, and, if it decodes,
+/// writes the body's future to `body` and returns [`ENTRY_STARTED`];
+/// otherwise writes why to `error`, leaves `body` untouched and returns
+/// anything else. Decoding is done before anything starts so that a hot
+/// call whose state does not fit the new version can go back to the old
+/// one. Catches its own panics (a state type's `Deserialize` is user code).
+pub type EntryStart =
+    unsafe extern "C" fn(process: Process, state: *const u8, len: usize, body: *mut FfiFuture<()>, error: Sink) -> u8;
 
 /// One entry of a module: a function a process can run (`pingpong:server`).
 #[repr(C)]

@@ -7,7 +7,7 @@ pub use async_ffi::FfiFuture;
 pub use molt_abi::contract::Str;
 pub use molt_abi::module::{DescriptorHeader, EntryDescriptor, MigrateStatus, ModuleDescriptor, Sink};
 
-use molt_abi::{ExitReason, IntoExitReason, Process};
+use molt_abi::{IntoExitReason, Process};
 
 use crate::{MigrateResult, OldState};
 
@@ -39,14 +39,24 @@ pub unsafe fn copy(ptr: *const u8, len: usize) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec()
 }
 
-/// The body of a process running an entry: decodes the state at the first
-/// poll, then runs the entry. Installs the module's panic hook first (see
-/// [`molt_abi::install_module_panic_hook`]).
+/// An entry's start, for the core (see [`molt_abi::module::EntryStart`]):
+/// decodes the state now — so a state that does not fit is refused before
+/// anything starts — then packs the body. Installs the module's panic hook
+/// first (see [`molt_abi::install_module_panic_hook`]).
 ///
 /// # Safety
-/// As for [`molt_abi::body_future`]: the future is the body of `process`,
-/// polled and dropped only by the core.
-pub unsafe fn start_entry<S, F, Fut>(process: Process, state: Vec<u8>, entry: F) -> FfiFuture<()>
+/// `state` must point at `len` readable bytes (or `len` be 0), `body` at a
+/// place for one future, and `error` be a sink the core made for this call;
+/// the future is the body of `process`, polled and dropped only by the core
+/// (as for [`molt_abi::body_future`]).
+pub unsafe fn start_entry<S, F, Fut>(
+    process: Process,
+    state: *const u8,
+    len: usize,
+    body: *mut FfiFuture<()>,
+    error: Sink,
+    entry: F,
+) -> u8
 where
     S: serde::de::DeserializeOwned + Send + 'static,
     F: FnOnce(Process, S) -> Fut + Send + 'static,
@@ -54,17 +64,29 @@ where
     Fut::Output: IntoExitReason,
 {
     molt_abi::install_module_panic_hook();
-    let body = move |process| async move {
-        match postcard::from_bytes::<S>(&state) {
-            Ok(state) => entry(process, state).await.into_exit_reason(),
-            Err(error) => ExitReason::Error(format!(
-                "the entry's state did not decode as {}: {error}",
-                std::any::type_name::<S>()
-            )),
+    // SAFETY: guaranteed by the caller.
+    let bytes = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(state, len) } };
+    let decoded = catch_unwind(AssertUnwindSafe(|| postcard::from_bytes::<S>(bytes)));
+    let state = match decoded {
+        Ok(Ok(state)) => state,
+        Ok(Err(decode)) => {
+            let why = format!("the state did not decode as {}: {decode}", std::any::type_name::<S>());
+            // SAFETY: `error` is the core's sink for this call.
+            unsafe { error.put(why.as_bytes()) };
+            return 1;
+        }
+        Err(panic) => {
+            let why = format!("decoding the state panicked: {}", molt_abi::panic_message(panic));
+            // SAFETY: as above.
+            unsafe { error.put(why.as_bytes()) };
+            return 1;
         }
     };
-    // SAFETY: forwarded from the caller.
-    unsafe { molt_abi::body_future(process, body) }
+    let start = move |process| async move { entry(process, state).await.into_exit_reason() };
+    // SAFETY: forwarded from the caller; `body` is a place for the future,
+    // written once.
+    unsafe { body.write(molt_abi::body_future(process, start)) };
+    molt_abi::module::ENTRY_STARTED
 }
 
 /// The migrate hook of a module that declares none: the state passes on

@@ -95,14 +95,14 @@ macro_rules! module {
                     process: $crate::Process,
                     state: *const u8,
                     len: usize,
-                ) -> $crate::__private::FfiFuture<()> {
-                    // SAFETY: the core passes `len` live bytes for this call, and
-                    // starts the future as the body of `process`, which it keeps
-                    // alive while it polls or drops the body.
-                    unsafe {
-                        let state = $crate::__private::copy(state, len);
-                        $crate::__private::start_entry(process, state, super::$entry)
-                    }
+                    body: *mut $crate::__private::FfiFuture<()>,
+                    error: $crate::__private::Sink,
+                ) -> u8 {
+                    // SAFETY: the core passes `len` live bytes, a place for the
+                    // body and its own sink for this call, and starts the future
+                    // as the body of `process`, which it keeps alive while it
+                    // polls or drops the body.
+                    unsafe { $crate::__private::start_entry(process, state, len, body, error, super::$entry) }
                 }
             )+
 

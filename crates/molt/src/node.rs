@@ -495,7 +495,13 @@ impl NodeInner {
         options: SpawnOptions,
     ) -> (Pid, Option<MonitorRef>) {
         match self.code.owner_of(start.code_address()) {
-            Ok(version) => self.spawn_body(Body::Start(start, version), parent, options),
+            // A closure's start decodes nothing, so it is never refused.
+            Ok(version) => match self.spawn_body(Body::Start(start, version), parent, options) {
+                Ok(spawned) => spawned,
+                Err(refused) => {
+                    self.stillborn(Stillborn(None, None), parent, options, ExitReason::Error(refused.to_string()))
+                }
+            },
             Err(reason) => {
                 // Its version is being closed: even the closure's drop code
                 // may be gone, so the closure is leaked, not dropped.
@@ -527,7 +533,7 @@ impl NodeInner {
                 entries: version.library().entry_names().collect::<Vec<_>>().join(", "),
             });
         }
-        Ok(self.spawn_body(Body::Entry { version, entry, state }, parent, options))
+        self.spawn_body(Body::Entry { version, entry, state }, parent, options)
     }
 
     fn spawn_body(
@@ -535,9 +541,9 @@ impl NodeInner {
         body: Body<'_>,
         parent: Option<&ProcessCtx>,
         options: SpawnOptions,
-    ) -> (Pid, Option<MonitorRef>) {
+    ) -> Result<(Pid, Option<MonitorRef>), SpawnError> {
         if self.stopping.load(Ordering::SeqCst) {
-            return self.stillborn(body, parent, options, ExitReason::Noproc);
+            return Ok(self.stillborn(body, parent, options, ExitReason::Noproc));
         }
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
         let pid = Pid { node: self.id, creation: self.creation, serial };
@@ -555,15 +561,34 @@ impl NodeInner {
         {
             let reason =
                 ExitReason::Purged { module: version.module().to_owned(), version: version.declared().to_owned() };
-            return self.stillborn(body, parent, options, reason);
+            return Ok(self.stillborn(body, parent, options, reason));
         }
-        let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
         let scheduler = match parent {
             Some(parent) => parent.scheduler,
             None => (self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len()) as u32,
         };
         let parent = parent.map(|p| p.pid);
         let ctx = Arc::new(ProcessCtx::new(pid, self.clone(), code, scheduler));
+        // An entry's state is decoded now: one that does not fit starts
+        // nothing, and no link or monitor was made.
+        let body = match body {
+            Body::Start(start, version) => RunningBody::new(boundary::start(&ctx, start), version, serial),
+            Body::Entry { version, entry, state } => {
+                let process = boundary::process_for(&ctx);
+                match version.library().start(entry, process, state) {
+                    Some(Ok(future)) => RunningBody::new(future, Some(version), serial),
+                    refused => {
+                        version.remove_process(serial);
+                        return Err(SpawnError::BadState {
+                            module: version.module().to_owned(),
+                            entry: entry.to_owned(),
+                            reason: refused.and_then(Result::err).unwrap_or_else(|| "no such entry".into()),
+                        });
+                    }
+                }
+            }
+        };
+        let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
         if let Some(parent) = parent {
             let mut signals = ctx.signals();
             if options.link {
@@ -577,20 +602,12 @@ impl NodeInner {
             self.signal(parent, Signal::Link { from: pid });
         }
         self.table.insert(serial, ctx.clone());
-        let body = match body {
-            Body::Start(start, version) => RunningBody::new(boundary::start(&ctx, start), version, serial),
-            Body::Entry { version, entry, state } => {
-                let process = boundary::process_for(&ctx);
-                let future = version.library().start(entry, process, state).expect("the entry was checked");
-                RunningBody::new(future, Some(version), serial)
-            }
-        };
         let task = self.schedulers[ctx.scheduler as usize].spawn(ProcessTask::new(ctx.clone(), body));
         ctx.attach_task(task.abort_handle());
         if self.stopping.load(Ordering::SeqCst) {
             ctx.kill_with(ExitReason::Shutdown);
         }
-        (pid, monitor)
+        Ok((pid, monitor))
     }
 
     /// A spawn that starts nothing: the body is dropped (with its version,

@@ -338,46 +338,77 @@ impl ProcessTask {
             return false;
         };
         let current = self.ctx.node.code.current(old.module()).unwrap_or_else(|| old.clone());
-        let (target, state) = if Arc::ptr_eq(&current, &old) {
-            (old.clone(), state)
-        } else if !current.library().has_entry(&entry) {
-            self.ctx.node.upgrade_failed(&self.ctx, &old, &current, format!("it has no entry {entry:?}"));
-            (old.clone(), state)
+        // Into the new version: through its `migrate`, and its entry must
+        // take the state that comes out — decoded before anything of the old
+        // body goes. On any failure the process stays in its version with
+        // its state unchanged and gets `UpgradeFailed`: a hot call never
+        // loses state.
+        let upgraded = if Arc::ptr_eq(&current, &old) {
+            None
         } else {
-            match current.library().migrate(old.declared(), &state) {
-                Ok(migrated) => (current, migrated),
+            match self.start_in(&current, &entry, &state) {
+                Ok(future) => Some((current, future)),
                 Err(failure) => {
                     self.ctx.node.upgrade_failed(&self.ctx, &old, &current, failure);
-                    (old.clone(), state)
+                    None
                 }
             }
         };
-        // The old body (old code) goes before any new code runs; `old` is
-        // still held here, so its version stays open until the end of this
-        // function.
+        // The old body (old code) goes before the new one is polled; `old`
+        // is still held here, so its version stays open until the end of
+        // this function.
         self.drop_body();
+        let (target, future) = match upgraded {
+            Some(upgraded) => upgraded,
+            None => match old.library().start(&entry, crate::boundary::process_for(&self.ctx), &state) {
+                Some(Ok(future)) => (old.clone(), future),
+                Some(Err(why)) => {
+                    self.ctx.set_exit_reason(ExitReason::Error(format!(
+                        "hot_call to {}:{entry} with a state that does not fit it: {why}",
+                        old.module()
+                    )));
+                    return false;
+                }
+                None => {
+                    self.ctx.set_exit_reason(ExitReason::Error(format!(
+                        "hot_call to {}:{entry}, which version {} does not have",
+                        old.module(),
+                        old.declared()
+                    )));
+                    return false;
+                }
+            },
+        };
         // OTP: a process cannot enter a version that is being purged; a
         // purge kills it anyway.
         if !target.try_add_process(self.ctx.pid.serial) {
+            drop(future);
             self.ctx.set_exit_reason(ExitReason::Purged {
                 module: target.module().to_owned(),
                 version: target.declared().to_owned(),
             });
             return false;
         }
-        let process = crate::boundary::process_for(&self.ctx);
-        let Some(future) = target.library().start(&entry, process, &state) else {
-            target.remove_process(self.ctx.pid.serial);
-            self.ctx.set_exit_reason(ExitReason::Error(format!(
-                "hot_call to {}:{entry}, which version {} does not have",
-                target.module(),
-                target.declared()
-            )));
-            return false;
-        };
         self.ctx.signals().code = CodeRef::Module(Arc::downgrade(&target), target.library().entry_index(&entry));
         self.body = Some(RunningBody::new(future, Some(target), self.ctx.pid.serial));
         true
+    }
+
+    /// The body of `entry` of the new version `current`, started with the
+    /// state its `migrate` makes of `state`; or why the upgrade fails.
+    fn start_in(&self, current: &Version, entry: &str, state: &[u8]) -> Result<FfiFuture<()>, String> {
+        let Some(old) = self.body.as_ref().and_then(|body| body.version()) else {
+            return Err("the process runs no module".into());
+        };
+        if !current.library().has_entry(entry) {
+            return Err(format!("it has no entry {entry:?}"));
+        }
+        let migrated = current.library().migrate(old.declared(), state)?;
+        match current.library().start(entry, crate::boundary::process_for(&self.ctx), &migrated) {
+            Some(Ok(future)) => Ok(future),
+            Some(Err(why)) => Err(format!("the state its migrate made does not fit its {entry}: {why}")),
+            None => Err(format!("it has no entry {entry:?}")),
+        }
     }
 }
 

@@ -271,3 +271,61 @@ fn a_closure_spawned_by_module_code_belongs_to_its_version() {
     assert_eq!(report.killed, vec![echo, child]);
     assert!(node.processes().iter().all(|p| p.pid != child && p.pid != echo));
 }
+
+/// A hot call whose state does not fit the new version's entry (no
+/// `migrate` converts it, so it passes through unchanged and does not
+/// decode) goes back to the old version with the state intact, and the
+/// process gets `UpgradeFailed` saying why: a hot call never loses state.
+#[test]
+fn a_state_that_does_not_fit_the_new_version_rolls_back_intact() {
+    let node = node("semantics");
+    node.load(testmod("")).unwrap();
+    let (failed, failures) = std::sync::mpsc::channel();
+    let watcher = node.spawn(move |mut p| async move {
+        loop {
+            let upgrade_failed = p.expect::<UpgradeFailed>().await?;
+            let _ = failed.send(upgrade_failed);
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), molt::ReceiveError>(())
+    });
+    let state = Counter { count: 0, follow_upgrades: false, watcher: Some(watcher) };
+    let echo = node.spawn_entry("testmod", "echo", &state).unwrap();
+    let first = run(&node, move |mut p| async move { ask(&mut p, echo, 1).await }).unwrap();
+    assert_eq!(first, (1, "1".to_owned(), 0));
+    node.load(testmod("reshaped")).unwrap();
+    let second = run(&node, move |mut p| async move {
+        p.send(echo, &"hot".to_owned());
+        ask(&mut p, echo, 2).await
+    })
+    .unwrap();
+    assert_eq!(second, (2, "1".to_owned(), 1), "still version 1, its count intact");
+    let failure = failures.recv_timeout(support::BOUND).unwrap();
+    assert_eq!((failure.module.as_str(), failure.from.as_str(), failure.to.as_str()), ("testmod", "1", "2"));
+    assert!(
+        failure.reason.contains("does not fit its echo") && failure.reason.contains("did not decode"),
+        "{}",
+        failure.reason
+    );
+    let module = node.modules().into_iter().find(|m| m.name == "testmod").unwrap();
+    assert_eq!(module.old.unwrap().processes, vec![echo]);
+    node.shutdown();
+}
+
+/// A start argument that does not decode as the entry's state starts
+/// nothing: the spawn is refused with the reason.
+#[test]
+fn a_start_argument_that_does_not_fit_is_refused() {
+    let node = node("semantics");
+    node.load(testmod("")).unwrap();
+    let before = node.process_count();
+    match node.spawn_entry("testmod", "echo", &"not a counter") {
+        Err(SpawnError::BadState { module, entry, reason }) => {
+            assert_eq!((module.as_str(), entry.as_str()), ("testmod", "echo"));
+            assert!(reason.contains("did not decode"), "{reason}");
+        }
+        other => panic!("expected the argument to be refused, got {other:?}"),
+    }
+    assert_eq!(node.process_count(), before, "nothing started");
+    node.shutdown();
+}

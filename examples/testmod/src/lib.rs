@@ -15,8 +15,12 @@
 //! - `panics_at_once`: panics before doing anything;
 //! - (version 1 only) the boundary entries of `hostile.rs`.
 //!
-//! `init-effect` adds a module initialiser with a visible effect
+//! `reshaped` builds a version 2 whose `echo` state has another shape and
+//! no `migrate` converts it (`reshaped.rs`). `init-effect` adds a module initialiser with a visible effect
 //! (`init.rs`); `skewed-layout` builds against a contract of another shape.
+
+// The reshaped build keeps version 1's code unused.
+#![cfg_attr(feature = "reshaped", allow(dead_code))]
 
 use molt_module::{ExitReason, Pid, Process, Upgrade, UpgradeFailed};
 
@@ -99,7 +103,13 @@ async fn serve(mut p: Process, mut state: Counter, entry: &str) -> Result<(), Ex
     }
 }
 
+#[cfg(feature = "reshaped")]
+mod reshaped;
+#[cfg(feature = "reshaped")]
+pub use reshaped::echo;
+
 /// Answers pings with this version's name.
+#[cfg(not(feature = "reshaped"))]
 pub async fn echo(p: Process, state: Counter) -> Result<(), ExitReason> {
     serve(p, state, "echo").await
 }
@@ -146,11 +156,14 @@ molt_module::module! {
     migrate: migrate,
 }
 
-#[cfg(all(feature = "v2", not(feature = "not-a-module")))]
+#[cfg(all(feature = "v2", not(feature = "reshaped"), not(feature = "not-a-module")))]
 molt_module::module! { name: "testmod", version: "2", entries: [echo, panics_at_once], migrate: migrate }
 
 #[cfg(all(feature = "v3", not(feature = "not-a-module")))]
 molt_module::module! { name: "testmod", version: "3", entries: [echo, panics_at_once], migrate: migrate }
+
+#[cfg(feature = "reshaped")]
+molt_module::module! { name: "testmod", version: "2", entries: [echo] }
 
 #[cfg(feature = "wrong-abi")]
 molt_module::module! { name: "testmod", version: "1", entries: [echo], migrate: migrate, abi_version: 999 }

@@ -52,8 +52,8 @@ use async_ffi::FfiFuture;
 use molt_abi::Process;
 use molt_abi::contract::{ABI_VERSION, Str};
 use molt_abi::module::{
-    DESCRIPTOR_MAGIC, DESCRIPTOR_SYMBOL, DescriptorHeader, EntryDescriptor, EntryStart, LAYOUT_FINGERPRINT, Migrate,
-    MigrateStatus, ModuleDescriptor, Sink,
+    DESCRIPTOR_MAGIC, DESCRIPTOR_SYMBOL, DescriptorHeader, ENTRY_STARTED, EntryDescriptor, EntryStart,
+    LAYOUT_FINGERPRINT, Migrate, MigrateStatus, ModuleDescriptor, Sink,
 };
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
@@ -467,15 +467,26 @@ impl Library {
         self.entries.iter().any(|(name, _)| name == entry)
     }
 
-    /// Starts `entry` for `process` with `state`; `None` if there is no such
-    /// entry. The future runs the library's code: its owner must keep this
-    /// library open until the future is dropped.
-    pub(crate) fn start(&self, entry: &str, process: Process, state: &[u8]) -> Option<FfiFuture<()>> {
+    /// Starts `entry` for `process` with `state`: `None` if there is no such
+    /// entry, the reason if the state does not decode as the entry's. The
+    /// future runs the library's code: its owner must keep this library open
+    /// until the future is dropped.
+    pub(crate) fn start(&self, entry: &str, process: Process, state: &[u8]) -> Option<Result<FfiFuture<()>, String>> {
         let start = self.entries.iter().find(|(name, _)| name == entry)?.1;
-        // SAFETY: `start` comes from this open library's descriptor; it copies
-        // the state during the call and does not run user code; the caller
-        // keeps the library open for the future's life (see above).
-        Some(unsafe { start(process, state.as_ptr(), state.len()) })
+        let mut body = std::mem::MaybeUninit::<FfiFuture<()>>::uninit();
+        let mut error = Vec::new();
+        // SAFETY: `start` comes from this open library's descriptor; the
+        // state, the place for the body and the sink's buffer are valid for
+        // the call; it catches its own panics; the caller keeps the library
+        // open for the future's life (see above).
+        let status = unsafe { start(process, state.as_ptr(), state.len(), body.as_mut_ptr(), Sink::of(&mut error)) };
+        Some(if status == ENTRY_STARTED {
+            // SAFETY: the entry's start wrote the body when it returned
+            // `ENTRY_STARTED` (the contract of `EntryStart`).
+            Ok(unsafe { body.assume_init() })
+        } else {
+            Err(String::from_utf8_lossy(&error).into_owned())
+        })
     }
 
     /// Runs the library's `migrate` on `state` of `old_version`; the new
