@@ -72,7 +72,10 @@ pub fn encode<T: serde::Serialize>(state: &T) -> MigrateResult {
     postcard::to_allocvec(state).map_err(|error| MigrateError(format!("the new state did not encode: {error}")))
 }
 
-/// Declares the module: its name, its version string, the entries a process
+/// Declares the module: its name and version string (any constant `&str`
+/// expression: a literal, a constant of the crate, or
+/// `env!("CARGO_PKG_VERSION")`, so two versions of a module can share one
+/// call), the entries a process
 /// can run (async functions `fn(Process, State) -> impl IntoExitReason`,
 /// whose `State` is decoded from the start argument or hot-call state), and
 /// optionally its `migrate` (`fn(&str, OldState) -> MigrateResult`; without
@@ -80,14 +83,22 @@ pub fn encode<T: serde::Serialize>(state: &T) -> MigrateResult {
 #[macro_export]
 macro_rules! module {
     (
-        name: $name:literal,
-        version: $version:literal,
+        name: $name:expr,
+        version: $version:expr,
         entries: [$($entry:ident),+ $(,)?]
         $(, migrate: $migrate:ident)?
         $(, abi_version: $abi:expr)?
         $(, sdk_version: $sdk:expr)?
         $(,)?
     ) => {
+        // Evaluated where the macro is called, so a constant of the crate
+        // (`VERSION`) or `env!("CARGO_PKG_VERSION")` works as well as a
+        // literal.
+        #[doc(hidden)]
+        const __MOLT_MODULE_NAME: &str = $name;
+        #[doc(hidden)]
+        const __MOLT_MODULE_VERSION: &str = $version;
+
         #[doc(hidden)]
         mod __molt_module {
             $(
@@ -131,8 +142,8 @@ macro_rules! module {
             pub static MOLT_MODULE_DESCRIPTOR: $crate::__private::ModuleDescriptor =
                 $crate::__private::ModuleDescriptor {
                     header: $crate::__private::DescriptorHeader::here(
-                        $name,
-                        $version,
+                        super::__MOLT_MODULE_NAME,
+                        super::__MOLT_MODULE_VERSION,
                         $crate::__private::pick_abi(&[$($abi)?]),
                         $crate::__private::pick_sdk(&[$($sdk)?]),
                     ),

@@ -148,7 +148,7 @@ fn migrate(from: &str, old: molt_module::OldState<'_>) -> molt_module::MigrateRe
 )))]
 molt_module::module! {
     name: "testmod",
-    version: "1",
+    version: VERSION,
     entries: [
         echo, legacy, panics_at_once, combinator, handoff, from_thread, stash, nested, respawn_on_drop, hot_loop,
         spin, thread_name, late_spawner,
@@ -157,10 +157,10 @@ molt_module::module! {
 }
 
 #[cfg(all(feature = "v2", not(feature = "reshaped"), not(feature = "not-a-module")))]
-molt_module::module! { name: "testmod", version: "2", entries: [echo, panics_at_once], migrate: migrate }
+molt_module::module! { name: "testmod", version: VERSION, entries: [echo, panics_at_once], migrate: migrate }
 
 #[cfg(all(feature = "v3", not(feature = "not-a-module")))]
-molt_module::module! { name: "testmod", version: "3", entries: [echo, panics_at_once], migrate: migrate }
+molt_module::module! { name: "testmod", version: VERSION, entries: [echo, panics_at_once], migrate: migrate }
 
 #[cfg(feature = "reshaped")]
 molt_module::module! { name: "testmod", version: "2", entries: [echo] }
