@@ -280,15 +280,7 @@ fn a_closure_spawned_by_module_code_belongs_to_its_version() {
 fn a_state_that_does_not_fit_the_new_version_rolls_back_intact() {
     let node = node("semantics");
     node.load(testmod("")).unwrap();
-    let (failed, failures) = std::sync::mpsc::channel();
-    let watcher = node.spawn(move |mut p| async move {
-        loop {
-            let upgrade_failed = p.expect::<UpgradeFailed>().await?;
-            let _ = failed.send(upgrade_failed);
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), molt::ReceiveError>(())
-    });
+    let (watcher, failures) = failure_watcher(&node);
     let state = Counter { count: 0, follow_upgrades: false, watcher: Some(watcher) };
     let echo = node.spawn_entry("testmod", "echo", &state).unwrap();
     let first = run(&node, move |mut p| async move { ask(&mut p, echo, 1).await }).unwrap();
