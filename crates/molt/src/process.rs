@@ -346,7 +346,7 @@ impl ProcessTask {
         let upgraded = if Arc::ptr_eq(&current, &old) {
             None
         } else {
-            match self.start_in(&current, &entry, &state) {
+            match self.start_in(&old, &current, &entry, &state) {
                 Ok(future) => Some((current, future)),
                 Err(failure) => {
                     self.ctx.node.upgrade_failed(&self.ctx, &old, &current, failure);
@@ -395,11 +395,9 @@ impl ProcessTask {
     }
 
     /// The body of `entry` of the new version `current`, started with the
-    /// state its `migrate` makes of `state`; or why the upgrade fails.
-    fn start_in(&self, current: &Version, entry: &str, state: &[u8]) -> Result<FfiFuture<()>, String> {
-        let Some(old) = self.body.as_ref().and_then(|body| body.version()) else {
-            return Err("the process runs no module".into());
-        };
+    /// state its `migrate` makes of `state` (a state of `old`); or why the
+    /// upgrade fails.
+    fn start_in(&self, old: &Version, current: &Version, entry: &str, state: &[u8]) -> Result<FfiFuture<()>, String> {
         if !current.library().has_entry(entry) {
             return Err(format!("it has no entry {entry:?}"));
         }
