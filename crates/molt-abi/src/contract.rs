@@ -130,6 +130,23 @@ pub struct SpawnOptions {
     pub monitor: bool,
 }
 
+/// The values the other side lends for one call: `len` of them at `ptr`.
+/// An empty run may come with a null or dangling pointer, which
+/// `std::slice::from_raw_parts` does not allow, so it is never read. Both
+/// sides use this one function for everything lent across the boundary.
+///
+/// # Safety
+/// `ptr` must point at `len` readable, initialised values that stay valid
+/// and unchanged for `'a` (or `len` be 0).
+pub unsafe fn borrowed<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: guaranteed by the caller; `len` is not 0, so the pointer is a
+    // real one.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
 /// A borrowed UTF-8 string.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -163,10 +180,8 @@ impl Str {
     /// `ptr` and `len` must describe a live UTF-8 buffer for `'a`, as the
     /// caller of a vtable function guarantees for the call's duration.
     pub unsafe fn as_str<'a>(self) -> &'a str {
-        // SAFETY: the caller guarantees a live buffer of `len` bytes; an empty
-        // string may carry a dangling pointer, which from_raw_parts allows for
-        // len 0 only when non-null, so it is special-cased.
-        let bytes = unsafe { if self.len == 0 { &[] } else { std::slice::from_raw_parts(self.ptr, self.len) } };
+        // SAFETY: the caller guarantees a live buffer of `len` bytes.
+        let bytes = unsafe { borrowed(self.ptr, self.len) };
         std::str::from_utf8(bytes).unwrap_or("")
     }
 }

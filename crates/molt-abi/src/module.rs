@@ -194,7 +194,7 @@ impl Sink {
             // SAFETY: `env` is the `&mut Vec<u8>` given to `of`, alive and
             // unaliased for the call the sink was made for; `ptr` and `len`
             // describe the writer's live bytes.
-            let (buffer, bytes) = unsafe { (&mut *env.cast::<Vec<u8>>(), std::slice::from_raw_parts(ptr, len)) };
+            let (buffer, bytes) = unsafe { (&mut *env.cast::<Vec<u8>>(), crate::contract::borrowed(ptr, len)) };
             buffer.extend_from_slice(bytes);
         }
         Sink { env: std::ptr::from_mut(buffer).cast(), write }
@@ -240,10 +240,7 @@ impl ModuleDescriptor {
     /// `entries` and `entry_count` must describe a live array, as they do in
     /// a descriptor read from a loaded module.
     pub unsafe fn entries(&self) -> &[EntryDescriptor] {
-        if self.entry_count == 0 {
-            return &[];
-        }
         // SAFETY: guaranteed by the caller.
-        unsafe { std::slice::from_raw_parts(self.entries, self.entry_count) }
+        unsafe { crate::contract::borrowed(self.entries, self.entry_count) }
     }
 }

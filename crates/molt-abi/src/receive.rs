@@ -37,9 +37,8 @@ unsafe extern "C" fn guarded_match<M: Matcher>(env: *mut c_void, tag: Tag, bytes
     // SAFETY: `env` is the `&mut Guarded<M>` that `poll_receive` put in the
     // request, alive and unaliased for the duration of the core's call.
     let guarded = unsafe { &mut *env.cast::<Guarded<M>>() };
-    // SAFETY: the core passes a live payload of `len` bytes for this call
-    // (an empty payload may come with a dangling pointer).
-    let bytes = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(bytes, len) } };
+    // SAFETY: the core passes a live payload of `len` bytes for this call.
+    let bytes = unsafe { crate::contract::borrowed(bytes, len) };
     match catch_unwind(AssertUnwindSafe(|| guarded.matcher.try_match(tag, bytes))) {
         Ok(true) => MATCH_TAKE,
         Ok(false) => 0,

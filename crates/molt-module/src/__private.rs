@@ -5,6 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use async_ffi::FfiFuture;
 pub use molt_abi::contract::Str;
+use molt_abi::contract::borrowed;
 pub use molt_abi::module::{DescriptorHeader, EntryDescriptor, MigrateStatus, ModuleDescriptor, Sink};
 
 use molt_abi::{IntoExitReason, Process};
@@ -25,18 +26,6 @@ pub const fn pick_sdk(overridden: &[&'static str]) -> &'static str {
         [sdk] => sdk,
         _ => molt_abi::module::SDK_VERSION,
     }
-}
-
-/// Copies bytes the core lends for one call.
-///
-/// # Safety
-/// `ptr` must point at `len` readable bytes (or `len` be 0).
-pub unsafe fn copy(ptr: *const u8, len: usize) -> Vec<u8> {
-    if len == 0 {
-        return Vec::new();
-    }
-    // SAFETY: guaranteed by the caller.
-    unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec()
 }
 
 /// An entry's start, for the core (see [`molt_abi::module::EntryStart`]):
@@ -65,7 +54,7 @@ where
 {
     molt_abi::install_module_panic_hook();
     // SAFETY: guaranteed by the caller.
-    let bytes = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(state, len) } };
+    let bytes = unsafe { borrowed(state, len) };
     let decoded = catch_unwind(AssertUnwindSafe(|| postcard::from_bytes::<S>(bytes)));
     let state = match decoded {
         Ok(Ok(state)) => state,
@@ -109,8 +98,7 @@ pub unsafe fn run_migrate(
 ) -> u8 {
     molt_abi::install_module_panic_hook();
     // SAFETY: guaranteed by the caller.
-    let (old_version, bytes) =
-        unsafe { (old_version.as_str(), if len == 0 { &[][..] } else { std::slice::from_raw_parts(state, len) }) };
+    let (old_version, bytes) = unsafe { (old_version.as_str(), borrowed(state, len)) };
     let outcome = catch_unwind(AssertUnwindSafe(|| hook(old_version, OldState { bytes })));
     let (status, written) = match outcome {
         Ok(Ok(new_state)) => (MigrateStatus::Migrated, new_state),

@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_ffi::FfiFuture;
 use molt_abi::contract::{
     ABI_VERSION, HotCallStatus, MATCH_TAKE, ProcessHandle, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus,
-    RegisterStatus, SpawnOptions, SpawnStatus, Str,
+    RegisterStatus, SpawnOptions, SpawnStatus, Str, borrowed,
 };
 use molt_abi::module::Sink;
 use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Tag, TimerRef};
@@ -158,38 +158,18 @@ unsafe fn ctx<'a>(handle: ProcessHandle) -> &'a ProcessCtx {
 }
 
 /// # Safety
-/// `ptr` must point at `len` readable bytes (or `len` be 0).
-unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
-    // SAFETY: forwarded from the caller.
-    unsafe { slice(ptr, len) }
-}
-
-/// A borrowed slice from the other side; an empty one may come with a null
-/// or dangling pointer, which `from_raw_parts` does not allow.
-///
-/// # Safety
-/// `ptr` must point at `len` readable values (or `len` be 0).
-unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
-    if len == 0 {
-        return &[];
-    }
-    // SAFETY: guaranteed by the caller for the call's duration.
-    unsafe { std::slice::from_raw_parts(ptr, len) }
-}
-
-/// # Safety
-/// As for [`bytes`].
+/// As for [`borrowed`].
 unsafe fn envelope(tag: Tag, ptr: *const u8, len: usize) -> Envelope {
     // SAFETY: forwarded from the caller.
-    let bytes = unsafe { bytes(ptr, len) };
+    let bytes = unsafe { borrowed(ptr, len) };
     Envelope { tag, payload: Payload::from_slice(bytes) }
 }
 
 /// # Safety
-/// As for [`bytes`].
+/// As for [`borrowed`].
 unsafe fn exit_reason(ptr: *const u8, len: usize) -> ExitReason {
     // SAFETY: forwarded from the caller.
-    let bytes = unsafe { bytes(ptr, len) };
+    let bytes = unsafe { borrowed(ptr, len) };
     postcard::from_bytes(bytes)
         .unwrap_or_else(|error| ExitReason::Error(format!("an exit reason that did not decode ({error})")))
 }
@@ -243,7 +223,7 @@ unsafe extern "C" fn receive(handle: ProcessHandle, request: *mut ReceiveRequest
     let (ctx, request) = unsafe { (ctx(handle), &mut *request) };
     // SAFETY: the request's tags are valid for the call (none may come with
     // a null pointer).
-    let tags = unsafe { slice(request.tags, request.tag_count) };
+    let tags = unsafe { borrowed(request.tags, request.tag_count) };
     let (matcher, env) = (request.matcher, request.env);
     let received = with_lent(ctx, |waker, local| {
         ctx.receive(
@@ -399,7 +379,7 @@ unsafe extern "C" fn cancel_timer(handle: ProcessHandle, timer: TimerRef) -> boo
 
 unsafe extern "C" fn hot_call(handle: ProcessHandle, entry: Str, ptr: *const u8, len: usize) -> HotCallStatus {
     // SAFETY: a live handle and valid buffers, per the contract.
-    let (ctx, entry, state) = unsafe { (ctx(handle), entry.as_str(), bytes(ptr, len)) };
+    let (ctx, entry, state) = unsafe { (ctx(handle), entry.as_str(), borrowed(ptr, len)) };
     let asked = with_lent(ctx, |_, local| local.hot_call = Some(Box::new((entry.to_owned(), state.to_vec()))));
     if asked.is_some() { HotCallStatus::Accepted } else { HotCallStatus::NotOwner }
 }
@@ -417,7 +397,7 @@ unsafe extern "C" fn spawn_entry(
     error: Sink,
 ) -> SpawnStatus {
     // SAFETY: a live handle and valid buffers, per the contract.
-    let (ctx, module, entry, state) = unsafe { (ctx(handle), module.as_str(), entry.as_str(), bytes(ptr, len)) };
+    let (ctx, module, entry, state) = unsafe { (ctx(handle), module.as_str(), entry.as_str(), borrowed(ptr, len)) };
     match ctx.node.spawn_entry(module, entry, state, Some(ctx), options) {
         Ok((spawned, made)) => {
             // SAFETY: the caller passes writable places for both.
