@@ -428,11 +428,9 @@ fn open(path: &Path, copy: std::fs::File, copy_name: String, inspected: &Inspect
 /// Maps the pages of the library's code now, in a few calls, rather than
 /// one page fault at a time when a hot call first runs the new version.
 fn prefault(bias: usize, code: &[Range<u64>]) {
-    // The machine's page size, not 4 KiB: `madvise` refuses a start that is
-    // not page-aligned (16 and 64 KiB pages exist on aarch64).
-    let page = rustix::param::page_size();
+    const PAGE: usize = 4096;
     for range in code {
-        let start = bias.wrapping_add(range.start as usize) & !(page - 1);
+        let start = bias.wrapping_add(range.start as usize) & !(PAGE - 1);
         let end = bias.wrapping_add(range.end as usize);
         // SAFETY: the range is the library's own executable segment, mapped
         // by `dlopen` (readable, file-backed), rounded down to its first
