@@ -428,6 +428,10 @@ fn open(path: &Path, copy: std::fs::File, copy_name: String, inspected: &Inspect
 /// Maps the pages of the library's code now, in a few calls, rather than
 /// one page fault at a time when a hot call first runs the new version.
 fn prefault(bias: usize, code: &[Range<u64>]) {
+    // 4 KiB: where pages are larger, `madvise` refuses an unaligned start
+    // and nothing is prefaulted, which costs only speed. (rustix's
+    // `page_size` reads the auxiliary vector and the vDSO, which crashed
+    // the code-loading tests under valgrind.)
     const PAGE: usize = 4096;
     for range in code {
         let start = bias.wrapping_add(range.start as usize) & !(PAGE - 1);
