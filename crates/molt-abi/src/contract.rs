@@ -26,10 +26,10 @@ use std::ffi::c_void;
 
 use async_ffi::FfiFuture;
 
-use crate::{MonitorRef, Pid, Process, Tag, TimerRef};
+use crate::{MonitorRef, Pid, Process, Shape, Tag, TimerRef};
 
 /// The version of this contract. The core refuses code built against another.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// A deadline meaning "never": receives without a timeout pass it.
 pub const NO_DEADLINE: u64 = u64::MAX;
@@ -47,10 +47,10 @@ pub struct ReceiveRequest {
     pub tags: *const Tag,
     /// How many tags `tags` points at.
     pub tag_count: usize,
-    /// Called with each candidate, oldest first; returns [`MATCH_TAKE`] to
-    /// take it out of the mailbox (and end the receive), anything else to
-    /// leave it. Must not unwind.
-    pub matcher: unsafe extern "C" fn(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> u8,
+    /// Called with each candidate (its tag, its shape and its bytes), oldest
+    /// first; returns [`MATCH_TAKE`] to take it out of the mailbox (and end
+    /// the receive), anything else to leave it. Must not unwind.
+    pub matcher: unsafe extern "C" fn(env: *mut c_void, tag: Tag, shape: Shape, bytes: *const u8, len: usize) -> u8,
     /// Passed to `matcher`.
     pub env: *mut c_void,
     /// How many queued messages this receive has already looked at; the core
@@ -200,9 +200,10 @@ pub struct ProcessVTable {
     /// Nanoseconds on the node's monotonic clock, for deadlines.
     pub now: unsafe extern "C" fn(ProcessHandle) -> u64,
     /// Queues a copy of the message in `to`'s mailbox; a no-op if `to` is dead.
-    pub send: unsafe extern "C" fn(ProcessHandle, to: Pid, tag: Tag, bytes: *const u8, len: usize),
+    pub send: unsafe extern "C" fn(ProcessHandle, to: Pid, tag: Tag, shape: Shape, bytes: *const u8, len: usize),
     /// Sends to a registered name; false if no process has it.
-    pub send_named: unsafe extern "C" fn(ProcessHandle, name: Str, tag: Tag, bytes: *const u8, len: usize) -> bool,
+    pub send_named:
+        unsafe extern "C" fn(ProcessHandle, name: Str, tag: Tag, shape: Shape, bytes: *const u8, len: usize) -> bool,
     /// Selective receive; see [`ReceiveRequest`]. Only from the process's
     /// own body while the core polls it. On `Pending` the core wakes the
     /// process's task when a message arrives or the deadline passes; it
@@ -241,8 +242,15 @@ pub struct ProcessVTable {
     /// Looks a name up; writes the pid and returns true if found.
     pub whereis: unsafe extern "C" fn(ProcessHandle, name: Str, pid: *mut Pid) -> bool,
     /// Delivers a copy of the message to `to` after `delay` nanoseconds.
-    pub send_after:
-        unsafe extern "C" fn(ProcessHandle, delay: u64, to: Pid, tag: Tag, bytes: *const u8, len: usize) -> TimerRef,
+    pub send_after: unsafe extern "C" fn(
+        ProcessHandle,
+        delay: u64,
+        to: Pid,
+        tag: Tag,
+        shape: Shape,
+        bytes: *const u8,
+        len: usize,
+    ) -> TimerRef,
     /// Cancels a timer; true if it had not fired yet.
     pub cancel_timer: unsafe extern "C" fn(ProcessHandle, timer: TimerRef) -> bool,
     /// Ends the running body and continues the process in `entry` of its

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{ExitReason, Pid, Tag};
+use crate::{ExitReason, Pid, Shape, Tag};
 
 /// Why a receive returned without a message.
 #[non_exhaustive]
@@ -14,19 +14,22 @@ pub enum ReceiveError {
         /// The timeout that passed.
         after: Duration,
     },
-    /// A message with the asked type's tag did not decode as that type: the
-    /// sender used another shape of the type under the same tag. The message
-    /// was taken out of the mailbox.
-    #[error(
-        "a message tagged {tag:?} did not decode as {type_name}: {reason}; \
-         the sender and receiver disagree on this type's shape, so give the new shape a new tag"
-    )]
+    /// A message with the asked type's tag was not of that type: its shape
+    /// is another (the sender has another version of the type, and no arm
+    /// of the receive takes that shape), or its bytes did not decode. The
+    /// message was taken out of the mailbox; nothing was decoded into a
+    /// type of another shape.
+    #[error("a message tagged {tag:?} of shape {found} is not a {type_name} (shape {expected}): {reason}")]
     Decode {
         /// The message's tag.
         tag: Tag,
         /// The type the receive asked for.
         type_name: &'static str,
-        /// postcard's description of the failure.
+        /// That type's shape.
+        expected: Shape,
+        /// The message's shape, as its sender's type has it.
+        found: Shape,
+        /// What was wrong, and what to do.
         reason: String,
     },
 }

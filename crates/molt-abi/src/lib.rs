@@ -20,14 +20,18 @@ pub mod module;
 mod pid;
 mod process;
 mod receive;
+mod shape;
 
 pub use body::{body_future, install_module_panic_hook, panic_message};
 pub use error::{ReceiveError, RegisterError, SpawnError};
 pub use exit::{ExitReason, IntoExitReason, Never};
 pub use message::{Down, Envelope, Exit, Message, Payload, Tag, Upgrade, UpgradeFailed};
+/// Derives [`Message`]: `#[derive(Message)] #[message(name = "myapp.Ping")]`.
+pub use molt_macros::Message;
 pub use pid::{MonitorRef, NodeId, Pid, TimerRef};
 pub use process::{HotCall, Process, Sleep};
 pub use receive::{Always, Arm, Arms, Expect, NoArms, Predicate, Receive, Then};
+pub use shape::{Shape, TracedShape};
 
 /// Re-exported so message types can derive `Serialize` and `Deserialize`
 /// through molt without naming serde's version.

@@ -5,34 +5,36 @@
 //! # The envelope's byte format
 //!
 //! A message is encoded once, at `send`, into an envelope: its type's
-//! [`Tag`] (a `u64`) and the value's bytes in [postcard]'s format (varint
-//! integers, length-prefixed strings and sequences, struct fields in
-//! declaration order, no field names). The same envelope sits in a local
-//! mailbox and, later, on the wire; its bytes depend only on the value and
-//! its type's shape, never on which build of which code sent it.
+//! [`Tag`] (a `u64`), its type's [`Shape`] (a `u64`) and the value's bytes
+//! in [postcard]'s format (varint integers, length-prefixed strings and
+//! sequences, struct fields in declaration order, no field names). The same
+//! envelope sits in a local mailbox and, later, on the wire; its bytes
+//! depend only on the value and its type's shape, never on which build of
+//! which code sent it.
 //!
 //! # Tags, not `TypeId`s
 //!
 //! `TypeId` and type layouts differ between separately built libraries, so a
-//! message type names itself: `const TAG: Tag = Tag::named("myapp.Ping")`.
-//! Two types with the same tag are taken to be the same message.
+//! message type names itself: `#[derive(Message)] #[message(name =
+//! "myapp.Ping")]`, whose tag is a hash of the name.
 //!
 //! # Changing a message type
 //!
-//! postcard is not self-describing: a value encoded from the old shape of a
-//! type (a field fewer, a variant renamed) does not decode as the new shape,
-//! and `#[serde(default)]` does not help. Receiving such a message is a
-//! [`ReceiveError::Decode`](crate::ReceiveError::Decode) the process sees;
-//! the node is unaffected. When a type's shape changes, give it a new tag
-//! (`"myapp.Ping.v2"`), so old and new senders can be told apart and both
-//! handled during an upgrade.
+//! postcard is not self-describing: a value of one shape of a type can
+//! decode as another shape into wrong values (an `i64` read as a `u64`, a
+//! trailing field dropped). So a receive decodes a message only if its
+//! shape is the receiving type's; a message with the tag but another shape
+//! is a [`ReceiveError::Decode`](crate::ReceiveError::Decode) naming both
+//! shapes, unless the receive has an arm for a type of that shape — which
+//! is how a process takes the old and the new shape of a message during an
+//! upgrade.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serializer};
 use smallvec::SmallVec;
 
-use crate::{ExitReason, MonitorRef, Pid};
+use crate::{ExitReason, MonitorRef, Pid, Shape};
 
 pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -92,9 +94,17 @@ impl<'de> Deserialize<'de> for Tag {
 /// }
 /// ```
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {
-    /// This type's stable name: choose one unique to your application, and
-    /// a new one when the type's shape changes (see [`Envelope`]).
+    /// This type's stable name: choose one unique to your application.
     const TAG: Tag;
+
+    /// The fingerprint of this type's serde shape, sent with every message
+    /// so a receiver never decodes another shape of the type as its own
+    /// (see [`Shape`]). The default traces the type once and remembers the
+    /// result in a table; `#[derive(Message)]` keeps it in a static of the
+    /// type's own.
+    fn shape() -> Shape {
+        Shape::of::<Self>()
+    }
 }
 
 /// The encoded bytes of one message. Small messages live inline, so sending
@@ -103,16 +113,16 @@ pub type Payload = SmallVec<[u8; 32]>;
 
 /// One encoded message: what a mailbox queues and a connection carries.
 ///
-/// The tag is the message type's [`Message::TAG`]; the payload is the value
-/// in postcard's format (varint integers except where a type asks for fixed
-/// width, length-prefixed strings and sequences, fields in declaration order,
-/// no field names). postcard is not self-describing: a value of an older
-/// shape of a type does not decode as a newer one, so a type whose shape
-/// changes takes a new tag.
+/// The tag is the message type's [`Message::TAG`] and the shape its
+/// [`Message::shape`]; the payload is the value in postcard's format (varint
+/// integers except where a type asks for fixed width, length-prefixed
+/// strings and sequences, fields in declaration order, no field names).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
     /// The message type's tag.
     pub tag: Tag,
+    /// The message type's shape.
+    pub shape: Shape,
     /// The value in postcard's format.
     pub payload: Payload,
 }
@@ -124,10 +134,10 @@ impl Envelope {
     /// When the value's `Serialize` implementation fails (serde's derive
     /// never does; a hand-written one may).
     pub fn encode<M: Message>(message: &M) -> Result<Envelope, postcard::Error> {
-        Ok(Envelope { tag: M::TAG, payload: postcard::to_extend(message, Payload::new())? })
+        Ok(Envelope { tag: M::TAG, shape: M::shape(), payload: postcard::to_extend(message, Payload::new())? })
     }
 
-    /// Decodes the payload as `M`, whose tag the caller has checked.
+    /// Decodes the payload as `M`, whose tag and shape the caller has checked.
     ///
     /// # Errors
     /// When the bytes are not a value of `M`'s shape.
@@ -176,6 +186,9 @@ pub struct Upgrade {
 
 impl Message for Upgrade {
     const TAG: Tag = Tag::named("molt.Upgrade");
+    fn shape() -> Shape {
+        crate::shape::cached_shape!()
+    }
 }
 
 /// Tells a process that its hot call could not move it to the new version
@@ -195,27 +208,52 @@ pub struct UpgradeFailed {
 
 impl Message for UpgradeFailed {
     const TAG: Tag = Tag::named("molt.UpgradeFailed");
+    fn shape() -> Shape {
+        crate::shape::cached_shape!()
+    }
 }
 
 impl Message for Exit {
     const TAG: Tag = Tag::named("molt.Exit");
+    fn shape() -> Shape {
+        crate::shape::cached_shape!()
+    }
 }
 
 impl Message for Down {
     const TAG: Tag = Tag::named("molt.Down");
+    fn shape() -> Shape {
+        crate::shape::cached_shape!()
+    }
 }
 
-macro_rules! named_messages {
-    ($($ty:ty => $name:literal),* $(,)?) => {
-        $(impl Message for $ty { const TAG: Tag = Tag::named($name); })*
+macro_rules! primitive_messages {
+    ($($ty:ty => $name:literal $shape:ident),* $(,)?) => {
+        $(impl Message for $ty {
+            const TAG: Tag = Tag::named($name);
+            #[inline]
+            fn shape() -> Shape { Shape::$shape }
+        })*
     };
 }
 
-named_messages! {
-    () => "()", bool => "bool", char => "char",
-    u8 => "u8", u16 => "u16", u32 => "u32", u64 => "u64", u128 => "u128", usize => "u64",
-    i8 => "i8", i16 => "i16", i32 => "i32", i64 => "i64", i128 => "i128", isize => "i64",
-    f32 => "f32", f64 => "f64", String => "String",
+primitive_messages! {
+    () => "()" UNIT, bool => "bool" BOOL, char => "char" CHAR,
+    u8 => "u8" U8, u16 => "u16" U16, u32 => "u32" U32, u64 => "u64" U64, u128 => "u128" U128, usize => "u64" U64,
+    i8 => "i8" I8, i16 => "i16" I16, i32 => "i32" I32, i64 => "i64" I64, i128 => "i128" I128, isize => "i64" I64,
+    f32 => "f32" F32, f64 => "f64" F64, String => "String" STR,
+}
+
+macro_rules! traced_messages {
+    ($($ty:ty => $name:literal),* $(,)?) => {
+        $(impl Message for $ty {
+            const TAG: Tag = Tag::named($name);
+            fn shape() -> Shape { crate::shape::cached_shape!() }
+        })*
+    };
+}
+
+traced_messages! {
     Pid => "molt.Pid", ExitReason => "molt.ExitReason", MonitorRef => "molt.MonitorRef",
 }
 
@@ -223,20 +261,34 @@ named_messages! {
 /// bytes), so a static string can be sent without allocating.
 impl Message for std::borrow::Cow<'static, str> {
     const TAG: Tag = String::TAG;
+    #[inline]
+    fn shape() -> Shape {
+        Shape::STR
+    }
 }
 
 impl<T: Message> Message for Vec<T> {
     const TAG: Tag = Tag::named("Vec").with(T::TAG);
+    #[inline]
+    fn shape() -> Shape {
+        Shape::seq(T::shape())
+    }
 }
 
 impl<T: Message> Message for Option<T> {
     const TAG: Tag = Tag::named("Option").with(T::TAG);
+    #[inline]
+    fn shape() -> Shape {
+        Shape::option(T::shape())
+    }
 }
 
 macro_rules! tuple_messages {
     ($(($($t:ident),+)),* $(,)?) => {
         $(impl<$($t: Message),+> Message for ($($t,)+) {
             const TAG: Tag = Tag::named("tuple")$(.with($t::TAG))+;
+            #[inline]
+            fn shape() -> Shape { Shape::tuple(&[$($t::shape()),+]) }
         })*
     };
 }
@@ -264,6 +316,7 @@ mod tests {
         let value = (7u64, String::from("seven"));
         let envelope = Envelope::encode(&value).unwrap();
         assert_eq!(envelope.tag, <(u64, String)>::TAG);
+        assert_eq!(envelope.shape, Shape::tuple(&[Shape::U64, Shape::STR]));
         assert_eq!(&envelope.payload[..], &[7, 5, b's', b'e', b'v', b'e', b'n']);
         assert_eq!(Envelope::decode::<(u64, String)>(&envelope.payload).unwrap(), value);
     }

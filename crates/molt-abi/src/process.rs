@@ -112,7 +112,7 @@ impl Process {
     pub fn send<M: Message>(&self, to: Pid, message: &M) {
         with_encoded(message, |bytes| {
             // SAFETY: `self` holds the handle; `bytes` is valid for the call.
-            unsafe { (self.vtable.send)(self.handle, to, M::TAG, bytes.as_ptr(), bytes.len()) }
+            unsafe { (self.vtable.send)(self.handle, to, M::TAG, M::shape(), bytes.as_ptr(), bytes.len()) }
         });
     }
 
@@ -121,7 +121,9 @@ impl Process {
     pub fn nsend<M: Message>(&self, name: &str, message: &M) -> bool {
         with_encoded(message, |bytes| {
             // SAFETY: `self` holds the handle; `name` and `bytes` are valid for the call.
-            unsafe { (self.vtable.send_named)(self.handle, Str::new(name), M::TAG, bytes.as_ptr(), bytes.len()) }
+            unsafe {
+                (self.vtable.send_named)(self.handle, Str::new(name), M::TAG, M::shape(), bytes.as_ptr(), bytes.len())
+            }
         })
     }
 
@@ -287,7 +289,9 @@ impl Process {
     pub fn send_after<M: Message>(&self, delay: Duration, to: Pid, message: &M) -> TimerRef {
         with_encoded(message, |bytes| {
             // SAFETY: `self` holds the handle; `bytes` is valid for the call.
-            unsafe { (self.vtable.send_after)(self.handle, nanos(delay), to, M::TAG, bytes.as_ptr(), bytes.len()) }
+            unsafe {
+                (self.vtable.send_after)(self.handle, nanos(delay), to, M::TAG, M::shape(), bytes.as_ptr(), bytes.len())
+            }
         })
     }
 

@@ -3,9 +3,12 @@
 //! Both hand the core a [`ReceiveRequest`] whose matcher runs here, on the
 //! side that knows the types: the core walks the mailbox oldest first from
 //! the saved cursor and offers each message whose tag is wanted; the matcher
-//! decodes it, tests the arm's predicate and keeps the value. A panicking
-//! predicate is caught in the matcher and re-raised here, in the process's
-//! own body, so it ends that process only.
+//! checks its shape, decodes it, tests the arm's predicate and keeps the
+//! value. An arm takes only messages of its type's shape; a message whose
+//! tag some arm wants but whose shape none has is taken out and returned as
+//! [`ReceiveError::Decode`] — never decoded into a type of another shape. A
+//! panicking predicate is caught in the matcher and re-raised here, in the
+//! process's own body, so it ends that process only.
 
 use std::any::Any;
 use std::ffi::c_void;
@@ -19,12 +22,12 @@ use std::time::Duration;
 use crate::contract::{MATCH_TAKE, NO_DEADLINE, ReceiveRequest, ReceiveStatus};
 use smallvec::SmallVec;
 
-use crate::{Envelope, Message, Process, ReceiveError, Tag};
+use crate::{Envelope, Message, Process, ReceiveError, Shape, Tag};
 
 /// Decides, message by message, whether a receive takes it.
 trait Matcher {
     /// Returns true to take the message; the outcome is kept in `self`.
-    fn try_match(&mut self, tag: Tag, bytes: &[u8]) -> bool;
+    fn try_match(&mut self, tag: Tag, shape: Shape, bytes: &[u8]) -> bool;
 }
 
 /// A matcher plus a place for a panic raised by user code inside it.
@@ -33,13 +36,19 @@ struct Guarded<M> {
     panic: Option<Box<dyn Any + Send>>,
 }
 
-unsafe extern "C" fn guarded_match<M: Matcher>(env: *mut c_void, tag: Tag, bytes: *const u8, len: usize) -> u8 {
+unsafe extern "C" fn guarded_match<M: Matcher>(
+    env: *mut c_void,
+    tag: Tag,
+    shape: Shape,
+    bytes: *const u8,
+    len: usize,
+) -> u8 {
     // SAFETY: `env` is the `&mut Guarded<M>` that `poll_receive` put in the
     // request, alive and unaliased for the duration of the core's call.
     let guarded = unsafe { &mut *env.cast::<Guarded<M>>() };
     // SAFETY: the core passes a live payload of `len` bytes for this call.
     let bytes = unsafe { crate::contract::borrowed(bytes, len) };
-    match catch_unwind(AssertUnwindSafe(|| guarded.matcher.try_match(tag, bytes))) {
+    match catch_unwind(AssertUnwindSafe(|| guarded.matcher.try_match(tag, shape, bytes))) {
         Ok(true) => MATCH_TAKE,
         Ok(false) => 0,
         Err(panic) => {
@@ -115,17 +124,40 @@ impl ReceiveState {
 }
 
 impl<M: Matcher> Matcher for &mut M {
-    fn try_match(&mut self, tag: Tag, bytes: &[u8]) -> bool {
-        (**self).try_match(tag, bytes)
+    fn try_match(&mut self, tag: Tag, shape: Shape, bytes: &[u8]) -> bool {
+        (**self).try_match(tag, shape, bytes)
     }
 }
 
-fn decode<M: Message>(bytes: &[u8]) -> Result<M, ReceiveError> {
+/// Decodes a message of `M`'s tag, if its shape is `M`'s.
+fn decode<M: Message>(shape: Shape, bytes: &[u8]) -> Result<M, ReceiveError> {
+    let expected = M::shape();
+    if !shape.fits(expected) {
+        return Err(shape_mismatch::<M>(shape));
+    }
     Envelope::decode::<M>(bytes).map_err(|error| ReceiveError::Decode {
         tag: M::TAG,
         type_name: std::any::type_name::<M>(),
+        expected,
+        found: shape,
         reason: error.to_string(),
     })
+}
+
+/// The error for a message of `M`'s tag whose shape is not `M`'s.
+#[cold]
+fn shape_mismatch<M: Message>(found: Shape) -> ReceiveError {
+    let expected = Shape::trace::<M>().map_or_else(|why| why, |traced| traced.description);
+    ReceiveError::Decode {
+        tag: M::TAG,
+        type_name: std::any::type_name::<M>(),
+        expected: M::shape(),
+        found,
+        reason: format!(
+            "the sender's type has another shape than this one ({expected}), so the bytes were not decoded; \
+             take both shapes with an arm for each, or give the new shape a new name"
+        ),
+    }
 }
 
 /// The future of [`Process::expect`] and [`Process::expect_timeout`].
@@ -146,9 +178,9 @@ impl<'p, M: Message> Expect<'p, M> {
 struct TakeOne<M>(Option<Result<M, ReceiveError>>);
 
 impl<M: Message> Matcher for TakeOne<M> {
-    fn try_match(&mut self, _tag: Tag, bytes: &[u8]) -> bool {
+    fn try_match(&mut self, _tag: Tag, shape: Shape, bytes: &[u8]) -> bool {
         // The core only offers messages with `M::TAG`.
-        self.0 = Some(decode::<M>(bytes));
+        self.0 = Some(decode::<M>(shape, bytes));
         true
     }
 }
@@ -240,14 +272,27 @@ impl<M, F: Fn(&M) -> bool> Predicate<M> for F {
 pub trait Arms<R> {
     /// Adds the tags the arms accept to `tags`.
     fn tags(&self, tags: &mut SmallVec<[Tag; 8]>);
-    /// The first arm's outcome for a message: `None` if no arm takes it.
-    fn take(&mut self, tag: Tag, bytes: &[u8]) -> Option<Result<R, ReceiveError>>;
+    /// The first arm's outcome for a message: `None` if no arm takes it. An
+    /// arm takes only a message of its type's tag and shape.
+    fn take(&mut self, tag: Tag, shape: Shape, bytes: &[u8]) -> Option<Result<R, ReceiveError>>;
+    /// Whether some arm takes messages of `tag` and `shape`.
+    fn fits(&self, tag: Tag, shape: Shape) -> bool;
+    /// The error the first arm with `tag` gives a message of another shape.
+    fn mismatch(&self, tag: Tag, shape: Shape) -> Option<ReceiveError>;
 }
 
 impl<R> Arms<R> for NoArms {
     fn tags(&self, _tags: &mut SmallVec<[Tag; 8]>) {}
 
-    fn take(&mut self, _tag: Tag, _bytes: &[u8]) -> Option<Result<R, ReceiveError>> {
+    fn take(&mut self, _tag: Tag, _shape: Shape, _bytes: &[u8]) -> Option<Result<R, ReceiveError>> {
+        None
+    }
+
+    fn fits(&self, _tag: Tag, _shape: Shape) -> bool {
+        false
+    }
+
+    fn mismatch(&self, _tag: Tag, _shape: Shape) -> Option<ReceiveError> {
         None
     }
 }
@@ -266,19 +311,31 @@ where
         }
     }
 
-    fn take(&mut self, tag: Tag, bytes: &[u8]) -> Option<Result<R, ReceiveError>> {
-        if let Some(taken) = self.0.take(tag, bytes) {
+    fn take(&mut self, tag: Tag, shape: Shape, bytes: &[u8]) -> Option<Result<R, ReceiveError>> {
+        if let Some(taken) = self.0.take(tag, shape, bytes) {
             return Some(taken);
         }
-        if tag != M::TAG {
+        if tag != M::TAG || !shape.fits(M::shape()) {
             return None;
         }
         let arm = &mut self.1;
-        match decode::<M>(bytes) {
+        match decode::<M>(shape, bytes) {
             Ok(message) if !arm.predicate.test(&message) => None,
             Ok(message) => Some(Ok(arm.handler.take().expect("a receive takes one message")(message))),
             Err(error) => Some(Err(error)),
         }
+    }
+
+    fn fits(&self, tag: Tag, shape: Shape) -> bool {
+        self.0.fits(tag, shape) || (tag == M::TAG && shape.fits(M::shape()))
+    }
+
+    fn mismatch(&self, tag: Tag, shape: Shape) -> Option<ReceiveError> {
+        let earlier = self.0.mismatch(tag, shape);
+        if earlier.is_some() || tag != M::TAG {
+            return earlier;
+        }
+        Some(shape_mismatch::<M>(shape))
     }
 }
 
@@ -312,8 +369,14 @@ struct FirstArm<'a, R, A> {
 }
 
 impl<R, A: Arms<R>> Matcher for FirstArm<'_, R, A> {
-    fn try_match(&mut self, tag: Tag, bytes: &[u8]) -> bool {
-        self.outcome = self.arms.take(tag, bytes);
+    fn try_match(&mut self, tag: Tag, shape: Shape, bytes: &[u8]) -> bool {
+        self.outcome = self.arms.take(tag, shape, bytes);
+        // The core offers only wanted tags: a message no arm took is one
+        // every arm of its shape declined (it stays), or one whose shape no
+        // arm has (it is taken out, with the error).
+        if self.outcome.is_none() && !self.arms.fits(tag, shape) {
+            self.outcome = self.arms.mismatch(tag, shape).map(Err);
+        }
         self.outcome.is_some()
     }
 }

@@ -21,7 +21,7 @@
 
 pub use molt_abi::{
     Down, Exit, ExitReason, IntoExitReason, Message, MonitorRef, Never, Pid, Process, ReceiveError, RegisterError,
-    SpawnError, Tag, TimerRef, Upgrade, UpgradeFailed,
+    Shape, SpawnError, Tag, TimerRef, TracedShape, Upgrade, UpgradeFailed,
 };
 
 /// The old version's state, handed to `migrate`.

@@ -26,7 +26,7 @@ use molt_abi::contract::{
     RegisterStatus, SpawnOptions, SpawnStatus, Str, borrowed,
 };
 use molt_abi::module::Sink;
-use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Tag, TimerRef};
+use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Shape, Tag, TimerRef};
 
 use crate::process::{ProcessCtx, TaskLocal};
 use crate::signal::Signal;
@@ -159,10 +159,10 @@ unsafe fn ctx<'a>(handle: ProcessHandle) -> &'a ProcessCtx {
 
 /// # Safety
 /// As for [`borrowed`].
-unsafe fn envelope(tag: Tag, ptr: *const u8, len: usize) -> Envelope {
+unsafe fn envelope(tag: Tag, shape: Shape, ptr: *const u8, len: usize) -> Envelope {
     // SAFETY: forwarded from the caller.
     let bytes = unsafe { borrowed(ptr, len) };
-    Envelope { tag, payload: Payload::from_slice(bytes) }
+    Envelope { tag, shape, payload: Payload::from_slice(bytes) }
 }
 
 /// # Safety
@@ -189,9 +189,9 @@ unsafe extern "C" fn now(handle: ProcessHandle) -> u64 {
     unsafe { ctx(handle) }.node.now()
 }
 
-unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, tag: Tag, ptr: *const u8, len: usize) {
+unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, tag: Tag, shape: Shape, ptr: *const u8, len: usize) {
     // SAFETY: a live handle and a valid buffer, per the contract.
-    let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, ptr, len)) };
+    let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, shape, ptr, len)) };
     // Through the task's send cache when the process's own body sends.
     let mut envelope = Some(envelope);
     let _ = with_lent(ctx, |_, local| {
@@ -204,13 +204,20 @@ unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, tag: Tag, ptr: *const 
     }
 }
 
-unsafe extern "C" fn send_named(handle: ProcessHandle, name: Str, tag: Tag, ptr: *const u8, len: usize) -> bool {
+unsafe extern "C" fn send_named(
+    handle: ProcessHandle,
+    name: Str,
+    tag: Tag,
+    shape: Shape,
+    ptr: *const u8,
+    len: usize,
+) -> bool {
     // SAFETY: a live handle and valid buffers, per the contract.
     let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
     match ctx.node.whereis(name) {
         Some(to) => {
             // SAFETY: as above.
-            ctx.node.send(to, unsafe { envelope(tag, ptr, len) });
+            ctx.node.send(to, unsafe { envelope(tag, shape, ptr, len) });
             true
         }
         None => false,
@@ -232,11 +239,12 @@ unsafe extern "C" fn receive(handle: ProcessHandle, request: *mut ReceiveRequest
             &mut request.cursor,
             request.deadline,
             |envelope| {
+                let (tag, shape, payload) = (envelope.tag, envelope.shape, &envelope.payload);
                 // SAFETY: `env` belongs to `matcher` (the caller made them
                 // together) and the payload is live for this call; the
                 // matcher catches its own panics. Its answer is a `u8`,
                 // compared, never trusted to be a valid `bool`.
-                unsafe { matcher(env, envelope.tag, envelope.payload.as_ptr(), envelope.payload.len()) == MATCH_TAKE }
+                unsafe { matcher(env, tag, shape, payload.as_ptr(), payload.len()) == MATCH_TAKE }
             },
             &mut Context::from_waker(waker),
         )
@@ -364,11 +372,12 @@ unsafe extern "C" fn send_after(
     delay: u64,
     to: Pid,
     tag: Tag,
+    shape: Shape,
     ptr: *const u8,
     len: usize,
 ) -> TimerRef {
     // SAFETY: a live handle and a valid buffer, per the contract.
-    let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, ptr, len)) };
+    let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, shape, ptr, len)) };
     TimerRef(ctx.node.send_after(Duration::from_nanos(delay), to, envelope))
 }
 
