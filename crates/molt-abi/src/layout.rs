@@ -43,7 +43,7 @@ const SHAPES: &[&[u64]] = &[
     shape!(Tag),
     shape!(Process),
     shape!(DescriptorHeader; magic, abi_version, panic_unwinds, layout, target, rustc, sdk, name, version),
-    shape!(ModuleDescriptor; header, entries, entry_count, migrate),
+    shape!(ModuleDescriptor; header, entries, entry_count, migrate, shapes),
     shape!(EntryDescriptor; name, start),
     shape!(Sink; env, write),
     shape!(FfiFuture<()>),

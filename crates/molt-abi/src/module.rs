@@ -16,9 +16,9 @@ use std::ffi::c_void;
 
 use async_ffi::FfiFuture;
 
-use crate::Process;
 use crate::contract::Str;
 pub use crate::layout::LAYOUT_FINGERPRINT;
+use crate::{Process, Tag, TracedShape};
 
 /// The exported symbol that holds a module's [`ModuleDescriptor`].
 pub const DESCRIPTOR_SYMBOL: &str = "MOLT_MODULE_DESCRIPTOR";
@@ -215,6 +215,45 @@ impl Sink {
 /// unwind. Returns a [`MigrateStatus`] as `u8`.
 pub type Migrate = unsafe extern "C" fn(old_version: Str, state: *const u8, len: usize, out: Sink) -> u8;
 
+/// Writes the module's [`ModuleShapes`] (postcard-encoded) to the sink and
+/// returns 0, or writes why it could not and returns anything else. Runs the
+/// tracer over the module's types (user code: it catches its own panics).
+pub type Shapes = unsafe extern "C" fn(out: Sink) -> u8;
+
+/// The shapes a module declares: its entries' states, its messages, and the
+/// versions its `migrate` converts state from. The core compares them with
+/// the current version's at load.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModuleShapes {
+    /// The state type of each entry, in the order of the entries.
+    pub entries: Vec<EntryShape>,
+    /// The message types the module declares.
+    pub messages: Vec<MessageShape>,
+    /// The versions whose state `migrate` declares it converts.
+    pub migrates_from: Vec<String>,
+}
+
+/// The shape of one entry's state type.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EntryShape {
+    /// The entry.
+    pub entry: String,
+    /// Its state type's shape ([`Shape::UNKNOWN`](crate::Shape::UNKNOWN) and
+    /// the reason as description if it could not be traced).
+    pub state: TracedShape,
+}
+
+/// The shape of one declared message type.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MessageShape {
+    /// The type as the module names it.
+    pub name: String,
+    /// Its tag.
+    pub tag: Tag,
+    /// Its shape: the one its envelopes carry.
+    pub shape: TracedShape,
+}
+
 /// Everything the core needs to know about a module library.
 #[repr(C)]
 #[derive(Debug)]
@@ -227,6 +266,8 @@ pub struct ModuleDescriptor {
     pub entry_count: usize,
     /// The migrate hook.
     pub migrate: Migrate,
+    /// Describes the module's shapes.
+    pub shapes: Shapes,
 }
 
 // SAFETY: a descriptor is immutable once built, and every pointer in it

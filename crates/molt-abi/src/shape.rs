@@ -231,6 +231,12 @@ pub struct TracedShape {
     pub description: String,
 }
 
+impl std::fmt::Display for TracedShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` (shape {})", self.description, self.shape)
+    }
+}
+
 fn traced<T: DeserializeOwned>() -> Result<TracedShape, String> {
     let traced = trace::trace::<T>().map_err(|error| error.0)?;
     Ok(TracedShape {

@@ -6,9 +6,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 pub use async_ffi::FfiFuture;
 pub use molt_abi::contract::Str;
 use molt_abi::contract::borrowed;
-pub use molt_abi::module::{DescriptorHeader, EntryDescriptor, MigrateStatus, ModuleDescriptor, Sink};
+pub use molt_abi::module::{
+    DescriptorHeader, EntryDescriptor, EntryShape, MessageShape, MigrateStatus, ModuleDescriptor, ModuleShapes, Sink,
+};
 
-use molt_abi::{IntoExitReason, Process};
+use molt_abi::{IntoExitReason, Message, Process, Shape, TracedShape};
 
 use crate::{MigrateResult, OldState};
 
@@ -55,9 +57,19 @@ where
     molt_abi::install_module_panic_hook();
     // SAFETY: guaranteed by the caller.
     let bytes = unsafe { borrowed(state, len) };
-    let decoded = catch_unwind(AssertUnwindSafe(|| postcard::from_bytes::<S>(bytes)));
+    let decoded = catch_unwind(AssertUnwindSafe(|| postcard::take_from_bytes::<S>(bytes)));
     let state = match decoded {
-        Ok(Ok(state)) => state,
+        Ok(Ok((state, []))) => state,
+        Ok(Ok((_, rest))) => {
+            let why = format!(
+                "the state did not decode as {}: {} bytes were left over (a state of another shape)",
+                std::any::type_name::<S>(),
+                rest.len()
+            );
+            // SAFETY: `error` is the core's sink for this call.
+            unsafe { error.put(why.as_bytes()) };
+            return 1;
+        }
         Ok(Err(decode)) => {
             let why = format!("the state did not decode as {}: {decode}", std::any::type_name::<S>());
             // SAFETY: `error` is the core's sink for this call.
@@ -76,6 +88,45 @@ where
     // written once.
     unsafe { body.write(molt_abi::body_future(process, start)) };
     molt_abi::module::ENTRY_STARTED
+}
+
+/// `T`'s traced shape, or an unknown one that says why.
+fn traced_or_unknown<T: serde::de::DeserializeOwned>() -> TracedShape {
+    Shape::trace::<T>()
+        .unwrap_or_else(|why| TracedShape { shape: Shape::UNKNOWN, description: format!("not traced: {why}") })
+}
+
+/// The shape of the state type of `entry` (the function), for the core.
+pub fn entry_shape<S, F, Fut>(name: &str, _entry: F) -> EntryShape
+where
+    S: serde::de::DeserializeOwned,
+    F: FnOnce(Process, S) -> Fut,
+{
+    EntryShape { entry: name.to_owned(), state: traced_or_unknown::<S>() }
+}
+
+/// The shape of a declared message type, for the core.
+pub fn message_shape<M: Message>(name: &str) -> MessageShape {
+    let traced = traced_or_unknown::<M>();
+    MessageShape { name: name.to_owned(), tag: M::TAG, shape: TracedShape { shape: M::shape(), ..traced } }
+}
+
+/// Writes the module's shapes for the core, catching panics (tracing runs
+/// the types' `Deserialize`).
+///
+/// # Safety
+/// `out` must be a sink the core made for this call.
+pub unsafe fn write_shapes(out: Sink, shapes: fn() -> ModuleShapes) -> u8 {
+    molt_abi::install_module_panic_hook();
+    let encoded = catch_unwind(AssertUnwindSafe(|| postcard::to_allocvec(&shapes())));
+    let (status, written) = match encoded {
+        Ok(Ok(bytes)) => (0, bytes),
+        Ok(Err(error)) => (1, format!("its shapes did not encode: {error}").into_bytes()),
+        Err(panic) => (1, format!("tracing its shapes panicked: {}", molt_abi::panic_message(panic)).into_bytes()),
+    };
+    // SAFETY: `out` is the core's sink for this call.
+    unsafe { out.put(&written) };
+    status
 }
 
 /// The migrate hook of a module that declares none: the state passes on

@@ -75,29 +75,53 @@ pub fn encode<T: serde::Serialize>(state: &T) -> MigrateResult {
 /// Declares the module: its name and version string (any constant `&str`
 /// expression: a literal, a constant of the crate, or
 /// `env!("CARGO_PKG_VERSION")`, so two versions of a module can share one
-/// call), the entries a process
-/// can run (async functions `fn(Process, State) -> impl IntoExitReason`,
-/// whose `State` is decoded from the start argument or hot-call state), and
+/// call), the entries a process can run (async functions `fn(Process,
+/// State) -> impl IntoExitReason`, whose `State` is decoded from the start
+/// argument or hot-call state), optionally the message types it declares
+/// (their shapes are compared with the current version's at load),
 /// optionally its `migrate` (`fn(&str, OldState) -> MigrateResult`; without
-/// one, state passes to the new version unchanged).
+/// one, state passes to the new version unchanged) and the versions whose
+/// state that `migrate` converts (`migrates_from`: a load that changes an
+/// entry's state shape is refused unless it names the current version).
+///
+/// ```ignore
+/// molt_module::module! {
+///     name: "counter",
+///     version: env!("CARGO_PKG_VERSION"),
+///     entries: [counter],
+///     messages: [Bump, Read],
+///     migrate: migrate,
+///     migrates_from: ["1.0.0"],
+/// }
+/// ```
 #[macro_export]
 macro_rules! module {
     (
         name: $name:expr,
         version: $version:expr,
         entries: [$($entry:ident),+ $(,)?]
+        $(, messages: [$($message:ty),* $(,)?])?
         $(, migrate: $migrate:ident)?
+        $(, migrates_from: [$($from:expr),* $(,)?])?
         $(, abi_version: $abi:expr)?
         $(, sdk_version: $sdk:expr)?
         $(,)?
     ) => {
         // Evaluated where the macro is called, so a constant of the crate
         // (`VERSION`) or `env!("CARGO_PKG_VERSION")` works as well as a
-        // literal.
+        // literal, and the message types are named as the caller names them.
         #[doc(hidden)]
         const __MOLT_MODULE_NAME: &str = $name;
         #[doc(hidden)]
         const __MOLT_MODULE_VERSION: &str = $version;
+        #[doc(hidden)]
+        fn __molt_module_shapes() -> $crate::__private::ModuleShapes {
+            $crate::__private::ModuleShapes {
+                entries: ::std::vec![$($crate::__private::entry_shape(stringify!($entry), $entry)),+],
+                messages: ::std::vec![$($($crate::__private::message_shape::<$message>(stringify!($message))),*)?],
+                migrates_from: ::std::vec![$($(::std::string::String::from($from)),*)?],
+            }
+        }
 
         #[doc(hidden)]
         mod __molt_module {
@@ -138,6 +162,11 @@ macro_rules! module {
                 unsafe { $crate::__private::run_migrate(hook, old_version, state, len, out) }
             }
 
+            unsafe extern "C" fn shapes(out: $crate::__private::Sink) -> u8 {
+                // SAFETY: the core passes its own sink for this call.
+                unsafe { $crate::__private::write_shapes(out, super::__molt_module_shapes) }
+            }
+
             #[unsafe(no_mangle)]
             pub static MOLT_MODULE_DESCRIPTOR: $crate::__private::ModuleDescriptor =
                 $crate::__private::ModuleDescriptor {
@@ -150,6 +179,7 @@ macro_rules! module {
                     entries: ENTRIES.as_ptr(),
                     entry_count: ENTRIES.len(),
                     migrate,
+                    shapes,
                 };
         }
     };

@@ -42,12 +42,13 @@ mod scheduler;
 mod signal;
 
 pub use code::{
-    BuildError, BuildOptions, LoadError, LoadOptions, ModuleInfo, PurgeError, PurgeReport, UnloadedVersion,
-    VersionInfo, build_module,
+    BuildError, BuildOptions, LoadError, LoadOptions, Loaded, ModuleInfo, ProcessUpgrade, PurgeError, PurgeReport,
+    UnloadedVersion, UpgradeOutcome, VersionInfo, build_module,
 };
 pub use info::{ProcessInfo, ProcessStatus};
 pub use molt_abi::contract::ABI_VERSION;
 pub use molt_abi::contract::SpawnOptions;
+pub use molt_abi::module::{EntryShape, MessageShape, ModuleShapes};
 pub use molt_abi::{
     Down, Envelope, Exit, ExitReason, Expect, HotCall, IntoExitReason, Message, MonitorRef, Never, NodeId, Pid,
     Process, Receive, ReceiveError, RegisterError, Shape, Sleep, SpawnError, Tag, TimerRef, TracedShape, Upgrade,

@@ -22,8 +22,8 @@ use tokio::task::AbortHandle;
 
 use crate::boundary;
 use crate::code::{
-    BuildError, BuildOptions, CodeServer, LoadError, LoadOptions, ModuleInfo, PurgeError, PurgeReport, UnloadedVersion,
-    Version, VersionInfo,
+    BuildError, BuildOptions, CodeServer, LoadError, LoadOptions, Loaded, ModuleInfo, PurgeError, PurgeReport,
+    UnloadedVersion, Version, VersionInfo,
 };
 use crate::info::ProcessInfo;
 use crate::process::{CLOSURE, CodeRef, ProcessCtx, ProcessTask, RunningBody};
@@ -272,7 +272,7 @@ impl Node {
     /// own [`LoadError`]), or the module still has an old version
     /// ([`LoadError::NotPurged`]). Running versions are untouched.
     pub fn load(&self, path: impl AsRef<std::path::Path>) -> Result<VersionInfo, LoadError> {
-        self.load_with(path, &LoadOptions::default())
+        self.load_with(path, &LoadOptions::default()).map(|loaded| loaded.version)
     }
 
     /// Builds the module crate at `crate_dir` with cargo and loads what it
@@ -289,33 +289,35 @@ impl Node {
         self.load(built).map_err(BuildError::Load)
     }
 
-    /// [`load`](Self::load) with options: another name, purge first, or no
-    /// upgrade messages.
+    /// [`load`](Self::load) with options: another name, purge first, no
+    /// upgrade messages, refuse changed message shapes, or wait for the
+    /// processes to answer their upgrade and report how each did.
     ///
     /// # Errors
     /// As for [`load`](Self::load), and a failed purge if `purge_first`.
-    pub fn load_with(
-        &self,
-        path: impl AsRef<std::path::Path>,
-        options: &LoadOptions,
-    ) -> Result<VersionInfo, LoadError> {
+    pub fn load_with(&self, path: impl AsRef<std::path::Path>, options: &LoadOptions) -> Result<Loaded, LoadError> {
         let inner = &self.inner;
         let version = inner.code.prepare(path.as_ref(), options, (inner.id, inner.creation))?;
         if options.purge_first {
             self.purge(version.module())?;
         }
-        let (current, old) = inner.code.commit(version)?;
+        let (current, old) = inner.code.commit(version, options)?;
+        let pids = old.as_ref().map(|old| old.pids()).unwrap_or_default();
         if let (true, Some(old)) = (options.notify, &old) {
             let upgrade = Upgrade {
                 module: current.module().to_owned(),
                 from: old.declared().to_owned(),
                 to: current.declared().to_owned(),
             };
-            for pid in old.pids() {
-                inner.send_message(pid, &upgrade);
+            for pid in &pids {
+                inner.send_message(*pid, &upgrade);
             }
         }
-        Ok(current.info())
+        let upgrades = match (options.await_upgrades, &old) {
+            (Some(bound), Some(old)) => old.await_upgrades(&pids, bound),
+            _ => Vec::new(),
+        };
+        Ok(Loaded { version: current.info(), upgrades })
     }
 
     /// Drops the module's old version if no process runs it (Erlang's

@@ -25,7 +25,7 @@ use async_ffi::FfiFuture;
 use molt_abi::{Envelope, ExitReason, Pid, Tag};
 use tokio::task::AbortHandle;
 
-use crate::code::Version;
+use crate::code::{UpgradeOutcome, Version};
 use crate::info::ProcessStatus;
 use crate::mailbox::{Mailbox, Received, Scan};
 use crate::node::NodeInner;
@@ -349,6 +349,7 @@ impl ProcessTask {
             match self.start_in(&old, &current, &entry, &state) {
                 Ok(future) => Some((current, future)),
                 Err(failure) => {
+                    old.record_upgrade(self.ctx.pid.serial, UpgradeOutcome::Failed { reason: failure.clone() });
                     self.ctx.node.upgrade_failed(&self.ctx, &old, &current, failure);
                     None
                 }
@@ -389,6 +390,9 @@ impl ProcessTask {
             });
             return false;
         }
+        if !Arc::ptr_eq(&target, &old) {
+            old.record_upgrade(self.ctx.pid.serial, UpgradeOutcome::Moved);
+        }
         self.ctx.signals().code = CodeRef::Module(Arc::downgrade(&target), target.library().entry_index(&entry));
         self.body = Some(RunningBody::new(future, Some(target), self.ctx.pid.serial));
         true
@@ -402,6 +406,17 @@ impl ProcessTask {
             return Err(format!("it has no entry {entry:?}"));
         }
         let migrated = current.library().migrate(old.declared(), state)?;
+        // Bytes passed on unchanged into a state of another shape may still
+        // decode (postcard is not self-describing), into wrong values.
+        if let (true, Some(before), Some(after)) =
+            (migrated == state, old.library().state_shape(entry), current.library().state_shape(entry))
+            && !before.shape.fits(after.shape)
+        {
+            return Err(format!(
+                "its migrate passed the state on unchanged, but the state of {entry} changed shape from {before} to \
+                 {after}"
+            ));
+        }
         match current.library().start(entry, crate::boundary::process_for(&self.ctx), &migrated) {
             Some(Ok(future)) => Ok(future),
             Some(Err(why)) => Err(format!("the state its migrate made does not fit its {entry}: {why}")),

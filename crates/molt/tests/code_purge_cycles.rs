@@ -29,7 +29,7 @@ fn two_hundred_load_and_purge_cycles_keep_the_node_up() {
         // The echo takes each version at once, so the next purge finds the
         // old one unused; asking it proves it moved and still answers.
         let (n, version, _) = run(&node, move |mut p| async move { ask(&mut p, echo, cycle as u64).await }).unwrap();
-        assert_eq!((n, version), (cycle as u64, loaded.version));
+        assert_eq!((n, version), (cycle as u64, loaded.version.version));
     }
     let after = resident_bytes();
     let unloaded = node.unloaded();

@@ -89,4 +89,5 @@ molt_module::module! {
     version: "1",
     entries: [server],
     migrate: migrate,
+    migrates_from: ["2"],
 }

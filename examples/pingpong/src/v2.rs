@@ -96,4 +96,5 @@ molt_module::module! {
     version: "2",
     entries: [server],
     migrate: migrate,
+    migrates_from: ["1"],
 }

@@ -15,9 +15,11 @@
 //! - `panics_at_once`: panics before doing anything;
 //! - (version 1 only) the boundary entries of `hostile.rs`.
 //!
-//! `reshaped` builds a version 2 whose `echo` state has another shape and
-//! no `migrate` converts it (`reshaped.rs`). `init-effect` adds a module initialiser with a visible effect
-//! (`init.rs`); `skewed-layout` builds against a contract of another shape.
+//! `reshaped` builds a version 2 whose `echo` state and `Note` message have
+//! other shapes (`reshaped.rs`), with no `migrate`, a pass-through one or a
+//! converting one. `init-effect` adds a module initialiser with a visible
+//! effect (`init.rs`); `skewed-layout` builds against a contract of another
+//! shape.
 
 // The reshaped build keeps version 1's code unused.
 #![cfg_attr(feature = "reshaped", allow(dead_code))]
@@ -53,6 +55,16 @@ pub struct Counter {
     pub follow_upgrades: bool,
     /// Gets `UpgradeFailed` messages.
     pub watcher: Option<Pid>,
+}
+
+/// A message type the module declares, in version 1's shape (`reshaped`
+/// has another).
+#[cfg(not(feature = "reshaped"))]
+#[derive(Debug, Serialize, Deserialize, molt_module::Message)]
+#[message(name = "testmod.Note")]
+pub struct Note {
+    /// What it says.
+    pub text: String,
 }
 
 enum Next {
@@ -105,8 +117,12 @@ async fn serve(mut p: Process, mut state: Counter, entry: &str) -> Result<(), Ex
 
 #[cfg(feature = "reshaped")]
 mod reshaped;
+#[cfg(feature = "reshaped-converts")]
+use reshaped::convert;
+#[cfg(feature = "reshaped-pass-through")]
+use reshaped::pass_through;
 #[cfg(feature = "reshaped")]
-pub use reshaped::echo;
+pub use reshaped::{Note, echo};
 
 /// Answers pings with this version's name.
 #[cfg(not(feature = "reshaped"))]
@@ -153,17 +169,34 @@ molt_module::module! {
         echo, legacy, panics_at_once, combinator, handoff, from_thread, stash, nested, respawn_on_drop, hot_loop,
         spin, thread_name, late_spawner,
     ],
+    messages: [Note, (Pid, u64)],
     migrate: migrate,
 }
 
 #[cfg(all(feature = "v2", not(feature = "reshaped"), not(feature = "not-a-module")))]
-molt_module::module! { name: "testmod", version: VERSION, entries: [echo, panics_at_once], migrate: migrate }
+molt_module::module! {
+    name: "testmod", version: VERSION, entries: [echo, panics_at_once], messages: [Note, (Pid, u64)], migrate: migrate,
+}
 
 #[cfg(all(feature = "v3", not(feature = "not-a-module")))]
-molt_module::module! { name: "testmod", version: VERSION, entries: [echo, panics_at_once], migrate: migrate }
+molt_module::module! {
+    name: "testmod", version: VERSION, entries: [echo, panics_at_once], messages: [Note, (Pid, u64)], migrate: migrate,
+}
 
-#[cfg(feature = "reshaped")]
-molt_module::module! { name: "testmod", version: "2", entries: [echo] }
+#[cfg(all(feature = "reshaped", not(feature = "reshaped-pass-through"), not(feature = "reshaped-converts")))]
+molt_module::module! { name: "testmod", version: "2", entries: [echo], messages: [Note, (Pid, u64)] }
+
+#[cfg(feature = "reshaped-pass-through")]
+molt_module::module! {
+    name: "testmod", version: "2", entries: [echo], messages: [Note, (Pid, u64)],
+    migrate: pass_through, migrates_from: ["1"],
+}
+
+#[cfg(feature = "reshaped-converts")]
+molt_module::module! {
+    name: "testmod", version: "2", entries: [echo], messages: [Note, (Pid, u64)],
+    migrate: convert, migrates_from: ["1"],
+}
 
 #[cfg(feature = "wrong-abi")]
 molt_module::module! { name: "testmod", version: "1", entries: [echo], migrate: migrate, abi_version: 999 }

@@ -1,27 +1,50 @@
 //! With the `reshaped` feature: a version 2 whose `echo` keeps a state of
-//! another shape than version 1's `Counter`, and that declares no `migrate`
-//! (so the state passes through unchanged and does not decode): a hot call
-//! into it must go back to version 1 with the state intact.
+//! another shape than version 1's `Counter`, and whose `Note` has another
+//! shape too. Without a `migrate` that declares it converts version 1's
+//! state, its load is refused; `reshaped-pass-through` declares one that
+//! passes the bytes on unchanged (a hot call into it must go back to
+//! version 1 with the state intact); `reshaped-converts` converts.
 
-use molt_module::{ExitReason, Pid, Process};
+use molt_module::{ExitReason, Message, Pid, Process};
 use serde::{Deserialize, Serialize};
 
 /// A state no `Counter`'s bytes decode as.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Reshaped {
-    /// Whom to answer first.
-    pub first: Pid,
-    /// Whom to answer next.
-    pub second: Pid,
-    /// Pings answered.
-    pub count: u64,
+    /// Pings answered, as a signed number.
+    pub count: i64,
+    /// Where the state came from.
+    pub label: String,
+}
+
+/// Version 2's `Note`: a trailing field under the same name.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(name = "testmod.Note")]
+pub struct Note {
+    /// What it says.
+    pub text: String,
+    /// New in version 2.
+    pub urgent: bool,
 }
 
 /// Answers pings, as version 1's `echo` does, from its own state.
 pub async fn echo(mut p: Process, mut state: Reshaped) -> Result<(), ExitReason> {
     loop {
         let (from, n): (Pid, u64) = p.expect().await?;
-        p.send(from, &(n, "2-reshaped".to_owned(), state.count));
+        p.send(from, &(n, format!("2-reshaped {}", state.label), state.count as u64));
         state.count += 1;
     }
+}
+
+/// A `migrate` that says it converts version 1's state and does not.
+#[cfg(feature = "reshaped-pass-through")]
+pub(crate) fn pass_through(_from: &str, old: molt_module::OldState<'_>) -> molt_module::MigrateResult {
+    Ok(old.bytes().to_vec())
+}
+
+/// Converts version 1's `Counter`.
+#[cfg(feature = "reshaped-converts")]
+pub(crate) fn convert(_from: &str, old: molt_module::OldState<'_>) -> molt_module::MigrateResult {
+    let old: crate::Counter = old.decode()?;
+    molt_module::encode(&Reshaped { count: old.count as i64, label: "converted".into() })
 }

@@ -149,6 +149,11 @@ impl Describe<'_, '_> {
             Node::Option(inner) => self.list("Option<", [&**inner], ">"),
             Node::Seq(item) => self.list("[", [&**item], "]"),
             Node::Map(key, value) => self.list("{", [&**key, &**value], "}"),
+            // `[u8; 8]` and `(u8, …, u8)` are the same bytes; the short form reads better.
+            Node::Tuple(items) if items.len() > 1 && items.iter().all(|item| *item == items[0]) => {
+                self.list("[", [&items[0]], "");
+                self.out.push_str(&format!("; {}]", items.len()));
+            }
             Node::Tuple(items) => self.list("(", items, ")"),
             Node::Struct(name, body) => {
                 self.out.push_str(name);

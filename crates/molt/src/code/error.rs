@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use molt_abi::Pid;
+use molt_abi::{Pid, TracedShape};
 
 /// Why a load was refused; the running versions are untouched.
 #[non_exhaustive]
@@ -132,6 +132,49 @@ pub enum LoadError {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// The new version changes the shape of an entry's state, and its
+    /// `migrate` does not declare that it converts state from the current
+    /// version: every process that moved into it would fail its upgrade.
+    #[error(
+        "module {module:?} version {to} changes the state of entry {entry} from {old} to {new}, but its migrate \
+         does not convert state from version {from}; write a migrate that turns the old state into the new one \
+         and declare it: module! {{ ..., migrate: migrate, migrates_from: [\"{from}\"] }} (or keep the state's shape)"
+    )]
+    StateShapeChanged {
+        /// The module.
+        module: String,
+        /// The entry.
+        entry: String,
+        /// The current version.
+        from: String,
+        /// The version refused.
+        to: String,
+        /// The current version's state shape.
+        old: TracedShape,
+        /// The refused version's.
+        new: TracedShape,
+    },
+    /// A declared message type changes shape under the same name, and the
+    /// load was asked to refuse that (`LoadOptions::refuse_changed_messages`).
+    #[error(
+        "module {module:?} version {to} changes the shape of message {message} from {old} (version {from}) to \
+         {new}; processes of the two versions would refuse each other's {message}: give the new shape a new \
+         name, or load without refuse_changed_messages and receive both shapes"
+    )]
+    MessageShapeChanged {
+        /// The module.
+        module: String,
+        /// The message type, as the module names it.
+        message: String,
+        /// The current version.
+        from: String,
+        /// The version refused.
+        to: String,
+        /// The current version's shape of it.
+        old: TracedShape,
+        /// The refused version's.
+        new: TracedShape,
     },
     /// An old version still exists (Erlang's `not_purged`).
     #[error("module {module:?} still has an old version ({old}); purge it first, or load with purge_first")]

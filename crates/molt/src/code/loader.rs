@@ -53,7 +53,7 @@ use molt_abi::Process;
 use molt_abi::contract::{ABI_VERSION, Str};
 use molt_abi::module::{
     DESCRIPTOR_MAGIC, DESCRIPTOR_SYMBOL, DescriptorHeader, ENTRY_STARTED, EntryDescriptor, EntryStart,
-    LAYOUT_FINGERPRINT, Migrate, MigrateStatus, ModuleDescriptor, Sink,
+    LAYOUT_FINGERPRINT, Migrate, MigrateStatus, ModuleDescriptor, ModuleShapes, Shapes, Sink,
 };
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
@@ -67,6 +67,8 @@ pub(crate) struct Library {
     entries: Vec<(String, EntryStart)>,
     /// `None` only while the library is being opened.
     migrate: Option<Migrate>,
+    /// What the module declared about its types' shapes.
+    pub(crate) shapes: ModuleShapes,
     /// The addresses the library's segments were mapped at.
     pub(crate) mapped: Range<usize>,
     /// The private copy's name, as `/proc/self/maps` shows it.
@@ -354,6 +356,7 @@ fn open(path: &Path, copy: std::fs::File, copy_name: String, inspected: &Inspect
         version: String::new(),
         entries: Vec::new(),
         migrate: None,
+        shapes: ModuleShapes::default(),
         mapped: 0..0,
         copy: copy_name,
         copy_file: Some(copy),
@@ -400,8 +403,8 @@ fn open(path: &Path, copy: std::fs::File, copy_name: String, inspected: &Inspect
     let table_fits = count <= usize::from(u16::MAX)
         && table.is_aligned()
         && count.checked_mul(std::mem::size_of::<EntryDescriptor>()).is_some_and(|len| inside(table as usize, len));
-    if (count > 0 && !table_fits) || !inside(descriptor.migrate as usize, 1) {
-        return Err(changed("its entries or migrate lie outside the library"));
+    if (count > 0 && !table_fits) || !inside(descriptor.migrate as usize, 1) || !inside(descriptor.shapes as usize, 1) {
+        return Err(changed("its entries, migrate or shapes lie outside the library"));
     }
     // SAFETY: `count` descriptors at `table`, aligned and inside the open
     // library (checked above): the SDK's immutable static array.
@@ -422,7 +425,28 @@ fn open(path: &Path, copy: std::fs::File, copy_name: String, inspected: &Inspect
     library.migrate = Some(descriptor.migrate);
     library.mapped = mapped;
     prefault(bias, &inspected.code);
+    library.shapes = shapes_of(descriptor.shapes, &library)
+        .map_err(|reason| LoadError::NotAModule { path: path.to_owned(), reason })?;
     Ok(library)
+}
+
+/// Asks the module for its shapes, and checks they describe its entries.
+fn shapes_of(shapes: Shapes, library: &Library) -> Result<ModuleShapes, String> {
+    let mut out = Vec::new();
+    // SAFETY: `shapes` lies inside the open library (checked by the caller)
+    // and is the SDK's function of that type; the sink is ours for the
+    // call; it catches its own panics.
+    let status = unsafe { shapes(Sink::of(&mut out)) };
+    if status != 0 {
+        return Err(format!("its shapes could not be described: {}", String::from_utf8_lossy(&out)));
+    }
+    let decoded: ModuleShapes =
+        postcard::from_bytes(&out).map_err(|error| format!("its shapes did not decode: {error}"))?;
+    let described = decoded.entries.iter().map(|entry| entry.entry.as_str());
+    if !described.eq(library.entry_names()) {
+        return Err("its shapes do not describe its entries".into());
+    }
+    Ok(decoded)
 }
 
 /// Maps the pages of the library's code now, in a few calls, rather than
@@ -465,6 +489,11 @@ impl Library {
     /// The name of the entry at `index`.
     pub(crate) fn entry_name(&self, index: u16) -> &str {
         self.entries.get(usize::from(index)).map_or("(a closure)", |(name, _)| name.as_str())
+    }
+
+    /// The shape of `entry`'s state, as the module described it.
+    pub(crate) fn state_shape(&self, entry: &str) -> Option<&molt_abi::TracedShape> {
+        self.shapes.entries.iter().find(|described| described.entry == entry).map(|described| &described.state)
     }
 
     pub(crate) fn has_entry(&self, entry: &str) -> bool {

@@ -15,13 +15,15 @@
 mod build;
 mod error;
 mod loader;
+mod shapes;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use molt_abi::module::ModuleShapes;
 use molt_abi::{NodeId, Pid};
 
 pub use build::{BuildOptions, build_module};
@@ -41,6 +43,11 @@ pub(crate) struct Version {
     node: (NodeId, u32),
     /// The processes running this version, and whether it is purging.
     members: Mutex<Members>,
+    /// Signalled when a process leaves this version or answers an upgrade
+    /// a load waits for.
+    members_changed: Condvar,
+    /// What the shape check said when this version was loaded.
+    warnings: Vec<String>,
     unloads: Arc<Mutex<Vec<UnloadedVersion>>>,
     /// Where the code server keeps this version's address range, removed
     /// when the version is dropped.
@@ -61,6 +68,9 @@ struct Members {
     serials: HashSet<u64>,
     /// Set when a hard purge starts; from then on no process is added.
     purging: bool,
+    /// While a load waits for this version's processes to answer their
+    /// upgrade: how each answered.
+    watch: Option<HashMap<u64, UpgradeOutcome>>,
 }
 
 impl std::fmt::Debug for Version {
@@ -100,6 +110,51 @@ impl Version {
 
     pub(crate) fn remove_process(&self, serial: u64) {
         self.members().serials.remove(&serial);
+        self.members_changed.notify_all();
+    }
+
+    /// Records how the process `serial`, running this version, answered
+    /// an upgrade, if a load is waiting for it.
+    pub(crate) fn record_upgrade(&self, serial: u64, outcome: UpgradeOutcome) {
+        if let Some(watch) = &mut self.members().watch {
+            watch.insert(serial, outcome);
+        }
+        self.members_changed.notify_all();
+    }
+
+    /// Starts recording how this version's processes answer an upgrade.
+    fn watch_upgrades(&self) {
+        self.members().watch = Some(HashMap::new());
+    }
+
+    /// Waits until every process in `pids` answered its upgrade or left
+    /// this version, or `bound` passes; how each did. Stops recording.
+    pub(crate) fn await_upgrades(&self, pids: &[Pid], bound: Duration) -> Vec<ProcessUpgrade> {
+        let deadline = Instant::now() + bound;
+        let mut members = self.members();
+        loop {
+            let answered = |members: &Members, pid: &Pid| {
+                let recorded = members.watch.as_ref().and_then(|watch| watch.get(&pid.serial));
+                match recorded {
+                    Some(outcome) => Some(outcome.clone()),
+                    None if !members.serials.contains(&pid.serial) => Some(UpgradeOutcome::Ended),
+                    None => None,
+                }
+            };
+            let now = Instant::now();
+            if now >= deadline || pids.iter().all(|pid| answered(&members, pid).is_some()) {
+                let upgrades = pids
+                    .iter()
+                    .map(|pid| ProcessUpgrade {
+                        pid: *pid,
+                        outcome: answered(&members, pid).unwrap_or(UpgradeOutcome::Stayed),
+                    })
+                    .collect();
+                members.watch = None;
+                return upgrades;
+            }
+            members = self.members_changed.wait_timeout(members, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
     }
 
     /// Closes the list of processes for good: nothing new starts in this
@@ -138,6 +193,8 @@ impl Version {
             copy: self.library().copy.clone(),
             entries: self.library().entry_names().map(str::to_owned).collect(),
             processes: self.pids(),
+            shapes: self.library().shapes.clone(),
+            warnings: self.warnings.clone(),
         }
     }
 }
@@ -209,6 +266,52 @@ pub struct VersionInfo {
     pub entries: Vec<String>,
     /// The processes running it.
     pub processes: Vec<Pid>,
+    /// The shapes of its entries' states and of its declared messages, and
+    /// the versions its `migrate` converts state from.
+    pub shapes: ModuleShapes,
+    /// What the load-time shape check warned about (a message type whose
+    /// shape changed from the version before under the same name).
+    pub warnings: Vec<String>,
+}
+
+/// What a load did: the version now current and, if the load waited for
+/// them ([`LoadOptions::await_upgrades`]), how the processes of the version
+/// before answered their upgrade.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
+    /// The version loaded.
+    pub version: VersionInfo,
+    /// One per process that ran the version before, in pid order; empty
+    /// unless the load waited.
+    pub upgrades: Vec<ProcessUpgrade>,
+}
+
+/// How one process answered the upgrade a load offered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessUpgrade {
+    /// The process.
+    pub pid: Pid,
+    /// What it did.
+    pub outcome: UpgradeOutcome,
+}
+
+/// What a process did with an upgrade.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpgradeOutcome {
+    /// It hot-called into the new version, its state migrated.
+    Moved,
+    /// Its hot call failed; it runs its old version with its old state, and
+    /// got [`UpgradeFailed`](molt_abi::UpgradeFailed) with this reason.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// It had not hot-called by the deadline: it still runs the old version.
+    Stayed,
+    /// It ended (or left the old version otherwise) before it answered.
+    Ended,
 }
 
 /// A module as `Node::modules` lists it.
@@ -269,11 +372,26 @@ pub struct LoadOptions {
     /// Send every process running the module an
     /// [`Upgrade`](molt_abi::Upgrade) message.
     pub notify: bool,
+    /// Refuse a version that changes the shape of a declared message type
+    /// under the same name ([`LoadError::MessageShapeChanged`]) instead of
+    /// loading it with a warning.
+    pub refuse_changed_messages: bool,
+    /// Wait up to this long for the processes of the version before to
+    /// answer their upgrade, and report how each did
+    /// ([`Loaded::upgrades`]). Blocks the calling thread: call it from
+    /// outside the node's processes.
+    pub await_upgrades: Option<Duration>,
 }
 
 impl Default for LoadOptions {
     fn default() -> LoadOptions {
-        LoadOptions { name: None, purge_first: false, notify: true }
+        LoadOptions {
+            name: None,
+            purge_first: false,
+            notify: true,
+            refuse_changed_messages: false,
+            await_upgrades: None,
+        }
     }
 }
 
@@ -383,19 +501,42 @@ impl CodeServer {
             loaded_at: SystemTime::now(),
             node,
             members: Mutex::new(Members::default()),
+            members_changed: Condvar::new(),
+            warnings: Vec::new(),
             unloads: self.unloads.clone(),
             ranges: self.ranges.clone(),
         })
     }
 
     /// Makes `version` current; the current one becomes old. Refuses if an
-    /// old version exists. Returns the new current and the now-old version.
-    pub(crate) fn commit(&self, version: Version) -> Result<(Arc<Version>, Option<Arc<Version>>), LoadError> {
+    /// old version exists, or if the shape check against the current
+    /// version refuses. Returns the new current and the now-old version.
+    pub(crate) fn commit(
+        &self,
+        mut version: Version,
+        options: &LoadOptions,
+    ) -> Result<(Arc<Version>, Option<Arc<Version>>), LoadError> {
         let mut table = self.table();
         let slot = table.entry(version.module().to_owned()).or_default();
         if let Some(old) = &slot.old {
             // OTP: code:load_file/1 returns {error, not_purged}.
             return Err(LoadError::NotPurged { module: version.module().to_owned(), old: old.declared().to_owned() });
+        }
+        if let Some(current) = &slot.current {
+            let (before, after) = (current.library(), version.library());
+            let warnings = shapes::compare(
+                &after.name,
+                (&before.version, &before.shapes),
+                (&after.version, &after.shapes),
+                options.refuse_changed_messages,
+            )?;
+            for warning in &warnings {
+                tracing::warn!(module = after.name, version = after.version, "{warning}");
+            }
+            version.warnings = warnings;
+            if options.await_upgrades.is_some() {
+                current.watch_upgrades();
+            }
         }
         let version = Arc::new(version);
         self.ranges.add(&version);

@@ -1,0 +1,151 @@
+//! Shapes across module versions: a load that changes an entry's state
+//! shape without a declared conversion is refused, one that declares it is
+//! accepted and carries the state; a message type that changed shape under
+//! its name is a warning (or a refusal, if asked); `modules()` shows every
+//! shape, the same fingerprint in the host and in every build of a module;
+//! and a load can wait for its processes' upgrade outcomes.
+
+mod support;
+
+use std::time::Duration;
+
+use molt::{LoadError, LoadOptions, Message, Pid, Shape, UpgradeOutcome};
+use serde::{Deserialize, Serialize};
+use support::modules::{Counter, ask, testmod};
+use support::{node, run};
+
+/// The host's copy of testmod's version-1 `Note`.
+#[derive(Serialize, Deserialize, Message)]
+#[message(name = "testmod.Note")]
+struct Note {
+    text: String,
+}
+
+fn echo_state_shape(version: &molt::VersionInfo) -> &molt::TracedShape {
+    &version.shapes.entries.iter().find(|entry| entry.entry == "echo").expect("echo is described").state
+}
+
+#[test]
+fn a_changed_state_shape_is_refused_without_a_declared_conversion_and_carried_with_one() {
+    let node = node("shapes");
+    node.load(testmod("")).unwrap();
+    let echo = node.spawn_entry("testmod", "echo", &Counter::new()).unwrap();
+    let answered = run(&node, move |mut p| async move { (ask(&mut p, echo, 1).await, ask(&mut p, echo, 2).await) });
+    assert_eq!(answered.unwrap(), ((1, "1".to_owned(), 0), (2, "1".to_owned(), 1)));
+
+    match node.load(testmod("reshaped")) {
+        Err(error @ LoadError::StateShapeChanged { .. }) => {
+            let text = error.to_string();
+            let LoadError::StateShapeChanged { module, entry, from, to, old, new } = error else { unreachable!() };
+            assert_eq!((module.as_str(), entry.as_str(), from.as_str(), to.as_str()), ("testmod", "echo", "1", "2"));
+            assert_eq!(
+                old.description,
+                "Counter {count: u64, follow_upgrades: bool, watcher: Option<Pid {node: NodeId([u8; 8]), creation: [u8; 4], serial: u64}>}"
+            );
+            assert_eq!(new.description, "Reshaped {count: i64, label: str}");
+            assert_eq!(old.shape, Shape::trace::<Counter>().unwrap().shape);
+            assert!(text.contains("migrates_from: [\"1\"]"), "the error says what to write: {text}");
+        }
+        other => panic!("expected the changed state to be refused, got {other:?}"),
+    }
+    // Nothing changed: version 1 is still the only one, and echo runs it.
+    let module = node.modules().into_iter().find(|m| m.name == "testmod").unwrap();
+    assert_eq!((module.current.unwrap().version.as_str(), module.old), ("1", None));
+
+    let loaded = node.load(testmod("reshaped-converts")).unwrap();
+    assert_eq!(loaded.shapes.migrates_from, ["1"]);
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].contains("Note") && loaded.warnings[0].contains("urgent: bool"),
+        "{:?}",
+        loaded.warnings
+    );
+    let moved = run(&node, move |mut p| async move {
+        p.send(echo, &"hot".to_owned());
+        ask(&mut p, echo, 3).await
+    });
+    assert_eq!(moved.unwrap(), (3, "2-reshaped converted".to_owned(), 2), "the count carried across");
+    node.shutdown();
+}
+
+#[test]
+fn a_changed_message_shape_is_refused_when_asked() {
+    let node = node("shapes");
+    node.load(testmod("")).unwrap();
+    let options = LoadOptions { refuse_changed_messages: true, ..LoadOptions::default() };
+    match node.load_with(testmod("reshaped-converts"), &options) {
+        Err(error @ LoadError::MessageShapeChanged { .. }) => {
+            let text = error.to_string();
+            let LoadError::MessageShapeChanged { message, old, new, .. } = error else { unreachable!() };
+            assert_eq!(message, "Note");
+            assert_eq!(
+                (old.description.as_str(), new.description.as_str()),
+                ("Note {text: str}", "Note {text: str, urgent: bool}")
+            );
+            assert!(text.contains("new name"), "{text}");
+        }
+        other => panic!("expected the changed message to be refused, got {:?}", other.map(|l| l.version)),
+    }
+    node.shutdown();
+}
+
+#[test]
+fn every_shape_is_listed_and_the_same_in_the_host_and_in_every_build() {
+    let node = node("shapes");
+    let v1 = node.load(testmod("")).unwrap();
+    let messages: Vec<(&str, Shape)> = v1.shapes.messages.iter().map(|m| (m.name.as_str(), m.shape.shape)).collect();
+    assert_eq!(messages, [("Note", Note::shape()), ("(Pid, u64)", <(Pid, u64)>::shape())]);
+    assert_eq!(v1.shapes.messages[0].tag, Note::TAG);
+    assert_eq!(echo_state_shape(&v1).shape, Shape::trace::<Counter>().unwrap().shape);
+    let entries: Vec<&str> = v1.shapes.entries.iter().map(|e| e.entry.as_str()).collect();
+    assert_eq!(entries, v1.entries);
+    // Version 2 is another build of the same types.
+    let v2 = node.load(testmod("v2")).unwrap();
+    assert_eq!(v2.shapes.messages, v1.shapes.messages);
+    assert_eq!(echo_state_shape(&v2), echo_state_shape(&v1));
+    assert!(v2.warnings.is_empty(), "{:?}", v2.warnings);
+    let listed = node.modules().into_iter().find(|m| m.name == "testmod").unwrap();
+    assert_eq!(listed.current.unwrap().shapes, v2.shapes);
+    node.shutdown();
+}
+
+#[test]
+fn a_load_can_wait_for_each_process_to_move_or_fail() {
+    for (features, expected) in [
+        ("reshaped-converts", UpgradeOutcome::Moved),
+        ("reshaped-pass-through", UpgradeOutcome::Failed { reason: String::new() }),
+    ] {
+        let node = node("shapes");
+        node.load(testmod("")).unwrap();
+        let follower = Counter { count: 0, follow_upgrades: true, watcher: None };
+        let echoes: Vec<Pid> = (0..3).map(|_| node.spawn_entry("testmod", "echo", &follower).unwrap()).collect();
+        let options = LoadOptions { await_upgrades: Some(support::BOUND), ..LoadOptions::default() };
+        let loaded = node.load_with(testmod(features), &options).unwrap();
+        let pids: Vec<Pid> = loaded.upgrades.iter().map(|u| u.pid).collect();
+        assert_eq!(pids, echoes);
+        for upgrade in &loaded.upgrades {
+            match (&upgrade.outcome, &expected) {
+                (UpgradeOutcome::Moved, UpgradeOutcome::Moved) => {}
+                (UpgradeOutcome::Failed { reason }, UpgradeOutcome::Failed { .. }) => {
+                    assert!(reason.contains("passed the state on unchanged"), "{reason}")
+                }
+                (outcome, _) => panic!("{features}: expected {expected:?}, got {outcome:?}"),
+            }
+        }
+        node.shutdown();
+    }
+}
+
+#[test]
+fn a_process_that_does_not_take_its_upgrade_by_the_deadline_stayed() {
+    let node = node("shapes");
+    node.load(testmod("")).unwrap();
+    let stays = node.spawn_entry("testmod", "echo", &Counter::new()).unwrap();
+    let options = LoadOptions { await_upgrades: Some(Duration::from_millis(200)), ..LoadOptions::default() };
+    let loaded = node.load_with(testmod("v2"), &options).unwrap();
+    assert_eq!(loaded.upgrades.len(), 1);
+    assert_eq!((loaded.upgrades[0].pid, &loaded.upgrades[0].outcome), (stays, &UpgradeOutcome::Stayed));
+    let answer = run(&node, move |mut p| async move { ask(&mut p, stays, 1).await }).unwrap();
+    assert_eq!(answer, (1, "1".to_owned(), 0), "it still runs version 1");
+    node.shutdown();
+}
