@@ -43,7 +43,7 @@ mod signal;
 
 pub use code::{
     BuildError, BuildOptions, LoadError, LoadOptions, Loaded, ModuleInfo, ProcessUpgrade, PurgeError, PurgeReport,
-    UnloadedVersion, UpgradeOutcome, VersionInfo, build_module,
+    ShapeChange, UnloadedVersion, UpgradeOutcome, VersionInfo, build_module,
 };
 pub use info::{ProcessInfo, ProcessStatus};
 pub use molt_abi::contract::ABI_VERSION;

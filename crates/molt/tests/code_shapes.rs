@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use molt::{LoadError, LoadOptions, Message, Pid, Shape, UpgradeOutcome};
+use molt::{LoadError, LoadOptions, Message, Pid, Shape, ShapeChange, UpgradeOutcome};
 use serde::{Deserialize, Serialize};
 use support::modules::{Counter, ask, testmod};
 use support::{node, run};
@@ -34,10 +34,11 @@ fn a_changed_state_shape_is_refused_without_a_declared_conversion_and_carried_wi
     assert_eq!(answered.unwrap(), ((1, "1".to_owned(), 0), (2, "1".to_owned(), 1)));
 
     match node.load(testmod("reshaped")) {
-        Err(error @ LoadError::StateShapeChanged { .. }) => {
+        Err(error @ LoadError::StateShapeChanged(_)) => {
             let text = error.to_string();
-            let LoadError::StateShapeChanged { module, entry, from, to, old, new } = error else { unreachable!() };
-            assert_eq!((module.as_str(), entry.as_str(), from.as_str(), to.as_str()), ("testmod", "echo", "1", "2"));
+            let LoadError::StateShapeChanged(change) = error else { unreachable!() };
+            let ShapeChange { module, what, from, to, old, new, .. } = *change;
+            assert_eq!((module.as_str(), what.as_str(), from.as_str(), to.as_str()), ("testmod", "echo", "1", "2"));
             assert_eq!(
                 old.description,
                 "Counter {count: u64, follow_upgrades: bool, watcher: Option<Pid {node: NodeId([u8; 8]), creation: [u8; 4], serial: u64}>}"
@@ -74,10 +75,11 @@ fn a_changed_message_shape_is_refused_when_asked() {
     node.load(testmod("")).unwrap();
     let options = LoadOptions { refuse_changed_messages: true, ..LoadOptions::default() };
     match node.load_with(testmod("reshaped-converts"), &options) {
-        Err(error @ LoadError::MessageShapeChanged { .. }) => {
+        Err(error @ LoadError::MessageShapeChanged(_)) => {
             let text = error.to_string();
-            let LoadError::MessageShapeChanged { message, old, new, .. } = error else { unreachable!() };
-            assert_eq!(message, "Note");
+            let LoadError::MessageShapeChanged(change) = error else { unreachable!() };
+            let ShapeChange { what, old, new, .. } = *change;
+            assert_eq!(what, "Note");
             assert_eq!(
                 (old.description.as_str(), new.description.as_str()),
                 ("Note {text: str}", "Note {text: str, urgent: bool}")

@@ -133,49 +133,27 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
-    /// The new version changes the shape of an entry's state, and its
-    /// `migrate` does not declare that it converts state from the current
-    /// version: every process that moved into it would fail its upgrade.
+    /// The new version changes the shape of an entry's state (`what`), and
+    /// its `migrate` does not declare that it converts state from the
+    /// current version: every process that moved into it would fail its
+    /// upgrade.
     #[error(
-        "module {module:?} version {to} changes the state of entry {entry} from {old} to {new}, but its migrate \
-         does not convert state from version {from}; write a migrate that turns the old state into the new one \
-         and declare it: module! {{ ..., migrate: migrate, migrates_from: [\"{from}\"] }} (or keep the state's shape)"
+        "module {:?} version {} changes the state of entry {} from {} to {}, but its migrate does not convert \
+         state from version {}; write a migrate that turns the old state into the new one and declare it: \
+         module! {{ ..., migrate: migrate, migrates_from: [\"{}\"] }} (or keep the state's shape)",
+        .0.module, .0.to, .0.what, .0.old, .0.new, .0.from, .0.from
     )]
-    StateShapeChanged {
-        /// The module.
-        module: String,
-        /// The entry.
-        entry: String,
-        /// The current version.
-        from: String,
-        /// The version refused.
-        to: String,
-        /// The current version's state shape.
-        old: TracedShape,
-        /// The refused version's.
-        new: TracedShape,
-    },
-    /// A declared message type changes shape under the same name, and the
-    /// load was asked to refuse that (`LoadOptions::refuse_changed_messages`).
+    StateShapeChanged(Box<ShapeChange>),
+    /// A declared message type (`what`) changes shape under the same name,
+    /// and the load was asked to refuse that
+    /// (`LoadOptions::refuse_changed_messages`).
     #[error(
-        "module {module:?} version {to} changes the shape of message {message} from {old} (version {from}) to \
-         {new}; processes of the two versions would refuse each other's {message}: give the new shape a new \
-         name, or load without refuse_changed_messages and receive both shapes"
+        "module {:?} version {} changes the shape of message {} from {} (version {}) to {}; processes of the two \
+         versions would refuse each other's {}: give the new shape a new name, or load without \
+         refuse_changed_messages and receive both shapes",
+        .0.module, .0.to, .0.what, .0.old, .0.from, .0.new, .0.what
     )]
-    MessageShapeChanged {
-        /// The module.
-        module: String,
-        /// The message type, as the module names it.
-        message: String,
-        /// The current version.
-        from: String,
-        /// The version refused.
-        to: String,
-        /// The current version's shape of it.
-        old: TracedShape,
-        /// The refused version's.
-        new: TracedShape,
-    },
+    MessageShapeChanged(Box<ShapeChange>),
     /// An old version still exists (Erlang's `not_purged`).
     #[error("module {module:?} still has an old version ({old}); purge it first, or load with purge_first")]
     NotPurged {
@@ -187,6 +165,26 @@ pub enum LoadError {
     /// Purging the old version first (asked for) failed.
     #[error(transparent)]
     Purge(#[from] PurgeError),
+}
+
+/// A type whose shape differs between a module's current version and the
+/// version being loaded.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShapeChange {
+    /// The module.
+    pub module: String,
+    /// The entry whose state changed, or the message type, as the module
+    /// names it.
+    pub what: String,
+    /// The current version.
+    pub from: String,
+    /// The version being loaded.
+    pub to: String,
+    /// The current version's shape.
+    pub old: TracedShape,
+    /// The new version's.
+    pub new: TracedShape,
 }
 
 /// Why a purge was refused or could not finish.

@@ -27,7 +27,7 @@ use molt_abi::module::ModuleShapes;
 use molt_abi::{NodeId, Pid};
 
 pub use build::{BuildOptions, build_module};
-pub use error::{BuildError, LoadError, PurgeError};
+pub use error::{BuildError, LoadError, PurgeError, ShapeChange};
 pub(crate) use loader::Library;
 
 /// How long a hard purge waits for the processes it killed to end, unless

@@ -11,7 +11,7 @@
 
 use molt_abi::module::ModuleShapes;
 
-use super::LoadError;
+use super::{LoadError, ShapeChange};
 
 /// Compares `new` (version `to`) with `current` (version `from`) of
 /// `module`: the warnings, or the refusal.
@@ -24,14 +24,14 @@ pub(crate) fn compare(
     for entry in &new.entries {
         let Some(old) = current.entries.iter().find(|old| old.entry == entry.entry) else { continue };
         if !old.state.shape.fits(entry.state.shape) && !new.migrates_from.iter().any(|v| v == from) {
-            return Err(LoadError::StateShapeChanged {
+            return Err(LoadError::StateShapeChanged(Box::new(ShapeChange {
                 module: module.to_owned(),
-                entry: entry.entry.clone(),
+                what: entry.entry.clone(),
                 from: from.to_owned(),
                 to: to.to_owned(),
                 old: old.state.clone(),
                 new: entry.state.clone(),
-            });
+            })));
         }
     }
     let mut warnings = Vec::new();
@@ -41,14 +41,14 @@ pub(crate) fn compare(
             continue;
         }
         if refuse_changed_messages {
-            return Err(LoadError::MessageShapeChanged {
+            return Err(LoadError::MessageShapeChanged(Box::new(ShapeChange {
                 module: module.to_owned(),
-                message: message.name.clone(),
+                what: message.name.clone(),
                 from: from.to_owned(),
                 to: to.to_owned(),
                 old: old.shape.clone(),
                 new: message.shape.clone(),
-            });
+            })));
         }
         warnings.push(format!(
             "message {} changes shape under the same name from {} (version {from}) to {} (version {to}): \
