@@ -125,10 +125,10 @@ enum Deep {
 fn enums_nested_anywhere_are_traced_to_their_last_variant() {
     assert_eq!(
         described::<Outer>(),
-        "Outer {first: Inner {Plain | Deeper(Deep {X | Y {y: Option<i16>} | Z({str, (u8, u8)})}) | \
-         Pair(u8, Deep {X | Y {y: Option<i16>} | Z({str, (u8, u8)})})}, \
-         list: [Inner {Plain | Deeper(Deep {X | Y {y: Option<i16>} | Z({str, (u8, u8)})}) | \
-         Pair(u8, Deep {X | Y {y: Option<i16>} | Z({str, (u8, u8)})})}]}"
+        "Outer {first: Inner {Plain | Deeper(Deep {X | Y {y: Option<i16>} | Z({str, [u8; 2]})}) | \
+         Pair(u8, Deep {X | Y {y: Option<i16>} | Z({str, [u8; 2]})})}, \
+         list: [Inner {Plain | Deeper(Deep {X | Y {y: Option<i16>} | Z({str, [u8; 2]})}) | \
+         Pair(u8, Deep {X | Y {y: Option<i16>} | Z({str, [u8; 2]})})}]}"
     );
     let exit = described::<Exit>();
     assert!(!exit.contains('?'), "every variant of ExitReason traced: {exit}");
