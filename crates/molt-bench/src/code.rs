@@ -36,6 +36,17 @@ fn modules() -> &'static Modules {
     })
 }
 
+/// testmod version 1 declaring 50 message types more (`many-messages`).
+fn many_messages() -> &'static PathBuf {
+    static MODULE: OnceLock<PathBuf> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("molt-bench-modules-{}", std::process::id())).join("many");
+        let say = |line: String| eprintln!("molt-bench: {line}");
+        molt_cli::demo::build_kept(&workspace().join("examples/testmod"), &["many-messages"], &dir, &say)
+            .expect("testmod with 50 messages builds")
+    })
+}
+
 fn node() -> Node {
     Node::start(NodeConfig::new("bench-code")).expect("a node starts")
 }
@@ -63,6 +74,29 @@ pub(crate) fn load(n: u64) -> Measurement {
     }
     node.shutdown();
     Measurement { seconds: total / n as f64, ..Default::default() }
+}
+
+/// What a load spends on shapes (each message type traced in the module,
+/// its description sent over and compared with the current version's):
+/// the time per load of testmod declaring 52 message types, less the time
+/// per load of the same module declaring 2. Loads alternate between the
+/// two, each after an untimed soft purge; `baseline_seconds` is the
+/// 2-message load.
+pub(crate) fn load_shapes_50(n: u64) -> Measurement {
+    let files = [&modules().testmod[0], many_messages()];
+    let node = node();
+    let mut totals = [0.0; 2];
+    for i in 0..2 * n {
+        let which = (i % 2) as usize;
+        node.soft_purge("testmod").ok();
+        let start = Instant::now();
+        let loaded = node.load(files[which]).expect("testmod loads");
+        totals[which] += start.elapsed().as_secs_f64();
+        assert_eq!(loaded.shapes.messages.len(), [2, 52][which]);
+    }
+    node.shutdown();
+    let [few, many] = totals.map(|total| total / n as f64);
+    Measurement { seconds: many - few, baseline_seconds: Some(few), ..Default::default() }
 }
 
 /// A hard purge of an old version that one process runs, with `n` other

@@ -60,6 +60,7 @@ const WORKLOADS: &[Workload] = &[
         erlang: true,
     },
     Workload { name: "hot_call", n: 1_000, better: Better::Time, run: code::hot_call, erlang: false },
+    Workload { name: "load_shapes_50", n: 200, better: Better::Time, run: code::load_shapes_50, erlang: false },
 ];
 
 #[derive(Parser)]
@@ -97,6 +98,9 @@ fn figures(workload: &Workload, n: u64, m: &Measurement) -> Value {
     value["rate"] = json!(rate);
     if let Some(bytes) = m.bytes_per_process {
         value["bytes_per_process"] = json!(bytes);
+    }
+    if let Some(baseline) = m.baseline_seconds {
+        value["baseline_seconds"] = json!(baseline);
     }
     value
 }

@@ -13,6 +13,9 @@ pub(crate) struct Measurement {
     pub(crate) seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) bytes_per_process: Option<f64>,
+    /// For a workload measured as a difference: the time it is taken from.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) baseline_seconds: Option<f64>,
 }
 
 fn node() -> Node {
@@ -141,7 +144,7 @@ pub(crate) fn memory(n: u64) -> Measurement {
         (seconds, bytes)
     });
     node.shutdown();
-    Measurement { seconds, bytes_per_process: Some(bytes) }
+    Measurement { seconds, bytes_per_process: Some(bytes), ..Default::default() }
 }
 
 /// One receiver with `n` non-matching messages queued; each of 10 timed

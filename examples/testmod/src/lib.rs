@@ -35,6 +35,8 @@ pub use hostile::{
 
 #[cfg(feature = "init-effect")]
 pub mod init;
+#[cfg(feature = "many-messages")]
+pub mod many;
 use serde::{Deserialize, Serialize};
 
 /// This build's declared version.
@@ -160,7 +162,8 @@ fn migrate(from: &str, old: molt_module::OldState<'_>) -> molt_module::MigrateRe
     feature = "v3",
     feature = "wrong-abi",
     feature = "wrong-sdk",
-    feature = "wrong-name"
+    feature = "wrong-name",
+    feature = "many-messages"
 )))]
 molt_module::module! {
     name: "testmod",
