@@ -18,20 +18,26 @@ pub enum ReceiveError {
     /// is another (the sender has another version of the type, and no arm
     /// of the receive takes that shape), or its bytes did not decode. The
     /// message was taken out of the mailbox; nothing was decoded into a
-    /// type of another shape.
-    #[error("a message tagged {tag:?} of shape {found} is not a {type_name} (shape {expected}): {reason}")]
-    Decode {
-        /// The message's tag.
-        tag: Tag,
-        /// The type the receive asked for.
-        type_name: &'static str,
-        /// That type's shape.
-        expected: Shape,
-        /// The message's shape, as its sender's type has it.
-        found: Shape,
-        /// What was wrong, and what to do.
-        reason: String,
-    },
+    /// type of another shape. (Boxed, so that every receive's result stays
+    /// small: it is moved on the fast path of each message.)
+    #[error(transparent)]
+    Decode(Box<DecodeError>),
+}
+
+/// The details of [`ReceiveError::Decode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a message tagged {tag:?} of shape {found} is not a {type_name} (shape {expected}): {reason}")]
+pub struct DecodeError {
+    /// The message's tag.
+    pub tag: Tag,
+    /// The type the receive asked for.
+    pub type_name: &'static str,
+    /// That type's shape.
+    pub expected: Shape,
+    /// The message's shape, as its sender's type has it.
+    pub found: Shape,
+    /// What was wrong, and what to do.
+    pub reason: String,
 }
 
 impl From<ReceiveError> for ExitReason {

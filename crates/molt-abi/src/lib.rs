@@ -23,7 +23,7 @@ mod receive;
 mod shape;
 
 pub use body::{body_future, install_module_panic_hook, panic_message};
-pub use error::{ReceiveError, RegisterError, SpawnError};
+pub use error::{DecodeError, ReceiveError, RegisterError, SpawnError};
 pub use exit::{ExitReason, IntoExitReason, Never};
 pub use message::{Down, Envelope, Exit, Message, Payload, Tag, Upgrade, UpgradeFailed};
 /// Derives [`Message`]: `#[derive(Message)] #[message(name = "myapp.Ping")]`.

@@ -109,7 +109,7 @@ pub trait Message: Serialize + DeserializeOwned + Send + 'static {
 
 /// The encoded bytes of one message. Small messages live inline, so sending
 /// them allocates once, in the receiving mailbox's queue.
-pub type Payload = SmallVec<[u8; 32]>;
+pub type Payload = SmallVec<[u8; 24]>;
 
 /// One encoded message: what a mailbox queues and a connection carries.
 ///
@@ -254,7 +254,11 @@ macro_rules! traced_messages {
 }
 
 traced_messages! {
-    Pid => "molt.Pid", ExitReason => "molt.ExitReason", MonitorRef => "molt.MonitorRef",
+    ExitReason => "molt.ExitReason",
+}
+
+primitive_messages! {
+    Pid => "molt.Pid" PID, MonitorRef => "molt.MonitorRef" MONITOR_REF,
 }
 
 /// A borrowed or owned string is the same message as a `String` (the same

@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::contract::{MATCH_TAKE, NO_DEADLINE, ReceiveRequest, ReceiveStatus};
 use smallvec::SmallVec;
 
-use crate::{Envelope, Message, Process, ReceiveError, Shape, Tag};
+use crate::{DecodeError, Envelope, Message, Process, ReceiveError, Shape, Tag};
 
 /// Decides, message by message, whether a receive takes it.
 trait Matcher {
@@ -135,12 +135,14 @@ fn decode<M: Message>(shape: Shape, bytes: &[u8]) -> Result<M, ReceiveError> {
     if !shape.fits(expected) {
         return Err(shape_mismatch::<M>(shape));
     }
-    Envelope::decode::<M>(bytes).map_err(|error| ReceiveError::Decode {
-        tag: M::TAG,
-        type_name: std::any::type_name::<M>(),
-        expected,
-        found: shape,
-        reason: error.to_string(),
+    Envelope::decode::<M>(bytes).map_err(|error| {
+        ReceiveError::Decode(Box::new(DecodeError {
+            tag: M::TAG,
+            type_name: std::any::type_name::<M>(),
+            expected,
+            found: shape,
+            reason: error.to_string(),
+        }))
     })
 }
 
@@ -148,7 +150,7 @@ fn decode<M: Message>(shape: Shape, bytes: &[u8]) -> Result<M, ReceiveError> {
 #[cold]
 fn shape_mismatch<M: Message>(found: Shape) -> ReceiveError {
     let expected = Shape::trace::<M>().map_or_else(|why| why, |traced| traced.description);
-    ReceiveError::Decode {
+    ReceiveError::Decode(Box::new(DecodeError {
         tag: M::TAG,
         type_name: std::any::type_name::<M>(),
         expected: M::shape(),
@@ -157,7 +159,7 @@ fn shape_mismatch<M: Message>(found: Shape) -> ReceiveError {
             "the sender's type has another shape than this one ({expected}), so the bytes were not decoded; \
              take both shapes with an arm for each, or give the new shape a new name"
         ),
-    }
+    }))
 }
 
 /// The future of [`Process::expect`] and [`Process::expect_timeout`].

@@ -20,8 +20,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub use molt_abi::{
-    Down, Exit, ExitReason, IntoExitReason, Message, MonitorRef, Never, Pid, Process, ReceiveError, RegisterError,
-    Shape, SpawnError, Tag, TimerRef, TracedShape, Upgrade, UpgradeFailed,
+    DecodeError, Down, Exit, ExitReason, IntoExitReason, Message, MonitorRef, Never, Pid, Process, ReceiveError,
+    RegisterError, Shape, SpawnError, Tag, TimerRef, TracedShape, Upgrade, UpgradeFailed,
 };
 
 /// The old version's state, handed to `migrate`.

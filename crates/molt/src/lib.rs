@@ -50,8 +50,8 @@ pub use molt_abi::contract::ABI_VERSION;
 pub use molt_abi::contract::SpawnOptions;
 pub use molt_abi::module::{EntryShape, MessageShape, ModuleShapes};
 pub use molt_abi::{
-    Down, Envelope, Exit, ExitReason, Expect, HotCall, IntoExitReason, Message, MonitorRef, Never, NodeId, Pid,
-    Process, Receive, ReceiveError, RegisterError, Shape, Sleep, SpawnError, Tag, TimerRef, TracedShape, Upgrade,
+    DecodeError, Down, Envelope, Exit, ExitReason, Expect, HotCall, IntoExitReason, Message, MonitorRef, Never, NodeId,
+    Pid, Process, Receive, ReceiveError, RegisterError, Shape, Sleep, SpawnError, Tag, TimerRef, TracedShape, Upgrade,
     UpgradeFailed, serde,
 };
 pub use node::{Node, NodeConfig, NodeError};

@@ -155,9 +155,9 @@ fn a_message_that_does_not_decode_is_an_error_the_process_sees() {
     })
     .unwrap();
     match bad {
-        Err(ReceiveError::Decode { tag, type_name, .. }) => {
-            assert_eq!(tag, Current::TAG);
-            assert!(type_name.ends_with("Current"), "{type_name}");
+        Err(ReceiveError::Decode(decode)) => {
+            assert_eq!(decode.tag, Current::TAG);
+            assert!(decode.type_name.ends_with("Current"), "{}", decode.type_name);
         }
         other => panic!("expected a decode error, got {other:?}"),
     }

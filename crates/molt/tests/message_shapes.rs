@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::OnceLock;
 
-use molt::{Message, Node, ReceiveError, Shape, Tag};
+use molt::{DecodeError, Message, Node, ReceiveError, Shape, Tag};
 use serde::{Deserialize, Serialize};
 use support::run;
 
@@ -59,7 +59,8 @@ struct Marker(u32);
 fn assert_mismatch<M: Message>(error: ReceiveError, found: Shape) {
     let text = error.to_string();
     match error {
-        ReceiveError::Decode { tag, type_name, expected, found: seen, reason } => {
+        ReceiveError::Decode(decode) => {
+            let DecodeError { tag, type_name, expected, found: seen, reason, .. } = *decode;
             assert_eq!(tag, M::TAG);
             assert!(type_name.ends_with("Put"), "{type_name}");
             assert_eq!(expected, M::shape());
