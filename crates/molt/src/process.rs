@@ -347,7 +347,13 @@ impl ProcessTask {
             None
         } else {
             match self.start_in(&old, &current, &entry, &state) {
-                Ok(future) => Some((current, future)),
+                Ok(future) => {
+                    // Recorded before the old body (and with it the
+                    // process's place in the old version) goes, so a load
+                    // waiting for it never sees it gone without an answer.
+                    old.record_upgrade(self.ctx.pid.serial, UpgradeOutcome::Moved);
+                    Some((current, future))
+                }
                 Err(failure) => {
                     old.record_upgrade(self.ctx.pid.serial, UpgradeOutcome::Failed { reason: failure.clone() });
                     self.ctx.node.upgrade_failed(&self.ctx, &old, &current, failure);
@@ -383,15 +389,13 @@ impl ProcessTask {
         // OTP: a process cannot enter a version that is being purged; a
         // purge kills it anyway.
         if !target.try_add_process(self.ctx.pid.serial) {
+            old.record_upgrade(self.ctx.pid.serial, UpgradeOutcome::Ended);
             drop(future);
             self.ctx.set_exit_reason(ExitReason::Purged {
                 module: target.module().to_owned(),
                 version: target.declared().to_owned(),
             });
             return false;
-        }
-        if !Arc::ptr_eq(&target, &old) {
-            old.record_upgrade(self.ctx.pid.serial, UpgradeOutcome::Moved);
         }
         self.ctx.signals().code = CodeRef::Module(Arc::downgrade(&target), target.library().entry_index(&entry));
         self.body = Some(RunningBody::new(future, Some(target), self.ctx.pid.serial));

@@ -69,6 +69,41 @@ fn a_changed_state_shape_is_refused_without_a_declared_conversion_and_carried_wi
     node.shutdown();
 }
 
+/// The host's copy of version 2's `Note`.
+mod v2 {
+    use super::*;
+    #[derive(Serialize, Deserialize, Message)]
+    #[message(name = "testmod.Note")]
+    pub(super) struct Note {
+        pub(super) text: String,
+        pub(super) urgent: bool,
+    }
+}
+
+#[test]
+fn an_upgraded_process_takes_both_shapes_of_a_message_from_senders_old_and_new() {
+    let node = node("shapes");
+    node.load(testmod("")).unwrap();
+    let echo = node.spawn_entry("testmod", "echo", &Counter::new()).unwrap();
+    node.load(testmod("reshaped-converts")).unwrap();
+    let read = run(&node, move |mut p| async move {
+        let me = p.self_pid();
+        p.send(echo, &"hot".to_owned());
+        assert_eq!(ask(&mut p, echo, 1).await.1, "2-reshaped converted");
+        // A sender still on the old shape, then one on the new, then old.
+        p.send(echo, &(me, Note { text: "a".into() }));
+        p.send(echo, &(me, v2::Note { text: "b".into(), urgent: true }));
+        p.send(echo, &(me, Note { text: "c".into() }));
+        let mut read = Vec::new();
+        for _ in 0..3 {
+            read.push(p.expect::<String>().await.unwrap());
+        }
+        read
+    });
+    assert_eq!(read.unwrap(), [r#"old note "a""#, r#"new note "b", urgent true"#, r#"old note "c""#]);
+    node.shutdown();
+}
+
 #[test]
 fn a_changed_message_shape_is_refused_when_asked() {
     let node = node("shapes");

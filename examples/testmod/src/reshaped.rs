@@ -27,12 +27,38 @@ pub struct Note {
     pub urgent: bool,
 }
 
-/// Answers pings, as version 1's `echo` does, from its own state.
+/// Version 1's `Note`, which senders not yet upgraded still send.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(name = "testmod.Note")]
+pub struct OldNote {
+    /// What it says.
+    pub text: String,
+}
+
+enum Next {
+    Ping(Pid, u64),
+    Note(Pid, String),
+}
+
+/// Answers pings, as version 1's `echo` does, from its own state; takes a
+/// `(from, Note)` in either shape, and answers with what it read.
 pub async fn echo(mut p: Process, mut state: Reshaped) -> Result<(), ExitReason> {
     loop {
-        let (from, n): (Pid, u64) = p.expect().await?;
-        p.send(from, &(n, format!("2-reshaped {}", state.label), state.count as u64));
-        state.count += 1;
+        let next = p
+            .receive()
+            .on(|(from, n): (Pid, u64)| Next::Ping(from, n))
+            .on(|(from, note): (Pid, OldNote)| Next::Note(from, format!("old note {:?}", note.text)))
+            .on(|(from, note): (Pid, Note)| {
+                Next::Note(from, format!("new note {:?}, urgent {}", note.text, note.urgent))
+            })
+            .await?;
+        match next {
+            Next::Ping(from, n) => {
+                p.send(from, &(n, format!("2-reshaped {}", state.label), state.count as u64));
+                state.count += 1;
+            }
+            Next::Note(from, read) => p.send(from, &read),
+        }
     }
 }
 
