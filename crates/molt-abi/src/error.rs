@@ -38,6 +38,9 @@ pub struct DecodeError {
     pub found: Shape,
     /// What was wrong, and what to do.
     pub reason: String,
+    /// The message's bytes, as sent: decode them with another type
+    /// ([`Envelope::decode`](crate::Envelope::decode)) to recover it.
+    pub bytes: Vec<u8>,
 }
 
 impl From<ReceiveError> for ExitReason {

@@ -162,6 +162,11 @@ pub enum MigrateStatus {
     Failed = 1,
     /// The hook panicked; the panic's message was written to the sink.
     Panicked = 2,
+    /// The hook handed the old state on as it was, without decoding it (no
+    /// migrate, or one that returned `old.bytes()`): the state, unchanged,
+    /// was written to the sink. The core refuses it for an entry whose
+    /// state changed shape.
+    PassedOn = 3,
 }
 
 impl MigrateStatus {
@@ -171,6 +176,7 @@ impl MigrateStatus {
             0 => Some(MigrateStatus::Migrated),
             1 => Some(MigrateStatus::Failed),
             2 => Some(MigrateStatus::Panicked),
+            3 => Some(MigrateStatus::PassedOn),
             _ => None,
         }
     }

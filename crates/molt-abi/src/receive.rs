@@ -133,7 +133,7 @@ impl<M: Matcher> Matcher for &mut M {
 fn decode<M: Message>(shape: Shape, bytes: &[u8]) -> Result<M, ReceiveError> {
     let expected = M::shape();
     if !shape.fits(expected) {
-        return Err(shape_mismatch::<M>(shape));
+        return Err(shape_mismatch::<M>(shape, bytes));
     }
     Envelope::decode::<M>(bytes).map_err(|error| {
         ReceiveError::Decode(Box::new(DecodeError {
@@ -142,23 +142,25 @@ fn decode<M: Message>(shape: Shape, bytes: &[u8]) -> Result<M, ReceiveError> {
             expected,
             found: shape,
             reason: error.to_string(),
+            bytes: bytes.to_vec(),
         }))
     })
 }
 
-/// The error for a message of `M`'s tag whose shape is not `M`'s.
+/// The error for a message of `M`'s tag whose shape is not `M`'s. (No
+/// description of the shape: a stale sender may send many, and a
+/// description is a trace; `Shape::trace` and `node.modules()` give it.)
 #[cold]
-fn shape_mismatch<M: Message>(found: Shape) -> ReceiveError {
-    let expected = Shape::trace::<M>().map_or_else(|why| why, |traced| traced.description);
+fn shape_mismatch<M: Message>(found: Shape, bytes: &[u8]) -> ReceiveError {
     ReceiveError::Decode(Box::new(DecodeError {
         tag: M::TAG,
         type_name: std::any::type_name::<M>(),
         expected: M::shape(),
         found,
-        reason: format!(
-            "the sender's type has another shape than this one ({expected}), so the bytes were not decoded; \
-             take both shapes with an arm for each, or give the new shape a new name"
-        ),
+        reason: "the sender's type has another shape than this one, so the bytes were not decoded; take both \
+                 shapes with an arm for each, or give the new shape a new name"
+            .into(),
+        bytes: bytes.to_vec(),
     }))
 }
 
@@ -275,18 +277,19 @@ pub trait Arms<R> {
     /// Adds the tags the arms accept to `tags`.
     fn tags(&self, tags: &mut SmallVec<[Tag; 8]>);
     /// The first arm's outcome for a message: `None` if no arm takes it. An
-    /// arm takes only a message of its type's tag and shape.
-    fn take(&mut self, tag: Tag, shape: Shape, bytes: &[u8]) -> Option<Result<R, ReceiveError>>;
+    /// arm takes only a message of its type's tag and shape: `exact` asks
+    /// for the very shape, otherwise an unknown shape on either side fits.
+    fn take(&mut self, tag: Tag, shape: Shape, exact: bool, bytes: &[u8]) -> Option<Result<R, ReceiveError>>;
     /// Whether some arm takes messages of `tag` and `shape`.
     fn fits(&self, tag: Tag, shape: Shape) -> bool;
     /// The error the first arm with `tag` gives a message of another shape.
-    fn mismatch(&self, tag: Tag, shape: Shape) -> Option<ReceiveError>;
+    fn mismatch(&self, tag: Tag, shape: Shape, bytes: &[u8]) -> Option<ReceiveError>;
 }
 
 impl<R> Arms<R> for NoArms {
     fn tags(&self, _tags: &mut SmallVec<[Tag; 8]>) {}
 
-    fn take(&mut self, _tag: Tag, _shape: Shape, _bytes: &[u8]) -> Option<Result<R, ReceiveError>> {
+    fn take(&mut self, _tag: Tag, _shape: Shape, _exact: bool, _bytes: &[u8]) -> Option<Result<R, ReceiveError>> {
         None
     }
 
@@ -294,7 +297,7 @@ impl<R> Arms<R> for NoArms {
         false
     }
 
-    fn mismatch(&self, _tag: Tag, _shape: Shape) -> Option<ReceiveError> {
+    fn mismatch(&self, _tag: Tag, _shape: Shape, _bytes: &[u8]) -> Option<ReceiveError> {
         None
     }
 }
@@ -313,11 +316,12 @@ where
         }
     }
 
-    fn take(&mut self, tag: Tag, shape: Shape, bytes: &[u8]) -> Option<Result<R, ReceiveError>> {
-        if let Some(taken) = self.0.take(tag, shape, bytes) {
+    fn take(&mut self, tag: Tag, shape: Shape, exact: bool, bytes: &[u8]) -> Option<Result<R, ReceiveError>> {
+        if let Some(taken) = self.0.take(tag, shape, exact, bytes) {
             return Some(taken);
         }
-        if tag != M::TAG || !shape.fits(M::shape()) {
+        let fits = if exact { shape == M::shape() } else { shape.fits(M::shape()) };
+        if tag != M::TAG || !fits {
             return None;
         }
         let arm = &mut self.1;
@@ -332,12 +336,12 @@ where
         self.0.fits(tag, shape) || (tag == M::TAG && shape.fits(M::shape()))
     }
 
-    fn mismatch(&self, tag: Tag, shape: Shape) -> Option<ReceiveError> {
-        let earlier = self.0.mismatch(tag, shape);
+    fn mismatch(&self, tag: Tag, shape: Shape, bytes: &[u8]) -> Option<ReceiveError> {
+        let earlier = self.0.mismatch(tag, shape, bytes);
         if earlier.is_some() || tag != M::TAG {
             return earlier;
         }
-        Some(shape_mismatch::<M>(shape))
+        Some(shape_mismatch::<M>(shape, bytes))
     }
 }
 
@@ -372,12 +376,17 @@ struct FirstArm<'a, R, A> {
 
 impl<R, A: Arms<R>> Matcher for FirstArm<'_, R, A> {
     fn try_match(&mut self, tag: Tag, shape: Shape, bytes: &[u8]) -> bool {
-        self.outcome = self.arms.take(tag, shape, bytes);
+        // An arm of the very shape first; then one where either shape is
+        // unknown (so an untraceable type's arm never shadows an exact one).
+        self.outcome = self.arms.take(tag, shape, true, bytes);
+        if self.outcome.is_none() {
+            self.outcome = self.arms.take(tag, shape, false, bytes);
+        }
         // The core offers only wanted tags: a message no arm took is one
         // every arm of its shape declined (it stays), or one whose shape no
         // arm has (it is taken out, with the error).
         if self.outcome.is_none() && !self.arms.fits(tag, shape) {
-            self.outcome = self.arms.mismatch(tag, shape).map(Err);
+            self.outcome = self.arms.mismatch(tag, shape, bytes).map(Err);
         }
         self.outcome.is_some()
     }

@@ -18,12 +18,9 @@
 //! message (`ExitReason` in `Exit`) would need a trace call of its own,
 //! naming its type — which a derive on the outer type cannot know.
 
+mod by_type;
 mod trace;
 mod tree;
-
-use std::any::TypeId;
-use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -150,21 +147,32 @@ impl Shape {
     pub const CHAR: Shape = leaf(kind::CHAR);
     /// A string.
     pub const STR: Shape = leaf(kind::STR);
-    /// A byte string (`serde_bytes`).
-    pub const BYTES: Shape = leaf(kind::BYTES);
+    /// A byte string (`serde_bytes`): the same bytes as a `Vec<u8>`, so
+    /// the same shape.
+    pub const BYTES: Shape = Shape::seq(Shape::U8);
 
-    /// `Option<T>` of a `T` of shape `inner`.
+    /// `Option<T>` of a `T` of shape `inner`. Made of an unknown shape, a
+    /// shape is unknown (so are all the compositions below).
     pub const fn option(inner: Shape) -> Shape {
+        if inner.0 == Shape::UNKNOWN.0 {
+            return Shape::UNKNOWN;
+        }
         Shape(mix(mix(start(), kind::OPTION), inner.0))
     }
 
     /// A sequence (`Vec<T>`, a set) of `item`.
     pub const fn seq(item: Shape) -> Shape {
+        if item.0 == Shape::UNKNOWN.0 {
+            return Shape::UNKNOWN;
+        }
         Shape(mix(mix(start(), kind::SEQ), item.0))
     }
 
     /// A map from `key` to `value`.
     pub const fn map(key: Shape, value: Shape) -> Shape {
+        if key.0 == Shape::UNKNOWN.0 || value.0 == Shape::UNKNOWN.0 {
+            return Shape::UNKNOWN;
+        }
         Shape(mix(mix(mix(start(), kind::MAP), key.0), value.0))
     }
 
@@ -173,6 +181,9 @@ impl Shape {
         let mut hash = mix(mix(start(), kind::TUPLE), items.len() as u64);
         let mut i = 0;
         while i < items.len() {
+            if items[i].0 == Shape::UNKNOWN.0 {
+                return Shape::UNKNOWN;
+            }
             hash = mix(hash, items[i].0);
             i += 1;
         }
@@ -185,6 +196,9 @@ impl Shape {
         let mut hash = mix(mix(mix(start(), kind::STRUCT), kind::FIELDS_BODY), fields.len() as u64);
         let mut i = 0;
         while i < fields.len() {
+            if fields[i].1.0 == Shape::UNKNOWN.0 {
+                return Shape::UNKNOWN;
+            }
             hash = mix(mix_name(hash, fields[i].0), fields[i].1.0);
             i += 1;
         }
@@ -193,6 +207,9 @@ impl Shape {
 
     /// A newtype struct (`struct S(T)`) around `inner`.
     pub const fn newtype(inner: Shape) -> Shape {
+        if inner.0 == Shape::UNKNOWN.0 {
+            return Shape::UNKNOWN;
+        }
         Shape(mix(mix(mix(start(), kind::STRUCT), kind::NEWTYPE_BODY), inner.0))
     }
 
@@ -228,18 +245,12 @@ impl Shape {
         traced::<T>().map_or(Shape::UNKNOWN, |traced| traced.shape)
     }
 
-    /// The shape of `T`, traced once per type and then remembered;
+    /// The shape of `T`, traced once per type and then remembered in a
+    /// table shared by all types (lock-free: a few nanoseconds a look-up);
     /// [`Shape::UNKNOWN`] if it cannot be traced. `#[derive(Message)]` keeps
     /// each type's shape in a static of its own instead, which is faster.
     pub fn of<T: DeserializeOwned + 'static>() -> Shape {
-        static SHAPES: OnceLock<RwLock<HashMap<TypeId, Shape>>> = OnceLock::new();
-        let shapes = SHAPES.get_or_init(Default::default);
-        let id = TypeId::of::<T>();
-        if let Some(shape) = shapes.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
-            return *shape;
-        }
-        let shape = Shape::of_uncached::<T>();
-        *shapes.write().unwrap_or_else(|e| e.into_inner()).entry(id).or_insert(shape)
+        by_type::shape_of::<T>()
     }
 }
 
@@ -272,7 +283,11 @@ impl std::fmt::Display for TracedShape {
 }
 
 fn traced<T: DeserializeOwned>() -> Result<TracedShape, String> {
-    let traced = trace::trace::<T>().map_err(|error| error.0)?;
+    // A `Deserialize` may panic on the tracer's values (a `From` that
+    // asserts): that type's shape is then unknown, and nothing else fails.
+    let traced = std::panic::catch_unwind(trace::trace::<T>)
+        .map_err(|panic| format!("its Deserialize panicked on the tracer's values: {}", crate::panic_message(panic)))?
+        .map_err(|error| error.0)?;
     Ok(TracedShape {
         shape: tree::fingerprint(&traced.root, &traced.enums),
         description: tree::describe(&traced.root, &traced.enums),

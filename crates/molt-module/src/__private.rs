@@ -150,8 +150,10 @@ pub unsafe fn run_migrate(
     molt_abi::install_module_panic_hook();
     // SAFETY: guaranteed by the caller.
     let (old_version, bytes) = unsafe { (old_version.as_str(), borrowed(state, len)) };
-    let outcome = catch_unwind(AssertUnwindSafe(|| hook(old_version, OldState { bytes })));
+    let decoded = std::cell::Cell::new(false);
+    let outcome = catch_unwind(AssertUnwindSafe(|| hook(old_version, OldState { bytes, decoded: &decoded })));
     let (status, written) = match outcome {
+        Ok(Ok(new_state)) if !decoded.get() && new_state == bytes => (MigrateStatus::PassedOn, new_state),
         Ok(Ok(new_state)) => (MigrateStatus::Migrated, new_state),
         Ok(Err(error)) => (MigrateStatus::Failed, error.0.into_bytes()),
         Err(panic) => (MigrateStatus::Panicked, molt_abi::panic_message(panic).into_bytes()),

@@ -28,6 +28,9 @@ pub use molt_abi::{
 #[derive(Debug, Clone, Copy)]
 pub struct OldState<'a> {
     bytes: &'a [u8],
+    /// Set once the state is decoded: a migrate that never decodes it and
+    /// returns the same bytes passed it on (see `MigrateStatus::PassedOn`).
+    decoded: &'a std::cell::Cell<bool>,
 }
 
 impl<'a> OldState<'a> {
@@ -37,6 +40,7 @@ impl<'a> OldState<'a> {
     /// # Errors
     /// When the bytes are not a `T`.
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, MigrateError> {
+        self.decoded.set(true);
         postcard::from_bytes(self.bytes).map_err(|error| {
             MigrateError(format!("the old state did not decode as {}: {error}", std::any::type_name::<T>()))
         })

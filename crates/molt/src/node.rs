@@ -297,6 +297,9 @@ impl Node {
     /// As for [`load`](Self::load), and a failed purge if `purge_first`.
     pub fn load_with(&self, path: impl AsRef<std::path::Path>, options: &LoadOptions) -> Result<Loaded, LoadError> {
         let inner = &self.inner;
+        if options.await_upgrades.is_some() && crate::scheduler::in_a_process_thread() {
+            return Err(LoadError::AwaitFromProcess);
+        }
         let version = inner.code.prepare(path.as_ref(), options, (inner.id, inner.creation))?;
         if options.purge_first {
             self.purge(version.module())?;
@@ -577,7 +580,14 @@ impl NodeInner {
             Body::Start(start, version) => RunningBody::new(boundary::start(&ctx, start), version, serial),
             Body::Entry { version, entry, state } => {
                 let process = boundary::process_for(&ctx);
-                match version.library().start(entry, process, state) {
+                // The entry decodes the state with the module's code: on a
+                // pool thread, as all module code (see `scheduler.rs`).
+                let started = crate::scheduler::on_a_pool_thread({
+                    let (version, entry, state) = (version.clone(), entry.to_owned(), state.to_vec());
+                    move || version.library().start(&entry, process, &state)
+                });
+                let started = started.unwrap_or_else(|error| Some(Err(format!("no thread could start it: {error}"))));
+                match started {
                     Some(Ok(future)) => RunningBody::new(future, Some(version), serial),
                     refused => {
                         version.remove_process(serial);

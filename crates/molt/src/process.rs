@@ -409,11 +409,11 @@ impl ProcessTask {
         if !current.library().has_entry(entry) {
             return Err(format!("it has no entry {entry:?}"));
         }
-        let migrated = current.library().migrate(old.declared(), state)?;
-        // Bytes passed on unchanged into a state of another shape may still
+        let (migrated, passed_on) = current.library().migrate(old.declared(), state)?;
+        // Bytes passed on undecoded into a state of another shape may still
         // decode (postcard is not self-describing), into wrong values.
         if let (true, Some(before), Some(after)) =
-            (migrated == state, old.library().state_shape(entry), current.library().state_shape(entry))
+            (passed_on, old.library().state_shape(entry), current.library().state_shape(entry))
             && !before.shape.fits(after.shape)
         {
             return Err(format!(

@@ -14,6 +14,11 @@
 //! `__cxa_thread_atexit_impl`, as `thread_local!` values with `Drop` are,
 //! instead keep their module mapped: purge reports that.)
 //!
+//! For the same reason, module code the core calls outside a process — a
+//! module describing its shapes at load, an entry decoding its start
+//! argument — runs on a pool thread too ([`on_a_pool_thread`]), never on
+//! the caller's thread, which may exit.
+//!
 //! The pool is a process-wide table because OS threads are a process-wide
 //! resource: only this file touches it.
 
@@ -34,6 +39,33 @@ static STARTED: AtomicU64 = AtomicU64::new(0);
 thread_local! {
     /// The node whose runtime this thread runs now (its token; 0 if none).
     static RUNNING_FOR: Cell<u64> = const { Cell::new(0) };
+    /// Whether this thread is one of the pool's, which never exit.
+    static ON_POOL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread runs a node's processes (a process's own
+/// code is calling): it must not block waiting for them.
+pub(crate) fn in_a_process_thread() -> bool {
+    RUNNING_FOR.with(Cell::get) != 0
+}
+
+/// Runs `work` on a thread of the pool, which never exits — this thread if
+/// it is one — and waits for its result. For module code the core calls
+/// outside a process (see the file's docs).
+///
+/// # Errors
+/// When no pool thread was idle and none could be started.
+pub(crate) fn on_a_pool_thread<R: Send + 'static>(
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, std::io::Error> {
+    if ON_POOL.with(Cell::get) {
+        return Ok(work());
+    }
+    let (done, result) = mpsc::channel();
+    run_on_a_thread(Box::new(move || {
+        let _ = done.send(work());
+    }))?;
+    result.recv().map_err(|_| std::io::Error::other("the pool thread running module code ended"))
 }
 
 /// One scheduler thread lent to a node until `stop`.
@@ -96,6 +128,7 @@ fn run_on_a_thread(mut job: Job) -> Result<(), std::io::Error> {
     }
     let index = STARTED.fetch_add(1, Ordering::Relaxed);
     std::thread::Builder::new().name(format!("molt-scheduler-{index}")).spawn(move || {
+        ON_POOL.with(|on| on.set(true));
         let mut job = job;
         loop {
             job();

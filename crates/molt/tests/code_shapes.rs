@@ -186,3 +186,98 @@ fn a_process_that_does_not_take_its_upgrade_by_the_deadline_stayed() {
     assert_eq!(answer, (1, "1".to_owned(), 0), "it still runs version 1");
     node.shutdown();
 }
+
+/// A `migrate` that converts a state whose field was renamed makes the old
+/// bytes again: it is a conversion, not a pass-through, and the process
+/// moves with its state.
+#[test]
+fn a_converting_migrate_that_makes_the_same_bytes_moves_the_process() {
+    let node = node("shapes");
+    node.load(testmod("")).unwrap();
+    let follower = Counter { count: 7, follow_upgrades: true, watcher: None };
+    let echo = node.spawn_entry("testmod", "echo", &follower).unwrap();
+    let options = LoadOptions { await_upgrades: Some(support::BOUND), ..LoadOptions::default() };
+    let loaded = node.load_with(testmod("renamed"), &options).unwrap();
+    assert_eq!(loaded.upgrades.len(), 1);
+    assert_eq!(loaded.upgrades[0].outcome, UpgradeOutcome::Moved);
+    let answer = run(&node, move |mut p| async move { ask(&mut p, echo, 1).await }).unwrap();
+    assert_eq!(answer, (1, "2-renamed".to_owned(), 7));
+    node.shutdown();
+}
+
+/// A process whose old body takes a while to drop has answered (moved)
+/// before it leaves the old version: the load reports it moved.
+#[test]
+fn a_process_whose_old_body_drops_slowly_is_reported_moved() {
+    let node = node("shapes");
+    node.load(testmod("slow-drop")).unwrap();
+    let follower = Counter { count: 0, follow_upgrades: true, watcher: None };
+    let echoes: Vec<Pid> = (0..2).map(|_| node.spawn_entry("testmod", "echo", &follower).unwrap()).collect();
+    let options = LoadOptions { await_upgrades: Some(support::BOUND), ..LoadOptions::default() };
+    let loaded = node.load_with(testmod("v2"), &options).unwrap();
+    let outcomes: Vec<(Pid, UpgradeOutcome)> = loaded.upgrades.into_iter().map(|u| (u.pid, u.outcome)).collect();
+    assert_eq!(outcomes, echoes.iter().map(|pid| (*pid, UpgradeOutcome::Moved)).collect::<Vec<_>>());
+    node.shutdown();
+}
+
+#[test]
+fn a_load_that_would_wait_from_inside_a_process_is_refused() {
+    let node = std::sync::Arc::new(node("shapes"));
+    node.load(testmod("")).unwrap();
+    let path = testmod("v2");
+    let inside = node.clone();
+    let refused = run(&node, move |_p| async move {
+        let options = LoadOptions { await_upgrades: Some(support::BOUND), ..LoadOptions::default() };
+        inside.load_with(path, &options).map(|loaded| loaded.version.version)
+    })
+    .unwrap();
+    match refused {
+        Err(error @ LoadError::AwaitFromProcess) => assert!(error.to_string().contains("outside"), "{error}"),
+        other => panic!("expected the wait to be refused, got {other:?}"),
+    }
+    let module = node.modules().into_iter().find(|m| m.name == "testmod").unwrap();
+    assert_eq!(module.current.unwrap().version, "1", "nothing was loaded");
+}
+
+/// The host's copy of the `thread-probe` build's state.
+#[derive(Serialize, Deserialize)]
+struct Renamed {
+    total: u64,
+    follow_upgrades: bool,
+    watcher: Option<Pid>,
+}
+
+/// Module code the core runs outside a process — a module tracing its
+/// shapes at load, an entry decoding its start argument — runs on a pool
+/// thread that never exits: a state whose `Deserialize` makes std register
+/// a thread-exit destructor (`std::thread::current()`) cannot leave one on
+/// a host thread that outlives the module (a refused load, or a version
+/// purged before the thread ends), where it would jump into unmapped code.
+#[test]
+fn module_code_run_for_a_host_thread_leaves_nothing_on_it() {
+    support::child::in_child("module_code_run_for_a_host_thread_leaves_nothing_on_it", &[], || {
+        let node = node("shapes");
+        node.load(testmod("")).unwrap();
+        let probe = testmod("thread-probe");
+        std::thread::scope(|s| {
+            s.spawn(|| match node.load(&probe) {
+                Err(LoadError::StateShapeChanged(_)) => {}
+                other => panic!("expected the changed state to be refused, got {:?}", other.map(|v| v.version)),
+            });
+        });
+        let other = support::node("shapes-2");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                other.load(&probe).unwrap();
+                let state = Renamed { total: 3, follow_upgrades: false, watcher: None };
+                other.spawn_entry("testmod", "echo", &state).unwrap();
+                other.load(testmod("renamed")).unwrap();
+                let report = other.purge("testmod").unwrap();
+                assert_eq!(report.killed.len(), 1);
+            });
+        });
+        // Both threads have exited, after their module versions were closed.
+        other.shutdown();
+        node.shutdown();
+    });
+}

@@ -21,8 +21,8 @@
 //! effect (`init.rs`); `skewed-layout` builds against a contract of another
 //! shape.
 
-// The reshaped build keeps version 1's code unused.
-#![cfg_attr(feature = "reshaped", allow(dead_code))]
+// The reshaped builds keep version 1's code unused.
+#![cfg_attr(any(feature = "reshaped", feature = "renamed", feature = "thread-probe"), allow(dead_code))]
 
 use molt_module::{ExitReason, Pid, Process, Upgrade, UpgradeFailed};
 
@@ -78,6 +78,16 @@ enum Next {
 }
 
 async fn serve(mut p: Process, mut state: Counter, entry: &str) -> Result<(), ExitReason> {
+    /// Makes the body slow to drop in the `slow-drop` build.
+    struct SlowDrop;
+    impl Drop for SlowDrop {
+        fn drop(&mut self) {
+            if cfg!(feature = "slow-drop") {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+        }
+    }
+    let _slow = SlowDrop;
     loop {
         let next = p
             .receive()
@@ -117,8 +127,14 @@ async fn serve(mut p: Process, mut state: Counter, entry: &str) -> Result<(), Ex
     }
 }
 
+#[cfg(any(feature = "renamed", feature = "thread-probe"))]
+mod renamed;
 #[cfg(feature = "reshaped")]
 mod reshaped;
+#[cfg(feature = "renamed")]
+use renamed::convert;
+#[cfg(any(feature = "renamed", feature = "thread-probe"))]
+pub use renamed::echo;
 #[cfg(feature = "reshaped-converts")]
 use reshaped::convert;
 #[cfg(feature = "reshaped-pass-through")]
@@ -127,7 +143,7 @@ use reshaped::pass_through;
 pub use reshaped::{Note, echo};
 
 /// Answers pings with this version's name.
-#[cfg(not(feature = "reshaped"))]
+#[cfg(not(any(feature = "reshaped", feature = "renamed", feature = "thread-probe")))]
 pub async fn echo(p: Process, state: Counter) -> Result<(), ExitReason> {
     serve(p, state, "echo").await
 }
@@ -176,7 +192,13 @@ molt_module::module! {
     migrate: migrate,
 }
 
-#[cfg(all(feature = "v2", not(feature = "reshaped"), not(feature = "not-a-module")))]
+#[cfg(all(
+    feature = "v2",
+    not(feature = "reshaped"),
+    not(feature = "renamed"),
+    not(feature = "thread-probe"),
+    not(feature = "not-a-module")
+))]
 molt_module::module! {
     name: "testmod", version: VERSION, entries: [echo, panics_at_once], messages: [Note, (Pid, u64)], migrate: migrate,
 }
@@ -200,6 +222,16 @@ molt_module::module! {
     name: "testmod", version: "2", entries: [echo], messages: [Note, (Pid, u64)],
     migrate: convert, migrates_from: ["1"],
 }
+
+#[cfg(feature = "renamed")]
+molt_module::module! {
+    name: "testmod", version: "2", entries: [echo], messages: [Note, (Pid, u64)],
+    migrate: convert, migrates_from: ["1"],
+}
+
+// Declares no conversion from version 1: its load is refused.
+#[cfg(all(feature = "thread-probe", not(feature = "renamed")))]
+molt_module::module! { name: "testmod", version: "2", entries: [echo], messages: [Note, (Pid, u64)] }
 
 #[cfg(feature = "wrong-abi")]
 molt_module::module! { name: "testmod", version: "1", entries: [echo], migrate: migrate, abi_version: 999 }

@@ -296,10 +296,187 @@ proptest! {
         const NAMES: [&str; 6] = ["V0", "V1", "V2", "V3", "V4", "V5"];
         let count = bodies.len();
         let bodies: Vec<Option<Body>> = bodies.into_iter().map(|n| Some(Body::Newtype(Box::new(n)))).collect();
-        let before = [EnumShape { name: "E", variants: &NAMES[..count], bodies: bodies.clone() }];
+        let before = [EnumShape { identity: "E", name: "E", variants: &NAMES[..count], bodies: bodies.clone() }];
         let mut more = bodies;
         more.push(Some(Body::Unit));
-        let after = [EnumShape { name: "E", variants: &NAMES[..=count], bodies: more }];
+        let after = [EnumShape { identity: "E", name: "E", variants: &NAMES[..=count], bodies: more }];
         prop_assert_ne!(fingerprint(&Node::Enum(0), &before), fingerprint(&Node::Enum(0), &after));
     }
+}
+
+// Types told apart by their Rust type, not serde's name (found in review).
+
+#[derive(Serialize, Deserialize)]
+struct Wrap<T> {
+    inner: T,
+}
+
+mod db_a {
+    use super::*;
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Config {
+        pub(super) port: u16,
+    }
+}
+
+mod db_b {
+    use super::*;
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Config {
+        pub(super) url: String,
+        pub(super) pool: Vec<u64>,
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Config")]
+struct ConfigA {
+    db: db_a::Config,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Config")]
+struct ConfigB {
+    db: db_b::Config,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ReplyV1 {
+    a: Result<u8, u32>,
+    b: Result<u64, bool>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "ReplyV1")]
+struct ReplyV2 {
+    a: Result<u8, i32>,
+    b: Result<i64, bool>,
+}
+
+#[test]
+fn types_of_one_name_are_told_apart_by_what_they_are() {
+    assert_ne!(shape::<Wrap<Wrap<u8>>>(), shape::<Wrap<Wrap<String>>>());
+    assert_eq!(described::<Wrap<Wrap<u8>>>(), "Wrap {inner: Wrap {inner: u8}}");
+    assert_ne!(shape::<ConfigA>(), shape::<ConfigB>());
+    assert_eq!(described::<ConfigB>(), "Config {db: Config {url: str, pool: [u64]}}");
+    // Two instances of one generic enum are two enums: u32 → i32 and
+    // u64 → i64 are seen (10 sent would read as 5).
+    assert_ne!(shape::<ReplyV1>(), shape::<ReplyV2>());
+    assert_eq!(described::<ReplyV1>(), "ReplyV1 {a: Result {Ok(u8) | Err(u32)}, b: Result {Ok(u64) | Err(bool)}}");
+}
+
+macro_rules! binary_enum {
+    ($name:ident: $($v:ident)*) => {
+        #[derive(Serialize, Deserialize)]
+        enum $name { $($v(Box<$name>, Box<$name>),)* Lit(i64) }
+    };
+}
+binary_enum!(Expr: A B C D E F G H I J K L M N O P Q R S T U V W X);
+
+#[test]
+fn a_type_whose_values_explode_is_refused_within_a_bound() {
+    // 24 binary variants before the leaf: a value built by taking each
+    // variant in turn would have 2^24 nodes; the tracer gives up at
+    // MAX_STEPS positions of a pass (or finds the leaf first), never hangs.
+    match Shape::trace::<Expr>() {
+        Ok(traced) => assert!(traced.description.starts_with("Expr {A(Expr, Expr)"), "{}", traced.description),
+        Err(why) => assert!(why.contains("positions"), "{why}"),
+    }
+}
+
+/// Like a timestamp of chrono: a string it parses.
+#[derive(Serialize)]
+struct Timestamp(i64);
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map(Timestamp).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stamped {
+    at: Timestamp,
+    value: u64,
+}
+
+/// A type whose `From` asserts what the tracer's value cannot satisfy.
+#[derive(Serialize, Deserialize)]
+#[serde(from = "String")]
+struct Email(String);
+
+impl From<String> for Email {
+    fn from(s: String) -> Email {
+        assert!(s.contains('@'), "not an email: {s}");
+        Email(s)
+    }
+}
+
+#[test]
+fn an_untraceable_part_makes_the_whole_unknown_and_says_why() {
+    let why = Shape::trace::<Stamped>().unwrap_err();
+    assert!(why.contains("refused the tracer's value"), "{why}");
+    assert_eq!(Shape::of::<Stamped>(), Shape::UNKNOWN);
+    assert_eq!(Shape::of::<Vec<Stamped>>(), Shape::UNKNOWN);
+    assert_eq!(Shape::seq(Shape::UNKNOWN), Shape::UNKNOWN);
+    assert_eq!(Shape::tuple(&[Shape::U8, Shape::UNKNOWN]), Shape::UNKNOWN);
+    // A panic in a `Deserialize` is caught: the shape is unknown, nothing else fails.
+    let why = Shape::trace::<Email>().unwrap_err();
+    assert!(why.contains("panicked") && why.contains("not an email"), "{why}");
+    assert_eq!(Shape::of::<Email>(), Shape::UNKNOWN);
+}
+
+/// A byte string (`serde_bytes`): the same bytes as a `Vec<u8>`.
+#[derive(Serialize, Deserialize)]
+struct Blob(#[serde(with = "bytes_as")] Vec<u8>);
+
+mod bytes_as {
+    use serde::{Deserializer, Serializer};
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Blob")]
+struct PlainBlob(Vec<u8>);
+
+#[test]
+fn byte_strings_and_byte_vectors_are_one_shape() {
+    assert_eq!(
+        postcard::to_allocvec(&Blob(vec![1, 2])).unwrap(),
+        postcard::to_allocvec(&PlainBlob(vec![1, 2])).unwrap()
+    );
+    assert_eq!(shape::<Blob>(), shape::<PlainBlob>());
+}
+
+/// A hand-written impl, whose shape comes from the table shared by types.
+#[derive(Serialize, Deserialize)]
+struct HandWritten {
+    n: u64,
+}
+
+impl Message for HandWritten {
+    const TAG: crate::Tag = crate::Tag::named("test.HandWritten");
+}
+
+#[test]
+fn the_shared_table_remembers_each_type_apart() {
+    assert_eq!(HandWritten::shape(), shape::<HandWritten>());
+    assert_eq!(HandWritten::shape(), HandWritten::shape());
+    assert_eq!(Shape::of::<Wrap<u8>>(), shape::<Wrap<u8>>());
+    assert_ne!(Shape::of::<Wrap<u8>>(), Shape::of::<Wrap<i8>>());
 }

@@ -8,9 +8,17 @@
 //! reference and builds the rest of that value as small as it can (no
 //! option, empty sequences, a unit variant) without recording it.
 //!
+//! Types are told apart by their Rust type (`type_name` of what their
+//! visitor builds), not by serde's name, which leaves out generic
+//! parameters and module paths: `Wrap<u8>` inside `Wrap<String>` is not a
+//! recursion, and `Result<u8, u32>` and `Result<u64, bool>` in one message
+//! are two enums. That identity only tells types apart within one trace;
+//! it is never part of a fingerprint.
+//!
 //! A type whose `Deserialize` asks for a self-describing format
 //! (`deserialize_any`: untagged or internally tagged enums, flatten) cannot
-//! be traced — and cannot be decoded by postcard either.
+//! be traced — and cannot be decoded by postcard either; nor can one whose
+//! values take more than [`MAX_STEPS`] positions to build.
 
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
@@ -21,6 +29,10 @@ use super::tree::{Body, EnumShape, Node};
 const MAX_PASSES: usize = 4096;
 /// How deep named types may nest in one value.
 const MAX_DEPTH: usize = 128;
+/// How many positions one pass may visit: a bound on the work a type can
+/// make the tracer do (a recursive enum can make values that grow
+/// exponentially with its variants).
+pub(crate) const MAX_STEPS: usize = 20_000;
 
 /// Why a type could not be traced.
 #[derive(Debug)]
@@ -48,10 +60,11 @@ pub(crate) struct Traced {
 
 /// Traces `T`.
 pub(crate) fn trace<T: de::DeserializeOwned>() -> Result<Traced, TraceError> {
-    let mut tracer = Tracer { enums: Vec::new(), open: Vec::new(), cut: 0, found: false };
+    let mut tracer = Tracer { enums: Vec::new(), open: Vec::new(), cut: 0, found: false, steps: 0 };
     let mut root = Node::Unknown;
     for pass in 0..MAX_PASSES {
         tracer.found = false;
+        tracer.steps = 0;
         let mut node = Node::Unknown;
         T::deserialize(Probe { tracer: &mut tracer, out: &mut node })?;
         if pass == 0 {
@@ -66,12 +79,14 @@ pub(crate) fn trace<T: de::DeserializeOwned>() -> Result<Traced, TraceError> {
 
 struct Tracer {
     enums: Vec<EnumShape>,
-    /// The named types being built, outermost first.
+    /// The named types being built, outermost first, by Rust type.
     open: Vec<&'static str>,
     /// Above 0 while a recurring type's value is built: nothing recorded.
     cut: usize,
     /// Whether this pass recorded a variant not seen before.
     found: bool,
+    /// Positions visited in this pass.
+    steps: usize,
 }
 
 impl Tracer {
@@ -125,28 +140,43 @@ impl Tracer {
         leads.unwrap_or_else(|| self.simplest_variant(index))
     }
 
-    /// A unit variant if one is known (it cannot recur); else, as the enum
-    /// nests deeper in itself, each variant in turn, so that a value of a
-    /// recursive enum reaches one that ends it (`Nil` after `Cons`).
+    /// Counts a position; refuses past [`MAX_STEPS`].
+    fn step(&mut self) -> Result<(), TraceError> {
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            return Err(TraceError(format!(
+                "its values take more than {MAX_STEPS} positions to build (a recursive type whose variants \
+                 mostly recurse?)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The traced variant that recurs least (a unit variant cannot recur);
+    /// else, as the enum nests deeper in itself, each variant in turn, so
+    /// that a value of a recursive enum reaches one that ends it (`Nil`
+    /// after `Cons`).
     fn simplest_variant(&self, index: usize) -> usize {
         let shape = &self.enums[index];
-        if let Some(unit) = shape.bodies.iter().position(|body| matches!(body, Some(Body::Unit))) {
-            return unit;
+        let traced = shape.bodies.iter().enumerate().filter_map(|(i, body)| Some((weight_of_body(body.as_ref()?), i)));
+        if let Some((_, simplest)) = traced.min() {
+            return simplest;
         }
-        let nesting = self.open.iter().filter(|open| **open == shape.name).count();
+        let nesting = self.open.iter().filter(|open| **open == shape.identity).count();
         nesting % shape.variants.len()
     }
 
-    fn enum_index(&mut self, name: &'static str, variants: &'static [&'static str]) -> usize {
-        if let Some(index) = self.enums.iter().position(|shape| shape.name == name && shape.variants == variants) {
+    fn enum_index(&mut self, identity: &'static str, name: &'static str, variants: &'static [&'static str]) -> usize {
+        if let Some(index) = self.enums.iter().position(|shape| shape.identity == identity) {
             return index;
         }
-        self.enums.push(EnumShape { name, variants, bodies: vec![None; variants.len()] });
+        self.enums.push(EnumShape { identity, name, variants, bodies: vec![None; variants.len()] });
         self.enums.len() - 1
     }
 
-    /// Opens the named type `name`: the recursion it is, if it is already
-    /// open (the caller then builds its value without recording).
+    /// Opens the named type whose Rust type is `name`: the recursion it
+    /// is, if it is already open (the caller then builds its value without
+    /// recording).
     fn open(&mut self, name: &'static str) -> Result<Option<usize>, TraceError> {
         if self.open.len() >= MAX_DEPTH {
             return Err(TraceError(format!(
@@ -166,6 +196,27 @@ impl Tracer {
         if recursion.is_some() {
             self.cut -= 1;
         }
+    }
+}
+
+/// How much a variant recurs or is unknown: the variant a value of a
+/// recurring type takes where it recurs is the lightest.
+fn weight_of_body(body: &Body) -> usize {
+    match body {
+        Body::Unit => 0,
+        Body::Newtype(inner) => weight(inner),
+        Body::Tuple(items) => items.iter().map(weight).sum(),
+        Body::Fields(fields) => fields.iter().map(|(_, field)| weight(field)).sum(),
+    }
+}
+
+fn weight(node: &Node) -> usize {
+    match node {
+        Node::Leaf(_) | Node::Option(_) | Node::Seq(_) | Node::Map(..) => 0,
+        Node::Unknown | Node::Enum(_) => 1,
+        Node::Recursion(_) => 4,
+        Node::Tuple(items) => items.iter().map(weight).sum(),
+        Node::Struct(_, body) => weight_of_body(body),
     }
 }
 
@@ -237,6 +288,7 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         if !self.recording() {
             return visitor.visit_none();
         }
+        self.tracer.step()?;
         let mut inner = Node::Unknown;
         let value = visitor.visit_some(Probe { tracer: self.tracer, out: &mut inner })?;
         *self.out = Node::Option(Box::new(inner));
@@ -277,7 +329,7 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, TraceError> {
-        let recursion = self.tracer.open(name)?;
+        let recursion = self.tracer.open(std::any::type_name::<V::Value>())?;
         let mut inner = Node::Unknown;
         let value = visitor.visit_newtype_struct(Probe { tracer: self.tracer, out: &mut inner });
         self.tracer.close(recursion);
@@ -294,7 +346,7 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, TraceError> {
-        let recursion = self.tracer.open(name)?;
+        let recursion = self.tracer.open(std::any::type_name::<V::Value>())?;
         let mut items = vec![Node::Unknown; len];
         let value = visitor.visit_seq(Elements { tracer: self.tracer, items: &mut items, next: 0, count: len });
         self.tracer.close(recursion);
@@ -311,7 +363,7 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, TraceError> {
-        let recursion = self.tracer.open(name)?;
+        let recursion = self.tracer.open(std::any::type_name::<V::Value>())?;
         let mut items = vec![Node::Unknown; fields.len()];
         let value =
             visitor.visit_seq(Elements { tracer: self.tracer, items: &mut items, next: 0, count: fields.len() });
@@ -332,8 +384,9 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         if variants.is_empty() {
             return Err(TraceError(format!("the enum {name} has no variants, so no value of it can be built")));
         }
-        let index = self.tracer.enum_index(name, variants);
-        let recursion = self.tracer.open(name)?;
+        let identity = std::any::type_name::<V::Value>();
+        let index = self.tracer.enum_index(identity, name, variants);
+        let recursion = self.tracer.open(identity)?;
         let recording = self.tracer.cut == 0;
         let variant = if recording { self.tracer.choose_variant(index) } else { self.tracer.simplest_variant(index) };
         let mut body = Body::Unit;
@@ -374,6 +427,7 @@ impl<'de> de::SeqAccess<'de> for Elements<'_> {
         if self.next >= self.count {
             return Ok(None);
         }
+        self.tracer.step()?;
         let mut scratch = Node::Unknown;
         let out = self.items.get_mut(self.next).unwrap_or(&mut scratch);
         self.next += 1;
@@ -400,6 +454,7 @@ impl<'de> de::MapAccess<'de> for Entries<'_> {
             return Ok(None);
         }
         self.left -= 1;
+        self.tracer.step()?;
         seed.deserialize(Probe { tracer: self.tracer, out: &mut self.entry[0] }).map(Some)
     }
 
@@ -436,6 +491,7 @@ impl<'de> de::VariantAccess<'de> for Variant<'_> {
     }
 
     fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, TraceError> {
+        self.tracer.step()?;
         let mut inner = Node::Unknown;
         let value = seed.deserialize(Probe { tracer: self.tracer, out: &mut inner })?;
         *self.body = Body::Newtype(Box::new(inner));

@@ -42,6 +42,8 @@ pub(crate) enum Body {
 /// postcard's tag) and what each carries, once traced.
 #[derive(Clone, Debug)]
 pub(crate) struct EnumShape {
+    /// Which enum it is, by Rust type (within one trace only).
+    pub(crate) identity: &'static str,
     pub(crate) name: &'static str,
     pub(crate) variants: &'static [&'static str],
     pub(crate) bodies: Vec<Option<Body>>,
@@ -59,31 +61,35 @@ struct Walk<'e> {
     enums: &'e Enums,
 }
 
+/// What `Walk` returns for a part it cannot know; whatever contains it is
+/// unknown too.
+const UNKNOWN: u64 = Shape::UNKNOWN.0;
+
 impl Walk<'_> {
     fn node(&mut self, node: &Node) -> u64 {
         match node {
-            Node::Unknown => Shape::UNKNOWN.0,
+            Node::Unknown => UNKNOWN,
+            Node::Leaf(kind::BYTES) => Shape::BYTES.0,
             Node::Leaf(kind) => mix(start(), *kind),
             Node::Option(inner) => Shape::option(Shape(self.node(inner))).0,
             Node::Seq(item) => Shape::seq(Shape(self.node(item))).0,
             Node::Map(key, value) => Shape::map(Shape(self.node(key)), Shape(self.node(value))).0,
             Node::Tuple(items) => {
-                let mut hash = mix(mix(start(), kind::TUPLE), items.len() as u64);
-                for item in items {
-                    hash = mix(hash, self.node(item));
-                }
-                hash
+                let shapes: Vec<Shape> = items.iter().map(|item| Shape(self.node(item))).collect();
+                Shape::tuple(&shapes).0
             }
             Node::Struct(_, body) => self.body(mix(start(), kind::STRUCT), body),
             Node::Enum(index) => {
-                let Some(shape) = self.enums.get(*index) else { return Shape::UNKNOWN.0 };
+                let Some(shape) = self.enums.get(*index) else { return UNKNOWN };
                 let mut hash = mix(mix(start(), kind::ENUM), shape.variants.len() as u64);
                 for (tag, name) in shape.variants.iter().enumerate() {
                     hash = mix_name(mix(hash, tag as u64), name);
-                    hash = match &shape.bodies.get(tag).and_then(Option::as_ref) {
-                        Some(body) => self.body(hash, body),
-                        None => mix(hash, Shape::UNKNOWN.0),
-                    };
+                    // A variant never reached leaves the enum unknown.
+                    let Some(body) = shape.bodies.get(tag).and_then(Option::as_ref) else { return UNKNOWN };
+                    hash = self.body(hash, body);
+                    if hash == UNKNOWN {
+                        return UNKNOWN;
+                    }
                 }
                 hash
             }
@@ -94,18 +100,27 @@ impl Walk<'_> {
     fn body(&mut self, hash: u64, body: &Body) -> u64 {
         match body {
             Body::Unit => mix(hash, kind::UNIT_BODY),
-            Body::Newtype(inner) => mix(mix(hash, kind::NEWTYPE_BODY), self.node(inner)),
+            Body::Newtype(inner) => match self.node(inner) {
+                UNKNOWN => UNKNOWN,
+                inner => mix(mix(hash, kind::NEWTYPE_BODY), inner),
+            },
             Body::Tuple(items) => {
                 let mut hash = mix(mix(hash, kind::TUPLE_BODY), items.len() as u64);
                 for item in items {
-                    hash = mix(hash, self.node(item));
+                    match self.node(item) {
+                        UNKNOWN => return UNKNOWN,
+                        item => hash = mix(hash, item),
+                    }
                 }
                 hash
             }
             Body::Fields(fields) => {
                 let mut hash = mix(mix(hash, kind::FIELDS_BODY), fields.len() as u64);
                 for (name, field) in fields {
-                    hash = mix(mix_name(hash, name), self.node(field));
+                    match self.node(field) {
+                        UNKNOWN => return UNKNOWN,
+                        field => hash = mix(mix_name(hash, name), field),
+                    }
                 }
                 hash
             }

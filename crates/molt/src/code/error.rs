@@ -154,6 +154,14 @@ pub enum LoadError {
         .0.module, .0.to, .0.what, .0.old, .0.from, .0.new, .0.what
     )]
     MessageShapeChanged(Box<ShapeChange>),
+    /// `LoadOptions::await_upgrades` was asked from a process: waiting would
+    /// block the thread that runs the very processes it waits for.
+    #[error(
+        "await_upgrades waits on the calling thread, and this call comes from a process, whose thread runs the \
+         processes it would wait for; load from outside the node's processes (a thread of your own), or load \
+         without await_upgrades and watch for UpgradeFailed"
+    )]
+    AwaitFromProcess,
     /// An old version still exists (Erlang's `not_purged`).
     #[error("module {module:?} still has an old version ({old}); purge it first, or load with purge_first")]
     NotPurged {

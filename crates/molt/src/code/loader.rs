@@ -430,13 +430,21 @@ fn open(path: &Path, copy: std::fs::File, copy_name: String, inspected: &Inspect
     Ok(library)
 }
 
-/// Asks the module for its shapes, and checks they describe its entries.
+/// Asks the module for its shapes (on a pool thread: the module's code may
+/// register thread-exit destructors, see `scheduler.rs`), and checks they
+/// describe its entries.
 fn shapes_of(shapes: Shapes, library: &Library) -> Result<ModuleShapes, String> {
-    let mut out = Vec::new();
-    // SAFETY: `shapes` lies inside the open library (checked by the caller)
-    // and is the SDK's function of that type; the sink is ours for the
-    // call; it catches its own panics.
-    let status = unsafe { shapes(Sink::of(&mut out)) };
+    let described = crate::scheduler::on_a_pool_thread(move || {
+        let mut out = Vec::new();
+        // SAFETY: `shapes` lies inside the library (checked by the caller),
+        // which stays open until this returns: `library`, which holds it,
+        // lives in the caller's frame, and the caller waits for this call.
+        // It is the SDK's function of that type; the sink is ours for the
+        // call; it catches its own panics.
+        let status = unsafe { shapes(Sink::of(&mut out)) };
+        (status, out)
+    });
+    let (status, out) = described.map_err(|error| format!("no thread could ask it for its shapes: {error}"))?;
     if status != 0 {
         return Err(format!("its shapes could not be described: {}", String::from_utf8_lossy(&out)));
     }
@@ -522,9 +530,10 @@ impl Library {
         })
     }
 
-    /// Runs the library's `migrate` on `state` of `old_version`; the new
-    /// state, or why there is none (for the `UpgradeFailed` report).
-    pub(crate) fn migrate(&self, old_version: &str, state: &[u8]) -> Result<Vec<u8>, String> {
+    /// Runs the library's `migrate` on `state` of `old_version`: the new
+    /// state and whether it is the old one passed on undecoded, or why there
+    /// is none (for the `UpgradeFailed` report).
+    pub(crate) fn migrate(&self, old_version: &str, state: &[u8]) -> Result<(Vec<u8>, bool), String> {
         let Some(migrate) = self.migrate else { return Err("it has no migrate".into()) };
         let mut out = Vec::new();
         // SAFETY: `migrate` comes from this open library; the strings, the
@@ -534,7 +543,8 @@ impl Library {
         let said = String::from_utf8_lossy(&out).into_owned();
         // A status is validated, never trusted to be a `MigrateStatus`.
         match MigrateStatus::from_u8(status) {
-            Some(MigrateStatus::Migrated) => Ok(out),
+            Some(MigrateStatus::Migrated) => Ok((out, false)),
+            Some(MigrateStatus::PassedOn) => Ok((out, true)),
             Some(MigrateStatus::Failed) => Err(format!("its migrate failed: {said}")),
             Some(MigrateStatus::Panicked) => Err(format!("its migrate panicked: {said}")),
             None => Err(format!("its migrate returned {status}, which is no migrate status")),

@@ -522,21 +522,20 @@ impl CodeServer {
             // OTP: code:load_file/1 returns {error, not_purged}.
             return Err(LoadError::NotPurged { module: version.module().to_owned(), old: old.declared().to_owned() });
         }
-        if let Some(current) = &slot.current {
-            let (before, after) = (current.library(), version.library());
-            let warnings = shapes::compare(
-                &after.name,
-                (&before.version, &before.shapes),
-                (&after.version, &after.shapes),
-                options.refuse_changed_messages,
-            )?;
-            for warning in &warnings {
-                tracing::warn!(module = after.name, version = after.version, "{warning}");
-            }
-            version.warnings = warnings;
-            if options.await_upgrades.is_some() {
-                current.watch_upgrades();
-            }
+        let before = slot.current.as_ref().map(|current| current.library());
+        let after = version.library();
+        let warnings = shapes::compare(
+            &after.name,
+            before.map(|before| (before.version.as_str(), &before.shapes)),
+            (&after.version, &after.shapes),
+            options.refuse_changed_messages,
+        )?;
+        for warning in &warnings {
+            tracing::warn!(module = after.name, version = after.version, "{warning}");
+        }
+        version.warnings = warnings;
+        if let (Some(current), Some(_)) = (&slot.current, options.await_upgrades) {
+            current.watch_upgrades();
         }
         let version = Arc::new(version);
         self.ranges.add(&version);

@@ -9,18 +9,34 @@
 //! other's messages of it — or, with `LoadOptions::refuse_changed_messages`,
 //! a refusal.
 
+use molt_abi::Shape;
 use molt_abi::module::ModuleShapes;
 
 use super::{LoadError, ShapeChange};
 
-/// Compares `new` (version `to`) with `current` (version `from`) of
-/// `module`: the warnings, or the refusal.
+/// Checks `new` (version `to` of `module`) and compares it with `current`
+/// (version `from`), if there is one: the warnings, or the refusal.
 pub(crate) fn compare(
     module: &str,
-    (from, current): (&str, &ModuleShapes),
+    current: Option<(&str, &ModuleShapes)>,
     (to, new): (&str, &ModuleShapes),
     refuse_changed_messages: bool,
 ) -> Result<Vec<String>, LoadError> {
+    // A shape that could not be traced is never taken to differ: say so.
+    let mut warnings = Vec::new();
+    for entry in new.entries.iter().filter(|entry| entry.state.shape == Shape::UNKNOWN) {
+        warnings.push(format!(
+            "the state of entry {} could not be traced ({}), so molt cannot check it across versions",
+            entry.entry, entry.state.description
+        ));
+    }
+    for message in new.messages.iter().filter(|message| message.shape.shape == Shape::UNKNOWN) {
+        warnings.push(format!(
+            "message {} could not be traced ({}), so molt cannot check its shape: receivers decode it unchecked",
+            message.name, message.shape.description
+        ));
+    }
+    let Some((from, current)) = current else { return Ok(warnings) };
     for entry in &new.entries {
         let Some(old) = current.entries.iter().find(|old| old.entry == entry.entry) else { continue };
         if !old.state.shape.fits(entry.state.shape) && !new.migrates_from.iter().any(|v| v == from) {
@@ -34,7 +50,6 @@ pub(crate) fn compare(
             })));
         }
     }
-    let mut warnings = Vec::new();
     for message in &new.messages {
         let Some(old) = current.messages.iter().find(|old| old.tag == message.tag) else { continue };
         if old.shape.shape.fits(message.shape.shape) {
