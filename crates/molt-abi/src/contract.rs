@@ -65,6 +65,10 @@ pub struct ReceiveRequest {
 /// What a receive's `matcher` returns to take the message it was offered.
 pub const MATCH_TAKE: u8 = 1;
 
+/// What `exit` and `kill` return when the signal ended the process that
+/// sent it, from its own body.
+pub const ENDED_CALLER: u8 = 1;
+
 /// The outcome of one `receive` or `sleep_until` call.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,9 +233,11 @@ pub struct ProcessVTable {
     /// Removes a monitor (Erlang `demonitor/1`).
     pub demonitor: unsafe extern "C" fn(ProcessHandle, monitor: MonitorRef),
     /// Sends an exit signal with a postcard-encoded [`ExitReason`](crate::ExitReason).
-    pub exit: unsafe extern "C" fn(ProcessHandle, to: Pid, reason: *const u8, len: usize),
-    /// Sends the untrappable kill signal.
-    pub kill: unsafe extern "C" fn(ProcessHandle, to: Pid),
+    /// Returns [`ENDED_CALLER`] when the signal ended the calling process
+    /// itself, from its own body: the caller must then run nothing more.
+    pub exit: unsafe extern "C" fn(ProcessHandle, to: Pid, reason: *const u8, len: usize) -> u8,
+    /// Sends the untrappable kill signal; returns as `exit` does.
+    pub kill: unsafe extern "C" fn(ProcessHandle, to: Pid) -> u8,
     /// Sets whether exit signals become [`Exit`](crate::Exit) messages;
     /// returns the previous setting.
     pub trap_exit: unsafe extern "C" fn(ProcessHandle, trap: bool) -> bool,

@@ -224,18 +224,26 @@ impl Process {
     /// Sends `to` an exit signal (Erlang `exit/2`): a process that traps
     /// exits gets an [`Exit`](crate::Exit) message; otherwise it ends with
     /// `reason`, unless `reason` is [`ExitReason::Normal`].
+    ///
+    /// A signal that ends this very process (`exit(self_pid, reason)`
+    /// without trapping exits) ends it at once, as in Erlang: the call does
+    /// not return, nothing after it runs (the body unwinds, its drops run),
+    /// and the process's reason is `reason`.
     pub fn exit(&self, to: Pid, reason: ExitReason) {
-        with_encoded(&reason, |bytes| {
+        let status = with_encoded(&reason, |bytes| {
             // SAFETY: `self` holds the handle; `bytes` is valid for the call.
             unsafe { (self.vtable.exit)(self.handle, to, bytes.as_ptr(), bytes.len()) }
         });
+        end_if_ended(status);
     }
 
     /// Kills `to` with reason [`ExitReason::Killed`]; cannot be trapped
-    /// (Erlang `exit(Pid, kill)`).
+    /// (Erlang `exit(Pid, kill)`). `kill(self_pid)` ends this process at
+    /// once: the call does not return.
     pub fn kill(&self, to: Pid) {
         // SAFETY: `self` holds the handle.
-        unsafe { (self.vtable.kill)(self.handle, to) }
+        let status = unsafe { (self.vtable.kill)(self.handle, to) };
+        end_if_ended(status);
     }
 
     /// Sets whether exit signals arrive as [`Exit`](crate::Exit) messages
@@ -464,5 +472,18 @@ pub(crate) fn with_encoded<T: serde::Serialize, R>(value: &T, f: impl FnOnce(&[u
             Err(error) => panic!("a message could not be encoded: {error}"),
         },
         Err(error) => panic!("a message could not be encoded: {error}"),
+    }
+}
+
+/// The unwinding that ends a process whose own `exit` or `kill` ended it:
+/// the core has recorded its reason, so the body only has to stop.
+#[derive(Debug)]
+struct EndedBySignal;
+
+fn end_if_ended(status: u8) {
+    if status == crate::contract::ENDED_CALLER {
+        // `resume_unwind`, not `panic!`: no panic hook runs, and the body's
+        // catch finds the reason already recorded (the first one wins).
+        std::panic::resume_unwind(Box::new(EndedBySignal));
     }
 }

@@ -255,7 +255,7 @@ unsafe extern "C" fn receive(handle: ProcessHandle, request: *mut ReceiveRequest
 unsafe extern "C" fn sleep_until(handle: ProcessHandle, deadline: u64) -> ReceiveStatus {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
-    match with_lent(ctx, |waker, local| ctx.sleep_until(local, deadline, &mut Context::from_waker(waker))) {
+    match with_lent(ctx, |waker, local| ctx.sleep(local, deadline, &mut Context::from_waker(waker))) {
         Some(true) => ReceiveStatus::TimedOut,
         Some(false) => ReceiveStatus::Pending,
         None => ReceiveStatus::NotOwner,
@@ -284,13 +284,7 @@ unsafe extern "C" fn link(handle: ProcessHandle, to: Pid) {
     if to == ctx.pid {
         return;
     }
-    {
-        let mut signals = ctx.signals();
-        let links = &mut signals.relations().links;
-        if !links.contains(&to) {
-            links.push(to);
-        }
-    }
+    ctx.signals().relations().links.insert(to);
     // If `to` is gone this answers with a `noproc` exit signal.
     ctx.node.signal(to, Signal::Link { from: ctx.pid });
 }
@@ -298,7 +292,9 @@ unsafe extern "C" fn link(handle: ProcessHandle, to: Pid) {
 unsafe extern "C" fn unlink(handle: ProcessHandle, to: Pid) {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
-    ctx.signals().relations().links.retain(|&p| p != to);
+    // From here on no exit signal of the link reaches this process: one is
+    // delivered only while the link is in this set, under the same lock.
+    ctx.signals().relations().links.remove(&to);
     ctx.node.signal(to, Signal::Unlink { from: ctx.pid });
 }
 
@@ -306,6 +302,7 @@ unsafe extern "C" fn monitor(handle: ProcessHandle, target: Pid) -> MonitorRef {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
     let id = ctx.node.new_ref();
+    ctx.signals().relations().monitoring.insert(id, target);
     ctx.node.signal(target, Signal::Monitor { id, watcher: ctx.pid });
     MonitorRef { id, target }
 }
@@ -313,18 +310,33 @@ unsafe extern "C" fn monitor(handle: ProcessHandle, target: Pid) -> MonitorRef {
 unsafe extern "C" fn demonitor(handle: ProcessHandle, monitor: MonitorRef) {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
-    ctx.node.signal(monitor.target, Signal::Demonitor { id: monitor.id });
+    // Only the holder's own monitors; once this returns no `Down` of it
+    // comes (see `Relations::monitoring`).
+    let held = ctx.signals().relations().monitoring.remove(&monitor.id);
+    if let Some(target) = held {
+        ctx.node.signal(target, Signal::Demonitor { id: monitor.id });
+    }
 }
 
-unsafe extern "C" fn exit(handle: ProcessHandle, to: Pid, ptr: *const u8, len: usize) {
+unsafe extern "C" fn exit(handle: ProcessHandle, to: Pid, ptr: *const u8, len: usize) -> u8 {
     // SAFETY: a live handle and a valid buffer, per the contract.
     let (ctx, reason) = unsafe { (ctx(handle), exit_reason(ptr, len)) };
     ctx.node.signal(to, Signal::Exit { from: ctx.pid, reason, linked: false });
+    ended_caller(ctx, to)
 }
 
-unsafe extern "C" fn kill(handle: ProcessHandle, to: Pid) {
+unsafe extern "C" fn kill(handle: ProcessHandle, to: Pid) -> u8 {
     // SAFETY: a live handle, per the contract.
-    unsafe { ctx(handle) }.node.signal(to, Signal::Kill);
+    let ctx = unsafe { ctx(handle) };
+    ctx.node.signal(to, Signal::Kill);
+    ended_caller(ctx, to)
+}
+
+/// Whether a signal to `to` just ended the calling process, called from
+/// its own body (a `Process` used elsewhere ends at its body's next yield).
+fn ended_caller(ctx: &ProcessCtx, to: Pid) -> u8 {
+    let ended = to == ctx.pid && ctx.signals().exit_reason.is_some() && with_lent(ctx, |_, _| ()).is_some();
+    if ended { molt_abi::contract::ENDED_CALLER } else { 0 }
 }
 
 unsafe extern "C" fn trap_exit(handle: ProcessHandle, trap: bool) -> bool {

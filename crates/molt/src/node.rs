@@ -235,6 +235,12 @@ impl Node {
         Fut: Future<Output = R> + Send + 'static,
         R: Send + 'static,
     {
+        assert!(
+            !crate::scheduler::in_a_process_thread(),
+            "Node::run was called from inside a process: it blocks its thread until the new process returns, and \
+             that thread runs processes (perhaps the very one it waits for). From a process, start the work with \
+             p.spawn_monitor (or spawn_link) and receive its answer instead."
+        );
         let (sender, receiver) = std::sync::mpsc::channel::<Result<R, ExitReason>>();
         let result = sender.clone();
         // A watcher monitors the body so a body that dies still answers.
@@ -422,6 +428,15 @@ impl Node {
         if self.schedulers.is_empty() {
             return;
         }
+        // A node cannot wait for its own processes from one of them. (Not
+        // while unwinding: a second panic would abort the OS process.)
+        if !std::thread::panicking() && self.schedulers.iter().any(SchedulerThread::is_current) {
+            panic!(
+                "a node was shut down or dropped from inside one of its own processes, which cannot wait for \
+                 itself: own the Node outside its processes (in main, or a thread of your own) and shut it down \
+                 there, for example when a process sends that thread a message"
+            );
+        }
         let inner = &self.inner;
         inner.stopping.store(true, Ordering::SeqCst);
         let all: Vec<Arc<ProcessCtx>> = inner.table.iter().map(|entry| entry.value().clone()).collect();
@@ -572,7 +587,7 @@ impl NodeInner {
             Some(parent) => parent.scheduler,
             None => (self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len()) as u32,
         };
-        let parent = parent.map(|p| p.pid);
+        let (parent_ctx, parent) = (parent, parent.map(|p| p.pid));
         let ctx = Arc::new(ProcessCtx::new(pid, self.clone(), code, scheduler));
         // An entry's state is decoded now: one that does not fit starts
         // nothing, and no link or monitor was made.
@@ -601,13 +616,16 @@ impl NodeInner {
             }
         };
         let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
+        if let (Some(parent), Some(monitor)) = (parent_ctx, monitor) {
+            parent.signals().relations().monitoring.insert(monitor.id, pid);
+        }
         if let Some(parent) = parent {
             let mut signals = ctx.signals();
             if options.link {
-                signals.relations().links.push(parent);
+                signals.relations().links.insert(parent);
             }
             if let Some(monitor) = monitor {
-                signals.relations().monitors.push((monitor.id, parent));
+                signals.relations().monitored_by.insert(monitor.id, parent);
             }
         }
         if let (Some(parent), true) = (parent, options.link) {
@@ -757,8 +775,12 @@ impl ProcessCtx {
             pid: self.pid,
             status: self.status(),
             registered_name: relations.and_then(|r| r.name.as_deref()).map(str::to_owned),
-            links: relations.map(|r| r.links.clone()).unwrap_or_default(),
-            monitored_by: relations.map_or(0, |r| r.monitors.len()),
+            links: {
+                let mut links: Vec<Pid> = relations.map(|r| r.links.iter().copied().collect()).unwrap_or_default();
+                links.sort_unstable();
+                links
+            },
+            monitored_by: relations.map_or(0, |r| r.monitored_by.len()),
             trap_exit: signals.trap_exit,
             mailbox_len: self.mailbox.len(),
             code,

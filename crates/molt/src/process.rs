@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 
 use async_ffi::FfiFuture;
 use molt_abi::{Envelope, ExitReason, Pid, Tag};
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::task::AbortHandle;
 
 use crate::code::{UpgradeOutcome, Version};
@@ -90,12 +91,20 @@ impl Default for CodeRef {
     }
 }
 
-/// A process's links, the monitors watching it, and its registered name.
+/// A process's links, the monitors it holds and those watching it, and its
+/// registered name: keyed sets, so adding, removing and finding one costs
+/// the same with a hundred thousand as with one.
 #[derive(Debug, Default)]
 pub(crate) struct Relations {
-    pub(crate) links: Vec<Pid>,
-    /// Monitors watching this process: (monitor id, watcher).
-    pub(crate) monitors: Vec<(u64, Pid)>,
+    pub(crate) links: FxHashSet<Pid>,
+    /// Monitors watching this process (Erlang's `monitored_by`): id →
+    /// watcher.
+    pub(crate) monitored_by: FxHashMap<u64, Pid>,
+    /// Monitors this process holds: id → target. A `Down` is delivered
+    /// only while its monitor is here, and takes it out as it is queued, so
+    /// none arrives after `demonitor` returned; only the holder can remove
+    /// one; and a process that ends takes its monitors off their targets.
+    pub(crate) monitoring: FxHashMap<u64, Pid>,
     pub(crate) name: Option<Box<str>>,
 }
 
@@ -206,6 +215,18 @@ impl ProcessCtx {
         }
         self.set_status(ProcessStatus::Waiting);
         ReceiveStatus::Pending
+    }
+
+    /// `sleep_until` for the process's own calls: counts against the
+    /// budget like a receive, so a loop of zero sleeps still yields (and can
+    /// be killed).
+    pub(crate) fn sleep(&self, local: &mut TaskLocal, deadline: u64, cx: &mut Context<'_>) -> bool {
+        local.reductions += 1;
+        if local.reductions > RECEIVES_PER_POLL {
+            cx.waker().wake_by_ref();
+            return false;
+        }
+        self.sleep_until(local, deadline, cx)
     }
 
     /// True once the node clock reaches `deadline`; otherwise the process's

@@ -100,6 +100,12 @@ impl SchedulerThread {
         Ok((SchedulerThread { stop: Some(stop), stopped: Mutex::new(stopped), node }, handle))
     }
 
+    /// Whether the calling thread is this one (a process of its node is
+    /// calling).
+    pub(crate) fn is_current(&self) -> bool {
+        RUNNING_FOR.with(Cell::get) == self.node
+    }
+
     /// Asks the runtime to stop. If `wait`, waits until it has (every task
     /// on it dropped) — unless the caller is on this very thread (a process
     /// stopping its own node), which cannot wait for itself.

@@ -49,16 +49,13 @@ impl NodeInner {
         }
         let abort = match signal {
             Signal::Exit { from, reason, linked } => {
-                if linked {
-                    let links = &mut signals.relations().links;
-                    let Some(at) = links.iter().position(|&p| p == from) else {
-                        return;
-                    };
-                    links.swap_remove(at);
+                if linked && !signals.relations().links.remove(&from) {
+                    return;
                 }
                 if signals.trap_exit {
-                    drop(signals);
-                    return self.send_message(to, &Exit { from, reason });
+                    // Queued under the lock that `unlink` takes: once it
+                    // returned, no exit message of the link arrives.
+                    return ctx.mailbox.push(self.encode(&Exit { from, reason }));
                 }
                 if reason.is_normal() && from != to {
                     return;
@@ -67,22 +64,19 @@ impl NodeInner {
             }
             Signal::Kill => ProcessCtx::die(&mut signals, ExitReason::Killed),
             Signal::Link { from } => {
-                let links = &mut signals.relations().links;
-                if !links.contains(&from) {
-                    links.push(from);
-                }
+                signals.relations().links.insert(from);
                 None
             }
             Signal::Unlink { from } => {
-                signals.relations().links.retain(|&p| p != from);
+                signals.relations().links.remove(&from);
                 None
             }
             Signal::Monitor { id, watcher } => {
-                signals.relations().monitors.push((id, watcher));
+                signals.relations().monitored_by.insert(id, watcher);
                 None
             }
             Signal::Demonitor { id } => {
-                signals.relations().monitors.retain(|&(m, _)| m != id);
+                signals.relations().monitored_by.remove(&id);
                 None
             }
         };
@@ -98,11 +92,20 @@ impl NodeInner {
             Signal::Link { from } => {
                 self.signal(from, Signal::Exit { from: to, reason: ExitReason::Noproc, linked: true });
             }
-            Signal::Monitor { id, watcher } => {
-                let monitor = MonitorRef { id, target: to };
-                self.send_message(watcher, &Down { monitor, pid: to, reason: ExitReason::Noproc });
-            }
+            Signal::Monitor { id, watcher } => self.down(watcher, id, to, ExitReason::Noproc),
             Signal::Exit { .. } | Signal::Kill | Signal::Unlink { .. } | Signal::Demonitor { .. } => {}
+        }
+    }
+
+    /// Delivers the `Down` of monitor `id` (on `target`) to `watcher` if the
+    /// watcher still holds it, taking it out of the watcher's monitors in
+    /// the same step: a `demonitor` that returned first means no `Down`.
+    fn down(&self, watcher: Pid, id: u64, target: Pid, reason: ExitReason) {
+        let Some(ctx) = self.process(watcher) else { return };
+        let mut signals = ctx.signals();
+        if signals.alive && signals.relations().monitoring.remove(&id).is_some() {
+            let monitor = MonitorRef { id, target };
+            ctx.mailbox.push(self.encode(&Down { monitor, pid: target, reason }));
         }
     }
 
@@ -115,14 +118,18 @@ impl NodeInner {
 
     /// Sends a message made by the core itself.
     pub(crate) fn send_message<M: Message>(&self, to: Pid, message: &M) {
-        let envelope = Envelope::encode(message).expect("the core's own messages always encode");
-        self.send(to, envelope);
+        self.send(to, self.encode(message));
+    }
+
+    /// Encodes a message made by the core itself.
+    fn encode<M: Message>(&self, message: &M) -> Envelope {
+        Envelope::encode(message).expect("the core's own messages always encode")
     }
 
     /// Tells everyone who cares that `ctx` ended; called once per process,
     /// after its code is gone.
     pub(crate) fn announce_exit(&self, ctx: &ProcessCtx) {
-        let (reason, Relations { links, monitors, name }) = {
+        let (reason, Relations { links, monitored_by, monitoring, name }) = {
             let mut signals = ctx.signals();
             signals.alive = false;
             let reason = signals.exit_reason.take().map_or(ExitReason::Normal, |reason| *reason);
@@ -134,9 +141,13 @@ impl NodeInner {
         for link in links {
             self.signal(link, Signal::Exit { from: ctx.pid, reason: reason.clone(), linked: true });
         }
-        for (id, watcher) in monitors {
-            let monitor = MonitorRef { id, target: ctx.pid };
-            self.send_message(watcher, &Down { monitor, pid: ctx.pid, reason: reason.clone() });
+        for (id, watcher) in monitored_by {
+            self.down(watcher, id, ctx.pid, reason.clone());
+        }
+        // Its own monitors go from their targets (Erlang: a dead watcher
+        // leaves nothing behind).
+        for (id, target) in monitoring {
+            self.signal(target, Signal::Demonitor { id });
         }
     }
 }
