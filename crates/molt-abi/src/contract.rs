@@ -231,7 +231,9 @@ pub struct ProcessVTable {
     /// Monitors `target` (Erlang `monitor(process, Pid)`).
     pub monitor: unsafe extern "C" fn(ProcessHandle, target: Pid) -> MonitorRef,
     /// Removes a monitor (Erlang `demonitor/1`).
-    pub demonitor: unsafe extern "C" fn(ProcessHandle, monitor: MonitorRef),
+    /// Removes a monitor the process holds; true if it was active (no
+    /// `Down` of it was queued).
+    pub demonitor: unsafe extern "C" fn(ProcessHandle, monitor: MonitorRef) -> bool,
     /// Sends an exit signal with a postcard-encoded [`ExitReason`](crate::ExitReason).
     /// Returns [`ENDED_CALLER`] when the signal ended the calling process
     /// itself, from its own body: the caller must then run nothing more.

@@ -18,7 +18,7 @@ use crate::contract::{
 };
 use crate::module::Sink;
 use crate::receive::{Expect, NoArms, Receive};
-use crate::{ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, SpawnError, TimerRef};
+use crate::{Down, ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, SpawnError, TimerRef};
 
 /// A running process's view of itself and of the node: send, receive, spawn,
 /// link, monitor, register, timers (Cloud Haskell's `Process` monad, Erlang's
@@ -215,10 +215,23 @@ impl Process {
         unsafe { (self.vtable.monitor)(self.handle, target) }
     }
 
-    /// Removes a monitor; a `Down` already queued stays queued.
-    pub fn demonitor(&self, monitor: MonitorRef) {
+    /// Removes a monitor this process holds (Erlang `demonitor/1`): once
+    /// this returns, no `Down` of it arrives. True if it was active; false
+    /// if its `Down` is already queued (it stays queued: see
+    /// [`demonitor_flush`](Self::demonitor_flush)) or it is not this
+    /// process's monitor (another process's monitor is left alone).
+    pub fn demonitor(&self, monitor: MonitorRef) -> bool {
         // SAFETY: `self` holds the handle.
         unsafe { (self.vtable.demonitor)(self.handle, monitor) }
+    }
+
+    /// [`demonitor`](Self::demonitor), and a `Down` of it already queued is
+    /// taken out too (Erlang `demonitor(Ref, [flush])`).
+    pub async fn demonitor_flush(&mut self, monitor: MonitorRef) {
+        if !self.demonitor(monitor) {
+            let flushed = self.receive_timeout(Duration::ZERO).on_if(move |down: &Down| down.monitor == monitor, drop);
+            let _ = flushed.await;
+        }
     }
 
     /// Sends `to` an exit signal (Erlang `exit/2`): a process that traps

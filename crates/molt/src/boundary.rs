@@ -307,7 +307,7 @@ unsafe extern "C" fn monitor(handle: ProcessHandle, target: Pid) -> MonitorRef {
     MonitorRef { id, target }
 }
 
-unsafe extern "C" fn demonitor(handle: ProcessHandle, monitor: MonitorRef) {
+unsafe extern "C" fn demonitor(handle: ProcessHandle, monitor: MonitorRef) -> bool {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
     // Only the holder's own monitors; once this returns no `Down` of it
@@ -316,6 +316,7 @@ unsafe extern "C" fn demonitor(handle: ProcessHandle, monitor: MonitorRef) {
     if let Some(target) = held {
         ctx.node.signal(target, Signal::Demonitor { id: monitor.id });
     }
+    held.is_some()
 }
 
 unsafe extern "C" fn exit(handle: ProcessHandle, to: Pid, ptr: *const u8, len: usize) -> u8 {

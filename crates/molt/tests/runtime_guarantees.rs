@@ -1,0 +1,288 @@
+//! Erlang's promises under races (issue 12): no `Down` after `demonitor`
+//! returned, no `Exit` after `unlink` returned, `kill`/`exit` of oneself
+//! end the caller at once, a monitor belongs to its holder, a dead
+//! watcher's monitors leave their targets, zero sleeps yield, and calls
+//! that would block a node from inside it are refused loudly. The races are
+//! loops of many rounds, each with a deterministic check.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use molt::{Down, Exit, ExitReason, Message, MonitorRef, Node, NodeConfig, Pid, ReceiveError};
+use serde::{Deserialize, Serialize};
+use support::{BOUND, node, run};
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, Message)]
+#[message(name = "test.Die")]
+struct Die;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, Message)]
+#[message(name = "test.Go")]
+struct Go;
+
+/// A process that ends (normally) when told.
+async fn until_told(mut p: molt::Process) -> Result<(), ReceiveError> {
+    p.expect::<Die>().await.map(drop)
+}
+
+/// Waits (on the test's thread, bounded) until `pid` is gone from the node:
+/// every link and monitor of it has been told.
+fn wait_gone(node: &Node, pid: Pid) {
+    let deadline = std::time::Instant::now() + BOUND;
+    while node.processes().iter().any(|p| p.pid == pid) {
+        assert!(std::time::Instant::now() < deadline, "{pid} did not end within the bound");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn no_down_arrives_after_demonitor_returned_true() {
+    const ROUNDS: usize = 40;
+    const MONITORS: usize = 300;
+    let node = node("guarantees");
+    let mut raced = 0;
+    for _ in 0..ROUNDS {
+        // Two spawns from outside go to the two schedulers: the target ends
+        // on one thread while the watcher demonitors on the other.
+        let target = node.spawn(until_told);
+        let (report, reported) = mpsc::channel::<Vec<MonitorRef>>();
+        let (verdict, verdicts) = mpsc::channel::<Vec<MonitorRef>>();
+        let watcher = node.spawn(move |mut p| async move {
+            let monitors: Vec<MonitorRef> = (0..MONITORS).map(|_| p.monitor(target)).collect();
+            p.send(target, &Die);
+            // The target is ending: demonitor everything not yet delivered.
+            let first = p.expect::<Down>().await?;
+            let stopped: Vec<MonitorRef> =
+                monitors.into_iter().filter(|m| *m != first.monitor && p.demonitor(*m)).collect();
+            let _ = report.send(stopped.clone());
+            p.expect::<Go>().await?;
+            let mut late = Vec::new();
+            while let Ok(down) = p.expect_timeout::<Down>(Duration::ZERO).await {
+                if stopped.contains(&down.monitor) {
+                    late.push(down.monitor);
+                }
+            }
+            let _ = verdict.send(late);
+            Ok::<(), ReceiveError>(())
+        });
+        let stopped = reported.recv_timeout(BOUND).expect("the watcher reports");
+        wait_gone(&node, target);
+        node.spawn(move |p| async move { p.send(watcher, &Go) });
+        let late = verdicts.recv_timeout(BOUND).expect("the watcher's verdict");
+        assert!(late.is_empty(), "Downs arrived after their demonitor returned true: {late:?}");
+        raced += usize::from(!stopped.is_empty());
+    }
+    // The check means something only if demonitors did win races.
+    assert!(raced > 0, "no round demonitored a monitor of an ending process");
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, Message)]
+#[message(name = "test.Spawn")]
+struct SpawnFor(Pid);
+
+#[test]
+fn no_exit_arrives_after_unlink_returned() {
+    const ROUNDS: u64 = 5_000;
+    let node = node("guarantees");
+    // Spawns the other half of each round on the other scheduler.
+    let spawner = node.spawn(|mut p| async move {
+        loop {
+            let SpawnFor(asker) = p.expect::<SpawnFor>().await?;
+            let linked = p.spawn(until_told);
+            p.send(asker, &linked);
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), ReceiveError>(())
+    });
+    let (queued_before, late) = run(&node, move |mut p| async move {
+        p.trap_exit(true);
+        let (mut queued_before, mut late) = (0u64, 0u64);
+        for _ in 0..ROUNDS {
+            p.send(spawner, &SpawnFor(p.self_pid()));
+            let other = p.expect::<Pid>().await.unwrap();
+            p.link(other);
+            // Links are told before monitors: its Down comes after any
+            // Exit of the link.
+            let barrier = p.monitor(other);
+            p.exit(other, ExitReason::error("round over"));
+            p.unlink(other);
+            let from_other = move |exit: &Exit| exit.from == other;
+            let before = p.receive_timeout(Duration::ZERO).on_if(from_other, drop).await.is_ok();
+            p.receive().on_if(move |down: &Down| down.monitor == barrier, drop).await.unwrap();
+            let after = p.receive_timeout(Duration::ZERO).on_if(from_other, drop).await.is_ok();
+            queued_before += u64::from(before);
+            late += u64::from(!before && after);
+        }
+        (queued_before, late)
+    })
+    .unwrap();
+    assert_eq!(late, 0, "Exits of a link arrived after unlink returned ({queued_before} came before it)");
+}
+
+#[test]
+fn kill_and_exit_of_oneself_end_the_caller_at_once() {
+    let node = node("guarantees");
+    let results = run(&node, |mut p| async move {
+        let me = p.self_pid();
+        let killed = p.spawn_monitor(move |p| async move {
+            p.kill(p.self_pid());
+            p.send(me, &"after kill".to_owned());
+        });
+        let exited = p.spawn_monitor(move |p| async move {
+            p.exit(p.self_pid(), ExitReason::Normal);
+            p.send(me, &"after exit".to_owned());
+            Err::<(), _>(ExitReason::error("the rest of the body ran"))
+        });
+        let reasoned = p.spawn_monitor(move |p| async move {
+            p.exit(p.self_pid(), ExitReason::error("done"));
+            p.send(me, &"after exit with a reason".to_owned());
+        });
+        // Trapping exits, an exit signal to oneself is a message (Erlang).
+        let trapping = p.spawn_monitor(move |mut p| async move {
+            p.trap_exit(true);
+            p.exit(p.self_pid(), ExitReason::error("to myself"));
+            let exit = p.expect::<Exit>().await.unwrap();
+            p.send(me, &format!("trapped {}", exit.reason));
+        });
+        let mut reasons = Vec::new();
+        for (_, monitor) in [killed, exited, reasoned, trapping] {
+            let down = p.receive().on_if(move |d: &Down| d.monitor == monitor, |d| d).await.unwrap();
+            reasons.push(down.reason);
+        }
+        let mut said = Vec::new();
+        while let Ok(text) = p.expect_timeout::<String>(Duration::ZERO).await {
+            said.push(text);
+        }
+        (reasons, said)
+    })
+    .unwrap();
+    assert_eq!(results.0, [ExitReason::Killed, ExitReason::Normal, ExitReason::error("done"), ExitReason::Normal]);
+    assert_eq!(results.1, [format!("trapped {}", ExitReason::error("to myself"))]);
+}
+
+#[test]
+fn only_the_holder_of_a_monitor_can_remove_it() {
+    let node = node("guarantees");
+    let (removed_by_other, down) = run(&node, |mut p| async move {
+        let target = p.spawn(until_told);
+        let mine = p.monitor(target);
+        let me = p.self_pid();
+        // Another process is handed the reference and tries to remove it.
+        let (other, checked) = p.spawn_monitor(move |mut p| async move {
+            let monitor = p.expect::<MonitorRef>().await.unwrap();
+            p.send(me, &p.demonitor(monitor));
+        });
+        p.send(other, &mine);
+        let removed_by_other = p.expect::<bool>().await.unwrap();
+        p.receive().on_if(move |d: &Down| d.monitor == checked, drop).await.unwrap();
+        p.send(target, &Die);
+        let down = p.receive().on_if(move |d: &Down| d.monitor == mine, |d| d).await.unwrap();
+        (removed_by_other, down.reason)
+    })
+    .unwrap();
+    assert!(!removed_by_other);
+    assert_eq!(down, ExitReason::Normal, "the holder still got its Down");
+}
+
+#[test]
+fn a_dead_watchers_monitors_leave_their_target() {
+    const WATCHERS: usize = 1_000;
+    let node = node("guarantees");
+    let server = node.spawn(until_told);
+    let (done, finished) = mpsc::channel();
+    for _ in 0..WATCHERS {
+        let done = done.clone();
+        node.spawn(move |p| async move {
+            p.monitor(server);
+            p.monitor(server);
+            let _ = done.send(p.self_pid());
+        });
+    }
+    let watchers: Vec<Pid> = (0..WATCHERS).map(|_| finished.recv_timeout(BOUND).unwrap()).collect();
+    for watcher in watchers {
+        wait_gone(&node, watcher);
+    }
+    let info = node.processes().into_iter().find(|p| p.pid == server).unwrap();
+    assert_eq!(info.monitored_by, 0, "monitors of dead watchers stayed on the server");
+}
+
+#[test]
+fn a_loop_of_zero_sleeps_yields_to_the_rest_of_its_scheduler() {
+    let node = Node::start(NodeConfig::new("one-scheduler").workers(1)).unwrap();
+    let laps = Arc::new(AtomicU64::new(0));
+    let counted = laps.clone();
+    let sleeper = node.spawn(move |mut p| async move {
+        loop {
+            p.sleep(Duration::ZERO).await;
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    // Ten round trips with another process on the same (only) scheduler.
+    let answered = run(&node, |mut p| async move {
+        let ponger = p.spawn(support::ponger);
+        let mut answered = 0;
+        for _ in 0..10 {
+            answered += u32::from(support::answers(&mut p, ponger).await);
+        }
+        answered
+    })
+    .unwrap();
+    let laps_then = laps.load(Ordering::Relaxed);
+    assert_eq!(answered, 10);
+    // Each round trip waits for at most a few budgets (2,000 laps each) of
+    // the sleeper; without yielding it would lap for seconds first.
+    assert!(laps_then < 200_000, "the sleeper ran {laps_then} laps before ten round trips got through");
+    let killed = run(&node, move |mut p| async move {
+        let watch = p.monitor(sleeper);
+        p.kill(sleeper);
+        p.receive().on_if(move |d: &Down| d.monitor == watch, |d| d.reason).await
+    })
+    .unwrap();
+    assert_eq!(killed, Ok(ExitReason::Killed));
+    node.shutdown();
+}
+
+#[test]
+fn node_run_from_inside_a_process_is_refused_loudly() {
+    let node = Arc::new(node("guarantees"));
+    let inside = node.clone();
+    let outcome = node.run(move |_p| async move {
+        let _ = inside.run(|_p| async {});
+    });
+    match outcome {
+        Err(ExitReason::Panicked(message)) => {
+            assert!(message.contains("Node::run was called from inside a process"), "{message}")
+        }
+        other => panic!("expected the inner run to be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn dropping_a_node_inside_its_own_process_is_refused_loudly() {
+    let node = support::node("dropped-inside");
+    let (hand, handed) = mpsc::channel::<Node>();
+    let (told, tell) = mpsc::channel::<String>();
+    let inner = node.spawn(move |mut p| async move {
+        p.expect::<Go>().await?;
+        let node = handed.recv().expect("the node is handed over");
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(node)));
+        let said = match refused {
+            Ok(()) => "nothing".to_owned(),
+            Err(panic) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default(),
+        };
+        let _ = told.send(said);
+        Ok::<(), ReceiveError>(())
+    });
+    let go = node.spawn(move |p| async move { p.send(inner, &Go) });
+    let _ = go;
+    hand.send(node).unwrap();
+    let said = tell.recv_timeout(BOUND).expect("the process reports");
+    assert!(said.contains("from inside one of its own processes"), "{said}");
+}
