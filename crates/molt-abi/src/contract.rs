@@ -259,8 +259,9 @@ pub struct ProcessVTable {
         bytes: *const u8,
         len: usize,
     ) -> TimerRef,
-    /// Cancels a timer; true if it had not fired yet.
-    pub cancel_timer: unsafe extern "C" fn(ProcessHandle, timer: TimerRef) -> bool,
+    /// Cancels a timer: the nanoseconds it had left, or [`NO_DEADLINE`] if
+    /// it had fired or was cancelled already.
+    pub cancel_timer: unsafe extern "C" fn(ProcessHandle, timer: TimerRef) -> u64,
     /// Ends the running body and continues the process in `entry` of its
     /// module's current version with `state` (postcard bytes, copied), after
     /// the new version's `migrate` if the version changes (Erlang's

@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serializer};
 use smallvec::SmallVec;
 
-use crate::{ExitReason, MonitorRef, Pid, Shape};
+use crate::{ExitReason, MonitorRef, Pid, Shape, TimerRef};
 
 pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -258,7 +258,7 @@ traced_messages! {
 }
 
 primitive_messages! {
-    Pid => "molt.Pid" PID, MonitorRef => "molt.MonitorRef" MONITOR_REF,
+    Pid => "molt.Pid" PID, MonitorRef => "molt.MonitorRef" MONITOR_REF, TimerRef => "molt.TimerRef" TIMER_REF,
 }
 
 /// A borrowed or owned string is the same message as a `String` (the same

@@ -13,8 +13,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::contract::{
-    HotCallStatus, ProcessHandle, ProcessStart, ProcessVTable, ReceiveStatus, RegisterStatus, SpawnOptions,
-    SpawnStatus, Str,
+    HotCallStatus, NO_DEADLINE, ProcessHandle, ProcessStart, ProcessVTable, ReceiveStatus, RegisterStatus,
+    SpawnOptions, SpawnStatus, Str,
 };
 use crate::module::Sink;
 use crate::receive::{Expect, NoArms, Receive};
@@ -393,10 +393,13 @@ impl Process {
         HotCall { _process: self }
     }
 
-    /// Cancels a `send_after`; true if the message had not been sent yet.
-    pub fn cancel_timer(&self, timer: TimerRef) -> bool {
+    /// Cancels a `send_after`: the time it had left, or `None` if the
+    /// message was sent already (or the timer cancelled), as Erlang's
+    /// `cancel_timer` returns the time left or `false`.
+    pub fn cancel_timer(&self, timer: TimerRef) -> Option<Duration> {
         // SAFETY: `self` holds the handle.
-        unsafe { (self.vtable.cancel_timer)(self.handle, timer) }
+        let left = unsafe { (self.vtable.cancel_timer)(self.handle, timer) };
+        (left != NO_DEADLINE).then(|| Duration::from_nanos(left))
     }
 
     /// A deadline `timeout` from now on the node's clock.

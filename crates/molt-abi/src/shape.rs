@@ -221,6 +221,9 @@ impl Shape {
         ("serial", Shape::U64),
     ]);
 
+    /// [`TimerRef`](crate::TimerRef).
+    pub const TIMER_REF: Shape = Shape::newtype(Shape::U64);
+
     /// [`MonitorRef`](crate::MonitorRef).
     pub const MONITOR_REF: Shape = Shape::structure(&[("id", Shape::U64), ("target", Shape::PID)]);
 

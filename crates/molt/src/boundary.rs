@@ -391,12 +391,16 @@ unsafe extern "C" fn send_after(
 ) -> TimerRef {
     // SAFETY: a live handle and a valid buffer, per the contract.
     let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, shape, ptr, len)) };
-    TimerRef(ctx.node.send_after(Duration::from_nanos(delay), to, envelope))
+    TimerRef(ctx.node.send_after(Duration::from_nanos(delay), to, envelope, ctx.scheduler))
 }
 
-unsafe extern "C" fn cancel_timer(handle: ProcessHandle, timer: TimerRef) -> bool {
+unsafe extern "C" fn cancel_timer(handle: ProcessHandle, timer: TimerRef) -> u64 {
     // SAFETY: a live handle, per the contract.
-    unsafe { ctx(handle) }.node.cancel_timer(timer.0)
+    let left = unsafe { ctx(handle) }.node.cancel_timer(timer.0);
+    // Below `NO_DEADLINE`, which means "none".
+    left.map_or(molt_abi::contract::NO_DEADLINE, |left| {
+        u64::try_from(left.as_nanos()).unwrap_or(u64::MAX).min(molt_abi::contract::NO_DEADLINE - 1)
+    })
 }
 
 unsafe extern "C" fn hot_call(handle: ProcessHandle, entry: Str, ptr: *const u8, len: usize) -> HotCallStatus {

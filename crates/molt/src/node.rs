@@ -144,8 +144,8 @@ pub(crate) struct NodeInner {
     next_ref: AtomicU64,
     pub(crate) registry: Registry,
     pub(crate) code: CodeServer,
-    /// Pending `send_after` timers; `None` until the task is spawned.
-    timers: DashMap<u64, Option<AbortHandle>>,
+    /// Pending `send_after` timers.
+    timers: DashMap<u64, Timer, FxBuildHasher>,
     /// The names of the code processes run, each copied once; a process
     /// keeps an index into `code_names`.
     code_index: DashMap<(usize, usize), u32>,
@@ -193,7 +193,7 @@ impl Node {
             next_ref: AtomicU64::new(1),
             registry: Registry::default(),
             code,
-            timers: DashMap::new(),
+            timers: DashMap::with_hasher(FxBuildHasher),
             code_index: DashMap::new(),
             code_names: std::sync::RwLock::new(Vec::new()),
             stopping: AtomicBool::new(false),
@@ -407,6 +407,13 @@ impl Node {
         let mut all: Vec<Arc<ProcessCtx>> = self.inner.table.iter().map(|entry| entry.value().clone()).collect();
         all.sort_by_key(|ctx| ctx.pid.serial);
         all.iter().map(|ctx| ctx.info()).collect()
+    }
+
+    /// How many `send_after` timers are pending (Erlang counts them in
+    /// `erlang:statistics`): timers that fired, were cancelled or were aimed
+    /// at a process that ended are not.
+    pub fn pending_timers(&self) -> usize {
+        self.inner.timers.len()
     }
 
     /// How many processes are alive.
@@ -721,35 +728,86 @@ impl NodeInner {
         }
     }
 
-    /// Delivers `envelope` to `to` after `delay`.
-    pub(crate) fn send_after(self: &Arc<Self>, delay: Duration, to: Pid, envelope: molt_abi::Envelope) -> u64 {
+    /// Delivers `envelope` to `to` after `delay`, counted from now, by a
+    /// task on `scheduler` (the caller's). A timer aimed at a process that
+    /// is not alive, or that ends before it fires, is cancelled (Erlang's
+    /// `send_after` to a pid).
+    pub(crate) fn send_after(
+        self: &Arc<Self>,
+        delay: Duration,
+        to: Pid,
+        envelope: molt_abi::Envelope,
+        scheduler: u32,
+    ) -> u64 {
         let id = self.new_ref();
-        self.timers.insert(id, None);
+        let deadline = tokio::time::Instant::now() + delay;
+        let Some(target) = self.process(to) else { return id };
+        // Listed here first: a target that ends from now on finds it in its
+        // own list (taken under the same lock as `alive`) and cancels it.
+        self.timers.insert(id, Timer { deadline, target: to, task: None });
+        {
+            let mut signals = target.signals();
+            if !signals.alive {
+                drop(signals);
+                self.timers.remove(&id);
+                return id;
+            }
+            signals.relations().timers.insert(id);
+        }
         let node = self.clone();
-        let task = self.schedulers[0].spawn(async move {
-            tokio::time::sleep(delay).await;
+        let runtime = &self.schedulers[scheduler as usize % self.schedulers.len()];
+        let task = runtime.spawn(async move {
+            tokio::time::sleep_until(deadline).await;
             // Removing the entry first decides the race with cancel_timer.
             if node.timers.remove(&id).is_some() {
+                node.timer_done(to, id);
                 node.send(to, envelope);
             }
         });
         if let Some(mut entry) = self.timers.get_mut(&id) {
-            *entry = Some(task.abort_handle());
+            entry.task = Some(task.abort_handle());
         }
         id
     }
 
-    pub(crate) fn cancel_timer(&self, id: u64) -> bool {
-        match self.timers.remove(&id) {
-            Some((_, task)) => {
-                if let Some(task) = task {
-                    task.abort();
-                }
-                true
-            }
-            None => false,
+    /// Cancels a timer: the time it had left, or `None` if it had fired or
+    /// was cancelled (Erlang's `cancel_timer`).
+    pub(crate) fn cancel_timer(&self, id: u64) -> Option<Duration> {
+        let (_, timer) = self.timers.remove(&id)?;
+        if let Some(task) = timer.task {
+            task.abort();
+        }
+        self.timer_done(timer.target, id);
+        Some(timer.deadline.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
+    /// Takes a timer that fired or was cancelled off its target's list.
+    fn timer_done(&self, target: Pid, id: u64) {
+        if let Some(target) = self.process(target) {
+            target.signals().relations().timers.remove(&id);
         }
     }
+
+    /// Cancels the timers aimed at a process that ended.
+    pub(crate) fn cancel_timers_of(&self, timers: impl IntoIterator<Item = u64>) {
+        for id in timers {
+            if let Some((_, timer)) = self.timers.remove(&id)
+                && let Some(task) = timer.task
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// A pending `send_after`.
+pub(crate) struct Timer {
+    /// When it fires.
+    deadline: tokio::time::Instant,
+    /// Whom it is for: its timer list holds this one.
+    target: Pid,
+    /// The task that fires it; `None` until spawned.
+    task: Option<AbortHandle>,
 }
 
 impl ProcessCtx {

@@ -105,6 +105,9 @@ pub(crate) struct Relations {
     /// none arrives after `demonitor` returned; only the holder can remove
     /// one; and a process that ends takes its monitors off their targets.
     pub(crate) monitoring: FxHashMap<u64, Pid>,
+    /// The `send_after` timers aimed at this process: cancelled when it
+    /// ends.
+    pub(crate) timers: FxHashSet<u64>,
     pub(crate) name: Option<Box<str>>,
 }
 

@@ -129,7 +129,7 @@ impl NodeInner {
     /// Tells everyone who cares that `ctx` ended; called once per process,
     /// after its code is gone.
     pub(crate) fn announce_exit(&self, ctx: &ProcessCtx) {
-        let (reason, Relations { links, monitored_by, monitoring, name }) = {
+        let (reason, Relations { links, monitored_by, monitoring, timers, name }) = {
             let mut signals = ctx.signals();
             signals.alive = false;
             let reason = signals.exit_reason.take().map_or(ExitReason::Normal, |reason| *reason);
@@ -138,6 +138,7 @@ impl NodeInner {
         if let Some(name) = name {
             self.unregister_exited(&name, ctx.pid);
         }
+        self.cancel_timers_of(timers);
         for link in links {
             self.signal(link, Signal::Exit { from: ctx.pid, reason: reason.clone(), linked: true });
         }

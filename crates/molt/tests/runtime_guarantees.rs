@@ -286,3 +286,64 @@ fn dropping_a_node_inside_its_own_process_is_refused_loudly() {
     let said = tell.recv_timeout(BOUND).expect("the process reports");
     assert!(said.contains("from inside one of its own processes"), "{said}");
 }
+
+#[test]
+fn timers_aimed_at_a_process_that_ends_are_cancelled() {
+    const PROCESSES: usize = 1_000;
+    let node = node("guarantees");
+    let (left, cancelled) = run(&node, |mut p| async move {
+        let me = p.self_pid();
+        // Each sets itself an hour-long timer, hands it over, and ends.
+        for _ in 0..PROCESSES {
+            p.spawn(move |p| async move {
+                let timer = p.send_after(Duration::from_secs(3600), p.self_pid(), &Die);
+                p.send(me, &timer);
+            });
+        }
+        let mut timers = Vec::new();
+        for _ in 0..PROCESSES {
+            timers.push(p.expect::<molt::TimerRef>().await.unwrap());
+        }
+        // A timer at a pid that is not alive is cancelled at once.
+        let dead = p.spawn(|_p| async {});
+        let watch = p.monitor(dead);
+        p.receive().on_if(move |d: &Down| d.monitor == watch, drop).await.unwrap();
+        let at_dead = p.send_after(Duration::from_secs(3600), dead, &Die);
+        (timers, p.cancel_timer(at_dead))
+    })
+    .unwrap();
+    assert_eq!(cancelled, None);
+    let deadline = std::time::Instant::now() + BOUND;
+    while node.process_count() > 0 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::yield_now();
+    }
+    assert_eq!(node.pending_timers(), 0, "timers of ended processes are still pending");
+    let cancelled_now =
+        run(&node, move |p| async move { left.iter().filter(|t| p.cancel_timer(**t).is_some()).count() });
+    assert_eq!(cancelled_now, Ok(0), "cancel_timer said it cancelled timers whose target had ended");
+}
+
+#[test]
+fn a_timer_fires_on_its_setters_scheduler_while_another_is_busy() {
+    // A fresh node: the first process from outside goes to scheduler 0, the
+    // next (the run's watcher, and the body it spawns) to scheduler 1.
+    let node = Node::start(NodeConfig::new("busy").workers(2)).unwrap();
+    let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spin = released.clone();
+    node.spawn(move |_p| async move {
+        // Never yields until released: scheduler 0 runs nothing else.
+        while !spin.load(Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+    });
+    let fired = run(&node, move |mut p| async move {
+        let me = p.self_pid();
+        p.send_after(Duration::from_millis(10), me, &Go);
+        let fired = p.expect_timeout::<Go>(BOUND).await.is_ok();
+        released.store(true, Ordering::Release);
+        fired
+    });
+    assert_eq!(fired, Ok(true));
+    node.shutdown();
+}

@@ -192,6 +192,7 @@ fn the_built_in_messages_have_the_shapes_a_trace_finds() {
     check::<ExitReason>();
     check::<Pid>();
     check::<crate::MonitorRef>();
+    check::<crate::TimerRef>();
     assert_ne!(<(Pid, i64)>::shape(), <(Pid, u64)>::shape());
     // A value that validates what it decodes still traces.
     assert_ne!(shape::<std::num::NonZeroU64>(), Shape::UNKNOWN);
