@@ -27,9 +27,20 @@ fn saturating_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-/// Queue capacity kept after the queue empties; beyond it the memory of a
-/// burst of messages is freed (Erlang's garbage collection does the same).
+/// Queue capacity always kept; above it, a queue that falls to a quarter of
+/// its capacity gives half of it back, so the memory of a burst is freed
+/// even while a message stays queued (Erlang's garbage collection does the
+/// same).
 const SHRINK_ABOVE: usize = 1024;
+
+/// Gives a sparse queue's memory back (see [`SHRINK_ABOVE`]). Halving when a
+/// quarter full keeps the cost amortised: each element is moved at most a
+/// constant number of times per burst.
+fn shrink_if_sparse(queue: &mut VecDeque<Envelope>) {
+    if queue.capacity() > SHRINK_ABOVE && queue.len() <= queue.capacity() / 4 {
+        queue.shrink_to((queue.len() * 2).max(SHRINK_ABOVE));
+    }
+}
 
 /// The owner's side of the mailbox: only the owning task touches it.
 #[derive(Debug, Default)]
@@ -110,6 +121,14 @@ impl Mailbox {
         }
     }
 
+    /// Frees the queue of a process that ended: nothing will receive it, and
+    /// a sender's cached reference to the process must not keep it.
+    pub(crate) fn clear(&self) {
+        let queue = std::mem::take(&mut self.inbox.lock().queue);
+        self.queued.store(0, Ordering::Release);
+        drop(queue);
+    }
+
     /// How many messages are queued (as of the owner's last poll for the
     /// ones it has already looked at).
     pub(crate) fn len(&self) -> usize {
@@ -138,10 +157,7 @@ impl Mailbox {
             while let Some(envelope) = saved.get(*cursor) {
                 if tags.contains(&envelope.tag) && matcher(envelope) {
                     saved.remove(*cursor);
-                    if saved.is_empty() && saved.capacity() > SHRINK_ABOVE {
-                        // A burst is over: give its memory back.
-                        *saved = VecDeque::new();
-                    }
+                    shrink_if_sparse(saved);
                     return Scan::Taken;
                 }
                 *cursor += 1;
@@ -156,6 +172,8 @@ impl Mailbox {
             } else {
                 saved.append(&mut inbox.queue);
             }
+            // The inbox is empty; it keeps no burst's capacity.
+            shrink_if_sparse(&mut inbox.queue);
             self.queued.store(0, Ordering::Relaxed);
             // The inbox is empty now: whatever comes next wakes the owner.
             inbox.wait_with(waker);

@@ -720,6 +720,9 @@ impl NodeInner {
     /// code is gone.
     pub(crate) fn process_exited(&self, ctx: &ProcessCtx) {
         ctx.gone.store(true, Ordering::Release);
+        // Its unread messages go now, not when the last reference to it
+        // (a sender's cache) does.
+        ctx.mailbox.clear();
         self.announce_exit(ctx);
         self.table.remove(&ctx.pid.serial);
         if self.stopping.load(Ordering::SeqCst) && self.table.is_empty() {

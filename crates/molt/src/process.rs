@@ -279,7 +279,10 @@ impl TaskLocal {
         if let Some(target) = &self.send_target
             && target.pid == to
         {
-            if !target.gone.load(Ordering::Acquire) {
+            if target.gone.load(Ordering::Acquire) {
+                // Let go of a process that ended.
+                self.send_target = None;
+            } else {
                 target.mailbox.push(envelope);
             }
             return;

@@ -1,0 +1,98 @@
+//! Memory that must not outlive its use (issue 12), measured with a
+//! counting allocator: the burst of a mailbox in which one message stays,
+//! and the unread messages of a process that ended while a sender still
+//! caches it.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use molt::{Down, ReceiveError};
+use support::{node, run};
+
+/// Counts the bytes live on the heap.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the
+// counter is only arithmetic on the sizes it was given.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded from the caller.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded from the caller.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded from the caller.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+const MIB: isize = 1 << 20;
+
+/// Both scenarios in one test: the counter is process-wide, so they must
+/// not run at the same time as anything else.
+#[test]
+fn memory_of_a_burst_and_of_a_dead_process_is_given_back() {
+    let node = node("memory");
+    // A burst of a million messages drained while one unmatched message
+    // stays queued: the queue's memory goes back.
+    const BURST: u64 = 1_000_000;
+    let (before, during, after) = run(&node, |mut p| async move {
+        let me = p.self_pid();
+        p.send(me, &"stays".to_owned());
+        let before = live();
+        for n in 0..BURST {
+            p.send(me, &n);
+        }
+        let during = live();
+        for _ in 0..BURST {
+            p.expect::<u64>().await?;
+        }
+        Ok::<_, ReceiveError>((before, during, live()))
+    })
+    .unwrap()
+    .unwrap();
+    assert!(during - before > 40 * MIB, "the burst was queued: {} MiB", (during - before) / MIB);
+    assert!(after - before < 2 * MIB, "after the burst {} MiB stayed", (after - before) / MIB);
+
+    // A process that never reads gets half a million messages from a
+    // sender that caches it, then is killed: its queue is freed though the
+    // sender still holds it.
+    const UNREAD: u64 = 500_000;
+    let (queued, freed) = run(&node, |mut p| async move {
+        let before = live();
+        let (sink, watch) = p.spawn_monitor(|mut p| async move { p.expect::<()>().await.map(drop) });
+        for n in 0..UNREAD {
+            p.send(sink, &n);
+        }
+        let queued = live() - before;
+        p.kill(sink);
+        p.receive().on_if(move |d: &Down| d.monitor == watch, drop).await?;
+        // The sender's cache still names the sink: nothing else was sent.
+        p.sleep(Duration::ZERO).await;
+        Ok::<_, ReceiveError>((queued, live() - before))
+    })
+    .unwrap()
+    .unwrap();
+    assert!(queued > 20 * MIB, "the messages were queued: {} MiB", queued / MIB);
+    assert!(freed < 2 * MIB, "{} MiB of a dead process's mailbox stayed", freed / MIB);
+}
