@@ -4,7 +4,7 @@
 %% "bytes_per_process" (resident memory, as molt measures it).
 -module(bench).
 -export([run/1, round_trips/1, one_way/1, spawn/1, memory/1, selective_receive/1,
-         load/1, purge_100k/1, pingpong_upgrades/1]).
+         spawn_link_kill/1, monitor_demonitor/1, load/1, purge_100k/1, pingpong_upgrades/1]).
 -compile({no_auto_import, [spawn/1]}).
 
 run([Workload, N]) ->
@@ -87,6 +87,23 @@ reply(0) -> ok;
 reply(Rounds) ->
     receive {From, K} when is_pid(From) -> From ! K end,
     reply(Rounds - 1).
+
+spawn_link_kill(N) ->
+    process_flag(trap_exit, true),
+    Start = now_ns(),
+    Children = [spawn_link(fun() -> receive _ -> ok end end) || _ <- lists:seq(1, N)],
+    [exit(C, kill) || C <- Children],
+    [receive {'EXIT', _, _} -> ok end || _ <- Children],
+    [{seconds, seconds(Start) / 1.0e9}].
+
+monitor_demonitor(N) ->
+    Target = erlang:spawn(fun() -> receive _ -> ok end end),
+    Start = now_ns(),
+    Refs = [erlang:monitor(process, Target) || _ <- lists:seq(1, N)],
+    [true = erlang:demonitor(R) || R <- Refs],
+    S = seconds(Start) / 1.0e9,
+    Target ! stop,
+    [{seconds, S}].
 
 %% --- code loading ----------------------------------------------------------
 

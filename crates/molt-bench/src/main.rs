@@ -50,6 +50,20 @@ const WORKLOADS: &[Workload] = &[
         run: workloads::selective_receive,
         erlang: true,
     },
+    Workload {
+        name: "spawn_link_kill",
+        n: 100_000,
+        better: Better::Rate,
+        run: workloads::spawn_link_kill,
+        erlang: true,
+    },
+    Workload {
+        name: "monitor_demonitor",
+        n: 100_000,
+        better: Better::Rate,
+        run: workloads::monitor_demonitor,
+        erlang: true,
+    },
     Workload { name: "load", n: 200, better: Better::Time, run: code::load, erlang: true },
     Workload { name: "purge_100k", n: 100_000, better: Better::Time, run: code::purge_100k, erlang: true },
     Workload {

@@ -177,3 +177,43 @@ pub(crate) fn selective_receive(n: u64) -> Measurement {
     node.shutdown();
     Measurement { seconds, ..Default::default() }
 }
+
+/// A process that traps exits `spawn_link`s `n` children that wait, then
+/// kills them all and takes their `n` `Exit` messages: links added and
+/// removed by the hundred thousand.
+pub(crate) fn spawn_link_kill(n: u64) -> Measurement {
+    let node = node();
+    let seconds = run(&node, move |mut p| async move {
+        p.trap_exit(true);
+        let start = Instant::now();
+        let children: Vec<Pid> =
+            (0..n).map(|_| p.spawn_link(|mut p| async move { p.expect::<()>().await.map(drop) })).collect();
+        for child in &children {
+            p.kill(*child);
+        }
+        for _ in 0..n {
+            p.expect::<molt::Exit>().await.expect("an exit per child");
+        }
+        start.elapsed().as_secs_f64()
+    });
+    node.shutdown();
+    Measurement { seconds, ..Default::default() }
+}
+
+/// `n` monitors on one process, then `n` demonitors.
+pub(crate) fn monitor_demonitor(n: u64) -> Measurement {
+    let node = node();
+    let seconds = run(&node, move |p| async move {
+        let target = p.spawn(|mut p| async move { p.expect::<()>().await.map(drop) });
+        let start = Instant::now();
+        let monitors: Vec<molt::MonitorRef> = (0..n).map(|_| p.monitor(target)).collect();
+        for monitor in monitors {
+            assert!(p.demonitor(monitor));
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        p.send(target, &());
+        seconds
+    });
+    node.shutdown();
+    Measurement { seconds, ..Default::default() }
+}

@@ -28,6 +28,8 @@ fn every_workload_prints_one_json_line() {
             "spawn",
             "memory",
             "selective_receive",
+            "spawn_link_kill",
+            "monitor_demonitor",
             "load",
             "purge_100k",
             "pingpong_upgrades",
