@@ -39,6 +39,12 @@ thread_local! {
     static POLLING: Cell<*const Waking> = const { Cell::new(std::ptr::null()) };
 }
 
+/// Whether a process body is being polled on this thread (not dropped:
+/// its drop runs outside any poll).
+pub(crate) fn polling() -> bool {
+    !POLLING.with(Cell::get).is_null()
+}
+
 /// What wakes a body's task, shared by every clone of the body's waker.
 struct BodyWake {
     /// The core's waker for the process's task (an owned clone, made through

@@ -497,7 +497,10 @@ pub(crate) fn with_encoded<T: serde::Serialize, R>(value: &T, f: impl FnOnce(&[u
 struct EndedBySignal;
 
 fn end_if_ended(status: u8) {
-    if status == crate::contract::ENDED_CALLER {
+    // Only from inside the body's poll, and not while it already unwinds (a
+    // second unwind would abort the OS process): from a drop, the process
+    // is ending anyway, and the core ignores what it does next.
+    if status == crate::contract::ENDED_CALLER && crate::body::polling() && !std::thread::panicking() {
         // `resume_unwind`, not `panic!`: no panic hook runs, and the body's
         // catch finds the reason already recorded (the first one wins).
         std::panic::resume_unwind(Box::new(EndedBySignal));

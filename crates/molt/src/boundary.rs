@@ -17,6 +17,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
@@ -190,6 +191,10 @@ unsafe extern "C" fn now(handle: ProcessHandle) -> u64 {
 }
 
 unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, tag: Tag, shape: Shape, ptr: *const u8, len: usize) {
+    // SAFETY: a live handle, per the contract.
+    if ended_itself(unsafe { ctx(handle) }) {
+        return;
+    }
     // SAFETY: a live handle and a valid buffer, per the contract.
     let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, shape, ptr, len)) };
     // Through the task's send cache when the process's own body sends.
@@ -214,6 +219,9 @@ unsafe extern "C" fn send_named(
 ) -> bool {
     // SAFETY: a live handle and valid buffers, per the contract.
     let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
+    if ended_itself(ctx) {
+        return false;
+    }
     match ctx.node.whereis(name) {
         Some(to) => {
             // SAFETY: as above.
@@ -231,6 +239,11 @@ unsafe extern "C" fn receive(handle: ProcessHandle, request: *mut ReceiveRequest
     // SAFETY: the request's tags are valid for the call (none may come with
     // a null pointer).
     let tags = unsafe { borrowed(request.tags, request.tag_count) };
+    // A process that ended itself takes nothing more: it is aborted at the
+    // yield this makes.
+    if ended_itself(ctx) {
+        return ReceiveStatus::Pending;
+    }
     let (matcher, env) = (request.matcher, request.env);
     let received = with_lent(ctx, |waker, local| {
         ctx.receive(
@@ -281,10 +294,18 @@ unsafe extern "C" fn spawn(
 unsafe extern "C" fn link(handle: ProcessHandle, to: Pid) {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
-    if to == ctx.pid {
+    if to == ctx.pid || ended_itself(ctx) {
         return;
     }
-    ctx.signals().relations().links.insert(to);
+    {
+        // A process that ended (its `Process` used from elsewhere) links
+        // nothing: its relations were already told.
+        let mut signals = ctx.signals();
+        if !signals.alive {
+            return;
+        }
+        signals.relations().links.insert(to);
+    }
     // If `to` is gone this answers with a `noproc` exit signal.
     ctx.node.signal(to, Signal::Link { from: ctx.pid });
 }
@@ -302,7 +323,14 @@ unsafe extern "C" fn monitor(handle: ProcessHandle, target: Pid) -> MonitorRef {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
     let id = ctx.node.new_ref();
-    ctx.signals().relations().monitoring.insert(id, target);
+    {
+        // A process that ended monitors nothing (see `link`).
+        let mut signals = ctx.signals();
+        if !signals.alive || ended_itself(ctx) {
+            return MonitorRef { id, target };
+        }
+        signals.relations().monitoring.insert(id, target);
+    }
     ctx.node.signal(target, Signal::Monitor { id, watcher: ctx.pid });
     MonitorRef { id, target }
 }
@@ -335,9 +363,19 @@ unsafe extern "C" fn kill(handle: ProcessHandle, to: Pid) -> u8 {
 
 /// Whether a signal to `to` just ended the calling process, called from
 /// its own body (a `Process` used elsewhere ends at its body's next yield).
+/// From then on the process's calls have no effect (see `ended_itself`).
 fn ended_caller(ctx: &ProcessCtx, to: Pid) -> u8 {
-    let ended = to == ctx.pid && ctx.signals().exit_reason.is_some() && with_lent(ctx, |_, _| ()).is_some();
-    if ended { molt_abi::contract::ENDED_CALLER } else { 0 }
+    let ended = to == ctx.pid && ctx.signals().exit_reason.is_some();
+    if !ended {
+        return 0;
+    }
+    ctx.ended_itself.store(true, Ordering::Release);
+    if with_lent(ctx, |_, _| ()).is_some() { molt_abi::contract::ENDED_CALLER } else { 0 }
+}
+
+/// Whether the calling process ended itself (its calls then do nothing).
+fn ended_itself(ctx: &ProcessCtx) -> bool {
+    ctx.ended_itself.load(Ordering::Acquire)
 }
 
 unsafe extern "C" fn trap_exit(handle: ProcessHandle, trap: bool) -> bool {

@@ -435,20 +435,30 @@ impl Node {
         if self.schedulers.is_empty() {
             return;
         }
-        // A node cannot wait for its own processes from one of them. (Not
-        // while unwinding: a second panic would abort the OS process.)
-        if !std::thread::panicking() && self.schedulers.iter().any(SchedulerThread::is_current) {
-            panic!(
-                "a node was shut down or dropped from inside one of its own processes, which cannot wait for \
-                 itself: own the Node outside its processes (in main, or a thread of your own) and shut it down \
-                 there, for example when a process sends that thread a message"
-            );
-        }
         let inner = &self.inner;
         inner.stopping.store(true, Ordering::SeqCst);
         let all: Vec<Arc<ProcessCtx>> = inner.table.iter().map(|entry| entry.value().clone()).collect();
         for ctx in all {
             ctx.kill_with(ExitReason::Shutdown);
+        }
+        // From inside one of its own processes a node cannot wait for its
+        // processes (that one among them): they are told, the schedulers
+        // stop without waiting, and the caller learns it was wrong. (No
+        // panic while unwinding: a second one would abort the OS process.)
+        if self.schedulers.iter().any(SchedulerThread::is_current) {
+            inner.timers.clear();
+            for scheduler in self.schedulers.drain(..) {
+                scheduler.stop(false);
+            }
+            if !std::thread::panicking() {
+                panic!(
+                    "a node was shut down or dropped from inside one of its own processes, which cannot wait \
+                     for itself: its processes were told to stop, without waiting; own the Node outside its \
+                     processes (in main, or a thread of your own) and shut it down there, for example when a \
+                     process sends that thread a message"
+                );
+            }
+            return;
         }
         let deadline = std::time::Instant::now() + self.shutdown_timeout;
         let (lock, emptied) = &inner.emptied;
@@ -720,11 +730,12 @@ impl NodeInner {
     /// code is gone.
     pub(crate) fn process_exited(&self, ctx: &ProcessCtx) {
         ctx.gone.store(true, Ordering::Release);
-        // Its unread messages go now, not when the last reference to it
-        // (a sender's cache) does.
-        ctx.mailbox.clear();
         self.announce_exit(ctx);
         self.table.remove(&ctx.pid.serial);
+        // Its unread messages go now, not when the last reference to it (a
+        // sender's cache) does: after it left the table and was marked
+        // gone, nothing new is queued.
+        ctx.mailbox.clear();
         if self.stopping.load(Ordering::SeqCst) && self.table.is_empty() {
             let _guard = self.emptied.0.lock().unwrap_or_else(|e| e.into_inner());
             self.emptied.1.notify_all();

@@ -44,6 +44,10 @@ pub(crate) struct ProcessCtx {
     /// Set once the process has ended; read by senders that hold a cached
     /// reference to it.
     pub(crate) gone: AtomicBool,
+    /// Set when the process's own `exit` or `kill` ended it: whatever its
+    /// code still does (a caught unwind, a drop) sends, links, monitors and
+    /// spawns nothing.
+    pub(crate) ended_itself: AtomicBool,
     status: AtomicU8,
     /// The scheduler thread the process runs on.
     pub(crate) scheduler: u32,
@@ -133,6 +137,7 @@ impl ProcessCtx {
             mailbox: Mailbox::default(),
             signals: Mutex::new(Signals { alive: true, code, ..Signals::default() }),
             gone: AtomicBool::new(false),
+            ended_itself: AtomicBool::new(false),
             status: AtomicU8::new(ProcessStatus::Runnable as u8),
             scheduler,
         }

@@ -28,6 +28,14 @@ async fn until_told(mut p: molt::Process) -> Result<(), ReceiveError> {
     p.expect::<Die>().await.map(drop)
 }
 
+/// The text a panic carried.
+fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(text) => *text,
+        Err(panic) => panic.downcast_ref::<&str>().map_or_else(String::new, |text| (*text).to_owned()),
+    }
+}
+
 /// Waits (on the test's thread, bounded) until `pid` is gone from the node:
 /// every link and monitor of it has been told.
 fn wait_gone(node: &Node, pid: Pid) {
@@ -83,10 +91,19 @@ fn no_down_arrives_after_demonitor_returned_true() {
 #[message(name = "test.Spawn")]
 struct SpawnFor(Pid);
 
+fn links_of(node: &Node, pid: Pid) -> Vec<Pid> {
+    node.processes().into_iter().find(|i| i.pid == pid).map(|i| i.links).unwrap_or_default()
+}
+
+/// `unlink` is called exactly inside the window: after the exit signal of
+/// the link took the link off this process (seen in `processes()`), and
+/// before its `Exit` message could be queued had it been queued after the
+/// lock (a big reason widens that window). Once the link is gone, its
+/// `Exit` must already be queued; none may arrive after `unlink` returned.
 #[test]
 fn no_exit_arrives_after_unlink_returned() {
-    const ROUNDS: u64 = 5_000;
-    let node = node("guarantees");
+    const ROUNDS: u64 = 20;
+    let node = Arc::new(node("guarantees"));
     // Spawns the other half of each round on the other scheduler.
     let spawner = node.spawn(|mut p| async move {
         loop {
@@ -97,17 +114,23 @@ fn no_exit_arrives_after_unlink_returned() {
         #[allow(unreachable_code)]
         Ok::<(), ReceiveError>(())
     });
+    let watch = node.clone();
+    let big = "x".repeat(1 << 20);
     let (queued_before, late) = run(&node, move |mut p| async move {
         p.trap_exit(true);
+        let me = p.self_pid();
         let (mut queued_before, mut late) = (0u64, 0u64);
         for _ in 0..ROUNDS {
-            p.send(spawner, &SpawnFor(p.self_pid()));
+            p.send(spawner, &SpawnFor(me));
             let other = p.expect::<Pid>().await.unwrap();
             p.link(other);
             // Links are told before monitors: its Down comes after any
             // Exit of the link.
             let barrier = p.monitor(other);
-            p.exit(other, ExitReason::error("round over"));
+            p.exit(other, ExitReason::error(big.clone()));
+            while links_of(&watch, me).contains(&other) {
+                std::hint::spin_loop();
+            }
             p.unlink(other);
             let from_other = move |exit: &Exit| exit.from == other;
             let before = p.receive_timeout(Duration::ZERO).on_if(from_other, drop).await.is_ok();
@@ -116,10 +139,12 @@ fn no_exit_arrives_after_unlink_returned() {
             queued_before += u64::from(before);
             late += u64::from(!before && after);
         }
+        drop(watch);
         (queued_before, late)
     })
     .unwrap();
     assert_eq!(late, 0, "Exits of a link arrived after unlink returned ({queued_before} came before it)");
+    assert_eq!(queued_before, ROUNDS, "with the link gone, its Exit was not yet queued");
 }
 
 #[test]
@@ -163,14 +188,17 @@ fn kill_and_exit_of_oneself_end_the_caller_at_once() {
     assert_eq!(results.1, [format!("trapped {}", ExitReason::error("to myself"))]);
 }
 
+/// Another process's `demonitor` with my reference leaves my monitor on the
+/// target (checked on the target's own count: signals are applied at once),
+/// and my `Down` comes.
 #[test]
 fn only_the_holder_of_a_monitor_can_remove_it() {
-    let node = node("guarantees");
-    let (removed_by_other, down) = run(&node, |mut p| async move {
+    let node = Arc::new(node("guarantees"));
+    let watch = node.clone();
+    let (removed_by_other, count, down) = run(&node, move |mut p| async move {
         let target = p.spawn(until_told);
         let mine = p.monitor(target);
         let me = p.self_pid();
-        // Another process is handed the reference and tries to remove it.
         let (other, checked) = p.spawn_monitor(move |mut p| async move {
             let monitor = p.expect::<MonitorRef>().await.unwrap();
             p.send(me, &p.demonitor(monitor));
@@ -178,13 +206,34 @@ fn only_the_holder_of_a_monitor_can_remove_it() {
         p.send(other, &mine);
         let removed_by_other = p.expect::<bool>().await.unwrap();
         p.receive().on_if(move |d: &Down| d.monitor == checked, drop).await.unwrap();
+        let count = watch.processes().into_iter().find(|i| i.pid == target).map(|i| i.monitored_by);
+        drop(watch);
         p.send(target, &Die);
-        let down = p.receive().on_if(move |d: &Down| d.monitor == mine, |d| d).await.unwrap();
-        (removed_by_other, down.reason)
+        let down = p.receive_timeout(BOUND).on_if(move |d: &Down| d.monitor == mine, |d| d.reason).await;
+        (removed_by_other, count, down.ok())
     })
     .unwrap();
     assert!(!removed_by_other);
-    assert_eq!(down, ExitReason::Normal, "the holder still got its Down");
+    assert_eq!(count, Some(1), "another process's demonitor took my monitor off the target");
+    assert_eq!(down, Some(ExitReason::Normal), "the holder still got its Down");
+}
+
+/// A `Process` that outlived its process (moved to a thread) monitors and
+/// links nothing: a dead process leaves nothing on others.
+#[test]
+fn a_dead_processs_handle_leaves_nothing_on_others() {
+    let node = node("guarantees");
+    let server = node.spawn(until_told);
+    let (hand, handed) = mpsc::channel::<molt::Process>();
+    let dead = node.spawn(move |p| async move {
+        let _ = hand.send(p);
+    });
+    let p = handed.recv_timeout(BOUND).unwrap();
+    wait_gone(&node, dead);
+    p.monitor(server);
+    p.link(server);
+    let info = node.processes().into_iter().find(|i| i.pid == server).unwrap();
+    assert_eq!((info.monitored_by, info.links), (0, vec![]));
 }
 
 #[test]
@@ -220,18 +269,26 @@ fn a_loop_of_zero_sleeps_yields_to_the_rest_of_its_scheduler() {
             counted.fetch_add(1, Ordering::Relaxed);
         }
     });
-    // Ten round trips with another process on the same (only) scheduler.
-    let answered = run(&node, |mut p| async move {
+    // Ten round trips with another process on the same (only) scheduler,
+    // reported to this thread so that a sleeper that never yields fails the
+    // test instead of hanging it.
+    let (done, answered) = mpsc::channel();
+    node.spawn(move |mut p| async move {
         let ponger = p.spawn(support::ponger);
-        let mut answered = 0;
+        let mut n = 0u32;
         for _ in 0..10 {
-            answered += u32::from(support::answers(&mut p, ponger).await);
+            n += u32::from(support::answers(&mut p, ponger).await);
         }
-        answered
-    })
-    .unwrap();
+        let _ = done.send(n);
+    });
+    let answered = answered.recv_timeout(BOUND);
     let laps_then = laps.load(Ordering::Relaxed);
-    assert_eq!(answered, 10);
+    if answered.is_err() {
+        // Do not wait for the stuck scheduler.
+        std::mem::forget(node);
+        panic!("ten round trips did not get through; the sleeper ran {laps_then} laps");
+    }
+    assert_eq!(answered, Ok(10));
     // Each round trip waits for at most a few budgets (2,000 laps each) of
     // the sleeper; without yielding it would lap for seconds first.
     assert!(laps_then < 200_000, "the sleeper ran {laps_then} laps before ten round trips got through");
@@ -243,6 +300,82 @@ fn a_loop_of_zero_sleeps_yields_to_the_rest_of_its_scheduler() {
     .unwrap();
     assert_eq!(killed, Ok(ExitReason::Killed));
     node.shutdown();
+}
+
+/// A guard that ends its process when dropped (a "defer exit").
+struct ExitOnDrop(molt::Process, ExitReason);
+
+impl Drop for ExitOnDrop {
+    fn drop(&mut self) {
+        self.0.exit(self.0.self_pid(), self.1.clone());
+    }
+}
+
+/// `exit(self)` from drop code — while the body unwinds from a panic, or
+/// while it is dropped after a kill, twice over — ends nothing more than
+/// the process (no unwinding inside an unwinding, which would abort the OS
+/// process: hence a child process).
+#[test]
+fn exit_of_oneself_from_drop_code_is_contained() {
+    support::child::in_child("exit_of_oneself_from_drop_code_is_contained", &[], || {
+        let node = node("guarantees");
+        let reasons = run(&node, |mut p| async move {
+            let me = p.self_pid();
+            let (_, panicking) = p.spawn_monitor(|p| async move {
+                let _guard = ExitOnDrop(p, ExitReason::error("cleanup"));
+                panic!("boom");
+            });
+            let (killed, twice) = p.spawn_monitor(move |p| async move {
+                p.send(me, &Go);
+                // Its drop calls exit(self); then its field, a guard that
+                // does the same, is dropped.
+                struct Twice(ExitOnDrop);
+                impl Drop for Twice {
+                    fn drop(&mut self) {
+                        let process = &self.0.0;
+                        process.exit(process.self_pid(), ExitReason::error("first"));
+                    }
+                }
+                let _twice = Twice(ExitOnDrop(p, ExitReason::error("second")));
+                std::future::pending::<()>().await;
+            });
+            p.expect::<Go>().await.unwrap();
+            p.kill(killed);
+            let mut reasons = Vec::new();
+            for watch in [panicking, twice] {
+                reasons.push(p.receive().on_if(move |d: &Down| d.monitor == watch, |d| d.reason).await.unwrap());
+            }
+            reasons
+        })
+        .unwrap();
+        assert_eq!(reasons, [ExitReason::error("cleanup"), ExitReason::Killed]);
+    });
+}
+
+/// The unwinding that ends a process can be caught by its own code; what
+/// that code does next has no effect.
+#[test]
+fn a_caught_kill_of_oneself_still_ends_the_process() {
+    let node = node("guarantees");
+    let (reason, said) = run(&node, |mut p| async move {
+        let me = p.self_pid();
+        let (child, watch) = p.spawn_monitor(move |mut p| async move {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.kill(p.self_pid())));
+            p.send(me, &format!("after a caught kill (caught: {})", caught.is_err()));
+            let got = p.expect_timeout::<u32>(BOUND).await;
+            p.send(me, &format!("received {got:?} after kill"));
+        });
+        p.send(child, &7u32);
+        let reason = p.receive().on_if(move |d: &Down| d.monitor == watch, |d| d.reason).await.unwrap();
+        let mut said = Vec::new();
+        while let Ok(text) = p.expect_timeout::<String>(Duration::ZERO).await {
+            said.push(text);
+        }
+        (reason, said)
+    })
+    .unwrap();
+    assert_eq!(reason, ExitReason::Killed);
+    assert!(said.is_empty(), "the body ran on after kill(self): {said:?}");
 }
 
 #[test]
@@ -261,6 +394,28 @@ fn node_run_from_inside_a_process_is_refused_loudly() {
 }
 
 #[test]
+fn shutting_a_node_down_inside_its_own_process_is_refused_without_blocking() {
+    // A shutdown timeout far beyond the test's bound: a refusal that waited
+    // for it would fail the test.
+    let node =
+        Node::start(NodeConfig::new("shut-inside").workers(2).shutdown_timeout(Duration::from_secs(3600))).unwrap();
+    let (hand, handed) = mpsc::channel::<Node>();
+    let (told, tell) = mpsc::channel::<String>();
+    let inner = node.spawn(move |mut p| async move {
+        p.expect::<Go>().await?;
+        let node = handed.recv().expect("the node is handed over");
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.shutdown()));
+        let said = refused.err().map_or_else(|| "nothing".to_owned(), panic_text);
+        let _ = told.send(said);
+        Ok::<(), ReceiveError>(())
+    });
+    node.spawn(move |p| async move { p.send(inner, &Go) });
+    hand.send(node).unwrap();
+    let said = tell.recv_timeout(BOUND).expect("the refusal returns at once");
+    assert!(said.contains("from inside one of its own processes"), "{said}");
+}
+
+#[test]
 fn dropping_a_node_inside_its_own_process_is_refused_loudly() {
     let node = support::node("dropped-inside");
     let (hand, handed) = mpsc::channel::<Node>();
@@ -269,14 +424,7 @@ fn dropping_a_node_inside_its_own_process_is_refused_loudly() {
         p.expect::<Go>().await?;
         let node = handed.recv().expect("the node is handed over");
         let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(node)));
-        let said = match refused {
-            Ok(()) => "nothing".to_owned(),
-            Err(panic) => panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default(),
-        };
+        let said = refused.err().map_or_else(|| "nothing".to_owned(), panic_text);
         let _ = told.send(said);
         Ok::<(), ReceiveError>(())
     });

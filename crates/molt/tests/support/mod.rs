@@ -32,7 +32,15 @@ where
         scope.spawn(move || {
             let _ = done.send(node.run(body));
         });
-        finished.recv_timeout(BOUND).expect("the process returns within the bound")
+        match finished.recv_timeout(BOUND) {
+            Ok(result) => result,
+            Err(_) => {
+                // The process hangs, and the scope would wait for it forever:
+                // fail the whole test binary instead.
+                eprintln!("a test's process did not return within {BOUND:?}: failing the test binary");
+                std::process::exit(101)
+            }
+        }
     })
 }
 
