@@ -4,7 +4,7 @@
 %% "bytes_per_process" (resident memory, as molt measures it).
 -module(bench).
 -export([run/1, round_trips/1, one_way/1, spawn/1, memory/1, selective_receive/1,
-         spawn_link_kill/1, monitor_demonitor/1, load/1, purge_100k/1, pingpong_upgrades/1]).
+         spawn_link_kill/1, monitor_demonitor/1, big_message/1, timers_pending/1, burst_memory/1, load/1, purge_100k/1, pingpong_upgrades/1]).
 -compile({no_auto_import, [spawn/1]}).
 
 run([Workload, N]) ->
@@ -104,6 +104,38 @@ monitor_demonitor(N) ->
     S = seconds(Start) / 1.0e9,
     Target ! stop,
     [{seconds, S}].
+
+big_message(N) ->
+    Bin = binary:copy(<<7>>, N),
+    Parent = self(),
+    Sink = erlang:spawn(fun() -> receive {From, B} -> From ! byte_size(B) end end),
+    Start = now_ns(),
+    Sink ! {Parent, Bin},
+    receive N -> ok end,
+    [{seconds, seconds(Start) / 1.0e9}].
+
+timers_pending(N) ->
+    garbage_collect(),
+    Before = resident_bytes(),
+    Start = now_ns(),
+    Timers = [erlang:send_after(3600000, self(), x) || _ <- lists:seq(1, N)],
+    S = seconds(Start) / 1.0e9,
+    %% The list of timer references is not the timers' memory: a cell and a
+    %% reference (about 10 words) each.
+    Bytes = (resident_bytes() - Before - N * 80) / N,
+    [erlang:cancel_timer(T) || T <- Timers],
+    [{seconds, S}, {bytes_per_process, Bytes}].
+
+burst_memory(N) ->
+    self() ! stays,
+    garbage_collect(),
+    Before = resident_bytes(),
+    Start = now_ns(),
+    send_all(self(), 0, N),
+    [receive X when is_integer(X) -> ok end || _ <- lists:seq(1, N)],
+    S = seconds(Start) / 1.0e9,
+    garbage_collect(),
+    [{seconds, S}, {bytes_per_process, max(0, resident_bytes() - Before)}].
 
 %% --- code loading ----------------------------------------------------------
 

@@ -217,3 +217,73 @@ pub(crate) fn monitor_demonitor(n: u64) -> Measurement {
     node.shutdown();
     Measurement { seconds, ..Default::default() }
 }
+
+/// A `Vec<u8>` of `n` bytes from one process to another, which answers
+/// with its length: the time from send to answer. `baseline_seconds` is a
+/// `memcpy` of the same bytes on this machine, for scale.
+pub(crate) fn big_message(n: u64) -> Measurement {
+    let bytes = vec![7u8; n as usize];
+    let copy_start = Instant::now();
+    let copied = std::hint::black_box(bytes.clone());
+    let memcpy = copy_start.elapsed().as_secs_f64();
+    drop(copied);
+    let node = node();
+    let seconds = run(&node, move |mut p| async move {
+        let sink = p.spawn(|mut p| async move {
+            let (from, bytes): (Pid, Vec<u8>) = p.expect().await?;
+            p.send(from, &(bytes.len() as u64));
+            Ok::<(), molt::ReceiveError>(())
+        });
+        let start = Instant::now();
+        p.send(sink, &(p.self_pid(), bytes));
+        let len: u64 = p.expect().await.expect("the length back");
+        assert_eq!(len, n);
+        start.elapsed().as_secs_f64()
+    });
+    node.shutdown();
+    Measurement { seconds, baseline_seconds: Some(memcpy), ..Default::default() }
+}
+
+/// `n` pending `send_after` timers of an hour: the time to arm them, and
+/// the resident memory per timer (in `bytes_per_process`).
+pub(crate) fn timers_pending(n: u64) -> Measurement {
+    let node = node();
+    let (seconds, bytes) = run(&node, move |p| async move {
+        let me = p.self_pid();
+        let before = resident_bytes();
+        let start = Instant::now();
+        let timers: Vec<molt::TimerRef> =
+            (0..n).map(|_| p.send_after(std::time::Duration::from_secs(3600), me, &())).collect();
+        let seconds = start.elapsed().as_secs_f64();
+        let list = (timers.capacity() * std::mem::size_of::<molt::TimerRef>()) as f64;
+        let bytes = (resident_bytes() - before - list) / n as f64;
+        for timer in timers {
+            p.cancel_timer(timer);
+        }
+        (seconds, bytes)
+    });
+    node.shutdown();
+    Measurement { seconds, bytes_per_process: Some(bytes), ..Default::default() }
+}
+
+/// A burst of `n` messages drained while one unmatched message stays: the
+/// resident memory left afterwards (in `bytes_per_process`, for the whole
+/// burst), and the time to send and drain it.
+pub(crate) fn burst_memory(n: u64) -> Measurement {
+    let node = node();
+    let (seconds, bytes) = run(&node, move |mut p| async move {
+        let me = p.self_pid();
+        p.send(me, &"stays".to_owned());
+        let before = resident_bytes();
+        let start = Instant::now();
+        for i in 0..n {
+            p.send(me, &i);
+        }
+        for _ in 0..n {
+            p.expect::<u64>().await.expect("the burst");
+        }
+        (start.elapsed().as_secs_f64(), (resident_bytes() - before).max(0.0))
+    });
+    node.shutdown();
+    Measurement { seconds, bytes_per_process: Some(bytes), ..Default::default() }
+}
