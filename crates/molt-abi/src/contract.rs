@@ -259,6 +259,18 @@ pub struct ProcessVTable {
         bytes: *const u8,
         len: usize,
     ) -> TimerRef,
+    /// Delivers a copy of the message after `delay` nanoseconds to the
+    /// process registered as `name` then (looked up at delivery; nothing
+    /// happens if none is).
+    pub send_after_named: unsafe extern "C" fn(
+        ProcessHandle,
+        delay: u64,
+        name: Str,
+        tag: Tag,
+        shape: Shape,
+        bytes: *const u8,
+        len: usize,
+    ) -> TimerRef,
     /// Cancels a timer: the nanoseconds it had left, or [`NO_DEADLINE`] if
     /// it had fired or was cancelled already.
     pub cancel_timer: unsafe extern "C" fn(ProcessHandle, timer: TimerRef) -> u64,

@@ -316,6 +316,27 @@ impl Process {
         })
     }
 
+    /// Delivers `message` after `delay` to the process registered as `name`
+    /// at that time (Erlang `erlang:send_after/3` to an atom: looked up at
+    /// delivery; nothing happens if no process has the name then).
+    pub fn send_after_named<M: Message>(&self, delay: Duration, name: &str, message: &M) -> TimerRef {
+        with_encoded(message, |bytes| {
+            // SAFETY: `self` holds the handle; `name` and `bytes` are valid
+            // for the call.
+            unsafe {
+                (self.vtable.send_after_named)(
+                    self.handle,
+                    nanos(delay),
+                    Str::new(name),
+                    M::TAG,
+                    M::shape(),
+                    bytes.as_ptr(),
+                    bytes.len(),
+                )
+            }
+        })
+    }
+
     /// Starts a new process running `module:entry` of the module's current
     /// version, with `argument` as its start state (Erlang
     /// `spawn(Module, Function, Args)`).

@@ -29,6 +29,7 @@ use molt_abi::contract::{
 use molt_abi::module::Sink;
 use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Shape, Tag, TimerRef};
 
+use crate::node::TimerTarget;
 use crate::process::{ProcessCtx, TaskLocal};
 use crate::signal::Signal;
 
@@ -53,6 +54,7 @@ static VTABLE: ProcessVTable = ProcessVTable {
     unregister,
     whereis,
     send_after,
+    send_after_named,
     cancel_timer,
     set_exit_reason,
     hot_call,
@@ -429,7 +431,22 @@ unsafe extern "C" fn send_after(
 ) -> TimerRef {
     // SAFETY: a live handle and a valid buffer, per the contract.
     let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, shape, ptr, len)) };
-    TimerRef(ctx.node.send_after(Duration::from_nanos(delay), to, envelope, ctx.scheduler))
+    TimerRef(ctx.node.send_after(Duration::from_nanos(delay), TimerTarget::Pid(to), envelope, ctx.scheduler))
+}
+
+unsafe extern "C" fn send_after_named(
+    handle: ProcessHandle,
+    delay: u64,
+    name: Str,
+    tag: Tag,
+    shape: Shape,
+    ptr: *const u8,
+    len: usize,
+) -> TimerRef {
+    // SAFETY: a live handle and valid buffers, per the contract.
+    let (ctx, name, envelope) = unsafe { (ctx(handle), name.as_str(), envelope(tag, shape, ptr, len)) };
+    let target = TimerTarget::Name(name.into());
+    TimerRef(ctx.node.send_after(Duration::from_nanos(delay), target, envelope, ctx.scheduler))
 }
 
 unsafe extern "C" fn cancel_timer(handle: ProcessHandle, timer: TimerRef) -> u64 {

@@ -749,24 +749,28 @@ impl NodeInner {
     pub(crate) fn send_after(
         self: &Arc<Self>,
         delay: Duration,
-        to: Pid,
+        to: TimerTarget,
         envelope: molt_abi::Envelope,
         scheduler: u32,
     ) -> u64 {
         let id = self.new_ref();
         let deadline = tokio::time::Instant::now() + delay;
-        let Some(target) = self.process(to) else { return id };
+        let pid = match &to {
+            TimerTarget::Pid(pid) => Some(*pid),
+            TimerTarget::Name(_) => None,
+        };
         // Listed here first: a target that ends from now on finds it in its
         // own list (taken under the same lock as `alive`) and cancels it.
-        self.timers.insert(id, Timer { deadline, target: to, task: None });
-        {
-            let mut signals = target.signals();
-            if !signals.alive {
-                drop(signals);
+        self.timers.insert(id, Timer { deadline, target: pid, task: None });
+        if let Some(pid) = pid {
+            let alive = self.process(pid).is_some_and(|target| {
+                let mut signals = target.signals();
+                signals.alive && signals.relations().timers.insert(id)
+            });
+            if !alive {
                 self.timers.remove(&id);
                 return id;
             }
-            signals.relations().timers.insert(id);
         }
         let node = self.clone();
         let runtime = &self.schedulers[scheduler as usize % self.schedulers.len()];
@@ -774,8 +778,17 @@ impl NodeInner {
             tokio::time::sleep_until(deadline).await;
             // Removing the entry first decides the race with cancel_timer.
             if node.timers.remove(&id).is_some() {
-                node.timer_done(to, id);
-                node.send(to, envelope);
+                match to {
+                    TimerTarget::Pid(pid) => {
+                        node.timer_done(pid, id);
+                        node.send(pid, envelope);
+                    }
+                    TimerTarget::Name(name) => {
+                        if let Some(pid) = node.whereis(&name) {
+                            node.send(pid, envelope);
+                        }
+                    }
+                }
             }
         });
         if let Some(mut entry) = self.timers.get_mut(&id) {
@@ -791,7 +804,9 @@ impl NodeInner {
         if let Some(task) = timer.task {
             task.abort();
         }
-        self.timer_done(timer.target, id);
+        if let Some(target) = timer.target {
+            self.timer_done(target, id);
+        }
         Some(timer.deadline.saturating_duration_since(tokio::time::Instant::now()))
     }
 
@@ -814,12 +829,21 @@ impl NodeInner {
     }
 }
 
+/// Whom a `send_after` is for.
+pub(crate) enum TimerTarget {
+    /// A process: the timer is cancelled if it ends first.
+    Pid(Pid),
+    /// Whoever has the name when the timer fires.
+    Name(Box<str>),
+}
+
 /// A pending `send_after`.
 pub(crate) struct Timer {
     /// When it fires.
     deadline: tokio::time::Instant,
-    /// Whom it is for: its timer list holds this one.
-    target: Pid,
+    /// The process it is for, whose timer list holds this one (none for a
+    /// timer to a name).
+    target: Option<Pid>,
     /// The task that fires it; `None` until spawned.
     task: Option<AbortHandle>,
 }

@@ -57,3 +57,38 @@ fn sleep_waits_and_keeps_what_arrives_meanwhile() {
     assert!(waited >= Duration::from_millis(25), "{waited:?}");
     assert_eq!(kept, Ok(A(9)));
 }
+
+/// `send_after_named` looks the name up when the timer fires, as Erlang's
+/// `send_after` to a registered name does; a name nobody has by then gets
+/// nothing.
+#[test]
+fn a_timer_to_a_name_finds_whoever_has_it_when_it_fires() {
+    let node = node("timers");
+    let got = run(&node, |mut p| async move {
+        let me = p.self_pid();
+        let relay = move |label: &'static str| {
+            move |mut p: molt::Process| async move {
+                let a = p.expect::<A>().await?;
+                p.send(me, &(label.to_owned(), a.0));
+                Ok::<(), ReceiveError>(())
+            }
+        };
+        let first = p.spawn(relay("first"));
+        let second = p.spawn(relay("second"));
+        p.register("timers.target", first).unwrap();
+        // Long enough for the two registry calls below to come first.
+        p.send_after_named(Duration::from_millis(500), "timers.target", &A(1));
+        p.unregister("timers.target");
+        p.register("timers.target", second).unwrap();
+        let delivered = p.expect::<(String, u32)>().await.unwrap();
+        // A timer to a name nobody has: a later timer to itself, on the same
+        // scheduler, comes after it has fired.
+        p.send_after_named(Duration::from_millis(10), "timers.nobody", &A(2));
+        p.send_after(Duration::from_millis(20), me, &B(3));
+        p.expect::<B>().await.unwrap();
+        p.kill(first);
+        (delivered, p.expect_timeout::<(String, u32)>(Duration::ZERO).await.is_err())
+    })
+    .unwrap();
+    assert_eq!(got, (("second".to_owned(), 1), true));
+}
