@@ -215,6 +215,16 @@ impl Process {
         unsafe { (self.vtable.monitor)(self.handle, target) }
     }
 
+    /// Monitors the process registered as `name` now (Erlang
+    /// `monitor(process, Name)`): its `Down` comes when that process ends,
+    /// even if the name moves on. If no process has the name, a `Down` with
+    /// [`ExitReason::Noproc`] arrives at once, whose pid is one no process
+    /// ever had (serial 0 of this node).
+    pub fn monitor_name(&self, name: &str) -> MonitorRef {
+        let nobody = Pid { serial: 0, ..self.self_pid() };
+        self.monitor(self.whereis(name).unwrap_or(nobody))
+    }
+
     /// Removes a monitor this process holds (Erlang `demonitor/1`): once
     /// this returns, no `Down` of it arrives. True if it was active; false
     /// if its `Down` is already queued (it stays queued: see

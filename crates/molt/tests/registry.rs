@@ -114,3 +114,24 @@ fn racing_registrations_have_exactly_one_winner() {
         .unwrap();
     }
 }
+
+/// `monitor_name` watches whoever has the name now (Erlang
+/// `monitor(process, Name)`); a name nobody has answers `Noproc` at once.
+#[test]
+fn a_name_can_be_monitored() {
+    let node = support::node("registry");
+    let (named, nobody) = support::run(&node, |mut p| async move {
+        let holder = p.spawn(|mut p| async move { p.expect::<()>().await.map(drop) });
+        p.register("registry.watched", holder).unwrap();
+        let watch = p.monitor_name("registry.watched");
+        assert_eq!(watch.target, holder);
+        p.send(holder, &());
+        let named = p.receive().on_if(move |d: &molt::Down| d.monitor == watch, |d| (d.pid, d.reason)).await;
+        let missing = p.monitor_name("registry.nobody");
+        let nobody = p.receive().on_if(move |d: &molt::Down| d.monitor == missing, |d| d.reason).await;
+        (named.map(|(pid, reason)| (pid == holder, reason)), nobody)
+    })
+    .unwrap();
+    assert_eq!(named, Ok((true, molt::ExitReason::Normal)));
+    assert_eq!(nobody, Ok(molt::ExitReason::Noproc));
+}
