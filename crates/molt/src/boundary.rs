@@ -342,7 +342,13 @@ unsafe extern "C" fn demonitor(handle: ProcessHandle, monitor: MonitorRef) -> bo
     let ctx = unsafe { ctx(handle) };
     // Only the holder's own monitors; once this returns no `Down` of it
     // comes (see `Relations::monitoring`).
-    let held = ctx.signals().relations().monitoring.remove(&monitor.id);
+    let held = {
+        let mut signals = ctx.signals();
+        let monitoring = &mut signals.relations().monitoring;
+        let held = monitoring.remove(&monitor.id);
+        crate::process::shrink_map_if_sparse(monitoring);
+        held
+    };
     if let Some(target) = held {
         ctx.node.signal(target, Signal::Demonitor { id: monitor.id });
     }
@@ -350,6 +356,10 @@ unsafe extern "C" fn demonitor(handle: ProcessHandle, monitor: MonitorRef) -> bo
 }
 
 unsafe extern "C" fn exit(handle: ProcessHandle, to: Pid, ptr: *const u8, len: usize) -> u8 {
+    // SAFETY: a live handle, per the contract.
+    if ended_itself(unsafe { ctx(handle) }) {
+        return 0;
+    }
     // SAFETY: a live handle and a valid buffer, per the contract.
     let (ctx, reason) = unsafe { (ctx(handle), exit_reason(ptr, len)) };
     ctx.node.signal(to, Signal::Exit { from: ctx.pid, reason, linked: false });
@@ -359,6 +369,9 @@ unsafe extern "C" fn exit(handle: ProcessHandle, to: Pid, ptr: *const u8, len: u
 unsafe extern "C" fn kill(handle: ProcessHandle, to: Pid) -> u8 {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
+    if ended_itself(ctx) {
+        return 0;
+    }
     ctx.node.signal(to, Signal::Kill);
     ended_caller(ctx, to)
 }
@@ -388,6 +401,9 @@ unsafe extern "C" fn trap_exit(handle: ProcessHandle, trap: bool) -> bool {
 unsafe extern "C" fn register(handle: ProcessHandle, name: Str, pid: Pid, holder: *mut Pid) -> RegisterStatus {
     // SAFETY: a live handle and a valid name, per the contract.
     let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
+    if ended_itself(ctx) {
+        return RegisterStatus::Noproc;
+    }
     match ctx.node.register(name, pid) {
         Ok(()) => RegisterStatus::Registered,
         Err(RegisterError::NameTaken { holder: taken_by, .. }) => {
@@ -404,7 +420,7 @@ unsafe extern "C" fn register(handle: ProcessHandle, name: Str, pid: Pid, holder
 unsafe extern "C" fn unregister(handle: ProcessHandle, name: Str) -> bool {
     // SAFETY: a live handle and a valid name, per the contract.
     let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
-    ctx.node.unregister(name)
+    !ended_itself(ctx) && ctx.node.unregister(name)
 }
 
 unsafe extern "C" fn whereis(handle: ProcessHandle, name: Str, pid: *mut Pid) -> bool {
@@ -431,6 +447,10 @@ unsafe extern "C" fn send_after(
 ) -> TimerRef {
     // SAFETY: a live handle and a valid buffer, per the contract.
     let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, shape, ptr, len)) };
+    if ended_itself(ctx) {
+        // A timer that never was: cancelling it says so.
+        return TimerRef(ctx.node.new_ref());
+    }
     TimerRef(ctx.node.send_after(Duration::from_nanos(delay), TimerTarget::Pid(to), envelope, ctx.scheduler))
 }
 
@@ -445,6 +465,9 @@ unsafe extern "C" fn send_after_named(
 ) -> TimerRef {
     // SAFETY: a live handle and valid buffers, per the contract.
     let (ctx, name, envelope) = unsafe { (ctx(handle), name.as_str(), envelope(tag, shape, ptr, len)) };
+    if ended_itself(ctx) {
+        return TimerRef(ctx.node.new_ref());
+    }
     let target = TimerTarget::Name(name.into());
     TimerRef(ctx.node.send_after(Duration::from_nanos(delay), target, envelope, ctx.scheduler))
 }

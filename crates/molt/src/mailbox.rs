@@ -85,6 +85,8 @@ struct Inbox {
     waker: Option<Waker>,
     /// The next push must wake the owner.
     waiting: bool,
+    /// The process ended: pushes are dropped.
+    closed: bool,
 }
 
 impl Inbox {
@@ -112,6 +114,10 @@ impl Mailbox {
     pub(crate) fn push(&self, envelope: Envelope) {
         let waker = {
             let mut inbox = self.inbox.lock();
+            if inbox.closed {
+                drop(inbox);
+                return drop(envelope);
+            }
             inbox.queue.push_back(envelope);
             self.queued.store(saturating_u32(inbox.queue.len()), Ordering::Release);
             if std::mem::take(&mut inbox.waiting) { inbox.waker.clone() } else { None }
@@ -123,10 +129,16 @@ impl Mailbox {
 
     /// Frees the queue of a process that ended: nothing will receive it, and
     /// a sender's cached reference to the process must not keep it.
+    /// From then on pushes are dropped (a sender that saw the process alive
+    /// an instant ago may still push).
     pub(crate) fn clear(&self) {
-        let queue = std::mem::take(&mut self.inbox.lock().queue);
+        let (queue, waker) = {
+            let mut inbox = self.inbox.lock();
+            inbox.closed = true;
+            (std::mem::take(&mut inbox.queue), inbox.waker.take())
+        };
         self.queued.store(0, Ordering::Release);
-        drop(queue);
+        drop((queue, waker));
     }
 
     /// How many messages are queued (as of the owner's last poll for the

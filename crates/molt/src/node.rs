@@ -791,8 +791,11 @@ impl NodeInner {
                 }
             }
         });
-        if let Some(mut entry) = self.timers.get_mut(&id) {
-            entry.task = Some(task.abort_handle());
+        match self.timers.get_mut(&id) {
+            Some(mut entry) => entry.task = Some(task.abort_handle()),
+            // Cancelled meanwhile (its target ended on another thread):
+            // the task must not wait out its delay for nothing.
+            None => task.abort(),
         }
         id
     }
@@ -810,10 +813,16 @@ impl NodeInner {
         Some(timer.deadline.saturating_duration_since(tokio::time::Instant::now()))
     }
 
-    /// Takes a timer that fired or was cancelled off its target's list.
+    /// Takes a timer that fired or was cancelled off its target's list
+    /// (a target that ended took its list away already).
     fn timer_done(&self, target: Pid, id: u64) {
         if let Some(target) = self.process(target) {
-            target.signals().relations().timers.remove(&id);
+            let mut signals = target.signals();
+            if signals.alive {
+                let timers = &mut signals.relations().timers;
+                timers.remove(&id);
+                crate::process::shrink_if_sparse(timers);
+            }
         }
     }
 

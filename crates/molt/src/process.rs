@@ -115,6 +115,22 @@ pub(crate) struct Relations {
     pub(crate) name: Option<Box<str>>,
 }
 
+/// Gives a set's memory back once it falls to a quarter of its capacity:
+/// a server that once had a hundred thousand monitors or timers keeps none
+/// of that memory when they are gone.
+pub(crate) fn shrink_if_sparse<T: Eq + std::hash::Hash>(set: &mut FxHashSet<T>) {
+    if set.capacity() > 64 && set.len() <= set.capacity() / 4 {
+        set.shrink_to(set.len() * 2);
+    }
+}
+
+/// [`shrink_if_sparse`] for a map.
+pub(crate) fn shrink_map_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut FxHashMap<K, V>) {
+    if map.capacity() > 64 && map.len() <= map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 impl Signals {
     pub(crate) fn relations(&mut self) -> &mut Relations {
         self.relations.get_or_insert_default()

@@ -68,7 +68,9 @@ impl NodeInner {
                 None
             }
             Signal::Unlink { from } => {
-                signals.relations().links.remove(&from);
+                let links = &mut signals.relations().links;
+                links.remove(&from);
+                crate::process::shrink_if_sparse(links);
                 None
             }
             Signal::Monitor { id, watcher } => {
@@ -76,7 +78,9 @@ impl NodeInner {
                 None
             }
             Signal::Demonitor { id } => {
-                signals.relations().monitored_by.remove(&id);
+                let monitored_by = &mut signals.relations().monitored_by;
+                monitored_by.remove(&id);
+                crate::process::shrink_map_if_sparse(monitored_by);
                 None
             }
         };

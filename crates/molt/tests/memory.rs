@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
-use molt::{Down, ReceiveError};
+use molt::{Down, Pid, ReceiveError};
 use support::{node, run};
 
 /// Counts the bytes live on the heap.
@@ -95,4 +95,42 @@ fn memory_of_a_burst_and_of_a_dead_process_is_given_back() {
     .unwrap();
     assert!(queued > 20 * MIB, "the messages were queued: {} MiB", queued / MIB);
     assert!(freed < 2 * MIB, "{} MiB of a dead process's mailbox stayed", freed / MIB);
+
+    // Hour-long timers, each with a 64 KiB message, armed at processes
+    // ending on the other scheduler at that very moment: whichever way each
+    // race goes, nothing of them stays (no pending entry, no task holding
+    // its message).
+    const ROUNDS: u32 = 2_000;
+    let spawner = node.spawn(|mut p| async move {
+        loop {
+            let asker = p.expect::<Pid>().await?;
+            let target = p.spawn(|mut p| async move { p.expect::<()>().await.map(drop) });
+            p.send(asker, &target);
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), ReceiveError>(())
+    });
+    let before = live();
+    run(&node, move |mut p| async move {
+        let me = p.self_pid();
+        let message = vec![7u8; 64 << 10];
+        for round in 0..ROUNDS {
+            p.send(spawner, &me);
+            let target = p.expect::<Pid>().await.unwrap();
+            p.send(target, &());
+            for _ in 0..(round % 200) {
+                std::hint::spin_loop();
+            }
+            p.send_after(Duration::from_secs(3600), target, &message);
+        }
+    })
+    .unwrap();
+    let deadline = std::time::Instant::now() + support::BOUND;
+    while node.process_count() > 1 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::yield_now();
+    }
+    assert_eq!(node.pending_timers(), 0);
+    let left = live() - before;
+    assert!(left < 2 * MIB, "{} KiB of timers at ended processes stayed", left >> 10);
 }

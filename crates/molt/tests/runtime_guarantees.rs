@@ -495,3 +495,51 @@ fn a_timer_fires_on_its_setters_scheduler_while_another_is_busy() {
     assert_eq!(fired, Ok(true));
     node.shutdown();
 }
+
+/// What a process that ended itself still does from drop code — send, arm
+/// timers to a pid or a name, kill another — has no effect.
+#[test]
+fn a_process_that_ended_itself_arms_no_timers_and_kills_nobody() {
+    struct OnDrop {
+        p: molt::Process,
+        parent: Pid,
+        bystander: Pid,
+    }
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.p.send(self.parent, &"send".to_owned());
+            self.p.send_after(Duration::ZERO, self.parent, &"send_after".to_owned());
+            self.p.send_after_named(Duration::ZERO, "guarantees.parent", &"send_after_named".to_owned());
+            self.p.kill(self.bystander);
+        }
+    }
+    let node = node("guarantees");
+    let (said, bystander_down) = run(&node, |mut p| async move {
+        let me = p.self_pid();
+        p.register("guarantees.parent", me).unwrap();
+        let (bystander, watch_bystander) = p.spawn_monitor(until_told);
+        let (_, watch) = p.spawn_monitor(move |p| async move {
+            let self_pid = p.self_pid();
+            let guard = OnDrop { p, parent: me, bystander };
+            guard.p.exit(self_pid, ExitReason::error("ended itself"));
+            drop(guard);
+        });
+        p.receive().on_if(move |d: &Down| d.monitor == watch, drop).await.unwrap();
+        // Its zero-delay timers, had they been armed, fire before this one
+        // (same scheduler, an earlier deadline); a kill would have queued
+        // the bystander's Down before the child's own.
+        p.send_after(Duration::from_millis(5), me, &Go);
+        p.expect::<Go>().await.unwrap();
+        let mut said = Vec::new();
+        while let Ok(text) = p.expect_timeout::<String>(Duration::ZERO).await {
+            said.push(text);
+        }
+        let down = p.receive_timeout(Duration::ZERO).on_if(move |d: &Down| d.monitor == watch_bystander, |d| d.reason);
+        let down = down.await.ok();
+        p.send(bystander, &Die);
+        (said, down)
+    })
+    .unwrap();
+    assert!(said.is_empty(), "a process that ended itself still delivered {said:?}");
+    assert_eq!(bystander_down, None, "a process that ended itself killed a bystander");
+}

@@ -61,3 +61,12 @@ fn skipped_messages_keep_their_order_and_the_cursor_saves_rescans() {
     assert_eq!(numbers(&mailbox, &mut saved), vec![0, 1, 2, 3, 4]);
     assert_eq!(saved.saved.len(), 5);
 }
+
+#[test]
+fn a_cleared_mailbox_keeps_nothing_pushed_after() {
+    let mailbox = Mailbox::default();
+    mailbox.push(Envelope::encode(&1u64).unwrap());
+    mailbox.clear();
+    mailbox.push(Envelope::encode(&vec![0u8; 1 << 20]).unwrap());
+    assert_eq!(mailbox.len(), 0);
+}
