@@ -108,6 +108,44 @@ const fn mix_name(hash: u64, name: &str) -> u64 {
     fnv1a(name.as_bytes(), mix(hash, name.len() as u64))
 }
 
+/// The one definition of how parts fold into a shape, for the constants
+/// here and for the tracer's walk (`tree.rs`): `hash` is what precedes the
+/// parts (their kind); an unknown part makes the whole unknown.
+pub(crate) const fn hash_items(hash: u64, items: &[Shape]) -> u64 {
+    let mut hash = mix(hash, items.len() as u64);
+    let mut i = 0;
+    while i < items.len() {
+        if items[i].0 == Shape::UNKNOWN.0 {
+            return Shape::UNKNOWN.0;
+        }
+        hash = mix(hash, items[i].0);
+        i += 1;
+    }
+    hash
+}
+
+/// Named fields, in order; see [`hash_items`].
+pub(crate) const fn hash_fields(hash: u64, fields: &[(&str, Shape)]) -> u64 {
+    let mut hash = mix(hash, fields.len() as u64);
+    let mut i = 0;
+    while i < fields.len() {
+        if fields[i].1.0 == Shape::UNKNOWN.0 {
+            return Shape::UNKNOWN.0;
+        }
+        hash = mix(mix_name(hash, fields[i].0), fields[i].1.0);
+        i += 1;
+    }
+    hash
+}
+
+/// One wrapped part; see [`hash_items`].
+pub(crate) const fn hash_newtype(hash: u64, inner: Shape) -> u64 {
+    if inner.0 == Shape::UNKNOWN.0 {
+        return Shape::UNKNOWN.0;
+    }
+    mix(hash, inner.0)
+}
+
 const fn leaf(kind: u64) -> Shape {
     Shape(mix(start(), kind))
 }
@@ -178,39 +216,18 @@ impl Shape {
 
     /// A tuple (or fixed-size array) of `items`.
     pub const fn tuple(items: &[Shape]) -> Shape {
-        let mut hash = mix(mix(start(), kind::TUPLE), items.len() as u64);
-        let mut i = 0;
-        while i < items.len() {
-            if items[i].0 == Shape::UNKNOWN.0 {
-                return Shape::UNKNOWN;
-            }
-            hash = mix(hash, items[i].0);
-            i += 1;
-        }
-        Shape(hash)
+        Shape(hash_items(mix(start(), kind::TUPLE), items))
     }
 
     /// A struct with named fields, in order (what `#[derive(Deserialize)]`
     /// makes of `struct S { a: A, b: B }`); the type's name is left out.
     pub const fn structure(fields: &[(&str, Shape)]) -> Shape {
-        let mut hash = mix(mix(mix(start(), kind::STRUCT), kind::FIELDS_BODY), fields.len() as u64);
-        let mut i = 0;
-        while i < fields.len() {
-            if fields[i].1.0 == Shape::UNKNOWN.0 {
-                return Shape::UNKNOWN;
-            }
-            hash = mix(mix_name(hash, fields[i].0), fields[i].1.0);
-            i += 1;
-        }
-        Shape(hash)
+        Shape(hash_fields(mix(mix(start(), kind::STRUCT), kind::FIELDS_BODY), fields))
     }
 
     /// A newtype struct (`struct S(T)`) around `inner`.
     pub const fn newtype(inner: Shape) -> Shape {
-        if inner.0 == Shape::UNKNOWN.0 {
-            return Shape::UNKNOWN;
-        }
-        Shape(mix(mix(mix(start(), kind::STRUCT), kind::NEWTYPE_BODY), inner.0))
+        Shape(hash_newtype(mix(mix(start(), kind::STRUCT), kind::NEWTYPE_BODY), inner))
     }
 
     /// [`Pid`](crate::Pid): a constant, so messages made of pids cost
@@ -242,6 +259,14 @@ impl Shape {
         traced::<T>()
     }
 
+    /// The shape of `T`, traced on first use into `cell` (a static of `T`'s
+    /// own: what `#[derive(Message)]` keeps it in).
+    #[doc(hidden)]
+    #[inline]
+    pub fn cached<T: DeserializeOwned>(cell: &'static std::sync::OnceLock<Shape>) -> Shape {
+        *cell.get_or_init(Shape::of_uncached::<T>)
+    }
+
     /// The shape of `T`, traced now; [`Shape::UNKNOWN`] if it cannot be.
     #[doc(hidden)]
     pub fn of_uncached<T: DeserializeOwned>() -> Shape {
@@ -264,7 +289,7 @@ impl Shape {
 macro_rules! cached_shape {
     () => {{
         static SHAPE: ::std::sync::OnceLock<$crate::Shape> = ::std::sync::OnceLock::new();
-        *SHAPE.get_or_init($crate::Shape::of_uncached::<Self>)
+        $crate::Shape::cached::<Self>(&SHAPE)
     }};
 }
 pub(crate) use cached_shape;

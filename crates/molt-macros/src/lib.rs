@@ -88,7 +88,7 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             #[inline]
             fn shape() -> #krate::Shape {
                 static SHAPE: ::std::sync::OnceLock<#krate::Shape> = ::std::sync::OnceLock::new();
-                *SHAPE.get_or_init(#krate::Shape::of_uncached::<Self>)
+                #krate::Shape::cached::<Self>(&SHAPE)
             }
         }
     } else {

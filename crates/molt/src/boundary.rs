@@ -194,11 +194,12 @@ unsafe extern "C" fn now(handle: ProcessHandle) -> u64 {
 
 unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, tag: Tag, shape: Shape, ptr: *const u8, len: usize) {
     // SAFETY: a live handle, per the contract.
-    if ended_itself(unsafe { ctx(handle) }) {
+    let ctx = unsafe { ctx(handle) };
+    if ended_itself(ctx) {
         return;
     }
-    // SAFETY: a live handle and a valid buffer, per the contract.
-    let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, shape, ptr, len)) };
+    // SAFETY: a valid buffer, per the contract.
+    let envelope = unsafe { envelope(tag, shape, ptr, len) };
     // Through the task's send cache when the process's own body sends.
     let mut envelope = Some(envelope);
     let _ = with_lent(ctx, |_, local| {

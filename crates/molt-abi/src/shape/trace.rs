@@ -230,6 +230,26 @@ impl Probe<'_> {
     fn recording(&self) -> bool {
         self.tracer.cut == 0
     }
+
+    /// A named struct whose `count` parts come as a sequence (what postcard
+    /// makes of tuple structs and structs alike); `body` names the parts.
+    fn sequence_struct<'de, V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        count: usize,
+        visitor: V,
+        body: impl FnOnce(Vec<Node>) -> Body,
+    ) -> Result<V::Value, TraceError> {
+        let recursion = self.tracer.open(std::any::type_name::<V::Value>())?;
+        let mut items = vec![Node::Unknown; count];
+        let value = visitor.visit_seq(Elements { tracer: self.tracer, items: &mut items, next: 0, count });
+        self.tracer.close(recursion);
+        *self.out = match recursion {
+            Some(up) => Node::Recursion(up),
+            None => Node::Struct(name, body(items)),
+        };
+        value
+    }
 }
 
 macro_rules! primitives {
@@ -346,15 +366,7 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, TraceError> {
-        let recursion = self.tracer.open(std::any::type_name::<V::Value>())?;
-        let mut items = vec![Node::Unknown; len];
-        let value = visitor.visit_seq(Elements { tracer: self.tracer, items: &mut items, next: 0, count: len });
-        self.tracer.close(recursion);
-        *self.out = match recursion {
-            Some(up) => Node::Recursion(up),
-            None => Node::Struct(name, Body::Tuple(items)),
-        };
-        value
+        self.sequence_struct(name, len, visitor, Body::Tuple)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -363,16 +375,9 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, TraceError> {
-        let recursion = self.tracer.open(std::any::type_name::<V::Value>())?;
-        let mut items = vec![Node::Unknown; fields.len()];
-        let value =
-            visitor.visit_seq(Elements { tracer: self.tracer, items: &mut items, next: 0, count: fields.len() });
-        self.tracer.close(recursion);
-        *self.out = match recursion {
-            Some(up) => Node::Recursion(up),
-            None => Node::Struct(name, Body::Fields(fields.iter().copied().zip(items).collect())),
-        };
-        value
+        self.sequence_struct(name, fields.len(), visitor, |items| {
+            Body::Fields(fields.iter().copied().zip(items).collect())
+        })
     }
 
     fn deserialize_enum<V: Visitor<'de>>(

@@ -8,7 +8,7 @@
 
 use super::Shape;
 use super::kind;
-use super::{mix, mix_name, start};
+use super::{hash_fields, hash_items, hash_newtype, mix, mix_name, start};
 
 /// One position in a traced type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,10 +74,7 @@ impl Walk<'_> {
             Node::Option(inner) => Shape::option(Shape(self.node(inner))).0,
             Node::Seq(item) => Shape::seq(Shape(self.node(item))).0,
             Node::Map(key, value) => Shape::map(Shape(self.node(key)), Shape(self.node(value))).0,
-            Node::Tuple(items) => {
-                let shapes: Vec<Shape> = items.iter().map(|item| Shape(self.node(item))).collect();
-                Shape::tuple(&shapes).0
-            }
+            Node::Tuple(items) => Shape::tuple(&self.shapes(items)).0,
             Node::Struct(_, body) => self.body(mix(start(), kind::STRUCT), body),
             Node::Enum(index) => {
                 let Some(shape) = self.enums.get(*index) else { return UNKNOWN };
@@ -97,32 +94,19 @@ impl Walk<'_> {
         }
     }
 
+    fn shapes(&mut self, nodes: &[Node]) -> Vec<Shape> {
+        nodes.iter().map(|node| Shape(self.node(node))).collect()
+    }
+
     fn body(&mut self, hash: u64, body: &Body) -> u64 {
         match body {
             Body::Unit => mix(hash, kind::UNIT_BODY),
-            Body::Newtype(inner) => match self.node(inner) {
-                UNKNOWN => UNKNOWN,
-                inner => mix(mix(hash, kind::NEWTYPE_BODY), inner),
-            },
-            Body::Tuple(items) => {
-                let mut hash = mix(mix(hash, kind::TUPLE_BODY), items.len() as u64);
-                for item in items {
-                    match self.node(item) {
-                        UNKNOWN => return UNKNOWN,
-                        item => hash = mix(hash, item),
-                    }
-                }
-                hash
-            }
+            Body::Newtype(inner) => hash_newtype(mix(hash, kind::NEWTYPE_BODY), Shape(self.node(inner))),
+            Body::Tuple(items) => hash_items(mix(hash, kind::TUPLE_BODY), &self.shapes(items)),
             Body::Fields(fields) => {
-                let mut hash = mix(mix(hash, kind::FIELDS_BODY), fields.len() as u64);
-                for (name, field) in fields {
-                    match self.node(field) {
-                        UNKNOWN => return UNKNOWN,
-                        field => hash = mix(mix_name(hash, name), field),
-                    }
-                }
-                hash
+                let fields: Vec<(&str, Shape)> =
+                    fields.iter().map(|(name, field)| (*name, Shape(self.node(field)))).collect();
+                hash_fields(mix(hash, kind::FIELDS_BODY), &fields)
             }
         }
     }
