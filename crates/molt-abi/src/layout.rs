@@ -39,7 +39,7 @@ const SHAPES: &[&[u64]] = &[
     shape!(Pid; node, creation, serial),
     shape!(NodeId),
     shape!(MonitorRef; id, target),
-    shape!(TimerRef),
+    shape!(TimerRef; id, slot, scheduler),
     shape!(Tag),
     shape!(Process),
     shape!(DescriptorHeader; magic, abi_version, panic_unwinds, layout, target, rustc, sdk, name, version),

@@ -72,7 +72,16 @@ pub struct MonitorRef {
     pub target: Pid,
 }
 
-/// Names a timer started by `send_after`, for `cancel_timer`.
+/// Names a timer started by `send_after`, for `cancel_timer`: where the
+/// node keeps it, and an id unique on the node, so a reference to a timer
+/// that fired or was cancelled never names another.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct TimerRef(pub u64);
+pub struct TimerRef {
+    /// Unique on the node that made it.
+    pub id: u64,
+    /// The timer's slot on its scheduler.
+    pub slot: u32,
+    /// The scheduler that fires it.
+    pub scheduler: u32,
+}

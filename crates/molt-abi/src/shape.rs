@@ -239,7 +239,8 @@ impl Shape {
     ]);
 
     /// [`TimerRef`](crate::TimerRef).
-    pub const TIMER_REF: Shape = Shape::newtype(Shape::U64);
+    pub const TIMER_REF: Shape =
+        Shape::structure(&[("id", Shape::U64), ("slot", Shape::U32), ("scheduler", Shape::U32)]);
 
     /// [`MonitorRef`](crate::MonitorRef).
     pub const MONITOR_REF: Shape = Shape::structure(&[("id", Shape::U64), ("target", Shape::PID)]);

@@ -101,6 +101,24 @@ struct Args {
     /// Skip the Erlang side even if `erl` is installed.
     #[arg(long)]
     no_erlang: bool,
+    /// Run `--only`'s workload once and print its measurement: how the
+    /// harness runs a memory workload in a fresh process of its own.
+    #[arg(long, hide = true, requires = "only")]
+    one_run: bool,
+}
+
+/// One run of a memory workload in a fresh child process of the harness, as
+/// Erlang's side runs each in a fresh `erl`: both start from an empty heap,
+/// so memory freed by an earlier run cannot hide what this one uses.
+fn run_in_a_child(workload: &Workload, n: u64) -> Measurement {
+    let output = std::process::Command::new(std::env::current_exe().expect("the harness's own path"))
+        .args(["--one-run", "--no-erlang", "--only", workload.name, "--n", &n.to_string()])
+        .output()
+        .expect("the harness could start itself");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("{}: the child run printed {stdout:?} ({e}): {}", workload.name, String::from_utf8_lossy(&output.stderr))
+    })
 }
 
 fn median(mut runs: Vec<Measurement>) -> Measurement {
@@ -151,8 +169,19 @@ fn main() {
     };
     for workload in WORKLOADS.iter().filter(|w| args.only.as_deref().is_none_or(|only| only == w.name)) {
         let n = args.n.unwrap_or(workload.n);
+        if args.one_run {
+            println!("{}", serde_json::to_string(&(workload.run)(n)).expect("a measurement is JSON"));
+            return;
+        }
         eprintln!("molt-bench: {} (n = {n}), {runs} runs per side", workload.name);
-        let molt = median((0..runs).map(|_| (workload.run)(n)).collect());
+        let molt = median(
+            (0..runs)
+                .map(|_| match workload.better {
+                    Better::Memory => run_in_a_child(workload, n),
+                    Better::Rate | Better::Time => (workload.run)(n),
+                })
+                .collect(),
+        );
         let erlang_side = erlang.as_ref().filter(|_| workload.erlang).and_then(|erlang| {
             let measured: Result<Vec<_>, _> = (0..runs).map(|_| erlang.run(workload.name, n)).collect();
             measured.map(median).map_err(|why| eprintln!("molt-bench: erlang {}: {why}", workload.name)).ok()

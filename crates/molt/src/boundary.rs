@@ -29,9 +29,9 @@ use molt_abi::contract::{
 use molt_abi::module::Sink;
 use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Shape, Tag, TimerRef};
 
-use crate::node::TimerTarget;
 use crate::process::{ProcessCtx, TaskLocal};
 use crate::signal::Signal;
+use crate::timer::TimerTarget;
 
 static VTABLE: ProcessVTable = ProcessVTable {
     abi_version: ABI_VERSION,
@@ -450,9 +450,9 @@ unsafe extern "C" fn send_after(
     let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, shape, ptr, len)) };
     if ended_itself(ctx) {
         // A timer that never was: cancelling it says so.
-        return TimerRef(ctx.node.new_ref());
+        return crate::timer::never_armed(ctx.node.new_ref());
     }
-    TimerRef(ctx.node.send_after(Duration::from_nanos(delay), TimerTarget::Pid(to), envelope, ctx.scheduler))
+    ctx.node.send_after(Duration::from_nanos(delay), TimerTarget::Pid(to), envelope, ctx.scheduler)
 }
 
 unsafe extern "C" fn send_after_named(
@@ -467,15 +467,15 @@ unsafe extern "C" fn send_after_named(
     // SAFETY: a live handle and valid buffers, per the contract.
     let (ctx, name, envelope) = unsafe { (ctx(handle), name.as_str(), envelope(tag, shape, ptr, len)) };
     if ended_itself(ctx) {
-        return TimerRef(ctx.node.new_ref());
+        return crate::timer::never_armed(ctx.node.new_ref());
     }
     let target = TimerTarget::Name(name.into());
-    TimerRef(ctx.node.send_after(Duration::from_nanos(delay), target, envelope, ctx.scheduler))
+    ctx.node.send_after(Duration::from_nanos(delay), target, envelope, ctx.scheduler)
 }
 
 unsafe extern "C" fn cancel_timer(handle: ProcessHandle, timer: TimerRef) -> u64 {
     // SAFETY: a live handle, per the contract.
-    let left = unsafe { ctx(handle) }.node.cancel_timer(timer.0);
+    let left = unsafe { ctx(handle) }.node.cancel_timer(timer);
     // Below `NO_DEADLINE`, which means "none".
     left.map_or(molt_abi::contract::NO_DEADLINE, |left| {
         u64::try_from(left.as_nanos()).unwrap_or(u64::MAX).min(molt_abi::contract::NO_DEADLINE - 1)

@@ -40,6 +40,7 @@ mod process;
 mod registry;
 mod scheduler;
 mod signal;
+mod timer;
 
 pub use code::{
     BuildError, BuildOptions, LoadError, LoadOptions, Loaded, ModuleInfo, ProcessUpgrade, PurgeError, PurgeReport,

@@ -18,7 +18,6 @@ use molt_abi::{
     Down, ExitReason, IntoExitReason, MonitorRef, NodeId, Pid, Process, SpawnError, Upgrade, UpgradeFailed,
 };
 use rustc_hash::FxBuildHasher;
-use tokio::task::AbortHandle;
 
 use crate::boundary;
 use crate::code::{
@@ -30,6 +29,7 @@ use crate::process::{CLOSURE, CodeRef, ProcessCtx, ProcessTask, RunningBody};
 use crate::registry::Registry;
 use crate::scheduler::SchedulerThread;
 use crate::signal::Signal;
+use crate::timer::TimerWheel;
 
 /// How to start a node.
 #[derive(Clone, Debug)]
@@ -144,8 +144,8 @@ pub(crate) struct NodeInner {
     next_ref: AtomicU64,
     pub(crate) registry: Registry,
     pub(crate) code: CodeServer,
-    /// Pending `send_after` timers.
-    timers: DashMap<u64, Timer, FxBuildHasher>,
+    /// The `send_after` timers, one wheel per scheduler.
+    pub(crate) timers: Box<[Arc<TimerWheel>]>,
     /// The names of the code processes run, each copied once; a process
     /// keeps an index into `code_names`.
     code_index: DashMap<(usize, usize), u32>,
@@ -193,12 +193,15 @@ impl Node {
             next_ref: AtomicU64::new(1),
             registry: Registry::default(),
             code,
-            timers: DashMap::with_hasher(FxBuildHasher),
+            timers: (0..config.workers).map(|_| Arc::new(TimerWheel::new())).collect(),
             code_index: DashMap::new(),
             code_names: std::sync::RwLock::new(Vec::new()),
             stopping: AtomicBool::new(false),
             emptied: (Mutex::new(()), Condvar::new()),
         });
+        for (runtime, wheel) in inner.schedulers.iter().zip(&inner.timers) {
+            runtime.spawn(crate::timer::fire_timers(Arc::downgrade(&inner), wheel.clone()));
+        }
         Ok(Node { inner, schedulers, shutdown_timeout: config.shutdown_timeout })
     }
 
@@ -413,7 +416,7 @@ impl Node {
     /// `erlang:statistics`): timers that fired, were cancelled or were aimed
     /// at a process that ended are not.
     pub fn pending_timers(&self) -> usize {
-        self.inner.timers.len()
+        self.inner.pending_timers()
     }
 
     /// How many processes are alive.
@@ -446,7 +449,7 @@ impl Node {
         // stop without waiting, and the caller learns it was wrong. (No
         // panic while unwinding: a second one would abort the OS process.)
         if self.schedulers.iter().any(SchedulerThread::is_current) {
-            inner.timers.clear();
+            inner.timers.iter().for_each(|wheel| wheel.clear());
             for scheduler in self.schedulers.drain(..) {
                 scheduler.stop(false);
             }
@@ -474,7 +477,7 @@ impl Node {
             guard = emptied.wait_timeout(guard, slice).unwrap_or_else(|e| e.into_inner()).0;
         }
         drop(guard);
-        inner.timers.clear();
+        inner.timers.iter().for_each(|wheel| wheel.clear());
         // A thread stuck in a process that never yields is abandoned (not
         // waited for), and so is the calling thread's own, if a process
         // shuts its node.
@@ -741,120 +744,6 @@ impl NodeInner {
             self.emptied.1.notify_all();
         }
     }
-
-    /// Delivers `envelope` to `to` after `delay`, counted from now, by a
-    /// task on `scheduler` (the caller's). A timer aimed at a process that
-    /// is not alive, or that ends before it fires, is cancelled (Erlang's
-    /// `send_after` to a pid).
-    pub(crate) fn send_after(
-        self: &Arc<Self>,
-        delay: Duration,
-        to: TimerTarget,
-        envelope: molt_abi::Envelope,
-        scheduler: u32,
-    ) -> u64 {
-        let id = self.new_ref();
-        let deadline = tokio::time::Instant::now() + delay;
-        let pid = match &to {
-            TimerTarget::Pid(pid) => Some(*pid),
-            TimerTarget::Name(_) => None,
-        };
-        // Listed here first: a target that ends from now on finds it in its
-        // own list (taken under the same lock as `alive`) and cancels it.
-        self.timers.insert(id, Timer { deadline, target: pid, task: None });
-        if let Some(pid) = pid {
-            let alive = self.process(pid).is_some_and(|target| {
-                let mut signals = target.signals();
-                signals.alive && signals.relations().timers.insert(id)
-            });
-            if !alive {
-                self.timers.remove(&id);
-                return id;
-            }
-        }
-        let node = self.clone();
-        let runtime = &self.schedulers[scheduler as usize % self.schedulers.len()];
-        let task = runtime.spawn(async move {
-            tokio::time::sleep_until(deadline).await;
-            // Removing the entry first decides the race with cancel_timer.
-            if node.timers.remove(&id).is_some() {
-                match to {
-                    TimerTarget::Pid(pid) => {
-                        node.timer_done(pid, id);
-                        node.send(pid, envelope);
-                    }
-                    TimerTarget::Name(name) => {
-                        if let Some(pid) = node.whereis(&name) {
-                            node.send(pid, envelope);
-                        }
-                    }
-                }
-            }
-        });
-        match self.timers.get_mut(&id) {
-            Some(mut entry) => entry.task = Some(task.abort_handle()),
-            // Cancelled meanwhile (its target ended on another thread):
-            // the task must not wait out its delay for nothing.
-            None => task.abort(),
-        }
-        id
-    }
-
-    /// Cancels a timer: the time it had left, or `None` if it had fired or
-    /// was cancelled (Erlang's `cancel_timer`).
-    pub(crate) fn cancel_timer(&self, id: u64) -> Option<Duration> {
-        let (_, timer) = self.timers.remove(&id)?;
-        if let Some(task) = timer.task {
-            task.abort();
-        }
-        if let Some(target) = timer.target {
-            self.timer_done(target, id);
-        }
-        Some(timer.deadline.saturating_duration_since(tokio::time::Instant::now()))
-    }
-
-    /// Takes a timer that fired or was cancelled off its target's list
-    /// (a target that ended took its list away already).
-    fn timer_done(&self, target: Pid, id: u64) {
-        if let Some(target) = self.process(target) {
-            let mut signals = target.signals();
-            if signals.alive {
-                let timers = &mut signals.relations().timers;
-                timers.remove(&id);
-                crate::process::shrink_if_sparse(timers);
-            }
-        }
-    }
-
-    /// Cancels the timers aimed at a process that ended.
-    pub(crate) fn cancel_timers_of(&self, timers: impl IntoIterator<Item = u64>) {
-        for id in timers {
-            if let Some((_, timer)) = self.timers.remove(&id)
-                && let Some(task) = timer.task
-            {
-                task.abort();
-            }
-        }
-    }
-}
-
-/// Whom a `send_after` is for.
-pub(crate) enum TimerTarget {
-    /// A process: the timer is cancelled if it ends first.
-    Pid(Pid),
-    /// Whoever has the name when the timer fires.
-    Name(Box<str>),
-}
-
-/// A pending `send_after`.
-pub(crate) struct Timer {
-    /// When it fires.
-    deadline: tokio::time::Instant,
-    /// The process it is for, whose timer list holds this one (none for a
-    /// timer to a name).
-    target: Option<Pid>,
-    /// The task that fires it; `None` until spawned.
-    task: Option<AbortHandle>,
 }
 
 impl ProcessCtx {

@@ -110,8 +110,10 @@ pub(crate) struct Relations {
     /// one; and a process that ends takes its monitors off their targets.
     pub(crate) monitoring: FxHashMap<u64, Pid>,
     /// The `send_after` timers aimed at this process: cancelled when it
-    /// ends.
-    pub(crate) timers: FxHashSet<u64>,
+    /// ends. Swept lazily (see `timer.rs`): `timers_gone` of them fired or
+    /// were cancelled since the last sweep.
+    pub(crate) timers: Vec<crate::timer::TimerPlace>,
+    pub(crate) timers_gone: usize,
     pub(crate) name: Option<Box<str>>,
 }
 

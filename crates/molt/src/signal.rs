@@ -133,7 +133,7 @@ impl NodeInner {
     /// Tells everyone who cares that `ctx` ended; called once per process,
     /// after its code is gone.
     pub(crate) fn announce_exit(&self, ctx: &ProcessCtx) {
-        let (reason, Relations { links, monitored_by, monitoring, timers, name }) = {
+        let (reason, Relations { links, monitored_by, monitoring, timers, name, .. }) = {
             let mut signals = ctx.signals();
             signals.alive = false;
             let reason = signals.exit_reason.take().map_or(ExitReason::Normal, |reason| *reason);
@@ -142,7 +142,7 @@ impl NodeInner {
         if let Some(name) = name {
             self.unregister_exited(&name, ctx.pid);
         }
-        self.cancel_timers_of(timers);
+        self.cancel_timers_of(ctx.pid.serial, timers);
         for link in links {
             self.signal(link, Signal::Exit { from: ctx.pid, reason: reason.clone(), linked: true });
         }

@@ -133,4 +133,35 @@ fn memory_of_a_burst_and_of_a_dead_process_is_given_back() {
     assert_eq!(node.pending_timers(), 0);
     let left = live() - before;
     assert!(left < 2 * MIB, "{} KiB of timers at ended processes stayed", left >> 10);
+
+    // Many pending timers, all cancelled, then as many that fire:
+    // neither leaves its slots, heap or lists behind.
+    const TIMERS: u32 = 300_000;
+    let (armed, cancelled, fired) = run(&node, |mut p| async move {
+        let me = p.self_pid();
+        let before = live();
+        let mut timers = Vec::with_capacity(TIMERS as usize);
+        let list = live();
+        for n in 0..TIMERS {
+            timers.push(p.send_after(Duration::from_secs(3600), me, &n));
+        }
+        let armed = live() - list;
+        for timer in timers {
+            assert!(p.cancel_timer(timer).is_some());
+        }
+        let cancelled = live() - before;
+        for n in 0..TIMERS {
+            p.send_after(Duration::ZERO, me, &n);
+        }
+        for n in 0..TIMERS {
+            assert_eq!(p.expect::<u32>().await?, n, "zero-delay timers fire in the order they were armed");
+        }
+        Ok::<_, ReceiveError>((armed, cancelled, live() - before))
+    })
+    .unwrap()
+    .unwrap();
+    assert!(armed > 15 * MIB, "the timers were armed: {} MiB", armed / MIB);
+    assert_eq!(node.pending_timers(), 0);
+    assert!(cancelled < MIB, "{} KiB of cancelled timers stayed", cancelled >> 10);
+    assert!(fired < MIB, "{} KiB of fired timers stayed", fired >> 10);
 }
