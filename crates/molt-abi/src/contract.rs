@@ -11,7 +11,8 @@
 //!   of the vtable may be called with it from any thread;
 //! - bytes passed to the core are borrowed for the call only: the core
 //!   copies what it keeps, so memory is always freed by the side that
-//!   allocated it;
+//!   allocated it; a message is written by the sender's own code straight
+//!   into the core's buffer ([`Outgoing`]), so it is copied once;
 //! - the core never unwinds into a caller, and code called back by the core
 //!   (a `matcher`, a `start`) catches its own panics;
 //! - the core never receives a waker, a vtable or any other callback it would
@@ -26,10 +27,32 @@ use std::ffi::c_void;
 
 use async_ffi::FfiFuture;
 
+use crate::module::Sink;
 use crate::{MonitorRef, Pid, Process, Shape, Tag, TimerRef};
 
 /// The version of this contract. The core refuses code built against another.
 pub const ABI_VERSION: u32 = 6;
+
+/// A message being sent: its tag and shape, and the sender's code that
+/// writes its postcard bytes into a buffer of the core's. The core calls
+/// `encode` at most once, during the call the message was passed to (not
+/// at all if the message goes nowhere, as from a process that ended
+/// itself): a big message is copied once, from the sender's value into the
+/// envelope its receiver reads.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing {
+    /// The message type's tag.
+    pub tag: Tag,
+    /// The message type's shape.
+    pub shape: Shape,
+    /// The sender's value (and where it records a failure), for `encode`.
+    pub env: *mut c_void,
+    /// Writes the value's bytes through `sink`, in pieces; returns false if
+    /// the value could not be encoded (its `Serialize` failed or panicked:
+    /// the sender learns why through `env`), and the core sends nothing.
+    pub encode: unsafe extern "C" fn(env: *mut c_void, sink: Sink) -> bool,
+}
 
 /// A deadline meaning "never": receives without a timeout pass it.
 pub const NO_DEADLINE: u64 = u64::MAX;
@@ -204,10 +227,9 @@ pub struct ProcessVTable {
     /// Nanoseconds on the node's monotonic clock, for deadlines.
     pub now: unsafe extern "C" fn(ProcessHandle) -> u64,
     /// Queues a copy of the message in `to`'s mailbox; a no-op if `to` is dead.
-    pub send: unsafe extern "C" fn(ProcessHandle, to: Pid, tag: Tag, shape: Shape, bytes: *const u8, len: usize),
+    pub send: unsafe extern "C" fn(ProcessHandle, to: Pid, message: Outgoing),
     /// Sends to a registered name; false if no process has it.
-    pub send_named:
-        unsafe extern "C" fn(ProcessHandle, name: Str, tag: Tag, shape: Shape, bytes: *const u8, len: usize) -> bool,
+    pub send_named: unsafe extern "C" fn(ProcessHandle, name: Str, message: Outgoing) -> bool,
     /// Selective receive; see [`ReceiveRequest`]. Only from the process's
     /// own body while the core polls it. On `Pending` the core wakes the
     /// process's task when a message arrives or the deadline passes; it
@@ -250,27 +272,11 @@ pub struct ProcessVTable {
     /// Looks a name up; writes the pid and returns true if found.
     pub whereis: unsafe extern "C" fn(ProcessHandle, name: Str, pid: *mut Pid) -> bool,
     /// Delivers a copy of the message to `to` after `delay` nanoseconds.
-    pub send_after: unsafe extern "C" fn(
-        ProcessHandle,
-        delay: u64,
-        to: Pid,
-        tag: Tag,
-        shape: Shape,
-        bytes: *const u8,
-        len: usize,
-    ) -> TimerRef,
+    pub send_after: unsafe extern "C" fn(ProcessHandle, delay: u64, to: Pid, message: Outgoing) -> TimerRef,
     /// Delivers a copy of the message after `delay` nanoseconds to the
     /// process registered as `name` then (looked up at delivery; nothing
     /// happens if none is).
-    pub send_after_named: unsafe extern "C" fn(
-        ProcessHandle,
-        delay: u64,
-        name: Str,
-        tag: Tag,
-        shape: Shape,
-        bytes: *const u8,
-        len: usize,
-    ) -> TimerRef,
+    pub send_after_named: unsafe extern "C" fn(ProcessHandle, delay: u64, name: Str, message: Outgoing) -> TimerRef,
     /// Cancels a timer: the nanoseconds it had left, or [`NO_DEADLINE`] if
     /// it had fired or was cancelled already.
     pub cancel_timer: unsafe extern "C" fn(ProcessHandle, timer: TimerRef) -> u64,

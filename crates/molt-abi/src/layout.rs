@@ -11,7 +11,7 @@ use std::mem::{align_of, offset_of, size_of};
 use async_ffi::{FfiContext, FfiFuture, FfiPoll};
 
 use crate::contract::{
-    HotCallStatus, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus, RegisterStatus, SpawnOptions,
+    HotCallStatus, Outgoing, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus, RegisterStatus, SpawnOptions,
     SpawnStatus, Str,
 };
 use crate::module::{DescriptorHeader, EntryDescriptor, ModuleDescriptor, Sink};
@@ -31,6 +31,7 @@ const SHAPES: &[&[u64]] = &[
     shape!(ReceiveRequest; tags, tag_count, matcher, env, cursor, deadline),
     shape!(ProcessStart; env, start, drop_env, code),
     shape!(SpawnOptions; link, monitor),
+    shape!(Outgoing; tag, shape, env, encode),
     shape!(Str; ptr, len),
     shape!(ReceiveStatus),
     shape!(RegisterStatus),

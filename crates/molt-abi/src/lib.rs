@@ -17,6 +17,7 @@ mod exit;
 mod layout;
 mod message;
 pub mod module;
+mod outgoing;
 mod pid;
 mod process;
 mod receive;

@@ -193,17 +193,40 @@ pub struct Sink {
     pub write: unsafe extern "C" fn(env: *mut c_void, ptr: *const u8, len: usize),
 }
 
+/// A buffer a [`Sink`] appends to.
+pub trait SinkBuffer {
+    /// Appends `bytes`.
+    fn append(&mut self, bytes: &[u8]);
+}
+
+impl SinkBuffer for Vec<u8> {
+    fn append(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl SinkBuffer for crate::Payload {
+    fn append(&mut self, bytes: &[u8]) {
+        // A large block (a byte payload) gets exactly the room it needs,
+        // not the next power of two.
+        if bytes.len() >= 4096 && bytes.len() > self.capacity() - self.len() {
+            self.reserve_exact(bytes.len());
+        }
+        self.extend_from_slice(bytes);
+    }
+}
+
 impl Sink {
     /// A sink that appends to `buffer`, for the duration of a call.
-    pub fn of(buffer: &mut Vec<u8>) -> Sink {
-        unsafe extern "C" fn write(env: *mut c_void, ptr: *const u8, len: usize) {
-            // SAFETY: `env` is the `&mut Vec<u8>` given to `of`, alive and
+    pub fn of<B: SinkBuffer>(buffer: &mut B) -> Sink {
+        unsafe extern "C" fn write<B: SinkBuffer>(env: *mut c_void, ptr: *const u8, len: usize) {
+            // SAFETY: `env` is the `&mut B` given to `of`, alive and
             // unaliased for the call the sink was made for; `ptr` and `len`
             // describe the writer's live bytes.
-            let (buffer, bytes) = unsafe { (&mut *env.cast::<Vec<u8>>(), crate::contract::borrowed(ptr, len)) };
-            buffer.extend_from_slice(bytes);
+            let (buffer, bytes) = unsafe { (&mut *env.cast::<B>(), crate::contract::borrowed(ptr, len)) };
+            buffer.append(bytes);
         }
-        Sink { env: std::ptr::from_mut(buffer).cast(), write }
+        Sink { env: std::ptr::from_mut(buffer).cast(), write: write::<B> }
     }
 
     /// Writes `bytes` into the sink.

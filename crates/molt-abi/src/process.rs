@@ -17,6 +17,7 @@ use crate::contract::{
     SpawnOptions, SpawnStatus, Str,
 };
 use crate::module::Sink;
+use crate::outgoing::outgoing;
 use crate::receive::{Expect, NoArms, Receive};
 use crate::{Down, ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, SpawnError, TimerRef};
 
@@ -110,21 +111,16 @@ impl Process {
     /// dead process is dropped, as in Erlang. Messages from one process to
     /// another arrive in the order they were sent.
     pub fn send<M: Message>(&self, to: Pid, message: &M) {
-        with_encoded(message, |bytes| {
-            // SAFETY: `self` holds the handle; `bytes` is valid for the call.
-            unsafe { (self.vtable.send)(self.handle, to, M::TAG, M::shape(), bytes.as_ptr(), bytes.len()) }
-        });
+        // SAFETY: `self` holds the handle; the message is valid for the call.
+        outgoing(message, |message| unsafe { (self.vtable.send)(self.handle, to, message) });
     }
 
     /// Sends to the process registered as `name` (Cloud Haskell `nsend`,
     /// Erlang `Name ! Msg`); returns false if no process has the name.
     pub fn nsend<M: Message>(&self, name: &str, message: &M) -> bool {
-        with_encoded(message, |bytes| {
-            // SAFETY: `self` holds the handle; `name` and `bytes` are valid for the call.
-            unsafe {
-                (self.vtable.send_named)(self.handle, Str::new(name), M::TAG, M::shape(), bytes.as_ptr(), bytes.len())
-            }
-        })
+        // SAFETY: `self` holds the handle; `name` and the message are valid
+        // for the call.
+        outgoing(message, |message| unsafe { (self.vtable.send_named)(self.handle, Str::new(name), message) })
     }
 
     /// Waits for the oldest message of type `M`, leaving every other message
@@ -318,32 +314,18 @@ impl Process {
 
     /// Delivers `message` to `to` after `delay` (Erlang `erlang:send_after/3`).
     pub fn send_after<M: Message>(&self, delay: Duration, to: Pid, message: &M) -> TimerRef {
-        with_encoded(message, |bytes| {
-            // SAFETY: `self` holds the handle; `bytes` is valid for the call.
-            unsafe {
-                (self.vtable.send_after)(self.handle, nanos(delay), to, M::TAG, M::shape(), bytes.as_ptr(), bytes.len())
-            }
-        })
+        // SAFETY: `self` holds the handle; the message is valid for the call.
+        outgoing(message, |message| unsafe { (self.vtable.send_after)(self.handle, nanos(delay), to, message) })
     }
 
     /// Delivers `message` after `delay` to the process registered as `name`
     /// at that time (Erlang `erlang:send_after/3` to an atom: looked up at
     /// delivery; nothing happens if no process has the name then).
     pub fn send_after_named<M: Message>(&self, delay: Duration, name: &str, message: &M) -> TimerRef {
-        with_encoded(message, |bytes| {
-            // SAFETY: `self` holds the handle; `name` and `bytes` are valid
-            // for the call.
-            unsafe {
-                (self.vtable.send_after_named)(
-                    self.handle,
-                    nanos(delay),
-                    Str::new(name),
-                    M::TAG,
-                    M::shape(),
-                    bytes.as_ptr(),
-                    bytes.len(),
-                )
-            }
+        // SAFETY: `self` holds the handle; `name` and the message are valid
+        // for the call.
+        outgoing(message, |message| unsafe {
+            (self.vtable.send_after_named)(self.handle, nanos(delay), Str::new(name), message)
         })
     }
 

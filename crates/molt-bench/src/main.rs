@@ -65,6 +65,8 @@ const WORKLOADS: &[Workload] = &[
         erlang: true,
     },
     Workload { name: "big_message", n: 100 << 20, better: Better::Time, run: workloads::big_message, erlang: true },
+    Workload { name: "big_message_1m", n: 1 << 20, better: Better::Time, run: workloads::big_message, erlang: true },
+    Workload { name: "big_bytes", n: 100 << 20, better: Better::Time, run: workloads::big_bytes, erlang: true },
     Workload {
         name: "timers_pending",
         n: 1_000_000,

@@ -222,6 +222,29 @@ pub(crate) fn monitor_demonitor(n: u64) -> Measurement {
 /// with its length: the time from send to answer. `baseline_seconds` is a
 /// `memcpy` of the same bytes on this machine, for scale.
 pub(crate) fn big_message(n: u64) -> Measurement {
+    send_big(n, |from, bytes| (from, bytes), |(from, bytes): &(Pid, Vec<u8>)| (*from, bytes.len()))
+}
+
+/// A byte payload marked as one (`serde_bytes`), as `big_message`: serde
+/// hands it over as one block, not byte by byte.
+pub(crate) fn big_bytes(n: u64) -> Measurement {
+    send_big(n, |from, bytes| Blob { from, bytes }, |blob: &Blob| (blob.from, blob.bytes.len()))
+}
+
+#[derive(Serialize, Deserialize, molt::Message)]
+#[message(name = "bench.Blob", crate = "molt")]
+struct Blob {
+    from: Pid,
+    #[serde(with = "serde_bytes")]
+    bytes: Vec<u8>,
+}
+
+/// Sends `make(sender, n bytes)`; the receiver answers `read(message)`'s
+/// length to its sender.
+fn send_big<M>(n: u64, make: fn(Pid, Vec<u8>) -> M, read: fn(&M) -> (Pid, usize)) -> Measurement
+where
+    M: Message + for<'de> Deserialize<'de> + Send + 'static,
+{
     let bytes = vec![7u8; n as usize];
     let copy_start = Instant::now();
     let copied = std::hint::black_box(bytes.clone());
@@ -229,16 +252,20 @@ pub(crate) fn big_message(n: u64) -> Measurement {
     drop(copied);
     let node = node();
     let seconds = run(&node, move |mut p| async move {
-        let sink = p.spawn(|mut p| async move {
-            let (from, bytes): (Pid, Vec<u8>) = p.expect().await?;
-            p.send(from, &(bytes.len() as u64));
+        let sink = p.spawn(move |mut p| async move {
+            let message: M = p.expect().await?;
+            let (from, length) = read(&message);
+            p.send(from, &(length as u64));
             Ok::<(), molt::ReceiveError>(())
         });
+        let message = make(p.self_pid(), bytes);
         let start = Instant::now();
-        p.send(sink, &(p.self_pid(), bytes));
+        p.send(sink, &message);
         let len: u64 = p.expect().await.expect("the length back");
+        let seconds = start.elapsed().as_secs_f64();
         assert_eq!(len, n);
-        start.elapsed().as_secs_f64()
+        drop(message);
+        seconds
     });
     node.shutdown();
     Measurement { seconds, baseline_seconds: Some(memcpy), ..Default::default() }

@@ -31,6 +31,8 @@ fn every_workload_prints_one_json_line() {
             "spawn_link_kill",
             "monitor_demonitor",
             "big_message",
+            "big_message_1m",
+            "big_bytes",
             "timers_pending",
             "burst_memory",
             "load",

@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use async_ffi::FfiFuture;
 use molt_abi::contract::{
-    ABI_VERSION, HotCallStatus, MATCH_TAKE, ProcessHandle, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus,
-    RegisterStatus, SpawnOptions, SpawnStatus, Str, borrowed,
+    ABI_VERSION, HotCallStatus, MATCH_TAKE, Outgoing, ProcessHandle, ProcessStart, ProcessVTable, ReceiveRequest,
+    ReceiveStatus, RegisterStatus, SpawnOptions, SpawnStatus, Str, borrowed,
 };
 use molt_abi::module::Sink;
-use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, Shape, Tag, TimerRef};
+use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, TimerRef};
 
 use crate::process::{ProcessCtx, TaskLocal};
 use crate::signal::Signal;
@@ -160,12 +160,24 @@ unsafe fn ctx<'a>(handle: ProcessHandle) -> &'a ProcessCtx {
     unsafe { &*handle.cast::<ProcessCtx>() }
 }
 
+/// The envelope of a message being sent, written by its sender's code;
+/// `None` if it could not be encoded (the sender then panics).
+///
 /// # Safety
-/// As for [`borrowed`].
-unsafe fn envelope(tag: Tag, shape: Shape, ptr: *const u8, len: usize) -> Envelope {
-    // SAFETY: forwarded from the caller.
-    let bytes = unsafe { borrowed(ptr, len) };
-    Envelope { tag, shape, payload: Payload::from_slice(bytes) }
+/// `message` must be one passed to the running vtable call.
+unsafe fn envelope(message: Outgoing) -> Option<Envelope> {
+    let mut payload = Payload::new();
+    // SAFETY: the sender's `encode` and `env` are valid for the call that
+    // passed them, which is running (forwarded from the caller); the sink
+    // appends to `payload`, alive until after `encode` returns. The sender
+    // catches its own panics.
+    let encoded = unsafe { (message.encode)(message.env, Sink::of(&mut payload)) };
+    // Grown in pieces, a big payload may have up to twice the room it
+    // needs; a queued message keeps only what it uses.
+    if payload.spilled() && payload.capacity() - payload.len() > payload.len() / 8 {
+        payload.shrink_to_fit();
+    }
+    encoded.then(|| Envelope { tag: message.tag, shape: message.shape, payload })
 }
 
 /// # Safety
@@ -192,14 +204,14 @@ unsafe extern "C" fn now(handle: ProcessHandle) -> u64 {
     unsafe { ctx(handle) }.node.now()
 }
 
-unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, tag: Tag, shape: Shape, ptr: *const u8, len: usize) {
+unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, message: Outgoing) {
     // SAFETY: a live handle, per the contract.
     let ctx = unsafe { ctx(handle) };
     if ended_itself(ctx) {
         return;
     }
-    // SAFETY: a valid buffer, per the contract.
-    let envelope = unsafe { envelope(tag, shape, ptr, len) };
+    // SAFETY: a valid message, per the contract.
+    let Some(envelope) = (unsafe { envelope(message) }) else { return };
     // Through the task's send cache when the process's own body sends.
     let mut envelope = Some(envelope);
     let _ = with_lent(ctx, |_, local| {
@@ -212,14 +224,7 @@ unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, tag: Tag, shape: Shape
     }
 }
 
-unsafe extern "C" fn send_named(
-    handle: ProcessHandle,
-    name: Str,
-    tag: Tag,
-    shape: Shape,
-    ptr: *const u8,
-    len: usize,
-) -> bool {
+unsafe extern "C" fn send_named(handle: ProcessHandle, name: Str, message: Outgoing) -> bool {
     // SAFETY: a live handle and valid buffers, per the contract.
     let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
     if ended_itself(ctx) {
@@ -227,8 +232,10 @@ unsafe extern "C" fn send_named(
     }
     match ctx.node.whereis(name) {
         Some(to) => {
-            // SAFETY: as above.
-            ctx.node.send(to, unsafe { envelope(tag, shape, ptr, len) });
+            // SAFETY: a valid message, per the contract.
+            if let Some(envelope) = unsafe { envelope(message) } {
+                ctx.node.send(to, envelope);
+            }
             true
         }
         None => false,
@@ -437,38 +444,26 @@ unsafe extern "C" fn whereis(handle: ProcessHandle, name: Str, pid: *mut Pid) ->
     }
 }
 
-unsafe extern "C" fn send_after(
-    handle: ProcessHandle,
-    delay: u64,
-    to: Pid,
-    tag: Tag,
-    shape: Shape,
-    ptr: *const u8,
-    len: usize,
-) -> TimerRef {
-    // SAFETY: a live handle and a valid buffer, per the contract.
-    let (ctx, envelope) = unsafe { (ctx(handle), envelope(tag, shape, ptr, len)) };
-    if ended_itself(ctx) {
+unsafe extern "C" fn send_after(handle: ProcessHandle, delay: u64, to: Pid, message: Outgoing) -> TimerRef {
+    // SAFETY: a live handle, per the contract.
+    let ctx = unsafe { ctx(handle) };
+    // SAFETY: a valid message, per the contract.
+    let envelope = (!ended_itself(ctx)).then(|| unsafe { envelope(message) }).flatten();
+    let Some(envelope) = envelope else {
         // A timer that never was: cancelling it says so.
         return crate::timer::never_armed(ctx.node.new_ref());
-    }
+    };
     ctx.node.send_after(Duration::from_nanos(delay), TimerTarget::Pid(to), envelope, ctx.scheduler)
 }
 
-unsafe extern "C" fn send_after_named(
-    handle: ProcessHandle,
-    delay: u64,
-    name: Str,
-    tag: Tag,
-    shape: Shape,
-    ptr: *const u8,
-    len: usize,
-) -> TimerRef {
-    // SAFETY: a live handle and valid buffers, per the contract.
-    let (ctx, name, envelope) = unsafe { (ctx(handle), name.as_str(), envelope(tag, shape, ptr, len)) };
-    if ended_itself(ctx) {
+unsafe extern "C" fn send_after_named(handle: ProcessHandle, delay: u64, name: Str, message: Outgoing) -> TimerRef {
+    // SAFETY: a live handle and a valid name, per the contract.
+    let (ctx, name) = unsafe { (ctx(handle), name.as_str()) };
+    // SAFETY: a valid message, per the contract.
+    let envelope = (!ended_itself(ctx)).then(|| unsafe { envelope(message) }).flatten();
+    let Some(envelope) = envelope else {
         return crate::timer::never_armed(ctx.node.new_ref());
-    }
+    };
     let target = TimerTarget::Name(name.into());
     ctx.node.send_after(Duration::from_nanos(delay), target, envelope, ctx.scheduler)
 }

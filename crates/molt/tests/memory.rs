@@ -1,7 +1,7 @@
 //! Memory that must not outlive its use (issue 12), measured with a
 //! counting allocator: the burst of a mailbox in which one message stays,
-//! and the unread messages of a process that ended while a sender still
-//! caches it.
+//! the unread messages of a process that ended while a sender still caches
+//! it, timers, and the copies a big message costs.
 
 mod support;
 
@@ -9,19 +9,27 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
-use molt::{Down, Pid, ReceiveError};
+use molt::{Down, Message, Pid, ReceiveError};
+use serde::{Deserialize, Serialize};
 use support::{node, run};
 
 /// Counts the bytes live on the heap.
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// The most `LIVE` was since it was last reset.
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+
+fn grew(by: isize) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
 
 // SAFETY: every call is forwarded to the system allocator unchanged; the
 // counter is only arithmetic on the sizes it was given.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        grew(layout.size() as isize);
         // SAFETY: forwarded from the caller.
         unsafe { System.alloc(layout) }
     }
@@ -33,7 +41,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        grew(new_size as isize - layout.size() as isize);
         // SAFETY: forwarded from the caller.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -44,6 +52,13 @@ static ALLOCATOR: Counting = Counting;
 
 fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
+}
+
+/// What is live now, and the peak from now on.
+fn live_and_reset_peak() -> isize {
+    let now = live();
+    PEAK.store(now, Ordering::Relaxed);
+    now
 }
 
 const MIB: isize = 1 << 20;
@@ -164,4 +179,31 @@ fn memory_of_a_burst_and_of_a_dead_process_is_given_back() {
     assert_eq!(node.pending_timers(), 0);
     assert!(cancelled < MIB, "{} KiB of cancelled timers stayed", cancelled >> 10);
     assert!(fired < MIB, "{} KiB of fired timers stayed", fired >> 10);
+
+    // A big message is copied once when sent: from the sender's value into
+    // the envelope its receiver reads, not into a buffer of the sender's
+    // first. A byte payload serde hands over as one block (`serde_bytes`)
+    // gets exactly its room; a `Vec<u8>`, written byte by byte, may grow to
+    // twice its room while it is written and gives the rest back.
+    #[derive(Serialize, Deserialize, Message)]
+    struct Blob(#[serde(with = "serde_bytes")] Vec<u8>);
+    const SIZE: isize = 32 << 20;
+    let (blob_peak, blob_kept, vec_peak, vec_kept) = run(&node, |p| async move {
+        let sink = p.spawn(|mut p| async move { p.expect::<()>().await.map(drop) });
+        let blob = Blob(vec![7; SIZE as usize]);
+        let before = live_and_reset_peak();
+        p.send(sink, &blob);
+        let blob = (PEAK.load(Ordering::Relaxed) - before, live() - before);
+        let bytes = vec![7u8; SIZE as usize];
+        let before = live_and_reset_peak();
+        p.send(sink, &bytes);
+        let vec = (PEAK.load(Ordering::Relaxed) - before, live() - before);
+        p.send(sink, &());
+        (blob.0, blob.1, vec.0, vec.1)
+    })
+    .unwrap();
+    assert!(blob_peak < SIZE + SIZE / 64, "sending {} MiB took {} MiB at its peak", SIZE / MIB, blob_peak / MIB);
+    assert!(blob_kept < SIZE + SIZE / 64, "a queued {} MiB message kept {} MiB", SIZE / MIB, blob_kept / MIB);
+    assert!(vec_peak <= 2 * SIZE + MIB, "sending {} MiB took {} MiB at its peak", SIZE / MIB, vec_peak / MIB);
+    assert!(vec_kept < SIZE + SIZE / 8, "a queued {} MiB message kept {} MiB", SIZE / MIB, vec_kept / MIB);
 }

@@ -175,3 +175,46 @@ fn the_derive_tags_by_the_given_name_or_the_types_path_and_fingerprints_the_shap
     assert_ne!(v1::Put::shape(), v2::Put::shape());
     assert_ne!(v1::Put::shape(), signed::Put::shape());
 }
+
+/// Byte payloads arrive intact every way serde encodes them — a `Vec<u8>`
+/// byte by byte, a `serde_bytes` field and a `bytes::Bytes` as one block —
+/// and the two ways give the same bytes on the wire (postcard: a length,
+/// then the bytes), so either decodes what the other sent.
+#[test]
+fn byte_payloads_arrive_intact() {
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Message)]
+    #[message(name = "test.Bytes")]
+    struct Marked(#[serde(with = "serde_bytes")] Vec<u8>);
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Message)]
+    #[message(name = "test.Bytes")]
+    struct Plain(Vec<u8>);
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Message)]
+    #[message(name = "test.Bytes")]
+    struct Shared(bytes::Bytes);
+
+    assert_eq!(Marked::shape(), Plain::shape());
+    assert_eq!(Marked::shape(), Shared::shape());
+    // Every length around the sender's buffer and the payload's inline room.
+    let lengths = [0usize, 1, 23, 24, 25, 511, 512, 513, 4095, 4096, 70_000, 3 << 20];
+    let pattern = |len: usize| (0..len).map(|i| (i * 7 + i / 251) as u8).collect::<Vec<u8>>();
+    let got = run(shared_node(), move |mut p| async move {
+        let me = p.self_pid();
+        let mut got = Vec::new();
+        for len in lengths {
+            p.send(me, &Plain(pattern(len)));
+            p.send(me, &Marked(pattern(len)));
+            p.send(me, &Shared(bytes::Bytes::from(pattern(len))));
+            got.push(p.expect::<Marked>().await?.0);
+            got.push(p.expect::<Shared>().await?.0.to_vec());
+            got.push(p.expect::<Plain>().await?.0);
+        }
+        Ok::<_, ReceiveError>(got)
+    })
+    .unwrap()
+    .unwrap();
+    let expected: Vec<Vec<u8>> = lengths.iter().flat_map(|len| [pattern(*len), pattern(*len), pattern(*len)]).collect();
+    assert_eq!(got.len(), expected.len());
+    for (n, (got, expected)) in got.iter().zip(&expected).enumerate() {
+        assert!(got == expected, "message {n} ({} bytes) arrived changed ({} bytes)", expected.len(), got.len());
+    }
+}

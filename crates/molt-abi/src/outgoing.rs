@@ -1,0 +1,112 @@
+//! The sender's side of [`Outgoing`]: a message written by its sender's
+//! code, in pieces, straight into the core's buffer, so a big message is
+//! copied once (from the value into the envelope its receiver reads), never
+//! first into a buffer of the sender's and then again into the core's.
+
+use std::ffi::c_void;
+use std::panic::AssertUnwindSafe;
+
+use postcard::ser_flavors::Flavor;
+
+use crate::Message;
+use crate::contract::Outgoing;
+use crate::module::Sink;
+
+/// Runs `send` with `message` as an [`Outgoing`], then panics in the sender
+/// (never across the boundary) if the message could not be encoded.
+///
+/// # Panics
+/// When the value's `Serialize` implementation fails or panics, which
+/// serde's derive never does; the panic ends only the calling process.
+pub(crate) fn outgoing<M: Message, R>(message: &M, send: impl FnOnce(Outgoing) -> R) -> R {
+    let mut encoding = Encoding { message, failed: None };
+    let outgoing =
+        Outgoing { tag: M::TAG, shape: M::shape(), env: std::ptr::from_mut(&mut encoding).cast(), encode: encode::<M> };
+    let sent = send(outgoing);
+    if let Some(why) = encoding.failed {
+        panic!("a message of type {} could not be encoded: {why}", std::any::type_name::<M>());
+    }
+    sent
+}
+
+/// What `env` points at while the core holds an [`Outgoing`].
+struct Encoding<'a, M> {
+    message: &'a M,
+    failed: Option<String>,
+}
+
+unsafe extern "C" fn encode<M: Message>(env: *mut c_void, sink: Sink) -> bool {
+    // SAFETY: `env` is the `Encoding<M>` made by `outgoing`, alive and not
+    // otherwise used while the core's call, and so this one, runs.
+    let encoding = unsafe { &mut *env.cast::<Encoding<'_, M>>() };
+    let writer = SinkWriter { sink, buffer: [0; BUFFER], len: 0 };
+    // The core must not be unwound into: a panicking `Serialize` is caught
+    // here and raised again in the sender once the core has returned.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| postcard::serialize_with_flavor(encoding.message, writer))) {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            encoding.failed = Some(error.to_string());
+            false
+        }
+        Err(panic) => {
+            encoding.failed = Some(format!("its Serialize panicked: {}", crate::panic_message(panic)));
+            false
+        }
+    }
+}
+
+/// Gathers small writes (a varint, a byte of a `Vec<u8>` serde hands over
+/// one at a time) into a few hundred bytes on the stack before they cross
+/// to the core; a large block (`serde_bytes`, `bytes::Bytes`, a `str`)
+/// goes straight through.
+const BUFFER: usize = 512;
+
+struct SinkWriter {
+    sink: Sink,
+    buffer: [u8; BUFFER],
+    len: usize,
+}
+
+impl SinkWriter {
+    fn flush(&mut self) {
+        // SAFETY: the sink was handed to `encode` by the core for this call,
+        // which is still running.
+        unsafe { self.sink.put(&self.buffer[..self.len]) };
+        self.len = 0;
+    }
+}
+
+impl Flavor for SinkWriter {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        if self.len == BUFFER {
+            self.flush();
+        }
+        self.buffer[self.len] = byte;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() > BUFFER - self.len {
+            self.flush();
+            if data.len() >= BUFFER {
+                // SAFETY: as in `flush`.
+                unsafe { self.sink.put(data) };
+                return Ok(());
+            }
+        }
+        self.buffer[self.len..self.len + data.len()].copy_from_slice(data);
+        self.len += data.len();
+        Ok(())
+    }
+
+    fn finalize(mut self) -> postcard::Result<()> {
+        if self.len > 0 {
+            self.flush();
+        }
+        Ok(())
+    }
+}
