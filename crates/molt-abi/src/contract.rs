@@ -33,10 +33,12 @@ use crate::{MonitorRef, Pid, Process, Shape, Tag, TimerRef};
 /// The version of this contract. The core refuses code built against another.
 pub const ABI_VERSION: u32 = 6;
 
-/// A message being sent: its tag and shape, and the sender's code that
-/// writes its postcard bytes into a buffer of the core's. The core calls
-/// `encode` at most once, during the call the message was passed to (not
-/// at all if the message goes nowhere, as from a process that ended
+/// A message being sent: its tag and shape, and its postcard bytes — for a
+/// small message, encoded already on the sender's stack (`bytes`, `len`),
+/// which the core copies; for a larger one, the sender's code that writes
+/// them into a buffer of the core's (`encode`, with `bytes` null). The core
+/// calls `encode` at most once, during the call the message was passed to
+/// (not at all if the message goes nowhere, as from a process that ended
 /// itself): a big message is copied once, from the sender's value into the
 /// envelope its receiver reads.
 #[repr(C)]
@@ -46,6 +48,10 @@ pub struct Outgoing {
     pub tag: Tag,
     /// The message type's shape.
     pub shape: Shape,
+    /// The encoded message, or null.
+    pub bytes: *const u8,
+    /// Its length.
+    pub len: usize,
     /// The sender's value (and where it records a failure), for `encode`.
     pub env: *mut c_void,
     /// Writes the value's bytes through `sink`, in pieces; returns false if

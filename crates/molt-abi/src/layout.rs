@@ -31,7 +31,7 @@ const SHAPES: &[&[u64]] = &[
     shape!(ReceiveRequest; tags, tag_count, matcher, env, cursor, deadline),
     shape!(ProcessStart; env, start, drop_env, code),
     shape!(SpawnOptions; link, monitor),
-    shape!(Outgoing; tag, shape, env, encode),
+    shape!(Outgoing; tag, shape, bytes, len, env, encode),
     shape!(Str; ptr, len),
     shape!(ReceiveStatus),
     shape!(RegisterStatus),

@@ -20,14 +20,28 @@ use crate::module::Sink;
 /// serde's derive never does; the panic ends only the calling process.
 pub(crate) fn outgoing<M: Message, R>(message: &M, send: impl FnOnce(Outgoing) -> R) -> R {
     let mut encoding = Encoding { message, failed: None };
-    let outgoing =
-        Outgoing { tag: M::TAG, shape: M::shape(), env: std::ptr::from_mut(&mut encoding).cast(), encode: encode::<M> };
+    let mut outgoing = Outgoing {
+        tag: M::TAG,
+        shape: M::shape(),
+        bytes: std::ptr::null(),
+        len: 0,
+        env: std::ptr::from_mut(&mut encoding).cast(),
+        encode: encode::<M>,
+    };
+    // Most messages are a few bytes: encoded here, they cross as a slice.
+    let mut small = [0u8; SMALL];
+    if let Ok(bytes) = postcard::to_slice(message, &mut small) {
+        (outgoing.bytes, outgoing.len) = (bytes.as_ptr(), bytes.len());
+    }
     let sent = send(outgoing);
     if let Some(why) = encoding.failed {
         panic!("a message of type {} could not be encoded: {why}", std::any::type_name::<M>());
     }
     sent
 }
+
+/// Messages up to this many bytes are encoded on the sender's stack.
+const SMALL: usize = 64;
 
 /// What `env` points at while the core holds an [`Outgoing`].
 struct Encoding<'a, M> {

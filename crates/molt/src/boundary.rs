@@ -166,6 +166,12 @@ unsafe fn ctx<'a>(handle: ProcessHandle) -> &'a ProcessCtx {
 /// # Safety
 /// `message` must be one passed to the running vtable call.
 unsafe fn envelope(message: Outgoing) -> Option<Envelope> {
+    if !message.bytes.is_null() {
+        // SAFETY: the sender's bytes, valid for the call (forwarded from
+        // the caller).
+        let bytes = unsafe { borrowed(message.bytes, message.len) };
+        return Some(Envelope { tag: message.tag, shape: message.shape, payload: Payload::from_slice(bytes) });
+    }
     let mut payload = Payload::new();
     // SAFETY: the sender's `encode` and `env` are valid for the call that
     // passed them, which is running (forwarded from the caller); the sink
@@ -451,7 +457,7 @@ unsafe extern "C" fn send_after(handle: ProcessHandle, delay: u64, to: Pid, mess
     let envelope = (!ended_itself(ctx)).then(|| unsafe { envelope(message) }).flatten();
     let Some(envelope) = envelope else {
         // A timer that never was: cancelling it says so.
-        return crate::timer::never_armed(ctx.node.new_ref());
+        return crate::timer::never_armed(crate::timer::new_timer_id());
     };
     ctx.node.send_after(Duration::from_nanos(delay), TimerTarget::Pid(to), envelope, ctx.scheduler)
 }
@@ -462,7 +468,7 @@ unsafe extern "C" fn send_after_named(handle: ProcessHandle, delay: u64, name: S
     // SAFETY: a valid message, per the contract.
     let envelope = (!ended_itself(ctx)).then(|| unsafe { envelope(message) }).flatten();
     let Some(envelope) = envelope else {
-        return crate::timer::never_armed(ctx.node.new_ref());
+        return crate::timer::never_armed(crate::timer::new_timer_id());
     };
     let target = TimerTarget::Name(name.into());
     ctx.node.send_after(Duration::from_nanos(delay), target, envelope, ctx.scheduler)

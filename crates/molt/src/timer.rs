@@ -240,7 +240,11 @@ impl TimerWheel {
             // Its heap entry is gone: the slot may be reused.
             slab.release(slot);
         }
-        slab.give_memory_back_if_idle();
+        if slab.pending == 0 && slab.heap.is_empty() {
+            slab.give_memory_back();
+        } else {
+            shrink_vec_in_heap(&mut slab.heap);
+        }
         let next = slab.heap.peek().map(|due| due.deadline);
         slab.sleeping_until = next.unwrap_or(u64::MAX);
         next
@@ -280,7 +284,9 @@ impl Slab {
         let index = match self.with_room.last() {
             Some(index) => *index,
             None => {
-                let index = u32::try_from(self.chunks.len()).expect("fewer than eight billion timers per scheduler");
+                // Slot numbers stay below `NONE`.
+                assert!(self.chunks.len() < (NONE / CHUNK) as usize, "more than four billion timers on one scheduler");
+                let index = self.chunks.len() as u32;
                 self.chunks.push(None);
                 self.with_room.push(index);
                 index
@@ -342,6 +348,7 @@ impl Slab {
         let envelope = entry.envelope.take();
         if aimed_at_a_name {
             self.names.remove(&slot);
+            crate::process::shrink_map_if_sparse(&mut self.names);
         }
         self.pending -= 1;
         (deadline, envelope)
@@ -367,16 +374,39 @@ impl Slab {
         for slot in emptied {
             self.release(slot);
         }
-        self.give_memory_back_if_idle();
+        if self.pending == 0 && self.heap.is_empty() {
+            self.give_memory_back();
+        }
     }
 
-    /// With nothing pending and no heap entry left, frees every chunk and
-    /// list.
-    fn give_memory_back_if_idle(&mut self) {
-        if self.pending == 0 && self.heap.is_empty() {
-            let (sleeping_until, sequence) = (self.sleeping_until, self.sequence);
-            *self = Slab { sleeping_until, sequence, ..Slab::new() };
+    /// With nothing pending and no heap entry left (every slot free), frees
+    /// every chunk and list but one chunk, kept as the spare: one timeout at
+    /// a time, armed and cancelled over and over, allocates nothing.
+    fn give_memory_back(&mut self) {
+        let small = self.chunks.len() <= 1
+            && self.heap.capacity() <= REBUILD_SLACK
+            && self.names.capacity() <= REBUILD_SLACK
+            && self.with_room.capacity() <= 1;
+        if small {
+            return;
         }
+        let kept = self.chunks.iter_mut().find_map(Option::take);
+        let (sleeping_until, sequence) = (self.sleeping_until, self.sequence);
+        *self = Slab { sleeping_until, sequence, ..Slab::new() };
+        if let Some(mut chunk) = kept {
+            chunk.listed = true;
+            self.chunks.push(Some(chunk));
+            self.with_room.push(0);
+            self.spare = Some(0);
+        }
+    }
+}
+
+/// [`shrink_vec`] for the heap, whose entries fired.
+fn shrink_vec_in_heap(heap: &mut BinaryHeap<Due>) {
+    if heap.capacity() > 64 && heap.len() <= heap.capacity() / 4 {
+        let len = heap.len();
+        heap.shrink_to(len * 2);
     }
 }
 
@@ -431,7 +461,7 @@ impl NodeInner {
         let scheduler = scheduler % self.timers.len() as u32;
         let wheel = &self.timers[scheduler as usize];
         let deadline = self.now().saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
-        let id = self.new_ref();
+        let id = new_timer_id();
         let (target, name) = match to {
             TimerTarget::Pid(pid) if self.is_local(pid) => (Some(pid), None),
             // Not a process of this node: it cannot be alive here.
@@ -511,6 +541,13 @@ impl NodeInner {
     pub(crate) fn local_pid(&self, serial: u64) -> Pid {
         Pid { node: self.id, creation: self.creation, serial }
     }
+}
+
+/// A timer id unique in the OS process, not just the node: a `TimerRef` of
+/// another node running in the same OS process cancels nothing here.
+pub(crate) fn new_timer_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A timer that was never armed (its target could not be alive, or its
