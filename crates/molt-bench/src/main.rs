@@ -75,6 +75,7 @@ const WORKLOADS: &[Workload] = &[
         erlang: true,
     },
     Workload { name: "burst_memory", n: 1_000_000, better: Better::Memory, run: workloads::burst_memory, erlang: true },
+    Workload { name: "spawn_cpu", n: 2_000, better: Better::Time, run: workloads::spawn_cpu, erlang: false },
     Workload { name: "load", n: 200, better: Better::Time, run: code::load, erlang: true },
     Workload { name: "purge_100k", n: 100_000, better: Better::Time, run: code::purge_100k, erlang: true },
     Workload {

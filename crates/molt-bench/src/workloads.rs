@@ -314,3 +314,44 @@ pub(crate) fn burst_memory(n: u64) -> Measurement {
     node.shutdown();
     Measurement { seconds, bytes_per_process: Some(bytes), ..Default::default() }
 }
+
+/// One parent spawns four CPU-bound children per scheduler, each doing `n`
+/// units of arithmetic (about 20 µs each) with a receive of its own message
+/// between units: the time until all are done. `baseline_seconds` is the
+/// same on a node with one scheduler, so `baseline_seconds / seconds` is
+/// how the work scales over the schedulers (issue 10's target: ≥ 0.9 ×
+/// the number of schedulers).
+pub(crate) fn spawn_cpu(n: u64) -> Measurement {
+    let workers = std::env::var("MOLT_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let children = 4 * workers;
+    let time_on = |workers: usize| {
+        let node = Node::start(NodeConfig::new("bench").workers(workers)).expect("a node starts");
+        let seconds = run(&node, move |mut p| async move {
+            let me = p.self_pid();
+            let start = Instant::now();
+            for _ in 0..children {
+                p.spawn(move |mut p| async move {
+                    let mine = p.self_pid();
+                    let mut x = 0u64;
+                    for unit in 0..n {
+                        for _ in 0..20_000 {
+                            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(unit));
+                        }
+                        p.send(mine, &unit);
+                        p.expect::<u64>().await?;
+                    }
+                    p.send(me, &x);
+                    Ok::<(), molt::ReceiveError>(())
+                });
+            }
+            for _ in 0..children {
+                p.expect::<u64>().await.expect("a child's result");
+            }
+            start.elapsed().as_secs_f64()
+        });
+        node.shutdown();
+        seconds
+    };
+    let one = time_on(1);
+    Measurement { seconds: time_on(workers), baseline_seconds: Some(one), ..Default::default() }
+}

@@ -35,6 +35,7 @@ fn every_workload_prints_one_json_line() {
             "big_bytes",
             "timers_pending",
             "burst_memory",
+            "spawn_cpu",
             "load",
             "purge_100k",
             "pingpong_upgrades",

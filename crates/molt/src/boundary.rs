@@ -459,7 +459,7 @@ unsafe extern "C" fn send_after(handle: ProcessHandle, delay: u64, to: Pid, mess
         // A timer that never was: cancelling it says so.
         return crate::timer::never_armed(crate::timer::new_timer_id());
     };
-    ctx.node.send_after(Duration::from_nanos(delay), TimerTarget::Pid(to), envelope, ctx.scheduler)
+    ctx.node.send_after(Duration::from_nanos(delay), TimerTarget::Pid(to), envelope, ctx.scheduler())
 }
 
 unsafe extern "C" fn send_after_named(handle: ProcessHandle, delay: u64, name: Str, message: Outgoing) -> TimerRef {
@@ -471,7 +471,7 @@ unsafe extern "C" fn send_after_named(handle: ProcessHandle, delay: u64, name: S
         return crate::timer::never_armed(crate::timer::new_timer_id());
     };
     let target = TimerTarget::Name(name.into());
-    ctx.node.send_after(Duration::from_nanos(delay), target, envelope, ctx.scheduler)
+    ctx.node.send_after(Duration::from_nanos(delay), target, envelope, ctx.scheduler())
 }
 
 unsafe extern "C" fn cancel_timer(handle: ProcessHandle, timer: TimerRef) -> u64 {

@@ -36,6 +36,7 @@ mod code;
 mod info;
 mod mailbox;
 mod node;
+mod placement;
 mod process;
 mod registry;
 mod scheduler;

@@ -25,6 +25,7 @@ use crate::code::{
     UnloadedVersion, Version, VersionInfo,
 };
 use crate::info::ProcessInfo;
+use crate::placement::{Placement, Scheduled};
 use crate::process::{CLOSURE, CodeRef, ProcessCtx, ProcessTask, RunningBody};
 use crate::registry::Registry;
 use crate::scheduler::SchedulerThread;
@@ -144,6 +145,8 @@ pub(crate) struct NodeInner {
     next_ref: AtomicU64,
     pub(crate) registry: Registry,
     pub(crate) code: CodeServer,
+    /// Where processes run, and when they move.
+    pub(crate) placement: Placement,
     /// The `send_after` timers, one wheel per scheduler.
     pub(crate) timers: Box<[Arc<TimerWheel>]>,
     /// The names of the code processes run, each copied once; a process
@@ -193,6 +196,7 @@ impl Node {
             next_ref: AtomicU64::new(1),
             registry: Registry::default(),
             code,
+            placement: Placement::new(config.workers),
             timers: (0..config.workers).map(|_| Arc::new(TimerWheel::new())).collect(),
             code_index: DashMap::new(),
             code_names: std::sync::RwLock::new(Vec::new()),
@@ -604,7 +608,7 @@ impl NodeInner {
             return Ok(self.stillborn(body, parent, options, reason));
         }
         let scheduler = match parent {
-            Some(parent) => parent.scheduler,
+            Some(parent) => parent.scheduler(),
             None => (self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len()) as u32,
         };
         let (parent_ctx, parent) = (parent, parent.map(|p| p.pid));
@@ -652,12 +656,21 @@ impl NodeInner {
             self.signal(parent, Signal::Link { from: pid });
         }
         self.table.insert(serial, ctx.clone());
-        let task = self.schedulers[ctx.scheduler as usize].spawn(ProcessTask::new(ctx.clone(), body));
-        ctx.attach_task(task.abort_handle());
+        self.run_process(ProcessTask::new(ctx.clone(), body), ctx.scheduler());
         if self.stopping.load(Ordering::SeqCst) {
             ctx.kill_with(ExitReason::Shutdown);
         }
         Ok((pid, monitor))
+    }
+
+    /// Runs a process's task on `scheduler`: a new process, or one that
+    /// moves there (see `placement.rs`).
+    pub(crate) fn run_process(&self, task: ProcessTask, scheduler: u32) {
+        let ctx = task.ctx().clone();
+        let handle = self.schedulers[scheduler as usize].spawn(Scheduled(Some(task)));
+        // A kill that came meanwhile aborted the task it found: this one is
+        // aborted here.
+        ctx.attach_task(handle.abort_handle());
     }
 
     /// A spawn that starts nothing: the body is dropped (with its version,

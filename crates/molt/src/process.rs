@@ -17,7 +17,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
@@ -36,6 +36,11 @@ use crate::node::NodeInner;
 /// others or dodge a kill (Erlang's reduction budget).
 const RECEIVES_PER_POLL: u32 = 2000;
 
+/// How long a process may run in one poll, counted from its 64th receive
+/// (checked every 64: a process that handles a few messages per poll never
+/// reads the clock), before it yields as if its budget were spent.
+const SLICE: std::time::Duration = std::time::Duration::from_millis(1);
+
 pub(crate) struct ProcessCtx {
     pub(crate) pid: Pid,
     pub(crate) node: Arc<NodeInner>,
@@ -49,8 +54,9 @@ pub(crate) struct ProcessCtx {
     /// spawns nothing.
     pub(crate) ended_itself: AtomicBool,
     status: AtomicU8,
-    /// The scheduler thread the process runs on.
-    pub(crate) scheduler: u32,
+    /// The scheduler thread the process runs on (it may move: see
+    /// `placement.rs`).
+    scheduler: AtomicU32,
 }
 
 impl std::fmt::Debug for ProcessCtx {
@@ -157,8 +163,13 @@ impl ProcessCtx {
             gone: AtomicBool::new(false),
             ended_itself: AtomicBool::new(false),
             status: AtomicU8::new(ProcessStatus::Runnable as u8),
-            scheduler,
+            scheduler: AtomicU32::new(scheduler),
         }
+    }
+
+    /// The scheduler the process runs on.
+    pub(crate) fn scheduler(&self) -> u32 {
+        self.scheduler.load(Ordering::Relaxed)
     }
 
     pub(crate) fn signals(&self) -> MutexGuard<'_, Signals> {
@@ -228,8 +239,7 @@ impl ProcessCtx {
         cx: &mut Context<'_>,
     ) -> molt_abi::contract::ReceiveStatus {
         use molt_abi::contract::{NO_DEADLINE, ReceiveStatus};
-        local.reductions += 1;
-        if local.reductions > RECEIVES_PER_POLL {
+        if local.spend_budget() {
             cx.waker().wake_by_ref();
             return ReceiveStatus::Pending;
         }
@@ -247,8 +257,7 @@ impl ProcessCtx {
     /// budget like a receive, so a loop of zero sleeps still yields (and can
     /// be killed).
     pub(crate) fn sleep(&self, local: &mut TaskLocal, deadline: u64, cx: &mut Context<'_>) -> bool {
-        local.reductions += 1;
-        if local.reductions > RECEIVES_PER_POLL {
+        if local.spend_budget() {
             cx.waker().wake_by_ref();
             return false;
         }
@@ -283,6 +292,11 @@ pub(crate) struct TaskLocal {
     pub(crate) received: Received,
     /// Receives completed in this poll.
     reductions: u32,
+    /// When this poll's 64th receive was (see [`SLICE`]).
+    slice_start: Option<std::time::Instant>,
+    /// This poll ends because the budget is spent: the process is runnable
+    /// still, and busy (see `placement.rs`).
+    spent: bool,
     /// The one timer of `sleep` and receive timeouts.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The last process this one sent to twice in a row, kept so a stream of
@@ -296,6 +310,23 @@ pub(crate) struct TaskLocal {
 }
 
 impl TaskLocal {
+    /// Counts one receive, sleep or hot call against the budget; true (and
+    /// the process must yield) once the budget or the time slice is spent.
+    fn spend_budget(&mut self) -> bool {
+        self.reductions += 1;
+        let spent = if self.reductions > RECEIVES_PER_POLL {
+            true
+        } else if self.reductions % 64 == 0 {
+            let now = std::time::Instant::now();
+            let start = *self.slice_start.get_or_insert(now);
+            now.duration_since(start) > SLICE
+        } else {
+            false
+        };
+        self.spent |= spent;
+        spent
+    }
+
     /// Sends from the process's own task: as [`NodeInner::send`], with a
     /// one-entry cache of the target.
     pub(crate) fn send(&mut self, node: &NodeInner, to: Pid, envelope: Envelope) {
@@ -358,11 +389,27 @@ pub(crate) struct ProcessTask {
     ctx: Arc<ProcessCtx>,
     body: Option<RunningBody>,
     local: TaskLocal,
+    /// The scheduler it is counted busy on, if it is (see `placement.rs`).
+    busy_on: Option<u32>,
+    /// Where its last poll decided it moves.
+    move_to: Option<u32>,
 }
 
 impl ProcessTask {
     pub(crate) fn new(ctx: Arc<ProcessCtx>, body: RunningBody) -> ProcessTask {
-        ProcessTask { ctx, body: Some(body), local: TaskLocal::default() }
+        ProcessTask { ctx, body: Some(body), local: TaskLocal::default(), busy_on: None, move_to: None }
+    }
+
+    pub(crate) fn ctx(&self) -> &Arc<ProcessCtx> {
+        &self.ctx
+    }
+
+    /// Where its last poll (which returned `Pending`) decided it moves;
+    /// the process counts as on that scheduler from now on.
+    pub(crate) fn take_move(&mut self) -> Option<u32> {
+        let to = self.move_to.take()?;
+        self.ctx.scheduler.store(to, Ordering::Relaxed);
+        Some(to)
     }
 
     /// Drops the body, lending the task's state as a poll does, so what its
@@ -485,6 +532,8 @@ impl Future for ProcessTask {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         this.local.reductions = 0;
+        this.local.slice_start = None;
+        this.local.spent = false;
         this.ctx.set_status(ProcessStatus::Running);
         let polled = loop {
             let Some(future) = this.body.as_mut().and_then(|body| body.future.as_mut()) else {
@@ -501,8 +550,7 @@ impl Future for ProcessTask {
                     // A hot call counts against the budget like a receive,
                     // so a process that only hot-calls itself still yields
                     // (and can be killed).
-                    this.local.reductions += 1;
-                    if this.local.reductions > RECEIVES_PER_POLL {
+                    if this.local.spend_budget() {
                         cx.waker().wake_by_ref();
                         break Poll::Pending;
                     }
@@ -517,11 +565,18 @@ impl Future for ProcessTask {
                 Poll::Ready(())
             }
             Poll::Pending => {
+                let this = &mut *self;
+                let placement = &this.ctx.node.placement;
+                if this.local.spent {
+                    this.move_to = placement.yielded_busy(&mut this.busy_on, this.ctx.scheduler());
+                } else {
+                    placement.not_busy(&mut this.busy_on);
+                }
                 // Still `Running` means it waits on something that is not
                 // the core's (a tokio channel, say). Only this task writes
                 // the status, so a load and a store will do.
-                if self.ctx.status() == ProcessStatus::Running {
-                    self.ctx.set_status(ProcessStatus::Suspended);
+                if this.ctx.status() == ProcessStatus::Running {
+                    this.ctx.set_status(ProcessStatus::Suspended);
                 }
                 Poll::Pending
             }
@@ -534,6 +589,7 @@ impl Drop for ProcessTask {
         // The body (the process's code) goes first, and with it the share of
         // its version: nothing of it may run once the exit is announced.
         self.drop_body();
+        self.ctx.node.placement.not_busy(&mut self.busy_on);
         self.ctx.set_status(ProcessStatus::Exiting);
         self.ctx.node.process_exited(&self.ctx);
     }

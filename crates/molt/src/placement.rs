@@ -1,0 +1,88 @@
+//! Which scheduler thread a process runs on, and when it moves.
+//!
+//! A process starts on its parent's scheduler (a process spawned from
+//! outside the node goes round-robin), as Erlang places it: processes that
+//! talk to each other then share a thread, and a message between them costs
+//! no cross-thread wake-up. A process that keeps the thread busy — it used
+//! up its budget (2,000 receives, or a millisecond of running after its
+//! 64th receive in one go) and is still runnable — is counted *busy* on its
+//! scheduler until it next waits. When it yields that way and its scheduler
+//! has at least two busy processes more than the least busy one, it moves
+//! there: its task ends on this thread and the same process (pid, mailbox,
+//! links, timers, its body mid-`await`) continues in a new task on the
+//! other, whose first poll re-registers every wake-up the body waits on.
+//! Busy processes thus spread over the schedulers whoever spawned them,
+//! while processes that mostly wait never move.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+
+use crate::process::ProcessTask;
+
+/// The busy processes of each scheduler of a node.
+pub(crate) struct Placement {
+    busy: Box<[AtomicU32]>,
+}
+
+impl Placement {
+    pub(crate) fn new(schedulers: usize) -> Placement {
+        Placement { busy: (0..schedulers).map(|_| AtomicU32::new(0)).collect() }
+    }
+
+    /// A process on `scheduler` yielded with work left: counts it busy
+    /// there (once), and says where it should move, if anywhere (and
+    /// counts it there instead).
+    pub(crate) fn yielded_busy(&self, counted: &mut Option<u32>, scheduler: u32) -> Option<u32> {
+        if counted.is_none() {
+            self.busy[scheduler as usize].fetch_add(1, Ordering::Relaxed);
+            *counted = Some(scheduler);
+        }
+        let here = self.busy[scheduler as usize].load(Ordering::Relaxed);
+        let (least, to) = self
+            .busy
+            .iter()
+            .enumerate()
+            .map(|(index, busy)| (busy.load(Ordering::Relaxed), index as u32))
+            .min()
+            .unwrap_or((here, scheduler));
+        if to == scheduler || here < least + 2 {
+            return None;
+        }
+        self.busy[scheduler as usize].fetch_sub(1, Ordering::Relaxed);
+        self.busy[to as usize].fetch_add(1, Ordering::Relaxed);
+        *counted = Some(to);
+        Some(to)
+    }
+
+    /// A process counted busy waits now, or ended.
+    pub(crate) fn not_busy(&self, counted: &mut Option<u32>) {
+        if let Some(scheduler) = counted.take() {
+            self.busy[scheduler as usize].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The tokio task of a process: polls its [`ProcessTask`] and, when a poll
+/// decides the process moves, hands it to a new task on the other
+/// scheduler and ends.
+pub(crate) struct Scheduled(pub(crate) Option<ProcessTask>);
+
+impl Future for Scheduled {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(task) = self.0.as_mut() else { return Poll::Ready(()) };
+        if Pin::new(&mut *task).poll(cx).is_ready() {
+            // Dropping the task ends the process, here.
+            self.0 = None;
+            return Poll::Ready(());
+        }
+        let Some(to) = task.take_move() else { return Poll::Pending };
+        let task = self.0.take().expect("polled just now");
+        let node = task.ctx().node.clone();
+        node.run_process(task, to);
+        Poll::Ready(())
+    }
+}

@@ -1,0 +1,131 @@
+//! Schedulers (issue 10): busy processes spread over every scheduler thread
+//! whoever spawned them, and a process that moves keeps everything it had.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use molt::{Down, ExitReason, Pid, ReceiveError};
+use support::{A, B, node, run};
+
+/// About fifty microseconds of arithmetic in a debug build.
+fn work(seed: u64) -> u64 {
+    let mut x = seed;
+    for _ in 0..4000 {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407));
+    }
+    x
+}
+
+/// The name of the scheduler thread running the caller.
+fn thread() -> String {
+    std::thread::current().name().unwrap_or("?").to_owned()
+}
+
+/// Runs `units` units of work, each followed by a receive of a message it
+/// sent itself (so it never waits): a process that always has work. Returns
+/// the threads it ran on.
+async fn busy(p: &mut molt::Process, units: u32) -> Result<BTreeSet<String>, ReceiveError> {
+    let me = p.self_pid();
+    let mut threads = BTreeSet::new();
+    for unit in 0..units {
+        std::hint::black_box(work(u64::from(unit)));
+        threads.insert(thread());
+        p.send(me, &B(unit));
+        assert_eq!(p.expect::<B>().await?, B(unit));
+    }
+    Ok(threads)
+}
+
+/// One parent spawns four busy children per scheduler: their work runs on
+/// every scheduler thread, not only the parent's (where they all start).
+#[test]
+fn busy_children_of_one_parent_spread_over_every_scheduler() {
+    let node = node("schedulers");
+    const CHILDREN: usize = 8;
+    let threads = run(&node, |mut p| async move {
+        let me = p.self_pid();
+        for _ in 0..CHILDREN {
+            p.spawn(move |mut p| async move {
+                let threads = busy(&mut p, 400).await?;
+                p.send(me, &threads.into_iter().collect::<Vec<String>>());
+                Ok::<(), ReceiveError>(())
+            });
+        }
+        let mut all = BTreeSet::new();
+        let mut moved = 0;
+        for _ in 0..CHILDREN {
+            let threads = p.expect::<Vec<String>>().await?;
+            moved += usize::from(threads.len() > 1);
+            all.extend(threads);
+        }
+        Ok::<_, ReceiveError>((all, moved))
+    })
+    .unwrap()
+    .unwrap();
+    let (all, moved) = threads;
+    assert_eq!(all.len(), 2, "the children's work ran on {all:?} only");
+    assert!(moved >= 1, "no child moved");
+}
+
+/// A process that moves to another scheduler keeps its mailbox (every
+/// message sent to it before, during and after the move arrives, in
+/// order), its pending timer, its monitors and its exit reason.
+#[test]
+fn a_process_that_moves_keeps_everything() {
+    let node = node("schedulers");
+    let outcome = run(&node, |mut p| async move {
+        let me = p.self_pid();
+        // Two busy children on this scheduler: one of them moves.
+        let mut children = Vec::new();
+        for n in 0..2u32 {
+            let (child, monitor) = p.spawn_monitor(move |mut p| async move {
+                let done = async {
+                    p.expect::<()>().await?;
+                    let threads = busy(&mut p, 600).await?;
+                    // Everything the parent sent meanwhile, in order.
+                    for i in 0..1000 {
+                        assert_eq!(p.expect::<A>().await?, A(i));
+                    }
+                    // The timer armed before the move fires after it.
+                    p.expect::<Pid>().await?;
+                    p.send(me, &(n, threads.into_iter().collect::<Vec<String>>()));
+                    Ok::<(), ReceiveError>(())
+                };
+                match done.await {
+                    Ok(()) => ExitReason::Error(format!("child {n} done")),
+                    Err(error) => ExitReason::Error(error.to_string()),
+                }
+            });
+            p.send_after(Duration::from_millis(300), child, &me);
+            p.send(child, &());
+            children.push((child, monitor));
+        }
+        for i in 0..1000 {
+            for (child, _) in &children {
+                p.send(*child, &A(i));
+            }
+        }
+        let mut moved = 0;
+        for _ in 0..2 {
+            let (_, threads) = p.expect::<(u32, Vec<String>)>().await?;
+            moved += usize::from(threads.len() > 1);
+        }
+        let mut reasons = Vec::new();
+        for (_, monitor) in &children {
+            let monitor = *monitor;
+            reasons.push(p.receive().on_if(move |d: &Down| d.monitor == monitor, |d: Down| d.reason).await?);
+        }
+        Ok::<_, ReceiveError>((moved, reasons))
+    })
+    .unwrap()
+    .unwrap();
+    let (moved, reasons) = outcome;
+    assert!(moved >= 1, "neither child moved");
+    assert_eq!(
+        reasons,
+        [ExitReason::Error("child 0 done".into()), ExitReason::Error("child 1 done".into())],
+        "the children's exits"
+    );
+}
