@@ -48,8 +48,9 @@ pub(crate) fn polling() -> bool {
 /// What wakes a body's task, shared by every clone of the body's waker.
 struct BodyWake {
     /// The core's waker for the process's task (an owned clone, made through
-    /// the core's functions).
-    task: Waker,
+    /// the core's functions). Replaced when the core polls with another: a
+    /// process that moves to another scheduler runs in a new task.
+    task: Mutex<Waker>,
     /// Set while the body wakes its relayed wakers at the start of a poll:
     /// the poll that follows sees whatever they woke, so waking the task
     /// again would only poll it once more for nothing.
@@ -63,7 +64,7 @@ impl Wake for BodyWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.suppress.load(Ordering::SeqCst) {
-            self.task.wake_by_ref();
+            self.task.lock().unwrap_or_else(|e| e.into_inner()).wake_by_ref();
         }
     }
 }
@@ -71,6 +72,9 @@ impl Wake for BodyWake {
 /// A body's waker and its relay of other wakers; see the module docs.
 struct Waking {
     shared: Arc<BodyWake>,
+    /// The task waker `shared` holds, as last set (only the body's poll
+    /// sets it, so comparing against this copy needs no lock).
+    task: Waker,
     /// `shared` as a `Waker`: what the user's future is polled with.
     own: Waker,
     /// Wakers that receives and sleeps were polled under, to wake at the
@@ -81,12 +85,21 @@ struct Waking {
 
 impl Waking {
     fn new(task: &Waker) -> Waking {
-        let shared = Arc::new(BodyWake { task: task.clone(), suppress: AtomicBool::new(false) });
+        let shared = Arc::new(BodyWake { task: Mutex::new(task.clone()), suppress: AtomicBool::new(false) });
         Waking {
             own: Waker::from(shared.clone()),
             shared,
+            task: task.clone(),
             relayed: Mutex::new(Vec::new()),
             any_relayed: AtomicBool::new(false),
+        }
+    }
+
+    /// Points the body's waker at the task polling it now, if that changed.
+    fn follow(&mut self, task: &Waker) {
+        if !self.task.will_wake(task) {
+            self.task = task.clone();
+            *self.shared.task.lock().unwrap_or_else(|e| e.into_inner()) = task.clone();
         }
     }
 
@@ -282,7 +295,9 @@ where
         // SAFETY: nothing is moved out of `self`; the pinned `fut` stays in
         // place (see `step` and `finish`).
         let this = unsafe { self.get_unchecked_mut() };
-        let waking = &**this.waking.get_or_insert_with(|| Box::new(Waking::new(cx.waker())));
+        let waking = this.waking.get_or_insert_with(|| Box::new(Waking::new(cx.waker())));
+        waking.follow(cx.waker());
+        let waking = &**waking;
         let stage = &mut this.stage;
         let outer = POLLING.with(|polling| polling.replace(std::ptr::from_ref(waking)));
         let stepped = catch_unwind(AssertUnwindSafe(|| {

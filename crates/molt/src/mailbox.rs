@@ -51,7 +51,8 @@ pub(crate) struct Received {
     /// inbox empty. See the module docs. Only the task's own waker is ever
     /// registered (the core takes no waker from a body), so whether the
     /// registered one is the right one needs no identity check; a receive
-    /// made while the body is dropped registers a no-op waker and must be
+    /// made while the body is dropped registers a no-op waker, and a
+    /// process that moves to another scheduler gets a new task: both must be
     /// followed by [`Received::disarm`].
     armed: bool,
 }

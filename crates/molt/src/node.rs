@@ -746,12 +746,12 @@ impl NodeInner {
     /// code is gone.
     pub(crate) fn process_exited(&self, ctx: &ProcessCtx) {
         ctx.gone.store(true, Ordering::Release);
+        // Its unread messages go now, before anyone hears of its end, not
+        // when the last reference to it (a sender's cache) does; the
+        // mailbox is closed, so what is sent to it from now on is dropped.
+        ctx.mailbox.clear();
         self.announce_exit(ctx);
         self.table.remove(&ctx.pid.serial);
-        // Its unread messages go now, not when the last reference to it (a
-        // sender's cache) does: after it left the table and was marked
-        // gone, nothing new is queued.
-        ctx.mailbox.clear();
         if self.stopping.load(Ordering::SeqCst) && self.table.is_empty() {
             let _guard = self.emptied.0.lock().unwrap_or_else(|e| e.into_inner());
             self.emptied.1.notify_all();

@@ -24,11 +24,32 @@ use crate::process::ProcessTask;
 /// The busy processes of each scheduler of a node.
 pub(crate) struct Placement {
     busy: Box<[AtomicU32]>,
+    /// For tests: every process moves to the next scheduler after every
+    /// this many polls that leave it pending (0: never), whether busy or
+    /// not — `MOLT_MIGRATE_EVERY`, so the whole test suite can run with
+    /// processes moving all the time.
+    migrate_every: u32,
 }
 
 impl Placement {
     pub(crate) fn new(schedulers: usize) -> Placement {
-        Placement { busy: (0..schedulers).map(|_| AtomicU32::new(0)).collect() }
+        let migrate_every = std::env::var("MOLT_MIGRATE_EVERY").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+        Placement { busy: (0..schedulers).map(|_| AtomicU32::new(0)).collect(), migrate_every }
+    }
+
+    /// Whether a process whose `polls`-th poll left it pending must move
+    /// anyway (see `migrate_every`), and where.
+    pub(crate) fn forced_move(&self, polls: u32, scheduler: u32, counted: &mut Option<u32>) -> Option<u32> {
+        if self.migrate_every == 0 || self.busy.len() < 2 || !polls.is_multiple_of(self.migrate_every) {
+            return None;
+        }
+        let to = (scheduler + 1) % self.busy.len() as u32;
+        if let Some(from) = counted.take() {
+            self.busy[from as usize].fetch_sub(1, Ordering::Relaxed);
+            self.busy[to as usize].fetch_add(1, Ordering::Relaxed);
+            *counted = Some(to);
+        }
+        Some(to)
     }
 
     /// A process on `scheduler` yielded with work left: counts it busy

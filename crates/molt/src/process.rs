@@ -393,11 +393,20 @@ pub(crate) struct ProcessTask {
     busy_on: Option<u32>,
     /// Where its last poll decided it moves.
     move_to: Option<u32>,
+    /// Polls that left it pending (for `MOLT_MIGRATE_EVERY`).
+    pending_polls: u32,
 }
 
 impl ProcessTask {
     pub(crate) fn new(ctx: Arc<ProcessCtx>, body: RunningBody) -> ProcessTask {
-        ProcessTask { ctx, body: Some(body), local: TaskLocal::default(), busy_on: None, move_to: None }
+        ProcessTask {
+            ctx,
+            body: Some(body),
+            local: TaskLocal::default(),
+            busy_on: None,
+            move_to: None,
+            pending_polls: 0,
+        }
     }
 
     pub(crate) fn ctx(&self) -> &Arc<ProcessCtx> {
@@ -409,6 +418,9 @@ impl ProcessTask {
     pub(crate) fn take_move(&mut self) -> Option<u32> {
         let to = self.move_to.take()?;
         self.ctx.scheduler.store(to, Ordering::Relaxed);
+        // The mailbox holds this task's waker: the new task's first receive
+        // must register its own.
+        self.local.received.disarm();
         Some(to)
     }
 
@@ -571,6 +583,10 @@ impl Future for ProcessTask {
                     this.move_to = placement.yielded_busy(&mut this.busy_on, this.ctx.scheduler());
                 } else {
                     placement.not_busy(&mut this.busy_on);
+                }
+                this.pending_polls = this.pending_polls.wrapping_add(1);
+                if this.move_to.is_none() {
+                    this.move_to = placement.forced_move(this.pending_polls, this.ctx.scheduler(), &mut this.busy_on);
                 }
                 // Still `Running` means it waits on something that is not
                 // the core's (a tokio channel, say). Only this task writes
