@@ -60,6 +60,27 @@ pub struct Outgoing {
     pub encode: unsafe extern "C" fn(env: *mut c_void, sink: Sink) -> bool,
 }
 
+/// Blocking work a process hands to the core: the core calls `run(env)`
+/// once, on a thread of its own pool (never a scheduler thread), and keeps
+/// the module version whose code it is open until `run` returns; if it
+/// cannot, it calls `drop_env(env)` instead. `run` consumes `env`, reports
+/// its result itself (through `env`) and catches its own panics; neither
+/// function may unwind.
+#[repr(C)]
+#[derive(Debug)]
+pub struct BlockingJob {
+    /// The work and where its result goes, owned by the side that made it.
+    pub env: *mut c_void,
+    /// Does the work.
+    pub run: unsafe extern "C" fn(env: *mut c_void),
+    /// Frees `env` without doing the work.
+    pub drop_env: unsafe extern "C" fn(env: *mut c_void),
+}
+
+// SAFETY: `env` is a `Box` of a `Send` closure and an `Arc` of a `Send`
+// result (see `Process::blocking`), so the job may run on any thread.
+unsafe impl Send for BlockingJob {}
+
 /// A deadline meaning "never": receives without a timeout pass it.
 pub const NO_DEADLINE: u64 = u64::MAX;
 
@@ -311,6 +332,10 @@ pub struct ProcessVTable {
     /// [`ExitReason`](crate::ExitReason)); called once, just before its
     /// future completes.
     pub set_exit_reason: unsafe extern "C" fn(ProcessHandle, reason: *const u8, len: usize),
+    /// Runs blocking work off the scheduler threads (Erlang's dirty
+    /// schedulers); see [`BlockingJob`]. False if the core refused it (it
+    /// dropped the job then).
+    pub blocking: unsafe extern "C" fn(ProcessHandle, job: BlockingJob) -> bool,
     /// A field no real contract has: a module built with `molt-abi`'s
     /// `test-skewed-layout` feature has a table of another shape under the
     /// same ABI version, which the core must refuse (molt's own tests).

@@ -11,8 +11,8 @@ use std::mem::{align_of, offset_of, size_of};
 use async_ffi::{FfiContext, FfiFuture, FfiPoll};
 
 use crate::contract::{
-    HotCallStatus, Outgoing, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus, RegisterStatus, SpawnOptions,
-    SpawnStatus, Str,
+    BlockingJob, HotCallStatus, Outgoing, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus, RegisterStatus,
+    SpawnOptions, SpawnStatus, Str,
 };
 use crate::module::{DescriptorHeader, EntryDescriptor, ModuleDescriptor, Sink};
 use crate::{MonitorRef, NodeId, Pid, Process, Tag, TimerRef};
@@ -27,7 +27,8 @@ macro_rules! shape {
 const SHAPES: &[&[u64]] = &[
     shape!(ProcessVTable; abi_version, release, self_pid, now, send, send_named, receive, sleep_until, spawn,
         link, unlink, monitor, demonitor, exit, kill, trap_exit, register, unregister, whereis, send_after,
-        send_after_named, cancel_timer, hot_call, spawn_entry, set_exit_reason),
+        send_after_named, cancel_timer, hot_call, spawn_entry, set_exit_reason, blocking),
+    shape!(BlockingJob; env, run, drop_env),
     shape!(ReceiveRequest; tags, tag_count, matcher, env, cursor, deadline),
     shape!(ProcessStart; env, start, drop_env, code),
     shape!(SpawnOptions; link, monitor),

@@ -10,6 +10,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod blocking;
 mod body;
 pub mod contract;
 mod error;
@@ -23,6 +24,7 @@ mod process;
 mod receive;
 mod shape;
 
+pub use blocking::Blocking;
 pub use body::{body_future, install_module_panic_hook, panic_message};
 pub use error::{DecodeError, ReceiveError, RegisterError, SpawnError};
 pub use exit::{ExitReason, IntoExitReason, Never};

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use async_ffi::FfiFuture;
 use molt_abi::contract::{
-    ABI_VERSION, HotCallStatus, MATCH_TAKE, Outgoing, ProcessHandle, ProcessStart, ProcessVTable, ReceiveRequest,
-    ReceiveStatus, RegisterStatus, SpawnOptions, SpawnStatus, Str, borrowed,
+    ABI_VERSION, BlockingJob, HotCallStatus, MATCH_TAKE, Outgoing, ProcessHandle, ProcessStart, ProcessVTable,
+    ReceiveRequest, ReceiveStatus, RegisterStatus, SpawnOptions, SpawnStatus, Str, borrowed,
 };
 use molt_abi::module::Sink;
 use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, TimerRef};
@@ -59,6 +59,7 @@ static VTABLE: ProcessVTable = ProcessVTable {
     set_exit_reason,
     hot_call,
     spawn_entry,
+    blocking,
 };
 
 /// What a process's task lends the core during one poll of its body: the
@@ -472,6 +473,54 @@ unsafe extern "C" fn send_after_named(handle: ProcessHandle, delay: u64, name: S
     };
     let target = TimerTarget::Name(name.into());
     ctx.node.send_after(Duration::from_nanos(delay), target, envelope, ctx.scheduler())
+}
+
+unsafe extern "C" fn blocking(handle: ProcessHandle, job: BlockingJob) -> bool {
+    // SAFETY: a live handle, per the contract.
+    let ctx = unsafe { ctx(handle) };
+    let version = match ctx.node.code.owner_of(job.run as usize) {
+        Ok(version) => version,
+        Err(_) => {
+            // Its version is being unloaded: even `drop_env` may be gone,
+            // so the job is leaked, not dropped.
+            std::mem::forget(job);
+            return false;
+        }
+    };
+    let running = BlockingRun(Some(job), version.map(crate::code::BlockingShare::new));
+    if ended_itself(ctx) {
+        return false;
+    }
+    let started = crate::scheduler::spawn_on_a_pool_thread(move || {
+        let mut running = running;
+        if let Some(job) = running.0.take() {
+            // SAFETY: called once, as the contract says, on a pool thread
+            // that never exits, with the job's version held open until it
+            // returns; `run` catches its own panics.
+            unsafe { (job.run)(job.env) };
+        }
+    });
+    match started {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(pid = %ctx.pid, %error, "no thread could run a process's blocking work");
+            false
+        }
+    }
+}
+
+/// Blocking work and the version whose code it is, held open until the work
+/// ran — or was dropped without running, through its own `drop_env`.
+struct BlockingRun(Option<BlockingJob>, #[allow(dead_code)] Option<crate::code::BlockingShare>);
+
+impl Drop for BlockingRun {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            // SAFETY: the job's own `drop_env`, called once instead of
+            // `run`, while its version (field 1, dropped after this) is open.
+            unsafe { (job.drop_env)(job.env) };
+        }
+    }
 }
 
 unsafe extern "C" fn cancel_timer(handle: ProcessHandle, timer: TimerRef) -> u64 {

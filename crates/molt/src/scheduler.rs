@@ -68,6 +68,16 @@ pub(crate) fn on_a_pool_thread<R: Send + 'static>(
     result.recv().map_err(|_| std::io::Error::other("the pool thread running module code ended"))
 }
 
+/// Runs `work` on a thread of the pool (an idle one, or a new one) and
+/// returns at once: blocking work of a process (`Process::blocking`).
+///
+/// # Errors
+/// When no pool thread was idle and none could be started (`work` is
+/// dropped then).
+pub(crate) fn spawn_on_a_pool_thread(work: impl FnOnce() + Send + 'static) -> Result<(), std::io::Error> {
+    run_on_a_thread(Box::new(work))
+}
+
 /// One scheduler thread lent to a node until `stop`.
 #[derive(Debug)]
 pub(crate) struct SchedulerThread {

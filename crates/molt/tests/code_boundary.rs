@@ -408,3 +408,40 @@ fn a_closure_spawned_after_its_version_closed_is_refused() {
         node.shutdown();
     });
 }
+
+/// Blocking work of a module (`Process::blocking`) keeps its version's code
+/// mapped while it runs on the core's pool thread: a hard purge kills its
+/// process at once and returns, and the version is closed only once the
+/// work returned (were it closed before, the work would run unmapped code:
+/// SIGSEGV, in a child process).
+#[test]
+fn blocking_work_keeps_its_version_until_it_returns() {
+    let base = std::env::temp_dir().join(format!("molt-blocker-{}", std::process::id()));
+    let base = base.to_str().unwrap().to_owned();
+    in_child("blocking_work_keeps_its_version_until_it_returns", &[("MOLT_TEST_BLOCKER", &base)], || {
+        let base = std::env::var("MOLT_TEST_BLOCKER").unwrap();
+        let (go, done) = (format!("{base}.go"), format!("{base}.done"));
+        let node = node("boundary-blocking");
+        node.load(testmod("")).unwrap();
+        let reports = Reports::start(&node);
+        let blocker = node.spawn_entry("testmod", "blocker", &watched_by(&reports)).unwrap();
+        let downs = monitor(&node, blocker);
+        assert_eq!(reports.next(), Report::Number("blocking".into(), 0));
+        node.load(testmod("v2")).unwrap();
+        let report = node.purge("testmod").unwrap();
+        assert_eq!(report.killed, [blocker]);
+        let purged = ExitReason::Purged { module: "testmod".into(), version: "1".into() };
+        assert_eq!(downs.recv_timeout(BOUND).unwrap().reason, purged);
+        // The work waits for the go: the version stays open meanwhile.
+        assert!(node.unloaded().is_empty(), "version 1 was closed while its blocking work ran");
+        std::fs::write(&go, "go").unwrap();
+        let start = std::time::Instant::now();
+        while !std::path::Path::new(&done).exists() || node.unloaded().is_empty() {
+            assert!(start.elapsed() < BOUND, "the work never finished, or version 1 was never closed after it");
+            std::thread::yield_now();
+        }
+        assert_eq!(node.unloaded()[0].version, "1");
+        let _ = (std::fs::remove_file(&go), std::fs::remove_file(&done));
+        node.shutdown();
+    });
+}

@@ -129,3 +129,78 @@ fn a_process_that_moves_keeps_everything() {
         "the children's exits"
     );
 }
+
+/// `blocking` runs its work off the scheduler threads: on a node with one
+/// scheduler, another process answers while the work blocks; the result
+/// comes back.
+#[test]
+fn blocking_work_leaves_the_scheduler_free_and_returns_its_value() {
+    let node = molt::Node::start(molt::NodeConfig::new("blocking").workers(1)).unwrap();
+    let (release, released) = std::sync::mpsc::channel::<u64>();
+    let released = std::sync::Mutex::new(released);
+    let echo = node.spawn(|mut p| async move {
+        loop {
+            let (from, n) = p.expect::<(Pid, u32)>().await?;
+            p.send(from, &n);
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), ReceiveError>(())
+    });
+    let (answered, result) = run(&node, move |mut p| async move {
+        let me = p.self_pid();
+        let work = p.blocking(move || released.lock().unwrap().recv().unwrap() * 2);
+        // The work waits for the test; meanwhile this scheduler runs on.
+        p.send(echo, &(me, 7u32));
+        let answered = p.expect::<u32>().await.unwrap();
+        release.send(21).unwrap();
+        (answered, work.await)
+    })
+    .unwrap();
+    assert_eq!((answered, result), (7, 42));
+}
+
+/// A panic in blocking work ends the process that awaited it with
+/// `Panicked` and the panic's message; a process killed while it waits ends
+/// at once, and the work, released later, finishes and drops its result.
+#[test]
+fn blocking_work_panics_as_its_process_and_a_kill_does_not_wait_for_it() {
+    struct Dropped(std::sync::mpsc::Sender<()>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+    let node = node("blocking");
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    let (dropped_tx, dropped) = std::sync::mpsc::channel::<()>();
+    let reasons = run(&node, move |mut p| async move {
+        let (_, panicked) = p.spawn_monitor(|p| async move {
+            p.blocking(|| -> u32 { panic!("the work broke") }).await;
+        });
+        let (waiter, waiting) = p.spawn_monitor(move |p| async move {
+            let result = p
+                .blocking(move || {
+                    released.lock().unwrap().recv().unwrap();
+                    Dropped(dropped_tx)
+                })
+                .await;
+            drop(result);
+            Err::<(), _>(ExitReason::error("the work finished before the kill"))
+        });
+        let panicked = p.receive().on_if(move |d: &Down| d.monitor == panicked, |d: Down| d.reason).await.unwrap();
+        p.kill(waiter);
+        let killed = p.receive().on_if(move |d: &Down| d.monitor == waiting, |d: Down| d.reason).await.unwrap();
+        (panicked, killed)
+    })
+    .unwrap();
+    assert!(
+        matches!(&reasons.0, ExitReason::Panicked(message) if message.contains("the work broke")),
+        "{:?}",
+        reasons.0
+    );
+    assert_eq!(reasons.1, ExitReason::Killed);
+    // The work is still blocked; released, it finishes and drops its result.
+    release.send(()).unwrap();
+    dropped.recv_timeout(support::BOUND).expect("the killed process's work finished and dropped its result");
+}

@@ -23,6 +23,10 @@
 //!   the thread waits until a process is registered as `"late-go"` (after
 //!   the test purged this version), then spawns a closure of this version
 //!   and reports `("late", pid)`;
+//! - `blocker`: reports `("blocking", 0)`, then waits in blocking work
+//!   (`Process::blocking`) until the file `$MOLT_TEST_BLOCKER.go` exists,
+//!   and writes `$MOLT_TEST_BLOCKER.done`: the work outlives its process,
+//!   which the test purges meanwhile;
 //! - `hot_loop`: hot-calls itself for ever, never receiving;
 //! - `spin`: loops for ever without yielding.
 
@@ -172,6 +176,27 @@ pub async fn late_spawner(p: Process, state: Counter) {
         let child = p.spawn(wait_forever);
         p.send(watcher, &("late".to_owned(), child));
     });
+}
+
+/// Blocking work of this version's code, still running when the process is
+/// purged.
+pub async fn blocker(p: Process, state: Counter) {
+    p.send(watcher(&state), &("blocking".to_owned(), 0u64));
+    let done = p
+        .blocking(|| {
+            let Ok(base) = std::env::var("MOLT_TEST_BLOCKER") else { return "no MOLT_TEST_BLOCKER".to_owned() };
+            let started = std::time::Instant::now();
+            while !std::path::Path::new(&format!("{base}.go")).exists() {
+                if started.elapsed() > Duration::from_secs(60) {
+                    return "never told to go".to_owned();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = std::fs::write(format!("{base}.done"), "done");
+            "done".to_owned()
+        })
+        .await;
+    p.send(watcher(&state), &(done, 0u64));
 }
 
 /// Hot-calls itself for ever.

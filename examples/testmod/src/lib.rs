@@ -30,7 +30,8 @@ use molt_module::{ExitReason, Pid, Process, Upgrade, UpgradeFailed};
 mod hostile;
 #[cfg(not(any(feature = "v2", feature = "v3")))]
 pub use hostile::{
-    combinator, from_thread, handoff, hot_loop, late_spawner, nested, respawn_on_drop, spin, stash, thread_name,
+    blocker, combinator, from_thread, handoff, hot_loop, late_spawner, nested, respawn_on_drop, spin, stash,
+    thread_name,
 };
 
 #[cfg(feature = "init-effect")]
@@ -186,7 +187,7 @@ molt_module::module! {
     version: VERSION,
     entries: [
         echo, legacy, panics_at_once, combinator, handoff, from_thread, stash, nested, respawn_on_drop, hot_loop,
-        spin, thread_name, late_spawner,
+        spin, thread_name, late_spawner, blocker,
     ],
     messages: [Note, (Pid, u64)],
     migrate: migrate,

@@ -19,7 +19,7 @@ mod shapes;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -52,6 +52,28 @@ pub(crate) struct Version {
     /// Where the code server keeps this version's address range, removed
     /// when the version is dropped.
     ranges: Arc<CodeRanges>,
+    /// Blocking work of this version's code that is running (each holds a
+    /// share of the version): a purge does not wait for it, the work closes
+    /// the version when it returns if it is the last share.
+    blocking: AtomicUsize,
+}
+
+/// A share of a version held by blocking work of its code while it runs
+/// (`Process::blocking`): the version stays open until the work returns,
+/// but a purge does not wait for it.
+pub(crate) struct BlockingShare(Arc<Version>);
+
+impl BlockingShare {
+    pub(crate) fn new(version: Arc<Version>) -> BlockingShare {
+        version.blocking.fetch_add(1, Ordering::AcqRel);
+        BlockingShare(version)
+    }
+}
+
+impl Drop for BlockingShare {
+    fn drop(&mut self) {
+        self.0.blocking.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why a soft purge leaves a version alone.
@@ -505,6 +527,7 @@ impl CodeServer {
             warnings: Vec::new(),
             unloads: self.unloads.clone(),
             ranges: self.ranges.clone(),
+            blocking: AtomicUsize::new(0),
         })
     }
 
@@ -596,8 +619,9 @@ impl CodeServer {
     /// Lets go of a version taken out of the table; if nothing else holds
     /// it, it is closed now and its unload record returned.
     pub(crate) fn release(&self, version: Arc<Version>) -> Option<UnloadedVersion> {
-        // The last tasks of its processes may still be dropping their share.
-        wait_for(self.purge_wait, || Arc::strong_count(&version) == 1);
+        // The last tasks of its processes may still be dropping their share
+        // (blocking work of its code is not waited for).
+        wait_for(self.purge_wait, || Arc::strong_count(&version) <= 1 + version.blocking.load(Ordering::Acquire));
         // Closed here if this is the last share; otherwise by whoever lets go
         // last (its record then appears in `unloaded` later).
         Arc::try_unwrap(version).ok().and_then(|mut version| version.close())
