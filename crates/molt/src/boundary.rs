@@ -482,8 +482,8 @@ unsafe extern "C" fn blocking(handle: ProcessHandle, job: BlockingJob) -> bool {
         Ok(version) => version,
         Err(_) => {
             // Its version is being unloaded: even `drop_env` may be gone,
-            // so the job is leaked, not dropped.
-            std::mem::forget(job);
+            // so the job is leaked (never run nor dropped).
+            let _leaked = job;
             return false;
         }
     };
