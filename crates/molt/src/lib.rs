@@ -42,6 +42,7 @@ mod registry;
 mod scheduler;
 mod signal;
 mod timer;
+mod watchdog;
 
 pub use code::{
     BuildError, BuildOptions, LoadError, LoadOptions, Loaded, ModuleInfo, ProcessUpgrade, PurgeError, PurgeReport,

@@ -31,6 +31,7 @@ use crate::registry::Registry;
 use crate::scheduler::SchedulerThread;
 use crate::signal::Signal;
 use crate::timer::TimerWheel;
+use crate::watchdog::SchedulerWatch;
 
 /// How to start a node.
 #[derive(Clone, Debug)]
@@ -39,6 +40,7 @@ pub struct NodeConfig {
     workers: usize,
     shutdown_timeout: Duration,
     purge_timeout: Duration,
+    long_schedule: Duration,
 }
 
 impl NodeConfig {
@@ -50,6 +52,7 @@ impl NodeConfig {
             workers,
             shutdown_timeout: Duration::from_secs(10),
             purge_timeout: crate::code::PURGE_WAIT,
+            long_schedule: Duration::from_millis(100),
         }
     }
 
@@ -65,6 +68,16 @@ impl NodeConfig {
     /// finds it unused.
     pub fn purge_timeout(mut self, timeout: Duration) -> NodeConfig {
         self.purge_timeout = timeout;
+        self
+    }
+
+    /// How long a process may keep its scheduler thread in one go (a poll
+    /// that does not yield) before a warning names it (Erlang's
+    /// `long_schedule` system monitor); 100 ms unless set, `Duration::ZERO`
+    /// for never. Such a process holds up every other process of its
+    /// thread: blocking code belongs in `p.blocking(|| ...)`.
+    pub fn long_schedule(mut self, threshold: Duration) -> NodeConfig {
+        self.long_schedule = threshold;
         self
     }
 
@@ -147,6 +160,8 @@ pub(crate) struct NodeInner {
     pub(crate) code: CodeServer,
     /// Where processes run, and when they move.
     pub(crate) placement: Placement,
+    /// What each scheduler polls now, for the watchdog.
+    pub(crate) watch: Box<[SchedulerWatch]>,
     /// The `send_after` timers, one wheel per scheduler.
     pub(crate) timers: Box<[Arc<TimerWheel>]>,
     /// The names of the code processes run, each copied once; a process
@@ -197,6 +212,7 @@ impl Node {
             registry: Registry::default(),
             code,
             placement: Placement::new(config.workers),
+            watch: (0..config.workers).map(|_| SchedulerWatch::default()).collect(),
             timers: (0..config.workers).map(|_| Arc::new(TimerWheel::new())).collect(),
             code_index: DashMap::new(),
             code_names: std::sync::RwLock::new(Vec::new()),
@@ -206,6 +222,7 @@ impl Node {
         for (runtime, wheel) in inner.schedulers.iter().zip(&inner.timers) {
             runtime.spawn(crate::timer::fire_timers(Arc::downgrade(&inner), wheel.clone()));
         }
+        crate::watchdog::start(&inner, config.long_schedule);
         Ok(Node { inner, schedulers, shutdown_timeout: config.shutdown_timeout })
     }
 
@@ -499,6 +516,10 @@ impl Drop for Node {
 }
 
 impl NodeInner {
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn is_local(&self, pid: Pid) -> bool {
         pid.node == self.id && pid.creation == self.creation
     }

@@ -547,8 +547,11 @@ impl Future for ProcessTask {
         this.local.slice_start = None;
         this.local.spent = false;
         this.ctx.set_status(ProcessStatus::Running);
+        let scheduler = this.ctx.scheduler() as usize;
+        this.ctx.node.watch[scheduler].poll_started(this.ctx.pid.serial);
         let polled = loop {
             let Some(future) = this.body.as_mut().and_then(|body| body.future.as_mut()) else {
+                this.ctx.node.watch[scheduler].poll_ended();
                 return Poll::Ready(());
             };
             let polled = crate::boundary::polling(&this.ctx, &mut this.local, cx, |cx| Pin::new(future).poll(cx));
@@ -571,6 +574,7 @@ impl Future for ProcessTask {
             }
         };
         this.ctx.mailbox.set_saved_len(this.local.received.saved.len());
+        this.ctx.node.watch[scheduler].poll_ended();
         match polled {
             Poll::Ready(()) => {
                 self.drop_body();

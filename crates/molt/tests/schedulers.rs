@@ -204,3 +204,52 @@ fn blocking_work_panics_as_its_process_and_a_kill_does_not_wait_for_it() {
     release.send(()).unwrap();
     dropped.recv_timeout(support::BOUND).expect("the killed process's work finished and dropped its result");
 }
+
+/// What the node logs, for the test that reads it.
+fn logs() -> &'static std::sync::Mutex<String> {
+    static LOGS: std::sync::OnceLock<std::sync::Mutex<String>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        struct Capture;
+        impl std::io::Write for Capture {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                logs().lock().unwrap().push_str(&String::from_utf8_lossy(bytes));
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let subscriber = tracing_subscriber::fmt().with_writer(|| Capture).with_ansi(false).finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this test binary");
+        std::sync::Mutex::new(String::new())
+    })
+}
+
+/// A process that keeps its scheduler thread without yielding (here: it
+/// spins until the test has seen the warning) is named in a warning that
+/// points at `blocking`.
+#[test]
+fn a_process_that_blocks_its_scheduler_is_named() {
+    let _ = logs();
+    let node = molt::Node::start(molt::NodeConfig::new("watchdog").workers(1).long_schedule(Duration::from_millis(50)))
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let release = seen.clone();
+    let blocker = node.spawn(move |_p| async move {
+        while !release.load(std::sync::atomic::Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+    });
+    let start = std::time::Instant::now();
+    let line = loop {
+        let found = logs().lock().unwrap().lines().find(|line| line.contains(&blocker.to_string())).map(str::to_owned);
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(start.elapsed() < support::BOUND, "no warning named {blocker}");
+        std::thread::yield_now();
+    };
+    seen.store(true, std::sync::atomic::Ordering::Release);
+    assert!(line.contains("WARN") && line.contains("without yielding") && line.contains("p.blocking"), "{line}");
+    node.shutdown();
+}
