@@ -72,9 +72,9 @@ impl Wake for BodyWake {
 /// A body's waker and its relay of other wakers; see the module docs.
 struct Waking {
     shared: Arc<BodyWake>,
-    /// The task waker `shared` holds, as last set (only the body's poll
-    /// sets it, so comparing against this copy needs no lock).
-    task: Waker,
+    /// The process's moves to another scheduler when `shared` last took up
+    /// the task's waker: a move means a new task.
+    moves: u32,
     /// `shared` as a `Waker`: what the user's future is polled with.
     own: Waker,
     /// Wakers that receives and sleeps were polled under, to wake at the
@@ -84,23 +84,30 @@ struct Waking {
 }
 
 impl Waking {
-    fn new(task: &Waker) -> Waking {
+    fn new(task: &Waker, moves: u32) -> Waking {
         let shared = Arc::new(BodyWake { task: Mutex::new(task.clone()), suppress: AtomicBool::new(false) });
         Waking {
             own: Waker::from(shared.clone()),
             shared,
-            task: task.clone(),
+            moves,
             relayed: Mutex::new(Vec::new()),
             any_relayed: AtomicBool::new(false),
         }
     }
 
-    /// Points the body's waker at the task polling it now, if that changed.
-    fn follow(&mut self, task: &Waker) {
-        if !self.task.will_wake(task) {
-            self.task = task.clone();
-            *self.shared.task.lock().unwrap_or_else(|e| e.into_inner()) = task.clone();
+    /// Points the body's waker at the task polling it now, if the process
+    /// moved since (a new task).
+    #[inline]
+    fn follow(&mut self, task: &Waker, moves: u32) {
+        if self.moves != moves {
+            self.retarget(task, moves);
         }
+    }
+
+    #[cold]
+    fn retarget(&mut self, task: &Waker, moves: u32) {
+        self.moves = moves;
+        *self.shared.task.lock().unwrap_or_else(|e| e.into_inner()) = task.clone();
     }
 
     /// Wakes what receives and sleeps left here in the last poll.
@@ -295,8 +302,9 @@ where
         // SAFETY: nothing is moved out of `self`; the pinned `fut` stays in
         // place (see `step` and `finish`).
         let this = unsafe { self.get_unchecked_mut() };
-        let waking = this.waking.get_or_insert_with(|| Box::new(Waking::new(cx.waker())));
-        waking.follow(cx.waker());
+        let moves = this.this.moves();
+        let waking = this.waking.get_or_insert_with(|| Box::new(Waking::new(cx.waker(), moves)));
+        waking.follow(cx.waker(), moves);
         let waking = &**waking;
         let stage = &mut this.stage;
         let outer = POLLING.with(|polling| polling.replace(std::ptr::from_ref(waking)));

@@ -336,6 +336,10 @@ pub struct ProcessVTable {
     /// schedulers); see [`BlockingJob`]. False if the core refused it (it
     /// dropped the job then).
     pub blocking: unsafe extern "C" fn(ProcessHandle, job: BlockingJob) -> bool,
+    /// How many times the process has moved to another scheduler: each
+    /// move runs it in a new task, whose waker the body must take up (the
+    /// body asks at every poll; a plain load).
+    pub moves: unsafe extern "C" fn(ProcessHandle) -> u32,
     /// A field no real contract has: a module built with `molt-abi`'s
     /// `test-skewed-layout` feature has a table of another shape under the
     /// same ABI version, which the core must refuse (molt's own tests).

@@ -54,6 +54,13 @@ pub(crate) struct ProcessRef {
 unsafe impl Send for ProcessRef {}
 
 impl ProcessRef {
+    /// How many times the process has moved to another scheduler.
+    pub(crate) fn moves(self) -> u32 {
+        // SAFETY: the handle is alive (the core polls the body that holds
+        // this reference).
+        unsafe { (self.vtable.moves)(self.handle) }
+    }
+
     pub(crate) fn set_exit_reason(self, reason: &ExitReason) {
         with_encoded(reason, |bytes| {
             // SAFETY: the handle is alive (the core polls the body that holds

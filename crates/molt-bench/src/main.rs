@@ -2,11 +2,15 @@
 //! workload; `-- --only NAME` runs one. Each workload prints one JSON line on
 //! stdout:
 //!
-//! `{"workload": NAME, "n": N, "molt": {"seconds": …, "rate": …}, "erlang": {…} | null, "ratio": … | null}`
+//! `{"workload": NAME, "n": N, "cpu": MODEL, "molt": {"seconds": …, "rate": …}, "erlang": {…} | null,
+//! "ratio": … | null, "ratio_spread": [MIN, MAX] | null}`
 //!
 //! `ratio` is molt's advantage (> 1: molt is better): for rates molt's over
-//! Erlang's, for times and memory Erlang's over molt's. Each side runs
-//! `--runs` times and the median is reported. Progress goes to stderr.
+//! Erlang's, for times and memory Erlang's over molt's. The sides run in
+//! turn — molt, Erlang, molt, Erlang, … — `--runs` pairs, because these
+//! machines' speed drifts from one second to the next: `ratio` is the
+//! median of the pairs' ratios and `ratio_spread` their range; each side's
+//! figures are its medians. Progress goes to stderr.
 
 #![forbid(unsafe_code)]
 
@@ -95,8 +99,8 @@ struct Args {
     /// Run only this workload.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS.iter().map(|w| w.name)))]
     only: Option<String>,
-    /// Runs per side; the median is reported.
-    #[arg(long, default_value_t = 3)]
+    /// Runs per side, in pairs (molt, then Erlang); medians are reported.
+    #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Override the workload's size.
     #[arg(long)]
@@ -122,6 +126,15 @@ fn run_in_a_child(workload: &Workload, n: u64) -> Measurement {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!("{}: the child run printed {stdout:?} ({e}): {}", workload.name, String::from_utf8_lossy(&output.stderr))
     })
+}
+
+/// The CPU model, as `/proc/cpuinfo` names it: every figure is quoted with it.
+fn cpu_model() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model =
+        cpuinfo.lines().find_map(|line| line.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim()));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{} ({cores} cores)", model.unwrap_or("unknown"))
 }
 
 fn median(mut runs: Vec<Measurement>) -> Measurement {
@@ -170,6 +183,7 @@ fn main() {
             }
         }
     };
+    let cpu = cpu_model();
     for workload in WORKLOADS.iter().filter(|w| args.only.as_deref().is_none_or(|only| only == w.name)) {
         let n = args.n.unwrap_or(workload.n);
         if args.one_run {
@@ -177,24 +191,36 @@ fn main() {
             return;
         }
         eprintln!("molt-bench: {} (n = {n}), {runs} runs per side", workload.name);
-        let molt = median(
-            (0..runs)
-                .map(|_| match workload.better {
-                    Better::Memory => run_in_a_child(workload, n),
-                    Better::Rate | Better::Time => (workload.run)(n),
-                })
-                .collect(),
-        );
-        let erlang_side = erlang.as_ref().filter(|_| workload.erlang).and_then(|erlang| {
-            let measured: Result<Vec<_>, _> = (0..runs).map(|_| erlang.run(workload.name, n)).collect();
-            measured.map(median).map_err(|why| eprintln!("molt-bench: erlang {}: {why}", workload.name)).ok()
-        });
+        let mut molt_runs = Vec::new();
+        let mut erlang_runs = Vec::new();
+        let mut ratios = Vec::new();
+        for _ in 0..runs {
+            let molt = match workload.better {
+                Better::Memory => run_in_a_child(workload, n),
+                Better::Rate | Better::Time => (workload.run)(n),
+            };
+            if let Some(erlang) = erlang.as_ref().filter(|_| workload.erlang) {
+                match erlang.run(workload.name, n) {
+                    Ok(measured) => {
+                        ratios.extend(ratio(workload.better, &molt, &measured));
+                        erlang_runs.push(measured);
+                    }
+                    Err(why) => eprintln!("molt-bench: erlang {}: {why}", workload.name),
+                }
+            }
+            molt_runs.push(molt);
+        }
+        let molt = median(molt_runs);
+        let erlang_side = (!erlang_runs.is_empty()).then(|| median(erlang_runs));
+        ratios.sort_by(f64::total_cmp);
         let line = json!({
             "workload": workload.name,
             "n": n,
+            "cpu": cpu,
             "molt": figures(workload, n, &molt),
             "erlang": erlang_side.as_ref().map(|e| figures(workload, n, e)),
-            "ratio": erlang_side.as_ref().and_then(|e| ratio(workload.better, &molt, e)),
+            "ratio": ratios.get(ratios.len() / 2),
+            "ratio_spread": (!ratios.is_empty()).then(|| [ratios[0], ratios[ratios.len() - 1]]),
         });
         println!("{line}");
     }

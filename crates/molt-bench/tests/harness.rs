@@ -55,6 +55,7 @@ fn every_workload_prints_one_json_line() {
         assert!(line["molt"]["seconds"].as_f64().is_some_and(|s| s > 0.0), "{line}");
         assert!(line["molt"]["rate"].as_f64().is_some_and(|r| r > 0.0), "{line}");
         assert!(line["erlang"].is_null() && line["ratio"].is_null(), "{line}");
+        assert!(line["cpu"].as_str().is_some_and(|cpu| cpu.contains("cores")), "{line}");
     }
     assert!(lines[3]["molt"]["bytes_per_process"].is_number(), "{}", lines[3]);
 }
@@ -68,6 +69,8 @@ fn erlang_is_compared_where_it_is_installed() {
     if erl_installed {
         assert!(line["erlang"]["seconds"].as_f64().is_some_and(|s| s > 0.0), "{line}");
         assert!(line["ratio"].as_f64().is_some_and(|r| r > 0.0), "{line}");
+        let spread = &line["ratio_spread"];
+        assert!(spread[0].as_f64().is_some_and(|low| low <= line["ratio"].as_f64().unwrap()), "{line}");
     } else {
         assert!(line["erlang"].is_null() && line["ratio"].is_null(), "{line}");
         assert!(stderr.contains("no Erlang comparison"), "{stderr}");

@@ -60,6 +60,7 @@ static VTABLE: ProcessVTable = ProcessVTable {
     hot_call,
     spawn_entry,
     blocking,
+    moves,
 };
 
 /// What a process's task lends the core during one poll of its body: the
@@ -571,6 +572,11 @@ unsafe extern "C" fn spawn_entry(
             SpawnStatus::Refused
         }
     }
+}
+
+unsafe extern "C" fn moves(handle: ProcessHandle) -> u32 {
+    // SAFETY: a live handle, per the contract.
+    unsafe { ctx(handle) }.moves()
 }
 
 unsafe extern "C" fn set_exit_reason(handle: ProcessHandle, ptr: *const u8, len: usize) {

@@ -4,7 +4,7 @@
 //! outside the node goes round-robin), as Erlang places it: processes that
 //! talk to each other then share a thread, and a message between them costs
 //! no cross-thread wake-up. A process that keeps the thread busy — it used
-//! up its budget (2,000 receives, or a millisecond of running after its
+//! up its budget (2,048 receives, or a millisecond of running after its
 //! 64th receive in one go) and is still runnable — is counted *busy* on its
 //! scheduler until it next waits. When it yields that way and its scheduler
 //! has at least two busy processes more than the least busy one, it moves
@@ -28,7 +28,7 @@ pub(crate) struct Placement {
     /// this many polls that leave it pending (0: never), whether busy or
     /// not — `MOLT_MIGRATE_EVERY`, so the whole test suite can run with
     /// processes moving all the time.
-    migrate_every: u32,
+    pub(crate) migrate_every: u32,
 }
 
 impl Placement {

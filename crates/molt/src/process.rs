@@ -34,11 +34,17 @@ use crate::node::NodeInner;
 /// How many receives a process may complete in one poll before it yields to
 /// the scheduler, so a process that always finds a message cannot starve
 /// others or dodge a kill (Erlang's reduction budget).
-const RECEIVES_PER_POLL: u32 = 2000;
+const RECEIVES_PER_POLL: u32 = 2048;
+
+/// The budget and the time slice are looked at every this many receives
+/// (a power of two), so a process that handles a few messages per poll
+/// pays one increment and one test.
+const CHECK_EVERY: u32 = 64;
 
 /// How long a process may run in one poll, counted from its 64th receive
-/// (checked every 64: a process that handles a few messages per poll never
-/// reads the clock), before it yields as if its budget were spent.
+/// (checked every [`CHECK_EVERY`]: a process that handles a few messages
+/// per poll never reads the clock), before it yields as if its budget were
+/// spent.
 const SLICE: std::time::Duration = std::time::Duration::from_millis(1);
 
 pub(crate) struct ProcessCtx {
@@ -57,6 +63,9 @@ pub(crate) struct ProcessCtx {
     /// The scheduler thread the process runs on (it may move: see
     /// `placement.rs`).
     scheduler: AtomicU32,
+    /// How many times it moved (each move is a new task, whose waker the
+    /// body takes up).
+    moves: AtomicU32,
 }
 
 impl std::fmt::Debug for ProcessCtx {
@@ -164,7 +173,13 @@ impl ProcessCtx {
             ended_itself: AtomicBool::new(false),
             status: AtomicU8::new(ProcessStatus::Runnable as u8),
             scheduler: AtomicU32::new(scheduler),
+            moves: AtomicU32::new(0),
         }
+    }
+
+    /// How many times the process moved to another scheduler.
+    pub(crate) fn moves(&self) -> u32 {
+        self.moves.load(Ordering::Relaxed)
     }
 
     /// The scheduler the process runs on.
@@ -312,17 +327,19 @@ pub(crate) struct TaskLocal {
 impl TaskLocal {
     /// Counts one receive, sleep or hot call against the budget; true (and
     /// the process must yield) once the budget or the time slice is spent.
+    #[inline]
     fn spend_budget(&mut self) -> bool {
         self.reductions += 1;
-        let spent = if self.reductions > RECEIVES_PER_POLL {
-            true
-        } else if self.reductions % 64 == 0 {
-            let now = std::time::Instant::now();
-            let start = *self.slice_start.get_or_insert(now);
-            now.duration_since(start) > SLICE
-        } else {
-            false
-        };
+        self.reductions % CHECK_EVERY == 0 && self.budget_spent()
+    }
+
+    /// Every [`CHECK_EVERY`] receives: whether the budget or the slice is
+    /// spent.
+    #[cold]
+    fn budget_spent(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let start = *self.slice_start.get_or_insert(now);
+        let spent = self.reductions >= RECEIVES_PER_POLL || now.duration_since(start) > SLICE;
         self.spent |= spent;
         spent
     }
@@ -418,6 +435,7 @@ impl ProcessTask {
     pub(crate) fn take_move(&mut self) -> Option<u32> {
         let to = self.move_to.take()?;
         self.ctx.scheduler.store(to, Ordering::Relaxed);
+        self.ctx.moves.fetch_add(1, Ordering::Relaxed);
         // The mailbox holds this task's waker: the new task's first receive
         // must register its own.
         self.local.received.disarm();
@@ -585,11 +603,11 @@ impl Future for ProcessTask {
                 let placement = &this.ctx.node.placement;
                 if this.local.spent {
                     this.move_to = placement.yielded_busy(&mut this.busy_on, this.ctx.scheduler());
-                } else {
+                } else if this.busy_on.is_some() {
                     placement.not_busy(&mut this.busy_on);
                 }
-                this.pending_polls = this.pending_polls.wrapping_add(1);
-                if this.move_to.is_none() {
+                if placement.migrate_every != 0 && this.move_to.is_none() {
+                    this.pending_polls = this.pending_polls.wrapping_add(1);
                     this.move_to = placement.forced_move(this.pending_polls, this.ctx.scheduler(), &mut this.busy_on);
                 }
                 // Still `Running` means it waits on something that is not

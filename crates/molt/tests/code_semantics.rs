@@ -217,7 +217,7 @@ fn spawning_what_is_not_there_is_a_clear_error() {
             version: "1".into(),
             entry: "nope".into(),
             entries: "echo, legacy, panics_at_once, combinator, handoff, from_thread, stash, nested, respawn_on_drop, \
-                      hot_loop, spin, thread_name, late_spawner"
+                      hot_loop, spin, thread_name, late_spawner, blocker"
                 .into(),
         })
     );
