@@ -4,7 +4,7 @@
 %% "bytes_per_process" (resident memory, as molt measures it).
 -module(bench).
 -export([run/1, round_trips/1, one_way/1, spawn/1, memory/1, selective_receive/1,
-         spawn_link_kill/1, monitor_demonitor/1, big_message/1, big_message_1m/1, big_bytes/1, timers_pending/1, burst_memory/1, load/1, purge_100k/1, pingpong_upgrades/1]).
+         spawn_link_kill/1, monitor_demonitor/1, big_message/1, big_message_1m/1, big_bytes/1, timers_pending/1, parallel_pairs/1, ring/1, big_bang/1, burst_memory/1, load/1, purge_100k/1, pingpong_upgrades/1]).
 -compile({no_auto_import, [spawn/1]}).
 
 run([Workload, N]) ->
@@ -141,6 +141,60 @@ burst_memory(N) ->
     S = seconds(Start) / 1.0e9,
     garbage_collect(),
     [{seconds, S}, {bytes_per_process, max(0, resident_bytes() - Before)}].
+
+%% --- schedulers ------------------------------------------------------------
+
+%% Two ping-pong pairs per scheduler, all started by this process.
+parallel_pairs(N) ->
+    Pairs = 2 * erlang:system_info(schedulers_online),
+    Parent = self(),
+    Start = now_ns(),
+    [begin
+         Pong = erlang:spawn(fun() -> pong(N) end),
+         erlang:spawn(fun() -> ping(Pong, N), Parent ! pair_done end)
+     end || _ <- lists:seq(1, Pairs)],
+    [receive pair_done -> ok end || _ <- lists:seq(1, Pairs)],
+    [{seconds, seconds(Start) / 1.0e9}].
+
+ping(_, 0) -> ok;
+ping(Pong, K) -> Pong ! {self(), K}, receive K -> ping(Pong, K - 1) end.
+
+pong(0) -> ok;
+pong(K) -> receive {From, X} -> From ! X, pong(K - 1) end.
+
+%% A token passed N times round a ring of 100,000 processes.
+ring(N) ->
+    Size = 100000,
+    Parent = self(),
+    Ring = [erlang:spawn(fun() -> receive {next, Next} -> relay(Next, Parent) end end) || _ <- lists:seq(1, Size)],
+    [P ! {next, Q} || {P, Q} <- lists:zip(Ring, tl(Ring) ++ [hd(Ring)])],
+    Start = now_ns(),
+    hd(Ring) ! {token, N * Size},
+    receive token_done -> ok end,
+    S = seconds(Start) / 1.0e9,
+    [exit(P, kill) || P <- Ring],
+    [{seconds, S}].
+
+relay(Next, Parent) ->
+    receive
+        {token, 0} -> Parent ! token_done, relay(Next, Parent);
+        {token, K} -> Next ! {token, K - 1}, relay(Next, Parent)
+    end.
+
+%% N processes, each sending one message to every other.
+big_bang(N) ->
+    Parent = self(),
+    All = [erlang:spawn(fun() -> receive {go, Pids} -> bang(Pids, Parent) end end) || _ <- lists:seq(1, N)],
+    Start = now_ns(),
+    [P ! {go, All} || P <- All],
+    [receive bang_done -> ok end || _ <- All],
+    [{seconds, seconds(Start) / 1.0e9}].
+
+bang(Pids, Parent) ->
+    Me = self(),
+    [P ! hi || P <- Pids, P =/= Me],
+    [receive hi -> ok end || _ <- tl(Pids)],
+    Parent ! bang_done.
 
 %% --- code loading ----------------------------------------------------------
 

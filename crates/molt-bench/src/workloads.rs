@@ -355,3 +355,113 @@ pub(crate) fn spawn_cpu(n: u64) -> Measurement {
     let one = time_on(1);
     Measurement { seconds: time_on(workers), baseline_seconds: Some(one), ..Default::default() }
 }
+
+/// Two ping-pong pairs per scheduler, all started by one parent, each pair
+/// doing `n` round trips: the time until all are done.
+pub(crate) fn parallel_pairs(n: u64) -> Measurement {
+    let node = node();
+    let pairs = 2 * std::env::var("MOLT_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2usize);
+    let seconds = run(&node, move |mut p| async move {
+        let me = p.self_pid();
+        let start = Instant::now();
+        for _ in 0..pairs {
+            let pong = p.spawn(move |mut p| async move {
+                for _ in 0..n {
+                    let (from, x): (Pid, u64) = p.expect().await?;
+                    p.send(from, &x);
+                }
+                Ok::<(), molt::ReceiveError>(())
+            });
+            p.spawn(move |mut p| async move {
+                let mine = p.self_pid();
+                for x in 0..n {
+                    p.send(pong, &(mine, x));
+                    p.expect::<u64>().await?;
+                }
+                p.send(me, &());
+                Ok::<(), molt::ReceiveError>(())
+            });
+        }
+        for _ in 0..pairs {
+            p.expect::<()>().await.expect("a pair finished");
+        }
+        start.elapsed().as_secs_f64()
+    });
+    node.shutdown();
+    Measurement { seconds, ..Default::default() }
+}
+
+/// A token passed `n` times round a ring of 100,000 processes: the time
+/// for all the hops.
+pub(crate) fn ring(n: u64) -> Measurement {
+    const SIZE: u64 = 100_000;
+    let node = node();
+    let seconds = run(&node, move |mut p| async move {
+        let me = p.self_pid();
+        let ring: Vec<Pid> = (0..SIZE)
+            .map(|_| {
+                p.spawn(move |mut p| async move {
+                    let next: Pid = p.expect().await?;
+                    loop {
+                        let hops: u64 = p.expect().await?;
+                        if hops == 0 {
+                            p.send(me, &());
+                        } else {
+                            p.send(next, &(hops - 1));
+                        }
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), molt::ReceiveError>(())
+                })
+            })
+            .collect();
+        for (i, pid) in ring.iter().enumerate() {
+            p.send(*pid, &ring[(i + 1) % ring.len()]);
+        }
+        let start = Instant::now();
+        p.send(ring[0], &(n * SIZE));
+        p.expect::<()>().await.expect("the token came round");
+        let seconds = start.elapsed().as_secs_f64();
+        for pid in ring {
+            p.kill(pid);
+        }
+        seconds
+    });
+    node.shutdown();
+    Measurement { seconds, ..Default::default() }
+}
+
+/// `n` processes, each sending one message to every other: the time until
+/// every one has its `n - 1` messages.
+pub(crate) fn big_bang(n: u64) -> Measurement {
+    let node = node();
+    let seconds = run(&node, move |mut p| async move {
+        let me = p.self_pid();
+        let all: Vec<Pid> = (0..n)
+            .map(|_| {
+                p.spawn(move |mut p| async move {
+                    let all: Vec<Pid> = p.expect().await?;
+                    let mine = p.self_pid();
+                    for other in all.iter().filter(|other| **other != mine) {
+                        p.send(*other, &1u64);
+                    }
+                    for _ in 1..all.len() {
+                        p.expect::<u64>().await?;
+                    }
+                    p.send(me, &());
+                    Ok::<(), molt::ReceiveError>(())
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        for pid in &all {
+            p.send(*pid, &all);
+        }
+        for _ in 0..n {
+            p.expect::<()>().await.expect("every process got its messages");
+        }
+        start.elapsed().as_secs_f64()
+    });
+    node.shutdown();
+    Measurement { seconds, ..Default::default() }
+}

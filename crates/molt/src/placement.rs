@@ -11,8 +11,12 @@
 //! there: its task ends on this thread and the same process (pid, mailbox,
 //! links, timers, its body mid-`await`) continues in a new task on the
 //! other, whose first poll re-registers every wake-up the body waits on.
-//! Busy processes thus spread over the schedulers whoever spawned them,
-//! while processes that mostly wait never move.
+//! Busy processes thus spread over the schedulers whoever spawned them.
+//! Processes that each wait often never move, even when together they keep
+//! their scheduler busy (many ping-pong pairs): moving one of a pair makes
+//! every message between them a wake-up of another thread, which costs
+//! more than the second core gives (measured: 4 pairs of 200,000 round
+//! trips took 1.86 s spread, 0.56 s on one thread).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,11 +48,7 @@ impl Placement {
             return None;
         }
         let to = (scheduler + 1) % self.busy.len() as u32;
-        if let Some(from) = counted.take() {
-            self.busy[from as usize].fetch_sub(1, Ordering::Relaxed);
-            self.busy[to as usize].fetch_add(1, Ordering::Relaxed);
-            *counted = Some(to);
-        }
+        self.moved(counted, to);
         Some(to)
     }
 
@@ -75,6 +75,15 @@ impl Placement {
         self.busy[to as usize].fetch_add(1, Ordering::Relaxed);
         *counted = Some(to);
         Some(to)
+    }
+
+    /// A process moves to `to` for another reason: its busy count goes
+    /// with it.
+    pub(crate) fn moved(&self, counted: &mut Option<u32>, to: u32) {
+        if let Some(from) = counted.replace(to) {
+            self.busy[from as usize].fetch_sub(1, Ordering::Relaxed);
+            self.busy[to as usize].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A process counted busy waits now, or ended.
