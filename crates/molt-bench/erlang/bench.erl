@@ -4,7 +4,7 @@
 %% "bytes_per_process" (resident memory, as molt measures it).
 -module(bench).
 -export([run/1, round_trips/1, one_way/1, spawn/1, memory/1, selective_receive/1,
-         spawn_link_kill/1, monitor_demonitor/1, big_message/1, big_message_1m/1, big_bytes/1, timers_pending/1, parallel_pairs/1, ring/1, big_bang/1, burst_memory/1, load/1, purge_100k/1, pingpong_upgrades/1]).
+         spawn_link_kill/1, monitor_demonitor/1, big_message/1, big_message_1m/1, big_bytes/1, timers_pending/1, parallel_pairs/1, ring/1, big_bang/1, fairness/1, burst_memory/1, load/1, purge_100k/1, pingpong_upgrades/1]).
 -compile({no_auto_import, [spawn/1]}).
 
 run([Workload, N]) ->
@@ -162,14 +162,14 @@ ping(Pong, K) -> Pong ! {self(), K}, receive K -> ping(Pong, K - 1) end.
 pong(0) -> ok;
 pong(K) -> receive {From, X} -> From ! X, pong(K - 1) end.
 
-%% A token passed N times round a ring of 100,000 processes.
+%% A token passed 100 times round a ring of N processes.
 ring(N) ->
-    Size = 100000,
+    Size = N,
     Parent = self(),
     Ring = [erlang:spawn(fun() -> receive {next, Next} -> relay(Next, Parent) end end) || _ <- lists:seq(1, Size)],
     [P ! {next, Q} || {P, Q} <- lists:zip(Ring, tl(Ring) ++ [hd(Ring)])],
     Start = now_ns(),
-    hd(Ring) ! {token, N * Size},
+    hd(Ring) ! {token, 100 * Size},
     receive token_done -> ok end,
     S = seconds(Start) / 1.0e9,
     [exit(P, kill) || P <- Ring],
@@ -195,6 +195,24 @@ bang(Pids, Parent) ->
     [P ! hi || P <- Pids, P =/= Me],
     [receive hi -> ok end || _ <- tl(Pids)],
     Parent ! bang_done.
+
+%% Two busy processes per scheduler that never wait, and N pings to an
+%% echo: the 99th percentile of the pings' round-trip times.
+fairness(N) ->
+    Busy = [erlang:spawn(fun() -> busy() end) || _ <- lists:seq(1, 2 * erlang:system_info(schedulers_online))],
+    Echo = erlang:spawn(fun() -> echo() end),
+    Latencies = lists:sort([ping_once(Echo, I) || I <- lists:seq(1, N)]),
+    [exit(P, kill) || P <- [Echo | Busy]],
+    [{seconds, lists:nth(max(1, N * 99 div 100), Latencies) / 1.0e9}].
+
+busy() -> self() ! go, receive go -> busy() end.
+
+echo() -> receive {From, X} -> From ! X, echo() end.
+
+ping_once(Echo, I) ->
+    T = now_ns(),
+    Echo ! {self(), I},
+    receive I -> now_ns() - T end.
 
 %% --- code loading ----------------------------------------------------------
 

@@ -391,14 +391,15 @@ pub(crate) fn parallel_pairs(n: u64) -> Measurement {
     Measurement { seconds, ..Default::default() }
 }
 
-/// A token passed `n` times round a ring of 100,000 processes: the time
-/// for all the hops.
+/// A token passed 100 times round a ring of `n` processes: the time for
+/// all the hops.
 pub(crate) fn ring(n: u64) -> Measurement {
-    const SIZE: u64 = 100_000;
+    const LAPS: u64 = 100;
+    let size = n;
     let node = node();
     let seconds = run(&node, move |mut p| async move {
         let me = p.self_pid();
-        let ring: Vec<Pid> = (0..SIZE)
+        let ring: Vec<Pid> = (0..size)
             .map(|_| {
                 p.spawn(move |mut p| async move {
                     let next: Pid = p.expect().await?;
@@ -419,7 +420,7 @@ pub(crate) fn ring(n: u64) -> Measurement {
             p.send(*pid, &ring[(i + 1) % ring.len()]);
         }
         let start = Instant::now();
-        p.send(ring[0], &(n * SIZE));
+        p.send(ring[0], &(LAPS * size));
         p.expect::<()>().await.expect("the token came round");
         let seconds = start.elapsed().as_secs_f64();
         for pid in ring {
@@ -461,6 +462,52 @@ pub(crate) fn big_bang(n: u64) -> Measurement {
             p.expect::<()>().await.expect("every process got its messages");
         }
         start.elapsed().as_secs_f64()
+    });
+    node.shutdown();
+    Measurement { seconds, ..Default::default() }
+}
+
+/// Fairness: two busy processes per scheduler that never wait (each feeds
+/// itself), and `n` pings from another process to an echo: the 99th
+/// percentile of the pings' round-trip times, in `seconds`.
+pub(crate) fn fairness(n: u64) -> Measurement {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let node = node();
+    let busy = 2 * std::env::var("MOLT_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2usize);
+    let seconds = run(&node, move |mut p| async move {
+        let me = p.self_pid();
+        let stop = Arc::new(AtomicBool::new(false));
+        for _ in 0..busy {
+            let stop = stop.clone();
+            p.spawn(move |mut p| async move {
+                let mine = p.self_pid();
+                while !stop.load(Ordering::Relaxed) {
+                    p.send(mine, &0u8);
+                    p.expect::<u8>().await?;
+                }
+                Ok::<(), molt::ReceiveError>(())
+            });
+        }
+        let echo = p.spawn(|mut p| async move {
+            loop {
+                let (from, x): (Pid, u64) = p.expect().await?;
+                p.send(from, &x);
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), molt::ReceiveError>(())
+        });
+        let mut latencies = Vec::with_capacity(n as usize);
+        for x in 0..n {
+            let start = Instant::now();
+            p.send(echo, &(me, x));
+            p.expect::<u64>().await.expect("the echo");
+            latencies.push(start.elapsed().as_secs_f64());
+        }
+        stop.store(true, Ordering::Relaxed);
+        p.kill(echo);
+        latencies.sort_by(f64::total_cmp);
+        latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
     });
     node.shutdown();
     Measurement { seconds, ..Default::default() }

@@ -37,6 +37,7 @@ fn every_workload_prints_one_json_line() {
             "burst_memory",
             "parallel_pairs",
             "ring",
+            "fairness",
             "big_bang",
             "spawn_cpu",
             "load",

@@ -4,7 +4,7 @@
 //! outside the node goes round-robin), as Erlang places it: processes that
 //! talk to each other then share a thread, and a message between them costs
 //! no cross-thread wake-up. A process that keeps the thread busy — it used
-//! up its budget (2,048 receives, or a millisecond of running after its
+//! up its budget (512 receives, or a millisecond of running after its
 //! 64th receive in one go) and is still runnable — is counted *busy* on its
 //! scheduler until it next waits. When it yields that way and its scheduler
 //! has at least two busy processes more than the least busy one, it moves

@@ -34,7 +34,7 @@ use crate::node::NodeInner;
 /// How many receives a process may complete in one poll before it yields to
 /// the scheduler, so a process that always finds a message cannot starve
 /// others or dodge a kill (Erlang's reduction budget).
-const RECEIVES_PER_POLL: u32 = 2048;
+const RECEIVES_PER_POLL: u32 = 512;
 
 /// The budget and the time slice are looked at every this many receives
 /// (a power of two), so a process that handles a few messages per poll

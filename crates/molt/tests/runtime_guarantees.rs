@@ -289,7 +289,7 @@ fn a_loop_of_zero_sleeps_yields_to_the_rest_of_its_scheduler() {
         panic!("ten round trips did not get through; the sleeper ran {laps_then} laps");
     }
     assert_eq!(answered, Ok(10));
-    // Each round trip waits for at most a few budgets (2,000 laps each) of
+    // Each round trip waits for at most a few budgets (512 laps each) of
     // the sleeper; without yielding it would lap for seconds first.
     assert!(laps_then < 200_000, "the sleeper ran {laps_then} laps before ten round trips got through");
     let killed = run(&node, move |mut p| async move {

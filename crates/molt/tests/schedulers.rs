@@ -253,3 +253,56 @@ fn a_process_that_blocks_its_scheduler_is_named() {
     assert!(line.contains("WARN") && line.contains("without yielding") && line.contains("p.blocking"), "{line}");
     node.shutdown();
 }
+
+/// Fairness: on a one-scheduler node with busy processes that never wait
+/// (each feeds itself), a ping to another process is answered within a
+/// bounded number of their receives: each busy process runs at most a few
+/// budgets (512 receives each) before the waiting ones get their turn.
+#[test]
+fn busy_processes_cannot_hold_up_a_ping_for_more_than_a_few_budgets() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const BUSY: u64 = 4;
+    let node = molt::Node::start(molt::NodeConfig::new("fairness").workers(1)).unwrap();
+    let receives = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    for _ in 0..BUSY {
+        let (receives, stop) = (receives.clone(), stop.clone());
+        node.spawn(move |mut p| async move {
+            let me = p.self_pid();
+            while !stop.load(Ordering::Relaxed) {
+                p.send(me, &B(0));
+                p.expect::<B>().await?;
+                receives.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), ReceiveError>(())
+        });
+    }
+    let echo = node.spawn(|mut p| async move {
+        loop {
+            let (from, n) = p.expect::<(Pid, u32)>().await?;
+            p.send(from, &n);
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), ReceiveError>(())
+    });
+    let counted = receives.clone();
+    let worst = run(&node, move |mut p| async move {
+        let me = p.self_pid();
+        let mut worst = 0;
+        for n in 0..20u32 {
+            let before = counted.load(Ordering::Relaxed);
+            p.send(echo, &(me, n));
+            assert_eq!(p.expect::<u32>().await.unwrap(), n);
+            worst = worst.max(counted.load(Ordering::Relaxed) - before);
+        }
+        worst
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    // The echo waits behind each busy process once, then the pinger does.
+    let bound = 2 * (BUSY + 1) * 512;
+    assert!(worst <= bound, "a ping waited for {worst} receives of busy processes (bound {bound})");
+    assert!(receives.load(Ordering::Relaxed) > 0, "the busy processes never ran");
+    node.shutdown();
+}
