@@ -45,6 +45,14 @@ struct Workload {
 const WORKLOADS: &[Workload] = &[
     Workload { name: "round_trips", n: 1_000_000, better: Better::Rate, run: workloads::round_trips, erlang: true },
     Workload { name: "one_way", n: 10_000_000, better: Better::Rate, run: workloads::one_way, erlang: true },
+    Workload {
+        name: "round_trips_contended",
+        n: 1_000_000,
+        better: Better::Rate,
+        run: workloads::round_trips,
+        erlang: true,
+    },
+    Workload { name: "one_way_contended", n: 10_000_000, better: Better::Rate, run: workloads::one_way, erlang: true },
     Workload { name: "spawn", n: 100_000, better: Better::Rate, run: workloads::spawn, erlang: true },
     Workload { name: "memory", n: 1_000_000, better: Better::Memory, run: workloads::memory, erlang: true },
     Workload {
@@ -116,6 +124,46 @@ struct Args {
     /// harness runs a memory workload in a fresh process of its own.
     #[arg(long, hide = true, requires = "only")]
     one_run: bool,
+}
+
+/// A workload `NAME_contended` is `NAME` run while the harness keeps every
+/// core busy with a spinning OS thread of its own, for both sides alike.
+fn contended(workload: &Workload) -> Option<&'static str> {
+    workload.name.strip_suffix("_contended")
+}
+
+/// One spinning thread per core, until dropped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start() -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// One run of a memory workload in a fresh child process of the harness, as
@@ -199,12 +247,17 @@ fn main() {
         let mut erlang_runs = Vec::new();
         let mut ratios = Vec::new();
         for _ in 0..runs {
+            let load = contended(workload).map(|_| Load::start());
             let molt = match workload.better {
                 Better::Memory => run_in_a_child(workload, n),
                 Better::Rate | Better::Time => (workload.run)(n),
             };
+            drop(load);
             if let Some(erlang) = erlang.as_ref().filter(|_| workload.erlang) {
-                match erlang.run(workload.name, n) {
+                let load = contended(workload).map(|_| Load::start());
+                let measured = erlang.run(contended(workload).unwrap_or(workload.name), n);
+                drop(load);
+                match measured {
                     Ok(measured) => {
                         ratios.extend(ratio(workload.better, &molt, &measured));
                         erlang_runs.push(measured);

@@ -25,6 +25,8 @@ fn every_workload_prints_one_json_line() {
         [
             "round_trips",
             "one_way",
+            "round_trips_contended",
+            "one_way_contended",
             "spawn",
             "memory",
             "selective_receive",
@@ -61,7 +63,7 @@ fn every_workload_prints_one_json_line() {
         assert!(line["erlang"].is_null() && line["ratio"].is_null(), "{line}");
         assert!(line["cpu"].as_str().is_some_and(|cpu| cpu.contains("cores")), "{line}");
     }
-    assert!(lines[3]["molt"]["bytes_per_process"].is_number(), "{}", lines[3]);
+    assert!(lines[5]["molt"]["bytes_per_process"].is_number(), "{}", lines[5]);
 }
 
 #[test]
