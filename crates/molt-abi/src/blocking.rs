@@ -32,6 +32,7 @@ struct Shared<R> {
 pub struct Blocking<R> {
     shared: Option<Arc<Shared<R>>>,
     refused: Option<String>,
+    done: bool,
 }
 
 impl Process {
@@ -40,7 +41,9 @@ impl Process {
     /// held long, a long computation), which would otherwise stop every
     /// process of its scheduler thread. A panic in `work` ends the calling
     /// process with `Panicked`; a process killed while it waits ends at
-    /// once, and `work` finishes on its own, its result dropped.
+    /// once, and `work` finishes on its own, its result dropped. Each call
+    /// takes an idle thread of the core's pool or starts one (the pool is
+    /// not capped: a flood of blocking calls is a flood of threads).
     pub fn blocking<F, R>(&self, work: F) -> Blocking<R>
     where
         F: FnOnce() -> R + Send + 'static,
@@ -86,9 +89,11 @@ impl Process {
         // SAFETY: `self` holds the handle; the job is a valid one (above).
         let accepted = unsafe { (self.vtable.blocking)(self.handle, job) };
         if accepted {
-            Blocking { shared: Some(shared), refused: None }
+            Blocking { shared: Some(shared), refused: None, done: false }
         } else {
-            Blocking { shared: None, refused: Some("the node could not run it (is it shutting down?)".into()) }
+            let why = "the process has ended itself, its module version is being unloaded, or no thread could be \
+                       started for it";
+            Blocking { shared: None, refused: Some(why.into()), done: false }
         }
     }
 }
@@ -98,14 +103,20 @@ impl<R> Future for Blocking<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
         let this = self.get_mut();
+        assert!(!this.done, "a Blocking future was polled again after it returned its result");
         let Some(shared) = &this.shared else {
             panic!("blocking work was refused: {}", this.refused.as_deref().unwrap_or("no reason"));
         };
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         match state.0.take() {
-            Some(Ok(result)) => Poll::Ready(result),
+            Some(Ok(result)) => {
+                drop(state);
+                this.done = true;
+                Poll::Ready(result)
+            }
             Some(Err(panic)) => {
                 drop(state);
+                this.done = true;
                 std::panic::resume_unwind(panic)
             }
             None => {

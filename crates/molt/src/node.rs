@@ -688,10 +688,11 @@ impl NodeInner {
     /// moves there (see `placement.rs`).
     pub(crate) fn run_process(&self, task: ProcessTask, scheduler: u32) {
         let ctx = task.ctx().clone();
+        let moves = ctx.moves();
         let handle = self.schedulers[scheduler as usize].spawn(Scheduled(Some(task)));
         // A kill that came meanwhile aborted the task it found: this one is
         // aborted here.
-        ctx.attach_task(handle.abort_handle());
+        ctx.attach_task(handle.abort_handle(), moves);
     }
 
     /// A spawn that starts nothing: the body is dropped (with its version,

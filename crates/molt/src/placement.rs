@@ -31,7 +31,9 @@ pub(crate) struct Placement {
     /// For tests: every process moves to the next scheduler after every
     /// this many polls that leave it pending (0: never), whether busy or
     /// not — `MOLT_MIGRATE_EVERY`, so the whole test suite can run with
-    /// processes moving all the time.
+    /// processes moving all the time. (With 1, a waiting process bounces
+    /// between the threads for ever, each new task's first poll moving it
+    /// again: use 2 or more for a suite.)
     pub(crate) migrate_every: u32,
 }
 
@@ -68,7 +70,7 @@ impl Placement {
             .map(|(index, busy)| (busy.load(Ordering::Relaxed), index as u32))
             .min()
             .unwrap_or((here, scheduler));
-        if to == scheduler || here < least + 2 {
+        if to == scheduler || here < least.saturating_add(2) {
             return None;
         }
         self.busy[scheduler as usize].fetch_sub(1, Ordering::Relaxed);
@@ -80,9 +82,10 @@ impl Placement {
     /// A process moves to `to` for another reason: its busy count goes
     /// with it.
     pub(crate) fn moved(&self, counted: &mut Option<u32>, to: u32) {
-        if let Some(from) = counted.replace(to) {
+        if let Some(from) = counted.take() {
             self.busy[from as usize].fetch_sub(1, Ordering::Relaxed);
             self.busy[to as usize].fetch_add(1, Ordering::Relaxed);
+            *counted = Some(to);
         }
     }
 

@@ -84,6 +84,8 @@ pub(crate) struct Signals {
     /// Boxed: an idle process should stay small.
     pub(crate) exit_reason: Option<Box<ExitReason>>,
     abort: Option<AbortHandle>,
+    /// The move (see `ProcessCtx::moves`) whose task `abort` is.
+    abort_moves: u32,
     /// Allocated on first use: most processes never link, get monitored or
     /// take a name, and an idle process should stay small.
     relations: Option<Box<Relations>>,
@@ -201,10 +203,15 @@ impl ProcessCtx {
 
     /// Records the task that runs the process, so it can be killed; kills it
     /// at once if a signal already asked for that.
-    pub(crate) fn attach_task(&self, abort: AbortHandle) {
+    pub(crate) fn attach_task(&self, abort: AbortHandle, moves: u32) {
         let killed = {
             let mut signals = self.signals();
-            signals.abort = Some(abort.clone());
+            // A task of a later move may have attached itself first (it ran
+            // before this thread got here): it stays the one to abort.
+            if signals.abort.is_none() || moves >= signals.abort_moves {
+                signals.abort = Some(abort.clone());
+                signals.abort_moves = moves;
+            }
             signals.exit_reason.is_some()
         };
         if killed {
@@ -436,6 +443,10 @@ impl ProcessTask {
         let to = self.move_to.take()?;
         self.ctx.scheduler.store(to, Ordering::Relaxed);
         self.ctx.moves.fetch_add(1, Ordering::Relaxed);
+        // Its timer belongs to the old scheduler's time driver, which a
+        // process that never yields may hold up: the next sleep makes a new
+        // one there.
+        self.local.timer = None;
         // The mailbox holds this task's waker: the new task's first receive
         // must register its own.
         self.local.received.disarm();
@@ -624,6 +635,12 @@ impl Future for ProcessTask {
 
 impl Drop for ProcessTask {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The core's own poll panicked (a bug): the process did not end
+            // normally, and its scheduler is not polling it any more.
+            self.ctx.set_exit_reason(ExitReason::Error("the molt core panicked while running this process".into()));
+            self.ctx.node.watch[self.ctx.scheduler() as usize].poll_ended();
+        }
         // The body (the process's code) goes first, and with it the share of
         // its version: nothing of it may run once the exit is announced.
         self.drop_body();
