@@ -18,11 +18,13 @@ pub(crate) struct Measurement {
     pub(crate) baseline_seconds: Option<f64>,
 }
 
+/// The schedulers a workload's node runs (`MOLT_WORKERS`, 2 unless set).
+fn workers() -> usize {
+    std::env::var("MOLT_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2)
+}
+
 fn node() -> Node {
-    Node::start(
-        NodeConfig::new("bench").workers(std::env::var("MOLT_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2)),
-    )
-    .expect("a node starts")
+    Node::start(NodeConfig::new("bench").workers(workers())).expect("a node starts")
 }
 
 fn run<R: Send + 'static, Fut>(node: &Node, body: impl FnOnce(molt::Process) -> Fut + Send + 'static) -> R
@@ -322,7 +324,7 @@ pub(crate) fn burst_memory(n: u64) -> Measurement {
 /// how the work scales over the schedulers (issue 10's target: ≥ 0.9 ×
 /// the number of schedulers).
 pub(crate) fn spawn_cpu(n: u64) -> Measurement {
-    let workers = std::env::var("MOLT_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let workers = workers();
     let children = 4 * workers;
     let time_on = |workers: usize| {
         let node = Node::start(NodeConfig::new("bench").workers(workers)).expect("a node starts");
@@ -360,7 +362,7 @@ pub(crate) fn spawn_cpu(n: u64) -> Measurement {
 /// doing `n` round trips: the time until all are done.
 pub(crate) fn parallel_pairs(n: u64) -> Measurement {
     let node = node();
-    let pairs = 2 * std::env::var("MOLT_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2usize);
+    let pairs = 2 * workers();
     let seconds = run(&node, move |mut p| async move {
         let me = p.self_pid();
         let start = Instant::now();
@@ -474,7 +476,7 @@ pub(crate) fn fairness(n: u64) -> Measurement {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let node = node();
-    let busy = 2 * std::env::var("MOLT_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2usize);
+    let busy = 2 * workers();
     let seconds = run(&node, move |mut p| async move {
         let me = p.self_pid();
         let stop = Arc::new(AtomicBool::new(false));

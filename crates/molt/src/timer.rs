@@ -243,7 +243,9 @@ impl TimerWheel {
         if slab.pending == 0 && slab.heap.is_empty() {
             slab.give_memory_back();
         } else {
-            shrink_vec_in_heap(&mut slab.heap);
+            if let Some(room) = sparse(slab.heap.len(), slab.heap.capacity()) {
+                slab.heap.shrink_to(room);
+            }
         }
         let next = slab.heap.peek().map(|due| due.deadline);
         slab.sleeping_until = next.unwrap_or(u64::MAX);
@@ -402,18 +404,15 @@ impl Slab {
     }
 }
 
-/// [`shrink_vec`] for the heap, whose entries fired.
-fn shrink_vec_in_heap(heap: &mut BinaryHeap<Due>) {
-    if heap.capacity() > 64 && heap.len() <= heap.capacity() / 4 {
-        let len = heap.len();
-        heap.shrink_to(len * 2);
-    }
+/// The capacity to shrink to once `len` fell to a quarter of `capacity`.
+fn sparse(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > 64 && len <= capacity / 4).then_some(len * 2)
 }
 
 /// Gives a vector's memory back once it falls to a quarter of its capacity.
 fn shrink_vec<T>(vec: &mut Vec<T>) {
-    if vec.capacity() > 64 && vec.len() <= vec.capacity() / 4 {
-        vec.shrink_to(vec.len() * 2);
+    if let Some(room) = sparse(vec.len(), vec.capacity()) {
+        vec.shrink_to(room);
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use molt::{Down, ExitReason, Pid, ReceiveError};
+use support::child::in_child;
 use support::{A, B, node, run};
 
 /// About fifty microseconds of arithmetic in a debug build.
@@ -307,77 +308,56 @@ fn busy_processes_cannot_hold_up_a_ping_for_more_than_a_few_budgets() {
     node.shutdown();
 }
 
-// Moves under a hostile reading: each test below runs again in a child test
-// process with a move after every pending poll (`MOLT_MIGRATE_EVERY=1`).
-
-/// Runs the calling test again in a child test process with
-/// `MOLT_MIGRATE_EVERY=every` (read at node start), unless this process
-/// already has it set; true if the caller must stop (the child ran it).
-fn rerun_with_forced_moves(every: &str, test: &str) -> bool {
-    if std::env::var_os("MOLT_MIGRATE_EVERY").is_some() {
-        return false;
-    }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("MOLT_MIGRATE_EVERY", every)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{test} with MOLT_MIGRATE_EVERY={every} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    true
-}
+// Moves under a hostile reading: each test below runs in a child test
+// process with a move after every pending poll (`MOLT_MIGRATE_EVERY=1`, read
+// at node start).
+const EVERY_POLL: &[(&str, &str)] = &[("MOLT_MIGRATE_EVERY", "1")];
 
 /// Forced moves of a process that was not counted busy do not count it
 /// busy on its new scheduler (the counts underflowed, and a busy process's
 /// core poll then panicked: it ended `Normal` without having finished).
 #[test]
 fn forced_moves_keep_busy_counts_balanced() {
-    if rerun_with_forced_moves("1", "forced_moves_keep_busy_counts_balanced") {
-        return;
-    }
-    let node = node("forced");
-    for round in 0..20u32 {
-        let outcome = run(&node, move |mut p| async move {
-            let me = p.self_pid();
-            let (waiter, waiting) = p.spawn_monitor(move |mut p| async move {
+    in_child("forced_moves_keep_busy_counts_balanced", EVERY_POLL, || {
+        let node = node("forced");
+        for round in 0..20u32 {
+            let outcome = run(&node, move |mut p| async move {
+                let me = p.self_pid();
+                let (waiter, waiting) = p.spawn_monitor(move |mut p| async move {
+                    for i in 0..200u32 {
+                        assert_eq!(p.expect::<A>().await?, A(i));
+                    }
+                    p.send(me, &"waiter done".to_owned());
+                    Ok::<(), ReceiveError>(())
+                });
+                let (_, busying) = p.spawn_monitor(move |mut p| async move {
+                    busy(&mut p, 2000).await?;
+                    p.send(me, &"busy done".to_owned());
+                    Ok::<(), ReceiveError>(())
+                });
                 for i in 0..200u32 {
-                    assert_eq!(p.expect::<A>().await?, A(i));
+                    p.send(waiter, &A(i));
                 }
-                p.send(me, &"waiter done".to_owned());
-                Ok::<(), ReceiveError>(())
-            });
-            let (_, busying) = p.spawn_monitor(move |mut p| async move {
-                busy(&mut p, 2000).await?;
-                p.send(me, &"busy done".to_owned());
-                Ok::<(), ReceiveError>(())
-            });
-            for i in 0..200u32 {
-                p.send(waiter, &A(i));
-            }
-            let mut reasons = Vec::new();
-            for monitor in [waiting, busying] {
-                reasons.push(p.receive().on_if(move |d: &Down| d.monitor == monitor, |d: Down| d.reason).await?);
-            }
-            let mut done = Vec::new();
-            while let Ok(message) = p.expect_timeout::<String>(Duration::ZERO).await {
-                done.push(message);
-            }
-            done.sort();
-            Ok::<_, ReceiveError>((done, reasons))
-        })
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            outcome,
-            (vec!["busy done".to_owned(), "waiter done".to_owned()], vec![ExitReason::Normal, ExitReason::Normal]),
-            "round {round}"
-        );
-    }
+                let mut reasons = Vec::new();
+                for monitor in [waiting, busying] {
+                    reasons.push(p.receive().on_if(move |d: &Down| d.monitor == monitor, |d: Down| d.reason).await?);
+                }
+                let mut done = Vec::new();
+                while let Ok(message) = p.expect_timeout::<String>(Duration::ZERO).await {
+                    done.push(message);
+                }
+                done.sort();
+                Ok::<_, ReceiveError>((done, reasons))
+            })
+            .unwrap()
+            .unwrap();
+            assert_eq!(
+                outcome,
+                (vec!["busy done".to_owned(), "waiter done".to_owned()], vec![ExitReason::Normal, ExitReason::Normal]),
+                "round {round}"
+            );
+        }
+    });
 }
 
 /// Every kind of wait survives moves: sleeps, a receive timeout, a tokio
@@ -385,72 +365,72 @@ fn forced_moves_keep_busy_counts_balanced() {
 /// directly, a receive and blocking work inside `FuturesUnordered`.
 #[test]
 fn every_kind_of_wait_survives_moves() {
-    if rerun_with_forced_moves("1", "every_kind_of_wait_survives_moves") {
-        return;
-    }
-    use futures::{FutureExt, StreamExt};
-    let node = node("waits");
-    for round in 0..30u32 {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
-        let (release, released) = std::sync::mpsc::channel::<u32>();
-        let released = std::sync::Mutex::new(released);
-        let outcome = run(&node, move |mut p| async move {
-            let me = p.self_pid();
-            for _ in 0..3 {
-                p.sleep(Duration::from_millis(1)).await;
-            }
-            let timed_out = p.expect_timeout::<A>(Duration::from_millis(2)).await.is_err();
-            let feeder = std::thread::spawn(move || {
-                for i in 0..50 {
-                    tx.send(i).unwrap();
-                    std::thread::yield_now();
+    in_child("every_kind_of_wait_survives_moves", EVERY_POLL, || {
+        use futures::{FutureExt, StreamExt};
+        let node = node("waits");
+        for round in 0..30u32 {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+            let (release, released) = std::sync::mpsc::channel::<u32>();
+            let released = std::sync::Mutex::new(released);
+            let outcome = run(&node, move |mut p| async move {
+                let me = p.self_pid();
+                for _ in 0..3 {
+                    p.sleep(Duration::from_millis(1)).await;
                 }
-            });
-            let mut from_channel = Vec::new();
-            while from_channel.len() < 50 {
-                futures::select! {
-                    n = rx.recv().fuse() => from_channel.push(n.unwrap()),
-                    a = p.expect::<A>().fuse() => panic!("no A was sent: {a:?}"),
-                }
-            }
-            feeder.join().unwrap();
-            let blocked = p.blocking(move || released.lock().unwrap().recv().unwrap() + 1);
-            let helper = p.spawn(move |mut p| async move {
-                let n = p.expect::<u32>().await?;
-                release.send(n).unwrap();
-                Ok::<(), ReceiveError>(())
-            });
-            p.send(helper, &round);
-            let blocked = blocked.await;
-            p.send_after(Duration::from_millis(3), me, &A(round));
-            let (unblock, unblocked) = std::sync::mpsc::channel::<()>();
-            let unblocked = std::sync::Mutex::new(unblocked);
-            let work = p.blocking(move || unblocked.lock().unwrap().recv().unwrap());
-            let mut got = None;
-            {
-                type Boxed<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Option<A>> + Send + 'a>>;
-                let mut set: futures::stream::FuturesUnordered<Boxed<'_>> = futures::stream::FuturesUnordered::new();
-                set.push(Box::pin(async move {
-                    let a = p.expect::<A>().await.ok();
-                    unblock.send(()).unwrap();
-                    a
-                }));
-                set.push(Box::pin(async move {
-                    work.await;
-                    None
-                }));
-                while let Some(result) = set.next().await {
-                    if result.is_some() {
-                        got = result;
+                let timed_out = p.expect_timeout::<A>(Duration::from_millis(2)).await.is_err();
+                let feeder = std::thread::spawn(move || {
+                    for i in 0..50 {
+                        tx.send(i).unwrap();
+                        std::thread::yield_now();
+                    }
+                });
+                let mut from_channel = Vec::new();
+                while from_channel.len() < 50 {
+                    futures::select! {
+                        n = rx.recv().fuse() => from_channel.push(n.unwrap()),
+                        a = p.expect::<A>().fuse() => panic!("no A was sent: {a:?}"),
                     }
                 }
-            }
-            Ok::<_, ReceiveError>((timed_out, from_channel, blocked, got))
-        })
-        .unwrap()
-        .unwrap();
-        assert_eq!(outcome, (true, (0..50).collect::<Vec<_>>(), round + 1, Some(A(round))), "round {round}");
-    }
+                feeder.join().unwrap();
+                let blocked = p.blocking(move || released.lock().unwrap().recv().unwrap() + 1);
+                let helper = p.spawn(move |mut p| async move {
+                    let n = p.expect::<u32>().await?;
+                    release.send(n).unwrap();
+                    Ok::<(), ReceiveError>(())
+                });
+                p.send(helper, &round);
+                let blocked = blocked.await;
+                p.send_after(Duration::from_millis(3), me, &A(round));
+                let (unblock, unblocked) = std::sync::mpsc::channel::<()>();
+                let unblocked = std::sync::Mutex::new(unblocked);
+                let work = p.blocking(move || unblocked.lock().unwrap().recv().unwrap());
+                let mut got = None;
+                {
+                    type Boxed<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Option<A>> + Send + 'a>>;
+                    let mut set: futures::stream::FuturesUnordered<Boxed<'_>> =
+                        futures::stream::FuturesUnordered::new();
+                    set.push(Box::pin(async move {
+                        let a = p.expect::<A>().await.ok();
+                        unblock.send(()).unwrap();
+                        a
+                    }));
+                    set.push(Box::pin(async move {
+                        work.await;
+                        None
+                    }));
+                    while let Some(result) = set.next().await {
+                        if result.is_some() {
+                            got = result;
+                        }
+                    }
+                }
+                Ok::<_, ReceiveError>((timed_out, from_channel, blocked, got))
+            })
+            .unwrap()
+            .unwrap();
+            assert_eq!(outcome, (true, (0..50).collect::<Vec<_>>(), round + 1, Some(A(round))), "round {round}");
+        }
+    });
 }
 
 /// Kills racing moves: a linked and monitored process receives from two
@@ -459,56 +439,55 @@ fn every_kind_of_wait_survives_moves() {
 /// parent hears of it once.
 #[test]
 fn kills_and_messages_race_moves() {
-    if rerun_with_forced_moves("1", "kills_and_messages_race_moves") {
-        return;
-    }
-    let node = node("kills");
-    for round in 0..200u32 {
-        let reasons = run(&node, move |mut p| async move {
-            p.trap_exit(true);
-            let target = p.spawn_link(|mut p| async move {
-                let (mut next_a, mut next_b) = (0, 0);
-                loop {
-                    enum M {
-                        A(A),
-                        B(B),
-                    }
-                    match p.receive().on(M::A).on(M::B).await? {
-                        M::A(A(n)) => {
-                            assert_eq!(n, next_a, "FIFO from the A sender");
-                            next_a += 1;
+    in_child("kills_and_messages_race_moves", EVERY_POLL, || {
+        let node = node("kills");
+        for round in 0..200u32 {
+            let reasons = run(&node, move |mut p| async move {
+                p.trap_exit(true);
+                let target = p.spawn_link(|mut p| async move {
+                    let (mut next_a, mut next_b) = (0, 0);
+                    loop {
+                        enum M {
+                            A(A),
+                            B(B),
                         }
-                        M::B(B(n)) => {
-                            assert_eq!(n, next_b, "FIFO from the B sender");
-                            next_b += 1;
+                        match p.receive().on(M::A).on(M::B).await? {
+                            M::A(A(n)) => {
+                                assert_eq!(n, next_a, "FIFO from the A sender");
+                                next_a += 1;
+                            }
+                            M::B(B(n)) => {
+                                assert_eq!(n, next_b, "FIFO from the B sender");
+                                next_b += 1;
+                            }
                         }
                     }
+                    #[allow(unreachable_code)]
+                    Ok::<(), ReceiveError>(())
+                });
+                let monitor = p.monitor(target);
+                p.spawn(move |p| async move {
+                    for i in 0..300 {
+                        p.send(target, &A(i));
+                    }
+                });
+                p.spawn(move |p| async move {
+                    for i in 0..300 {
+                        p.send(target, &B(i));
+                    }
+                });
+                for _ in 0..(round % 7) {
+                    p.sleep(Duration::from_micros(50)).await;
                 }
-                #[allow(unreachable_code)]
-                Ok::<(), ReceiveError>(())
-            });
-            let monitor = p.monitor(target);
-            p.spawn(move |p| async move {
-                for i in 0..300 {
-                    p.send(target, &A(i));
-                }
-            });
-            p.spawn(move |p| async move {
-                for i in 0..300 {
-                    p.send(target, &B(i));
-                }
-            });
-            for _ in 0..(round % 7) {
-                p.sleep(Duration::from_micros(50)).await;
-            }
-            p.exit(target, ExitReason::Killed);
-            let down = p.receive().on_if(move |d: &Down| d.monitor == monitor, |d: Down| d.reason).await?;
-            let exit = p.expect::<molt::Exit>().await?;
-            let extra = p.expect_timeout::<Down>(Duration::from_millis(1)).await.is_ok();
-            Ok::<_, ReceiveError>((down, exit.reason, extra))
-        })
-        .unwrap()
-        .unwrap();
-        assert_eq!(reasons, (ExitReason::Killed, ExitReason::Killed, false), "round {round}");
-    }
+                p.exit(target, ExitReason::Killed);
+                let down = p.receive().on_if(move |d: &Down| d.monitor == monitor, |d: Down| d.reason).await?;
+                let exit = p.expect::<molt::Exit>().await?;
+                let extra = p.expect_timeout::<Down>(Duration::from_millis(1)).await.is_ok();
+                Ok::<_, ReceiveError>((down, exit.reason, extra))
+            })
+            .unwrap()
+            .unwrap();
+            assert_eq!(reasons, (ExitReason::Killed, ExitReason::Killed, false), "round {round}");
+        }
+    });
 }
