@@ -33,6 +33,7 @@
 
 mod boundary;
 mod code;
+mod executor;
 mod info;
 mod mailbox;
 mod node;

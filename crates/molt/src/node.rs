@@ -145,13 +145,13 @@ pub(crate) struct NodeInner {
     pub(crate) name: String,
     pub(crate) id: NodeId,
     pub(crate) creation: u32,
-    /// One single-threaded runtime per scheduler thread. A process stays on
+    /// One scheduler per scheduler thread (see `executor.rs`). A process stays on
     /// the scheduler it was placed on: a spawn from a process goes to its
     /// parent's scheduler (so processes that talk to each other share a
     /// thread, as Erlang places them), a spawn from outside goes round-robin.
-    schedulers: Box<[tokio::runtime::Handle]>,
+    schedulers: Box<[Arc<crate::executor::Scheduler>]>,
     next_scheduler: AtomicUsize,
-    epoch: tokio::time::Instant,
+    epoch: std::time::Instant,
     /// Keyed by serial; Fx hashing, because a send looks its target up here.
     table: DashMap<u64, Arc<ProcessCtx>, FxBuildHasher>,
     next_serial: AtomicU64,
@@ -205,7 +205,7 @@ impl Node {
             creation,
             schedulers: handles.into_boxed_slice(),
             next_scheduler: AtomicUsize::new(0),
-            epoch: tokio::time::Instant::now(),
+            epoch: std::time::Instant::now(),
             table: DashMap::with_hasher(FxBuildHasher),
             next_serial: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
@@ -219,8 +219,8 @@ impl Node {
             stopping: AtomicBool::new(false),
             emptied: (Mutex::new(()), Condvar::new()),
         });
-        for (runtime, wheel) in inner.schedulers.iter().zip(&inner.timers) {
-            runtime.spawn(crate::timer::fire_timers(Arc::downgrade(&inner), wheel.clone()));
+        for (scheduler, wheel) in inner.schedulers.iter().zip(&inner.timers) {
+            scheduler.spawn(Box::pin(crate::timer::fire_timers(Arc::downgrade(&inner), wheel.clone())));
         }
         crate::watchdog::start(&inner, config.long_schedule);
         Ok(Node { inner, schedulers, shutdown_timeout: config.shutdown_timeout })
@@ -540,12 +540,12 @@ impl NodeInner {
         self.next_ref.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Nanoseconds since the node started, on tokio's clock.
+    /// Nanoseconds since the node started.
     pub(crate) fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
-    pub(crate) fn instant_at(&self, nanos: u64) -> tokio::time::Instant {
+    pub(crate) fn instant_at(&self, nanos: u64) -> std::time::Instant {
         self.epoch + Duration::from_nanos(nanos)
     }
 
@@ -689,10 +689,10 @@ impl NodeInner {
     pub(crate) fn run_process(&self, task: ProcessTask, scheduler: u32) {
         let ctx = task.ctx().clone();
         let moves = ctx.moves();
-        let handle = self.schedulers[scheduler as usize].spawn(Scheduled(Some(task)));
+        let abort = self.schedulers[scheduler as usize].spawn(Box::pin(Scheduled(Some(task))));
         // A kill that came meanwhile aborted the task it found: this one is
         // aborted here.
-        ctx.attach_task(handle.abort_handle(), moves);
+        ctx.attach_task(abort, moves);
     }
 
     /// A spawn that starts nothing: the body is dropped (with its version,

@@ -24,9 +24,9 @@ use std::task::{Context, Poll};
 use async_ffi::FfiFuture;
 use molt_abi::{Envelope, ExitReason, Pid, Tag};
 use rustc_hash::{FxHashMap, FxHashSet};
-use tokio::task::AbortHandle;
 
 use crate::code::{UpgradeOutcome, Version};
+use crate::executor::AbortHandle;
 use crate::info::ProcessStatus;
 use crate::mailbox::{Mailbox, Received, Scan};
 use crate::node::NodeInner;
@@ -290,13 +290,13 @@ impl ProcessCtx {
     /// one timer is set to wake the task then.
     pub(crate) fn sleep_until(&self, local: &mut TaskLocal, deadline: u64, cx: &mut Context<'_>) -> bool {
         let at = self.node.instant_at(deadline);
-        if tokio::time::Instant::now() >= at {
+        if std::time::Instant::now() >= at {
             local.timer = None;
             return true;
         }
-        let sleep = local.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        let sleep = local.timer.get_or_insert_with(|| Box::pin(crate::executor::sleep_until(at)));
         if sleep.deadline() != at {
-            sleep.as_mut().reset(at);
+            sleep.reset(at);
         }
         if sleep.as_mut().poll(cx).is_ready() {
             local.timer = None;
@@ -320,7 +320,7 @@ pub(crate) struct TaskLocal {
     /// still, and busy (see `placement.rs`).
     spent: bool,
     /// The one timer of `sleep` and receive timeouts.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    timer: Option<Pin<Box<crate::executor::Sleep>>>,
     /// The last process this one sent to twice in a row, kept so a stream of
     /// sends to one process skips the process table.
     send_target: Option<Arc<ProcessCtx>>,

@@ -1,10 +1,10 @@
-//! Scheduler threads: each runs one single-threaded tokio runtime, the
+//! Scheduler threads: each runs one [`executor::Scheduler`] loop, the
 //! processes a node placed on it.
 //!
 //! The OS threads belong to the process, not to a node, and never exit:
-//! when a node stops, its runtime — and with it every task still on it — is
+//! when a node stops, its scheduler's loop ends, every task still on it is
 //! dropped on its thread, and the thread waits in a pool of idle threads for
-//! the next node's runtime. The reason is module code. A module's own copy
+//! the next node's scheduler. The reason is module code. A module's own copy
 //! of std may register thread-exit destructors on the threads its code runs
 //! on (`std::thread::current()` does, through a pthread key that the
 //! dynamic loader does not tie to the module, so it does not keep the
@@ -23,15 +23,17 @@
 //! resource: only this file touches it.
 
 use std::cell::Cell;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex as StdMutex};
+
+use crate::executor::Scheduler;
 
 /// Work for an idle scheduler thread: run one node's runtime until it stops.
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Idle scheduler threads, each waiting on its channel for a job.
-static IDLE: Mutex<Vec<mpsc::Sender<Job>>> = Mutex::new(Vec::new());
+static IDLE: StdMutex<Vec<mpsc::Sender<Job>>> = StdMutex::new(Vec::new());
 
 /// Names new threads.
 static STARTED: AtomicU64 = AtomicU64::new(0);
@@ -81,33 +83,32 @@ pub(crate) fn spawn_on_a_pool_thread(work: impl FnOnce() + Send + 'static) -> Re
 /// One scheduler thread lent to a node until `stop`.
 #[derive(Debug)]
 pub(crate) struct SchedulerThread {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    scheduler: Arc<Scheduler>,
     /// In a mutex only so a `Node` can be shared between threads.
-    stopped: Mutex<mpsc::Receiver<()>>,
+    stopped: StdMutex<mpsc::Receiver<()>>,
     node: u64,
 }
 
 impl SchedulerThread {
-    /// Starts a runtime for node `node` (a token unique to it) on an idle
+    /// Starts a scheduler for node `node` (a token unique to it) on an idle
     /// thread, or on a new one.
-    pub(crate) fn start(node: u64) -> Result<(SchedulerThread, tokio::runtime::Handle), std::io::Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stop_asked) = tokio::sync::oneshot::channel::<()>();
+    pub(crate) fn start(node: u64) -> Result<(SchedulerThread, Arc<Scheduler>), std::io::Error> {
+        let scheduler = Scheduler::new();
         let (done, stopped) = mpsc::channel();
-        let job: Job = Box::new(move || {
-            RUNNING_FOR.with(|running| running.set(node));
-            runtime.block_on(async move {
-                let _ = stop_asked.await;
-            });
-            // Dropping the runtime drops the tasks still on it: their
-            // processes end (with the reason already recorded) here.
-            drop(runtime);
-            RUNNING_FOR.with(|running| running.set(0));
-            let _ = done.send(());
+        let job: Job = Box::new({
+            let scheduler = scheduler.clone();
+            move || {
+                RUNNING_FOR.with(|running| running.set(node));
+                // Returns once stopped, every task left on it dropped:
+                // their processes end (with the reason already recorded)
+                // there.
+                scheduler.run();
+                RUNNING_FOR.with(|running| running.set(0));
+                let _ = done.send(());
+            }
         });
         run_on_a_thread(job)?;
-        Ok((SchedulerThread { stop: Some(stop), stopped: Mutex::new(stopped), node }, handle))
+        Ok((SchedulerThread { scheduler: scheduler.clone(), stopped: StdMutex::new(stopped), node }, scheduler))
     }
 
     /// Whether the calling thread is this one (a process of its node is
@@ -116,13 +117,11 @@ impl SchedulerThread {
         RUNNING_FOR.with(Cell::get) == self.node
     }
 
-    /// Asks the runtime to stop. If `wait`, waits until it has (every task
-    /// on it dropped) — unless the caller is on this very thread (a process
-    /// stopping its own node), which cannot wait for itself.
-    pub(crate) fn stop(mut self, wait: bool) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    /// Asks the scheduler to stop. If `wait`, waits until it has (every
+    /// task on it dropped) — unless the caller is on this very thread (a
+    /// process stopping its own node), which cannot wait for itself.
+    pub(crate) fn stop(self, wait: bool) {
+        self.scheduler.stop();
         if wait && RUNNING_FOR.with(Cell::get) != self.node {
             let _ = self.stopped.lock().unwrap_or_else(|e| e.into_inner()).recv();
         }

@@ -442,9 +442,19 @@ pub(crate) async fn fire_timers(node: Weak<NodeInner>, wheel: Arc<TimerWheel>) {
         let wake_at = next.map(|deadline| inner.instant_at(deadline));
         drop(inner);
         match (next, wake_at) {
-            (Some(deadline), _) if deadline <= now => tokio::task::yield_now().await,
+            (Some(deadline), _) if deadline <= now => crate::executor::yield_now().await,
             (_, Some(at)) => {
-                let _ = tokio::time::timeout_at(at, wheel.wake.notified()).await;
+                // Whichever comes first: the deadline, or an earlier timer.
+                let mut sleep = std::pin::pin!(crate::executor::sleep_until(at));
+                let mut notified = std::pin::pin!(wheel.wake.notified());
+                std::future::poll_fn(|cx| {
+                    if notified.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
             }
             _ => wheel.wake.notified().await,
         }

@@ -1,0 +1,517 @@
+//! molt's own executor: the loop each scheduler thread runs, its run queue,
+//! its tasks' wake-ups and its sleeps.
+//!
+//! Why not tokio's current-thread runtime, which molt used before: a local
+//! round trip is two wake-ups and two polls, and tokio's task state machine
+//! spends several atomic read-modify-writes on each (reference counts,
+//! state transitions), a quarter of the round trip's instructions
+//! (callgrind). Here a task is a slot in its scheduler's thread-local
+//! table, and its waker an [`Arc`] holding the slot's id:
+//!
+//! - a wake-up on the task's own thread is one atomic swap (the `notified`
+//!   flag, which other threads may race on) and a push onto a `VecDeque`
+//!   no other thread sees; a poll takes the future out of its slot, polls
+//!   it with the waker kept there (no reference count), and puts it back;
+//! - a wake-up from another thread goes through the scheduler's `remote`
+//!   queue under a mutex, and unparks the thread only if it sleeps: an
+//!   idle scheduler first spins for [`SPIN`] watching that queue (Erlang's
+//!   schedulers do the same), because a thread woken from a futex wait
+//!   costs tens of microseconds on a busy machine;
+//! - killing a task sets its `aborted` flag and wakes it: its own thread
+//!   drops it at its next turn, never another thread (tokio's `abort`);
+//! - the sleeps of processes (`receive … after`, `sleep`) are a
+//!   thread-local heap of deadlines; the thread parks no longer than the
+//!   earliest.
+//!
+//! Tasks are dropped only on their own scheduler thread: when they end,
+//! when they are aborted, and when the scheduler stops (every task still
+//! there then). A task spawned onto a scheduler that has stopped is
+//! dropped at once, on the spawning thread, as tokio does.
+//!
+//! Nothing here is `unsafe`: slots are indices checked by a generation,
+//! wakers are `std::task::Wake` on an `Arc`.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+/// A task's future.
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How long an idle scheduler watches for work from other threads before
+/// it parks.
+const SPIN: Duration = Duration::from_micros(20);
+
+/// Local polls between looks at the remote queue and the clock, so work
+/// from other threads and due sleeps are not starved by a busy run queue.
+const CHECK_EVERY: u32 = 61;
+
+/// One scheduler: what other threads see of it.
+#[derive(Debug)]
+pub(crate) struct Scheduler {
+    remote: Mutex<Remote>,
+    /// Whether `remote` holds anything: read without its lock.
+    has_remote: AtomicBool,
+    /// The loop is parked, or about to park: a remote push must unpark it.
+    sleeping: AtomicBool,
+    stop: AtomicBool,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+#[derive(Default)]
+struct Remote {
+    woken: Vec<u64>,
+    spawned: Vec<(Arc<Header>, BoxFuture)>,
+    /// The loop has ended: a spawn drops its task at once.
+    closed: bool,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("woken", &self.woken.len()).field("spawned", &self.spawned.len()).finish()
+    }
+}
+
+/// What a task's waker holds.
+#[derive(Debug)]
+struct Header {
+    /// Set by a wake-up, cleared just before each poll: one wake-up queues
+    /// the task once however many come.
+    notified: AtomicBool,
+    aborted: AtomicBool,
+    /// The task's slot and its generation; written by its scheduler before
+    /// the task's first poll, read by wake-ups only after that poll cleared
+    /// `notified` (which is set from birth).
+    id: AtomicU64,
+    scheduler: Arc<Scheduler>,
+}
+
+/// A handle to kill a task (tokio's `AbortHandle`).
+#[derive(Debug, Clone)]
+pub(crate) struct AbortHandle(Arc<Header>);
+
+impl AbortHandle {
+    /// Drops the task at its scheduler's next turn, unless it has ended.
+    pub(crate) fn abort(&self) {
+        self.0.aborted.store(true, Ordering::Release);
+        self.0.wake_by_ref_inner();
+    }
+}
+
+impl Wake for Header {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref_inner();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_by_ref_inner();
+    }
+}
+
+impl Header {
+    fn wake_by_ref_inner(&self) {
+        if self.notified.load(Ordering::Relaxed) || self.notified.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let id = self.id.load(Ordering::Relaxed);
+        let scheduler = Arc::as_ptr(&self.scheduler) as usize;
+        if CURRENT.with(Cell::get) == scheduler {
+            LOCAL.with_borrow_mut(|local| local.queue.push_back(id));
+        } else {
+            self.scheduler.push_remote(|remote| remote.woken.push(id));
+        }
+    }
+}
+
+/// A task's place in its scheduler's table.
+struct Slot {
+    generation: u32,
+    header: Arc<Header>,
+    /// `None` while it is being polled.
+    running: Option<(BoxFuture, Waker)>,
+}
+
+/// What only a scheduler's own thread touches.
+#[derive(Default)]
+struct Local {
+    queue: VecDeque<u64>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    generation: u32,
+    sleeps: Sleeps,
+}
+
+thread_local! {
+    /// The scheduler this thread runs (its address; 0 if none).
+    static CURRENT: Cell<usize> = const { Cell::new(0) };
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+}
+
+fn id_of(key: u32, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(key)
+}
+
+impl Scheduler {
+    pub(crate) fn new() -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            remote: Mutex::new(Remote::default()),
+            has_remote: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        })
+    }
+
+    fn is_current(self: &Arc<Self>) -> bool {
+        CURRENT.with(Cell::get) == Arc::as_ptr(self) as usize
+    }
+
+    /// Runs `future` as a task of this scheduler.
+    pub(crate) fn spawn(self: &Arc<Self>, future: BoxFuture) -> AbortHandle {
+        let header = Arc::new(Header {
+            notified: AtomicBool::new(true),
+            aborted: AtomicBool::new(false),
+            id: AtomicU64::new(0),
+            scheduler: self.clone(),
+        });
+        let handle = AbortHandle(header.clone());
+        if self.is_current() {
+            insert(header, future);
+        } else {
+            let mut refused = None;
+            self.push_remote(|remote| {
+                if remote.closed {
+                    refused = Some(future);
+                } else {
+                    remote.spawned.push((header, future));
+                }
+            });
+            // Dropped outside the lock: the task's drop may spawn or wake.
+            drop(refused);
+        }
+        handle
+    }
+
+    /// Adds to the remote queue and wakes the loop if it sleeps.
+    fn push_remote(&self, push: impl FnOnce(&mut Remote)) {
+        {
+            let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+            push(&mut remote);
+            self.has_remote.store(true, Ordering::SeqCst);
+        }
+        // Paired with the loop's store of `sleeping` then load of
+        // `has_remote`: one of the two sides sees the other's store.
+        if self.sleeping.load(Ordering::SeqCst)
+            && let Some(thread) = self.thread.get()
+        {
+            thread.unpark();
+        }
+    }
+
+    /// Asks the loop to end.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.push_remote(|_| {});
+    }
+
+    /// Runs the loop on this thread until [`Scheduler::stop`], then drops
+    /// every task left.
+    pub(crate) fn run(self: &Arc<Self>) {
+        let _ = self.thread.set(std::thread::current());
+        CURRENT.with(|current| current.set(Arc::as_ptr(self) as usize));
+        let mut turn = 0u32;
+        while !self.stop.load(Ordering::Relaxed) {
+            turn = turn.wrapping_add(1);
+            if turn % CHECK_EVERY == 0 {
+                self.take_remote();
+                fire_due_sleeps(Instant::now());
+            }
+            let next = LOCAL.with_borrow_mut(|local| local.queue.pop_front());
+            match next {
+                Some(id) => poll_task(id),
+                None => self.idle(),
+            }
+        }
+        self.take_remote();
+        {
+            let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+            remote.closed = true;
+            remote.woken.clear();
+        }
+        // Tasks spawned while the last ones drop are dropped too.
+        loop {
+            let slot = LOCAL.with_borrow_mut(|local| {
+                local.queue.clear();
+                local.slots.iter_mut().find_map(Option::take)
+            });
+            match slot {
+                Some(slot) => drop(slot),
+                None => break,
+            }
+        }
+        LOCAL.with_borrow_mut(|local| *local = Local::default());
+        CURRENT.with(|current| current.set(0));
+    }
+
+    /// Moves what other threads queued onto the local run queue; true if
+    /// there was anything.
+    fn take_remote(&self) -> bool {
+        if !self.has_remote.load(Ordering::Acquire) {
+            return false;
+        }
+        let (woken, spawned) = {
+            let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+            self.has_remote.store(false, Ordering::Relaxed);
+            (std::mem::take(&mut remote.woken), std::mem::take(&mut remote.spawned))
+        };
+        LOCAL.with_borrow_mut(|local| local.queue.extend(woken.iter().copied()));
+        for (header, future) in spawned {
+            insert(header, future);
+        }
+        true
+    }
+
+    /// Nothing runnable: takes remote work, fires due sleeps, else spins a
+    /// little, then parks until the earliest sleep or a remote push.
+    fn idle(&self) {
+        if self.take_remote() || fire_due_sleeps(Instant::now()) {
+            return;
+        }
+        let spin_until = Instant::now() + SPIN;
+        let mut spins = 0u32;
+        loop {
+            if self.has_remote.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::hint::spin_loop();
+            spins += 1;
+            if spins % 64 == 0 && Instant::now() >= spin_until {
+                break;
+            }
+        }
+        self.sleeping.store(true, Ordering::SeqCst);
+        if !self.has_remote.load(Ordering::SeqCst) && !self.stop.load(Ordering::SeqCst) {
+            match LOCAL.with_borrow(|local| local.sleeps.next()) {
+                Some(at) => {
+                    let now = Instant::now();
+                    if at > now {
+                        std::thread::park_timeout(at - now);
+                    }
+                }
+                None => std::thread::park(),
+            }
+        }
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Puts a new task in this thread's table and queues its first poll.
+fn insert(header: Arc<Header>, future: BoxFuture) {
+    let waker = Waker::from(header.clone());
+    LOCAL.with_borrow_mut(|local| {
+        local.generation = local.generation.wrapping_add(1);
+        let generation = local.generation;
+        let key = match local.free.pop() {
+            Some(key) => key,
+            None => {
+                local.slots.push(None);
+                u32::try_from(local.slots.len() - 1).expect("fewer than 4 billion tasks on one scheduler")
+            }
+        };
+        let id = id_of(key, generation);
+        header.id.store(id, Ordering::Relaxed);
+        local.slots[key as usize] = Some(Slot { generation, header, running: Some((future, waker)) });
+        local.queue.push_back(id);
+    });
+}
+
+/// Polls the task `id` names, if it still exists; drops it if it ended or
+/// was aborted.
+fn poll_task(id: u64) {
+    let key = (id & u64::from(u32::MAX)) as usize;
+    let generation = (id >> 32) as u32;
+    let taken = LOCAL.with_borrow_mut(|local| {
+        let slot = local.slots.get_mut(key)?.as_mut().filter(|slot| slot.generation == generation)?;
+        // Cleared before the poll, so a wake-up during it queues it again.
+        slot.header.notified.store(false, Ordering::Release);
+        if slot.header.aborted.load(Ordering::Acquire) {
+            let slot = local.slots[key].take();
+            local.free.push(key as u32);
+            return Some(Err(slot));
+        }
+        slot.running.take().map(Ok)
+    });
+    let (mut future, waker) = match taken {
+        None => return,
+        // Dropped outside the borrow: its drop may spawn or wake.
+        Some(Err(slot)) => return finish(slot),
+        Some(Ok(running)) => running,
+    };
+    let ready = future.as_mut().poll(&mut Context::from_waker(&waker)).is_ready();
+    let ended = LOCAL.with_borrow_mut(|local| {
+        let slot = local.slots[key].as_mut().expect("a task's slot stays while it is polled");
+        if ready {
+            let slot = local.slots[key].take();
+            local.free.push(key as u32);
+            slot
+        } else {
+            slot.running = Some((future, waker));
+            None
+        }
+    });
+    finish(ended);
+}
+
+/// Drops an ended task, leaving its header notified for good, so late
+/// wake-ups queue nothing.
+fn finish(slot: Option<Slot>) {
+    if let Some(slot) = slot {
+        slot.header.notified.store(true, Ordering::Release);
+        drop(slot);
+    }
+}
+
+/// The sleeps of this thread's tasks: a heap of deadlines, each with the
+/// waker to call then. A sleep dropped before its deadline leaves its heap
+/// entry behind (found stale when it comes up); the heap is rebuilt when
+/// more than half of it is stale.
+#[derive(Default)]
+struct Sleeps {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    wakers: FxHashMap<u64, (Instant, Waker)>,
+    next_id: u64,
+}
+
+impl Sleeps {
+    fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+}
+
+/// Wakes the tasks whose sleeps are due; true if any.
+fn fire_due_sleeps(now: Instant) -> bool {
+    let mut due = Vec::new();
+    LOCAL.with_borrow_mut(|local| {
+        let sleeps = &mut local.sleeps;
+        while let Some(&Reverse((at, id))) = sleeps.heap.peek() {
+            if at > now {
+                break;
+            }
+            sleeps.heap.pop();
+            if let Some((_, waker)) = sleeps.wakers.remove(&id) {
+                due.push(waker);
+            }
+        }
+    });
+    let any = !due.is_empty();
+    for waker in due {
+        waker.wake();
+    }
+    any
+}
+
+/// A sleep of a task on the current scheduler thread: wakes its task at
+/// `deadline` (tokio's `Sleep`). Outside a scheduler thread it never wakes
+/// anything (no process code runs there).
+#[derive(Debug)]
+pub(crate) struct Sleep {
+    deadline: Instant,
+    /// Its entry in this thread's sleeps, once polled.
+    registered: Option<(usize, u64)>,
+}
+
+/// A sleep until `deadline`.
+pub(crate) fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep { deadline, registered: None }
+}
+
+impl Sleep {
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Moves the deadline; the next poll registers it anew.
+    pub(crate) fn reset(&mut self, deadline: Instant) {
+        self.cancel();
+        self.deadline = deadline;
+    }
+
+    fn cancel(&mut self) {
+        if let Some((scheduler, id)) = self.registered.take()
+            && CURRENT.with(Cell::get) == scheduler
+        {
+            LOCAL.with_borrow_mut(|local| {
+                let sleeps = &mut local.sleeps;
+                sleeps.wakers.remove(&id);
+                if sleeps.heap.len() > 64 && sleeps.heap.len() > 2 * sleeps.wakers.len() {
+                    sleeps.heap = sleeps.wakers.iter().map(|(&id, (at, _))| Reverse((*at, id))).collect();
+                }
+            });
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            self.cancel();
+            return Poll::Ready(());
+        }
+        let scheduler = CURRENT.with(Cell::get);
+        match self.registered {
+            Some((registered_on, id)) if registered_on == scheduler => {
+                LOCAL.with_borrow_mut(|local| {
+                    if let Some((_, waker)) = local.sleeps.wakers.get_mut(&id)
+                        && !waker.will_wake(cx.waker())
+                    {
+                        *waker = cx.waker().clone();
+                    }
+                });
+            }
+            _ => {
+                self.cancel();
+                let deadline = self.deadline;
+                let id = LOCAL.with_borrow_mut(|local| {
+                    let sleeps = &mut local.sleeps;
+                    sleeps.next_id += 1;
+                    let id = sleeps.next_id;
+                    sleeps.heap.push(Reverse((deadline, id)));
+                    sleeps.wakers.insert(id, (deadline, cx.waker().clone()));
+                    id
+                });
+                self.registered = Some((scheduler, id));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// Yields once to the other tasks of this scheduler (tokio's `yield_now`).
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
