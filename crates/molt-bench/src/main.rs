@@ -6,7 +6,11 @@
 //! "ratio": … | null, "ratio_spread": [MIN, MAX] | null}`
 //!
 //! `ratio` is molt's advantage (> 1: molt is better): for rates molt's over
-//! Erlang's, for times and memory Erlang's over molt's. The sides run in
+//! Erlang's, for times and memory Erlang's over molt's. Round trips and
+//! one-way (and their contended variants) also run between two actix
+//! actors, the fastest Rust actor library's ping-pong, in the same pairs:
+//! their lines add `"actix": {…}`, `"ratio_actix"` (molt's advantage over
+//! actix) and `"ratio_actix_spread"`. The sides run in
 //! turn — molt, Erlang, molt, Erlang, … — `--runs` pairs, because these
 //! machines' speed drifts from one second to the next: `ratio` is the
 //! median of the pairs' ratios and `ratio_spread` their range; each side's
@@ -14,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+mod actix;
 mod code;
 mod erlang;
 mod workloads;
@@ -132,6 +137,21 @@ fn contended(workload: &Workload) -> Option<&'static str> {
     workload.name.strip_suffix("_contended")
 }
 
+/// The same workload between two actix actors, where the harness has it.
+fn actix_side(workload: &Workload) -> Option<fn(u64) -> Measurement> {
+    match contended(workload).unwrap_or(workload.name) {
+        "round_trips" => Some(actix::round_trips),
+        "one_way" => Some(actix::one_way),
+        _ => None,
+    }
+}
+
+/// The median of `ratios` and their range.
+fn median_and_spread(mut ratios: Vec<f64>) -> (Option<f64>, Option<[f64; 2]>) {
+    ratios.sort_by(f64::total_cmp);
+    (ratios.get(ratios.len() / 2).copied(), (!ratios.is_empty()).then(|| [ratios[0], ratios[ratios.len() - 1]]))
+}
+
 /// One spinning thread per core, until dropped.
 struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -246,6 +266,8 @@ fn main() {
         let mut molt_runs = Vec::new();
         let mut erlang_runs = Vec::new();
         let mut ratios = Vec::new();
+        let mut actix_runs = Vec::new();
+        let mut actix_ratios = Vec::new();
         for _ in 0..runs {
             let load = contended(workload).map(|_| Load::start());
             let molt = match workload.better {
@@ -265,20 +287,33 @@ fn main() {
                     Err(why) => eprintln!("molt-bench: erlang {}: {why}", workload.name),
                 }
             }
+            if let Some(actix) = actix_side(workload) {
+                let load = contended(workload).map(|_| Load::start());
+                let measured = actix(n);
+                drop(load);
+                actix_ratios.extend(ratio(workload.better, &molt, &measured));
+                actix_runs.push(measured);
+            }
             molt_runs.push(molt);
         }
         let molt = median(molt_runs);
         let erlang_side = (!erlang_runs.is_empty()).then(|| median(erlang_runs));
-        ratios.sort_by(f64::total_cmp);
-        let line = json!({
+        let (ratio, ratio_spread) = median_and_spread(ratios);
+        let mut line = json!({
             "workload": workload.name,
             "n": n,
             "cpu": cpu,
             "molt": figures(workload, n, &molt),
             "erlang": erlang_side.as_ref().map(|e| figures(workload, n, e)),
-            "ratio": ratios.get(ratios.len() / 2),
-            "ratio_spread": (!ratios.is_empty()).then(|| [ratios[0], ratios[ratios.len() - 1]]),
+            "ratio": ratio,
+            "ratio_spread": ratio_spread,
         });
+        if !actix_runs.is_empty() {
+            let (ratio, spread) = median_and_spread(actix_ratios);
+            line["actix"] = figures(workload, n, &median(actix_runs));
+            line["ratio_actix"] = json!(ratio);
+            line["ratio_actix_spread"] = json!(spread);
+        }
         println!("{line}");
     }
 }

@@ -8,10 +8,11 @@
 //! (callgrind). Here a task is a slot in its scheduler's thread-local
 //! table, and its waker an [`Arc`] holding the slot's id:
 //!
-//! - a wake-up on the task's own thread is one atomic swap (the `notified`
-//!   flag, which other threads may race on) and a push onto a `VecDeque`
-//!   no other thread sees; a poll takes the future out of its slot, polls
-//!   it with the waker kept there (no reference count), and puts it back;
+//! - a wake-up on the task's own thread is a load and a store of the
+//!   task's `notified` flag (no atomic read-modify-write) and a push onto
+//!   a `VecDeque` no other thread sees; a poll clears the flag (one swap),
+//!   takes the future out of its slot, polls it with the waker kept there
+//!   (no reference count), and puts it back;
 //! - a wake-up from another thread goes through the scheduler's `remote`
 //!   queue under a mutex, and unparks the thread only if it sleeps: an
 //!   idle scheduler first spins for [`SPIN`] watching that queue (Erlang's
@@ -118,14 +119,26 @@ impl Wake for Header {
 
 impl Header {
     fn wake_by_ref_inner(&self) {
-        if self.notified.load(Ordering::Relaxed) || self.notified.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let id = self.id.load(Ordering::Relaxed);
-        let scheduler = Arc::as_ptr(&self.scheduler) as usize;
-        if CURRENT.with(Cell::get) == scheduler {
-            LOCAL.with_borrow_mut(|local| local.queue.push_back(id));
-        } else {
+        if CURRENT.with(Cell::get) == Arc::as_ptr(&self.scheduler) as usize {
+            // On the task's own thread, the only one that clears the flag
+            // (in `poll_task`): a load and a store see its latest value,
+            // no read-modify-write needed. Another thread's wake-up racing
+            // with this one may queue the task a second time; that costs
+            // one spurious poll, which a future must bear anyway.
+            if !self.notified.load(Ordering::Relaxed) {
+                self.notified.store(true, Ordering::Relaxed);
+                let id = self.id.load(Ordering::Relaxed);
+                LOCAL.with_borrow_mut(|local| local.queue.push_back(id));
+            }
+        } else if !self.notified.swap(true, Ordering::AcqRel) {
+            // From another thread, always the swap, never a plain load
+            // first: the swap orders what the waker wrote before it (a
+            // message queued, `aborted`) against the poll's own swap of the
+            // flag, so either the poll sees those writes or this swap sees
+            // the flag cleared and queues the task (a plain load could read
+            // the flag still set from before the poll while the poll misses
+            // the writes: a lost wake-up).
+            let id = self.id.load(Ordering::Relaxed);
             self.scheduler.push_remote(|remote| remote.woken.push(id));
         }
     }
@@ -144,7 +157,12 @@ struct Slot {
 struct Local {
     queue: VecDeque<u64>,
     slots: Vec<Option<Slot>>,
-    free: Vec<u32>,
+    /// Empty slots, lowest first, so tasks stay at the front of `slots`
+    /// and a burst's slots can be given back once it is over. May hold
+    /// keys past the end of `slots` (dropped when met).
+    free: BinaryHeap<Reverse<u32>>,
+    /// Tasks in `slots`.
+    live: usize,
     generation: u32,
     sleeps: Sleeps,
 }
@@ -240,17 +258,25 @@ impl Scheduler {
                 None => self.idle(),
             }
         }
-        self.take_remote();
-        {
+        // Closed and emptied in one go: a spawn either lands in what is
+        // taken here (and is dropped with the rest below) or finds the
+        // scheduler closed (and drops its task itself). One left in the
+        // queue would never be dropped: it holds the scheduler holding it.
+        let spawned = {
             let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
             remote.closed = true;
             remote.woken.clear();
+            std::mem::take(&mut remote.spawned)
+        };
+        for (header, future) in spawned {
+            insert(header, future);
         }
         // Tasks spawned while the last ones drop are dropped too.
         loop {
             let slot = LOCAL.with_borrow_mut(|local| {
                 local.queue.clear();
-                local.slots.iter_mut().find_map(Option::take)
+                let key = local.slots.iter().position(Option::is_some)?;
+                local.remove(key)
             });
             match slot {
                 Some(slot) => drop(slot),
@@ -319,18 +345,63 @@ fn insert(header: Arc<Header>, future: BoxFuture) {
     LOCAL.with_borrow_mut(|local| {
         local.generation = local.generation.wrapping_add(1);
         let generation = local.generation;
-        let key = match local.free.pop() {
-            Some(key) => key,
-            None => {
-                local.slots.push(None);
-                u32::try_from(local.slots.len() - 1).expect("fewer than 4 billion tasks on one scheduler")
-            }
-        };
+        let key = local.take_key();
         let id = id_of(key, generation);
         header.id.store(id, Ordering::Relaxed);
         local.slots[key as usize] = Some(Slot { generation, header, running: Some((future, waker)) });
+        local.live += 1;
         local.queue.push_back(id);
     });
+}
+
+impl Local {
+    /// The lowest empty slot, or a new one.
+    fn take_key(&mut self) -> u32 {
+        while let Some(Reverse(key)) = self.free.pop() {
+            if (key as usize) < self.slots.len() {
+                return key;
+            }
+        }
+        self.slots.push(None);
+        u32::try_from(self.slots.len() - 1).expect("fewer than 4 billion tasks on one scheduler")
+    }
+
+    /// Takes task `key` out of the table. Memory a burst of tasks used is
+    /// given back once it is over: the empty slots at the end go, and
+    /// every queue shrinks once it is three-quarters empty.
+    fn remove(&mut self, key: usize) -> Option<Slot> {
+        let slot = self.slots[key].take()?;
+        self.live -= 1;
+        self.free.push(Reverse(key as u32));
+        if key + 1 == self.slots.len() {
+            while matches!(self.slots.last(), Some(None)) {
+                self.slots.pop();
+            }
+            // Keys past the end are dropped from `free` once they are
+            // most of it, so this costs O(1) per removal over time.
+            let empty = self.slots.len() - self.live;
+            if self.free.len() > 2 * empty + 64 {
+                let len = self.slots.len();
+                self.free.retain(|Reverse(key)| (*key as usize) < len);
+            }
+            if let Some(room) = sparse(self.slots.len(), self.slots.capacity()) {
+                self.slots.shrink_to(room);
+            }
+            if let Some(room) = sparse(self.free.len(), self.free.capacity()) {
+                self.free.shrink_to(room);
+            }
+        }
+        if let Some(room) = sparse(self.queue.len(), self.queue.capacity()) {
+            self.queue.shrink_to(room);
+        }
+        Some(slot)
+    }
+}
+
+/// The capacity to shrink a collection to once `len` fell to a quarter of
+/// its `capacity` (halving then keeps the cost amortised).
+fn sparse(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > 64 && len <= capacity / 4).then_some(len * 2)
 }
 
 /// Polls the task `id` names, if it still exists; drops it if it ended or
@@ -340,12 +411,12 @@ fn poll_task(id: u64) {
     let generation = (id >> 32) as u32;
     let taken = LOCAL.with_borrow_mut(|local| {
         let slot = local.slots.get_mut(key)?.as_mut().filter(|slot| slot.generation == generation)?;
-        // Cleared before the poll, so a wake-up during it queues it again.
-        slot.header.notified.store(false, Ordering::Release);
+        // Cleared before the poll, so a wake-up during it queues it again;
+        // by a swap, so what another thread wrote before its wake-up (see
+        // `wake_by_ref_inner`) is seen by the poll.
+        slot.header.notified.swap(false, Ordering::AcqRel);
         if slot.header.aborted.load(Ordering::Acquire) {
-            let slot = local.slots[key].take();
-            local.free.push(key as u32);
-            return Some(Err(slot));
+            return Some(Err(local.remove(key)));
         }
         slot.running.take().map(Ok)
     });
@@ -355,14 +426,24 @@ fn poll_task(id: u64) {
         Some(Err(slot)) => return finish(slot),
         Some(Ok(running)) => running,
     };
-    let ready = future.as_mut().poll(&mut Context::from_waker(&waker)).is_ready();
+    // A panic ends the task, not the scheduler thread (as in tokio): a
+    // process's own panics are caught before they get here, and
+    // `Scheduled` records one of the core's as the process's exit reason.
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        future.as_mut().poll(&mut Context::from_waker(&waker))
+    }));
+    let ready = match polled {
+        Ok(polled) => polled.is_ready(),
+        Err(_) => {
+            tracing::error!("a task of a molt scheduler panicked; it is dropped");
+            true
+        }
+    };
     let ended = LOCAL.with_borrow_mut(|local| {
-        let slot = local.slots[key].as_mut().expect("a task's slot stays while it is polled");
         if ready {
-            let slot = local.slots[key].take();
-            local.free.push(key as u32);
-            slot
+            local.remove(key)
         } else {
+            let slot = local.slots[key].as_mut().expect("a task's slot stays while it is polled");
             slot.running = Some((future, waker));
             None
         }
@@ -410,6 +491,10 @@ fn fire_due_sleeps(now: Instant) -> bool {
                 due.push(waker);
             }
         }
+        if let Some(room) = sparse(sleeps.heap.len(), sleeps.heap.capacity()) {
+            sleeps.heap.shrink_to(room);
+        }
+        crate::process::shrink_map_if_sparse(&mut sleeps.wakers);
     });
     let any = !due.is_empty();
     for waker in due {
@@ -451,6 +536,7 @@ impl Sleep {
             LOCAL.with_borrow_mut(|local| {
                 let sleeps = &mut local.sleeps;
                 sleeps.wakers.remove(&id);
+                crate::process::shrink_map_if_sparse(&mut sleeps.wakers);
                 if sleeps.heap.len() > 64 && sleeps.heap.len() > 2 * sleeps.wakers.len() {
                     sleeps.heap = sleeps.wakers.iter().map(|(&id, (at, _))| Reverse((*at, id))).collect();
                 }
@@ -514,4 +600,69 @@ pub(crate) async fn yield_now() {
         Poll::Pending
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Every task spawned from another thread while the scheduler stops is
+    /// dropped: run and dropped with the rest, or refused at once. None may
+    /// stay in `remote.spawned` (where it would never be dropped: it holds
+    /// the scheduler that holds it).
+    #[test]
+    fn every_task_spawned_while_the_scheduler_stops_is_dropped() {
+        for round in 0..1_000u32 {
+            let scheduler = Scheduler::new();
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let ended = Arc::new(AtomicBool::new(false));
+            let runner = {
+                let scheduler = scheduler.clone();
+                std::thread::spawn(move || scheduler.run())
+            };
+            let spawner = {
+                let (scheduler, dropped, ended) = (scheduler.clone(), dropped.clone(), ended.clone());
+                std::thread::spawn(move || {
+                    let mut spawned = 0usize;
+                    // Until the loop has ended, and a few more after.
+                    let mut after = 0;
+                    while after < 10 {
+                        if ended.load(Ordering::SeqCst) {
+                            after += 1;
+                        }
+                        let counted = Counted(dropped.clone());
+                        scheduler.spawn(Box::pin(async move {
+                            let _counted = counted;
+                            std::future::pending::<()>().await;
+                        }));
+                        spawned += 1;
+                    }
+                    spawned
+                })
+            };
+            for _ in 0..(round % 50) * 20 {
+                std::hint::spin_loop();
+            }
+            scheduler.stop();
+            runner.join().unwrap();
+            ended.store(true, Ordering::SeqCst);
+            let spawned = spawner.join().unwrap();
+            let left = spawned - dropped.load(Ordering::SeqCst);
+            assert_eq!(
+                left,
+                0,
+                "round {round}: {left} of {spawned} tasks spawned while the scheduler stopped were never dropped \
+                 ({} still in its remote queue)",
+                scheduler.remote.lock().unwrap().spawned.len()
+            );
+        }
+    }
 }

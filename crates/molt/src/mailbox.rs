@@ -113,18 +113,23 @@ pub(crate) enum Scan {
 impl Mailbox {
     /// Appends a message and wakes the owner if it waits.
     pub(crate) fn push(&self, envelope: Envelope) {
-        let waker = {
-            let mut inbox = self.inbox.lock();
-            if inbox.closed {
-                drop(inbox);
-                return drop(envelope);
-            }
-            inbox.queue.push_back(envelope);
-            self.queued.store(saturating_u32(inbox.queue.len()), Ordering::Release);
-            if std::mem::take(&mut inbox.waiting) { inbox.waker.clone() } else { None }
-        };
-        if let Some(waker) = waker {
-            waker.wake();
+        let mut inbox = self.inbox.lock();
+        if inbox.closed {
+            drop(inbox);
+            return drop(envelope);
+        }
+        inbox.queue.push_back(envelope);
+        self.queued.store(saturating_u32(inbox.queue.len()), Ordering::Release);
+        if std::mem::take(&mut inbox.waiting)
+            && let Some(waker) = &inbox.waker
+        {
+            // Woken under the lock, by reference: cloning the waker to
+            // wake it outside would cost two atomic reference counts per
+            // message. The registered waker is always the owner task's
+            // own (see `Received::armed`), whose wake-up only queues the
+            // task: a push onto its thread's queue, or onto another
+            // thread's remote queue (unparking that thread if it sleeps).
+            waker.wake_by_ref();
         }
     }
 

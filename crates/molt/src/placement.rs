@@ -107,10 +107,26 @@ impl Future for Scheduled {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let Some(task) = self.0.as_mut() else { return Poll::Ready(()) };
-        if Pin::new(&mut *task).poll(cx).is_ready() {
-            // Dropping the task ends the process, here.
-            self.0 = None;
-            return Poll::Ready(());
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Pin::new(&mut *task).poll(cx)));
+        match polled {
+            Ok(Poll::Pending) => {}
+            Ok(Poll::Ready(())) => {
+                // Dropping the task ends the process, here.
+                self.0 = None;
+                return Poll::Ready(());
+            }
+            Err(_) => {
+                // The core's own poll panicked (a bug; the body's panics
+                // are caught at the boundary): the process did not end
+                // normally, and its scheduler is not polling it any more.
+                let ctx = task.ctx();
+                ctx.set_exit_reason(molt_abi::ExitReason::Error(
+                    "the molt core panicked while running this process".into(),
+                ));
+                ctx.node.watch[ctx.scheduler() as usize].poll_ended();
+                self.0 = None;
+                return Poll::Ready(());
+            }
         }
         let Some(to) = task.take_move() else { return Poll::Pending };
         let task = self.0.take().expect("polled just now");

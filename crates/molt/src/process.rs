@@ -635,12 +635,6 @@ impl Future for ProcessTask {
 
 impl Drop for ProcessTask {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            // The core's own poll panicked (a bug): the process did not end
-            // normally, and its scheduler is not polling it any more.
-            self.ctx.set_exit_reason(ExitReason::Error("the molt core panicked while running this process".into()));
-            self.ctx.node.watch[self.ctx.scheduler() as usize].poll_ended();
-        }
         // The body (the process's code) goes first, and with it the share of
         // its version: nothing of it may run once the exit is announced.
         self.drop_body();

@@ -128,6 +128,14 @@ impl SchedulerThread {
     }
 }
 
+impl Drop for SchedulerThread {
+    /// A scheduler nobody will stop (a node whose start failed part way)
+    /// stops now, and its thread goes back to the pool.
+    fn drop(&mut self) {
+        self.scheduler.stop();
+    }
+}
+
 /// Runs `job` on an idle scheduler thread, or on a new one if none is idle.
 fn run_on_a_thread(mut job: Job) -> Result<(), std::io::Error> {
     loop {

@@ -206,4 +206,27 @@ fn memory_of_a_burst_and_of_a_dead_process_is_given_back() {
     assert!(blob_kept < SIZE + SIZE / 64, "a queued {} MiB message kept {} MiB", SIZE / MIB, blob_kept / MIB);
     assert!(vec_peak <= 2 * SIZE + MIB, "sending {} MiB took {} MiB at its peak", SIZE / MIB, vec_peak / MIB);
     assert!(vec_kept < SIZE + SIZE / 8, "a queued {} MiB message kept {} MiB", SIZE / MIB, vec_kept / MIB);
+
+    // A burst of processes that each sleep once, then end: once they are
+    // all gone, the schedulers keep (nearly) none of their memory — task
+    // slots, run queues, sleeps (hostile review of the executor: 18 MiB
+    // of 100,000 stayed).
+    const SLEEPERS: u32 = 100_000;
+    let keep = node.process_count();
+    let before = live();
+    run(&node, |p| async move {
+        for _ in 0..SLEEPERS {
+            p.spawn(|mut p| async move { p.sleep(Duration::from_millis(300)).await });
+        }
+    })
+    .unwrap();
+    let during = live();
+    let deadline = std::time::Instant::now() + support::BOUND;
+    while node.process_count() > keep {
+        assert!(std::time::Instant::now() < deadline, "the sleepers did not end");
+        std::thread::yield_now();
+    }
+    assert!(during - before > 20 * MIB, "the sleepers were there: {} MiB", (during - before) / MIB);
+    let left = live() - before;
+    assert!(left < 2 * MIB, "{} KiB of {SLEEPERS} sleepers that ended stayed", left >> 10);
 }
