@@ -105,6 +105,12 @@ pub trait Message: Serialize + DeserializeOwned + Send + 'static {
     fn shape() -> Shape {
         Shape::of::<Self>()
     }
+
+    /// [`Message::shape`] when it is known at compile time (primitives,
+    /// pids, and tuples, vectors and options of those), so a generic
+    /// message made of them — a `(Pid, u64)` — computes no fingerprint per
+    /// send or receive. Leave it `None` (the default).
+    const KNOWN_SHAPE: Option<Shape> = None;
 }
 
 /// The encoded bytes of one message. Small messages live inline, so sending
@@ -233,6 +239,7 @@ macro_rules! primitive_messages {
             const TAG: Tag = Tag::named($name);
             #[inline]
             fn shape() -> Shape { Shape::$shape }
+            const KNOWN_SHAPE: Option<Shape> = Some(Shape::$shape);
         })*
     };
 }
@@ -269,22 +276,37 @@ impl Message for std::borrow::Cow<'static, str> {
     fn shape() -> Shape {
         Shape::STR
     }
+    const KNOWN_SHAPE: Option<Shape> = Some(Shape::STR);
 }
 
 impl<T: Message> Message for Vec<T> {
     const TAG: Tag = Tag::named("Vec").with(T::TAG);
     #[inline]
     fn shape() -> Shape {
-        Shape::seq(T::shape())
+        match Self::KNOWN_SHAPE {
+            Some(shape) => shape,
+            None => Shape::seq(T::shape()),
+        }
     }
+    const KNOWN_SHAPE: Option<Shape> = match T::KNOWN_SHAPE {
+        Some(item) => Some(Shape::seq(item)),
+        None => None,
+    };
 }
 
 impl<T: Message> Message for Option<T> {
     const TAG: Tag = Tag::named("Option").with(T::TAG);
     #[inline]
     fn shape() -> Shape {
-        Shape::option(T::shape())
+        match Self::KNOWN_SHAPE {
+            Some(shape) => shape,
+            None => Shape::option(T::shape()),
+        }
     }
+    const KNOWN_SHAPE: Option<Shape> = match T::KNOWN_SHAPE {
+        Some(inner) => Some(Shape::option(inner)),
+        None => None,
+    };
 }
 
 macro_rules! tuple_messages {
@@ -292,7 +314,17 @@ macro_rules! tuple_messages {
         $(impl<$($t: Message),+> Message for ($($t,)+) {
             const TAG: Tag = Tag::named("tuple")$(.with($t::TAG))+;
             #[inline]
-            fn shape() -> Shape { Shape::tuple(&[$($t::shape()),+]) }
+            fn shape() -> Shape {
+                match Self::KNOWN_SHAPE {
+                    Some(shape) => shape,
+                    None => Shape::tuple(&[$($t::shape()),+]),
+                }
+            }
+            const KNOWN_SHAPE: Option<Shape> = if true $(&& $t::KNOWN_SHAPE.is_some())+ {
+                Some(Shape::tuple(&[$(match $t::KNOWN_SHAPE { Some(shape) => shape, None => Shape::UNKNOWN }),+]))
+            } else {
+                None
+            };
         })*
     };
 }
@@ -323,5 +355,22 @@ mod tests {
         assert_eq!(envelope.shape, Shape::tuple(&[Shape::U64, Shape::STR]));
         assert_eq!(&envelope.payload[..], &[7, 5, b's', b'e', b'v', b'e', b'n']);
         assert_eq!(Envelope::decode::<(u64, String)>(&envelope.payload).unwrap(), value);
+    }
+
+    /// A shape known at compile time is the shape tracing the type finds.
+    #[test]
+    fn known_shapes_are_the_traced_ones() {
+        fn check<M: Message>() {
+            assert_eq!(M::KNOWN_SHAPE, Some(Shape::of_uncached::<M>()), "{}", std::any::type_name::<M>());
+            assert_eq!(M::shape(), Shape::of_uncached::<M>(), "{}", std::any::type_name::<M>());
+        }
+        check::<(Pid, u64)>();
+        check::<(u64, String, bool)>();
+        check::<Vec<(u32, Pid)>>();
+        check::<Option<(i8, MonitorRef)>>();
+        check::<(TimerRef, Vec<Option<f64>>)>();
+        // A part without one leaves the whole without one.
+        assert_eq!(<(Pid, Exit)>::KNOWN_SHAPE, None);
+        assert_eq!(<(Pid, Exit)>::shape(), Shape::of_uncached::<(Pid, Exit)>());
     }
 }

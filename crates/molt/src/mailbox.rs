@@ -174,7 +174,13 @@ impl Mailbox {
         loop {
             while let Some(envelope) = saved.get(*cursor) {
                 if tags.contains(&envelope.tag) && matcher(envelope) {
-                    saved.remove(*cursor);
+                    // The oldest, almost always: a receive takes the first
+                    // message that matches.
+                    if *cursor == 0 {
+                        saved.pop_front();
+                    } else {
+                        saved.remove(*cursor);
+                    }
                     shrink_if_sparse(saved);
                     return Scan::Taken;
                 }
