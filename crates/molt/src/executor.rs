@@ -44,12 +44,45 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+/// A task: a future the executor polls, which may be able to continue on
+/// another scheduler.
+pub(crate) trait Task: Future<Output = ()> + Send {
+    /// Whether [`Task::hand_over`] can move this task now.
+    fn can_move(&self) -> bool {
+        false
+    }
+
+    /// Continues this task (not being polled, and `can_move`) on scheduler
+    /// `to` of its group, as a new task there.
+    fn hand_over(self: Pin<Box<Self>>, to: usize) {
+        let _ = to;
+        unreachable!("hand_over of a task that cannot move");
+    }
+}
+
 /// A task's future.
-pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type BoxFuture = Pin<Box<dyn Task>>;
+
+/// A task that stays on the scheduler it was spawned on.
+pub(crate) struct Fixed(pub(crate) Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl Future for Fixed {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl Task for Fixed {}
 
 /// How long an idle scheduler watches for work from other threads before
 /// it parks.
 const SPIN: Duration = Duration::from_micros(20);
+
+/// Sends and receives one poll may make before the tasks queued behind it
+/// are offered to an idle sibling (see [`passing`]): some 0.5 ms of sends.
+const LONG_POLL: u32 = 4096;
 
 /// Local polls between looks at the remote queue and the clock, so work
 /// from other threads and due sleeps are not starved by a busy run queue.
@@ -65,6 +98,21 @@ pub(crate) struct Scheduler {
     sleeping: AtomicBool,
     stop: AtomicBool,
     thread: OnceLock<std::thread::Thread>,
+    /// Its place in its group, and the group (see [`group`]).
+    index: usize,
+    siblings: OnceLock<Vec<std::sync::Weak<Scheduler>>>,
+    /// The loop has nothing to run (it spins or parks): a sibling may hand
+    /// it tasks (see [`passing`]).
+    idle: AtomicBool,
+}
+
+/// Makes `schedulers` one group, whose idle members are handed tasks that
+/// wait behind a long poll of another (see [`passing`]).
+pub(crate) fn group(schedulers: &[Arc<Scheduler>]) {
+    let weak: Vec<_> = schedulers.iter().map(Arc::downgrade).collect();
+    for scheduler in schedulers {
+        let _ = scheduler.siblings.set(weak.clone());
+    }
 }
 
 #[derive(Default)]
@@ -165,6 +213,8 @@ struct Local {
     live: usize,
     generation: u32,
     sleeps: Sleeps,
+    /// The scheduler this thread runs.
+    me: Option<Arc<Scheduler>>,
 }
 
 thread_local! {
@@ -178,13 +228,17 @@ fn id_of(key: u32, generation: u32) -> u64 {
 }
 
 impl Scheduler {
-    pub(crate) fn new() -> Arc<Scheduler> {
+    /// A scheduler, number `index` of its group.
+    pub(crate) fn new(index: usize) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             remote: Mutex::new(Remote::default()),
             has_remote: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             thread: OnceLock::new(),
+            index,
+            siblings: OnceLock::new(),
+            idle: AtomicBool::new(false),
         })
     }
 
@@ -245,6 +299,7 @@ impl Scheduler {
     pub(crate) fn run(self: &Arc<Self>) {
         let _ = self.thread.set(std::thread::current());
         CURRENT.with(|current| current.set(Arc::as_ptr(self) as usize));
+        LOCAL.with_borrow_mut(|local| local.me = Some(self.clone()));
         let mut turn = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
             turn = turn.wrapping_add(1);
@@ -254,7 +309,10 @@ impl Scheduler {
             }
             let next = LOCAL.with_borrow_mut(|local| local.queue.pop_front());
             match next {
-                Some(id) => poll_task(id),
+                Some(id) => {
+                    PASSED.with(|passed| passed.set(0));
+                    poll_task(id);
+                }
                 None => self.idle(),
             }
         }
@@ -311,10 +369,12 @@ impl Scheduler {
         if self.take_remote() || fire_due_sleeps(Instant::now()) {
             return;
         }
+        self.idle.store(true, Ordering::Relaxed);
         let spin_until = Instant::now() + SPIN;
         let mut spins = 0u32;
         loop {
             if self.has_remote.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed) {
+                self.idle.store(false, Ordering::Relaxed);
                 return;
             }
             std::hint::spin_loop();
@@ -336,6 +396,79 @@ impl Scheduler {
             }
         }
         self.sleeping.store(false, Ordering::Relaxed);
+        self.idle.store(false, Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    /// Sends and receives the running poll has made (see [`passing`]).
+    static PASSED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// For the core to call on each send and receive of a process: the only
+/// points a poll that runs long without waiting (a stream of sends) passes,
+/// since the loop is not reached until it ends. Every [`LONG_POLL`] of them
+/// in one poll, the tasks queued behind it are offered to an idle sibling
+/// (Erlang's idle schedulers steal from a busy one's run queue). Polls that
+/// each send and receive a little — processes that talk, however busy the
+/// thread — never give theirs away: moving one of two that talk makes every
+/// message between them a wake-up of another thread (see `placement.rs`).
+/// Nor does a poll that the OS merely preempted, which a clock could not
+/// tell from a long one.
+#[inline]
+pub(crate) fn passing() {
+    let passed = PASSED.with(|passed| {
+        let n = passed.get().wrapping_add(1);
+        passed.set(n);
+        n
+    });
+    if passed % LONG_POLL == 0 {
+        share_with_an_idle_sibling();
+    }
+}
+
+#[cold]
+fn share_with_an_idle_sibling() {
+    let Some(me) = LOCAL.with(|local| local.try_borrow().ok().and_then(|local| local.me.clone())) else { return };
+    let Some(siblings) = me.siblings.get() else { return };
+    let idle = siblings.iter().enumerate().find(|(index, sibling)| {
+        *index != me.index && sibling.upgrade().is_some_and(|s| s.idle.load(Ordering::Relaxed))
+    });
+    if let Some((to, _)) = idle {
+        share(to);
+    }
+}
+
+/// Hands half of this thread's queued tasks that can move (at least one)
+/// to sibling `to`.
+fn share(to: usize) {
+    let moving: Vec<BoxFuture> = LOCAL.with_borrow_mut(|local| {
+        let movable = |local: &Local, id: u64| {
+            let key = (id & u64::from(u32::MAX)) as usize;
+            local.slots.get(key).and_then(Option::as_ref).is_some_and(|slot| {
+                slot.generation == (id >> 32) as u32 && slot.running.as_ref().is_some_and(|(task, _)| task.can_move())
+            })
+        };
+        let count = local.queue.iter().filter(|&&id| movable(local, id)).count();
+        let mut give = count.div_ceil(2);
+        let mut moving = Vec::with_capacity(give);
+        let queue = std::mem::take(&mut local.queue);
+        for id in queue {
+            if give > 0 && movable(local, id) {
+                give -= 1;
+                let slot = local.remove((id & u64::from(u32::MAX)) as usize).expect("a movable task's slot");
+                // Its old waker queues nothing from now on.
+                slot.header.notified.store(true, Ordering::Release);
+                let (task, _waker) = slot.running.expect("a movable task is not being polled");
+                moving.push(task);
+            } else {
+                local.queue.push_back(id);
+            }
+        }
+        moving
+    });
+    for task in moving {
+        task.hand_over(to);
     }
 }
 
@@ -621,7 +754,7 @@ mod tests {
     #[test]
     fn every_task_spawned_while_the_scheduler_stops_is_dropped() {
         for round in 0..1_000u32 {
-            let scheduler = Scheduler::new();
+            let scheduler = Scheduler::new(0);
             let dropped = Arc::new(AtomicUsize::new(0));
             let ended = Arc::new(AtomicBool::new(false));
             let runner = {
@@ -639,10 +772,10 @@ mod tests {
                             after += 1;
                         }
                         let counted = Counted(dropped.clone());
-                        scheduler.spawn(Box::pin(async move {
+                        scheduler.spawn(Box::pin(Fixed(Box::pin(async move {
                             let _counted = counted;
                             std::future::pending::<()>().await;
-                        }));
+                        }))));
                         spawned += 1;
                     }
                     spawned

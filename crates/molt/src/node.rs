@@ -3,7 +3,7 @@
 //!
 //! The node owns the process table, the registry and the timers; processes
 //! hold an `Arc<NodeInner>` and reach these only through its methods. Each
-//! node runs its processes on its own tokio runtime, so several nodes can
+//! node runs its processes on its own schedulers, so several nodes can
 //! live in one OS process and one node's shutdown never touches another.
 
 use std::future::Future;
@@ -191,11 +191,12 @@ impl Node {
         let mut handles = Vec::with_capacity(config.workers);
         static NODES: AtomicU64 = AtomicU64::new(1);
         let token = NODES.fetch_add(1, Ordering::Relaxed);
-        for _ in 0..config.workers {
-            let (scheduler, handle) = SchedulerThread::start(token).map_err(NodeError::Runtime)?;
+        for index in 0..config.workers {
+            let (scheduler, handle) = SchedulerThread::start(token, index).map_err(NodeError::Runtime)?;
             schedulers.push(scheduler);
             handles.push(handle);
         }
+        crate::executor::group(&handles);
         let creation =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.subsec_nanos() ^ d.as_secs() as u32);
         let code = CodeServer::new(config.purge_timeout);
@@ -220,7 +221,8 @@ impl Node {
             emptied: (Mutex::new(()), Condvar::new()),
         });
         for (scheduler, wheel) in inner.schedulers.iter().zip(&inner.timers) {
-            scheduler.spawn(Box::pin(crate::timer::fire_timers(Arc::downgrade(&inner), wheel.clone())));
+            let fire = crate::timer::fire_timers(Arc::downgrade(&inner), wheel.clone());
+            scheduler.spawn(Box::pin(crate::executor::Fixed(Box::pin(fire))));
         }
         crate::watchdog::start(&inner, config.long_schedule);
         Ok(Node { inner, schedulers, shutdown_timeout: config.shutdown_timeout })

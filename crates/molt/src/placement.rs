@@ -97,10 +97,26 @@ impl Placement {
     }
 }
 
-/// The tokio task of a process: polls its [`ProcessTask`] and, when a poll
+/// The executor task of a process: polls its [`ProcessTask`] and, when a poll
 /// decides the process moves, hands it to a new task on the other
 /// scheduler and ends.
 pub(crate) struct Scheduled(pub(crate) Option<ProcessTask>);
+
+impl crate::executor::Task for Scheduled {
+    fn can_move(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Taken by an idle scheduler while it waited behind a long poll: the
+    /// same move as a busy process's (see `ProcessTask::move_now`).
+    fn hand_over(self: Pin<Box<Self>>, to: usize) {
+        let Some(mut task) = Pin::into_inner(self).0.take() else { return };
+        let to = to as u32;
+        task.move_now(to);
+        let node = task.ctx().node.clone();
+        node.run_process(task, to);
+    }
+}
 
 impl Future for Scheduled {
     type Output = ();

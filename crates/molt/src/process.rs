@@ -1,6 +1,6 @@
 //! A process as the core sees it: [`ProcessCtx`], the state that outlives
 //! whatever code the process runs (pid, mailbox, links, monitors, name, exit
-//! reason), and [`ProcessTask`], the tokio task that polls the process's body.
+//! reason), and [`ProcessTask`], the executor task that polls the process's body.
 //!
 //! Who touches what:
 //! - `mailbox`: any thread pushes; only the process's own task receives;
@@ -261,6 +261,7 @@ impl ProcessCtx {
         cx: &mut Context<'_>,
     ) -> molt_abi::contract::ReceiveStatus {
         use molt_abi::contract::{NO_DEADLINE, ReceiveStatus};
+        crate::executor::passing();
         if local.spend_budget() {
             cx.waker().wake_by_ref();
             return ReceiveStatus::Pending;
@@ -354,6 +355,7 @@ impl TaskLocal {
     /// Sends from the process's own task: as [`NodeInner::send`], with a
     /// one-entry cache of the target.
     pub(crate) fn send(&mut self, node: &NodeInner, to: Pid, envelope: Envelope) {
+        crate::executor::passing();
         if let Some(target) = &self.send_target
             && target.pid == to
         {
@@ -407,7 +409,7 @@ impl Drop for RunningBody {
     }
 }
 
-/// The tokio task of one process: polls the body, and ends the process when
+/// The executor task of one process: polls the body, and ends the process when
 /// dropped (completed or aborted).
 pub(crate) struct ProcessTask {
     ctx: Arc<ProcessCtx>,
@@ -451,6 +453,15 @@ impl ProcessTask {
         // must register its own.
         self.local.received.disarm();
         Some(to)
+    }
+
+    /// Makes the process count as on scheduler `to` from now on, as
+    /// [`ProcessTask::take_move`] does for a move its own poll decided: for
+    /// a process taken while it waited in a run queue (see `executor.rs`).
+    pub(crate) fn move_now(&mut self, to: u32) {
+        self.ctx.node.placement.moved(&mut self.busy_on, to);
+        self.move_to = Some(to);
+        let _ = self.take_move();
     }
 
     /// Drops the body, lending the task's state as a poll does, so what its
@@ -638,6 +649,10 @@ impl Drop for ProcessTask {
         // The body (the process's code) goes first, and with it the share of
         // its version: nothing of it may run once the exit is announced.
         self.drop_body();
+        // Its messages go before its exit is announced: whoever sees the
+        // process gone (a `Down`, a link's `Exit`) sees its memory gone,
+        // though it ended on another thread.
+        drop(std::mem::take(&mut self.local));
         self.ctx.node.placement.not_busy(&mut self.busy_on);
         self.ctx.set_status(ProcessStatus::Exiting);
         self.ctx.node.process_exited(&self.ctx);

@@ -90,10 +90,10 @@ pub(crate) struct SchedulerThread {
 }
 
 impl SchedulerThread {
-    /// Starts a scheduler for node `node` (a token unique to it) on an idle
-    /// thread, or on a new one.
-    pub(crate) fn start(node: u64) -> Result<(SchedulerThread, Arc<Scheduler>), std::io::Error> {
-        let scheduler = Scheduler::new();
+    /// Starts scheduler `index` of node `node` (a token unique to it) on
+    /// an idle thread, or on a new one.
+    pub(crate) fn start(node: u64, index: usize) -> Result<(SchedulerThread, Arc<Scheduler>), std::io::Error> {
+        let scheduler = Scheduler::new(index);
         let (done, stopped) = mpsc::channel();
         let job: Job = Box::new({
             let scheduler = scheduler.clone();

@@ -70,6 +70,46 @@ fn busy_children_of_one_parent_spread_over_every_scheduler() {
     assert!(moved >= 1, "no child moved");
 }
 
+/// A process queued behind one that runs long without ever waiting (here
+/// a stream of sends) is taken by the idle scheduler and runs there, while
+/// the long one still runs: no scheduler idles while another has a queue.
+/// Without the taking, the queued process could only run once the long one
+/// yields, which it does only after the queued one has run: the bound
+/// below fails.
+#[test]
+fn a_process_queued_behind_a_long_poll_is_taken_by_the_idle_scheduler() {
+    let node = node("stealing");
+    let outcome = run(&node, |p| async move {
+        let me = p.self_pid();
+        let ran = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        // Spawned by this process: queued on its scheduler, behind it.
+        p.spawn({
+            let ran = ran.clone();
+            move |_p| async move {
+                *ran.lock().unwrap() = Some(thread());
+            }
+        });
+        // A pid no process has: each send is dropped, so the stream keeps
+        // nothing while it runs.
+        let nobody = Pid { serial: u64::MAX, ..me };
+        let deadline = std::time::Instant::now() + support::BOUND;
+        let mut sent = 0u64;
+        loop {
+            if let Some(there) = ran.lock().unwrap().clone() {
+                return Ok((thread(), there, sent));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(sent);
+            }
+            p.send(nobody, &sent);
+            sent += 1;
+        }
+    })
+    .unwrap();
+    let (here, there, _) = outcome.unwrap_or_else(|sent| panic!("the queued process never ran ({sent} sends)"));
+    assert_ne!(here, there, "the queued process ran on the long one's own thread");
+}
+
 /// A process that moves to another scheduler keeps its mailbox (every
 /// message sent to it before, during and after the move arrives, in
 /// order), its pending timer, its monitors and its exit reason.
@@ -78,6 +118,7 @@ fn a_process_that_moves_keeps_everything() {
     let node = node("schedulers");
     let outcome = run(&node, |mut p| async move {
         let me = p.self_pid();
+        let here = thread();
         // Two busy children on this scheduler: one of them moves.
         let mut children = Vec::new();
         for n in 0..2u32 {
@@ -108,10 +149,13 @@ fn a_process_that_moves_keeps_everything() {
                 p.send(*child, &A(i));
             }
         }
+        // A child that ran anywhere but where it started moved: busy, or
+        // taken by the idle scheduler while it waited behind this process's
+        // sends.
         let mut moved = 0;
         for _ in 0..2 {
             let (_, threads) = p.expect::<(u32, Vec<String>)>().await?;
-            moved += usize::from(threads.len() > 1);
+            moved += usize::from(threads.iter().any(|thread| *thread != here));
         }
         let mut reasons = Vec::new();
         for (_, monitor) in &children {
