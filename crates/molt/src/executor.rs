@@ -34,7 +34,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -204,17 +204,29 @@ struct Slot {
 #[derive(Default)]
 struct Local {
     queue: VecDeque<u64>,
-    slots: Vec<Option<Slot>>,
-    /// Empty slots, lowest first, so tasks stay at the front of `slots`
-    /// and a burst's slots can be given back once it is over. May hold
-    /// keys past the end of `slots` (dropped when met).
-    free: BinaryHeap<Reverse<u32>>,
-    /// Tasks in `slots`.
+    /// Task `key` is in chunk `key / CHUNK`, at `key % CHUNK`; a chunk with
+    /// no task is freed (but one), so a task that outlives a burst keeps
+    /// only its own chunk of the burst's slots.
+    chunks: Vec<Option<Box<Chunk>>>,
+    /// Chunks with an empty slot, or freed: the lowest is filled first.
+    with_room: BTreeSet<u32>,
+    /// The one empty chunk kept, so a task spawned and ended over and over
+    /// allocates no chunk each time.
+    spare: Option<u32>,
+    /// Tasks in `chunks`.
     live: usize,
     generation: u32,
     sleeps: Sleeps,
     /// The scheduler this thread runs.
     me: Option<Arc<Scheduler>>,
+}
+
+/// Slots per chunk: one bit each in `Chunk::used`.
+const CHUNK: usize = 64;
+
+struct Chunk {
+    slots: Box<[Option<Slot>]>,
+    used: u64,
 }
 
 thread_local! {
@@ -330,16 +342,17 @@ impl Scheduler {
             insert(header, future);
         }
         // Tasks spawned while the last ones drop are dropped too.
+        // Each pass takes the whole table (linear), then drops it outside
+        // the borrow; a drop that spawns fills the emptied table again.
         loop {
-            let slot = LOCAL.with_borrow_mut(|local| {
+            let slots = LOCAL.with_borrow_mut(|local| {
                 local.queue.clear();
-                let key = local.slots.iter().position(Option::is_some)?;
-                local.remove(key)
+                local.take_all()
             });
-            match slot {
-                Some(slot) => drop(slot),
-                None => break,
+            if slots.is_empty() {
+                break;
             }
+            drop(slots);
         }
         LOCAL.with_borrow_mut(|local| *local = Local::default());
         CURRENT.with(|current| current.set(0));
@@ -445,7 +458,7 @@ fn share(to: usize) {
     let moving: Vec<BoxFuture> = LOCAL.with_borrow_mut(|local| {
         let movable = |local: &Local, id: u64| {
             let key = (id & u64::from(u32::MAX)) as usize;
-            local.slots.get(key).and_then(Option::as_ref).is_some_and(|slot| {
+            local.slot(key).is_some_and(|slot| {
                 slot.generation == (id >> 32) as u32 && slot.running.as_ref().is_some_and(|(task, _)| task.can_move())
             })
         };
@@ -481,53 +494,90 @@ fn insert(header: Arc<Header>, future: BoxFuture) {
         let key = local.take_key();
         let id = id_of(key, generation);
         header.id.store(id, Ordering::Relaxed);
-        local.slots[key as usize] = Some(Slot { generation, header, running: Some((future, waker)) });
+        local.chunks[key as usize / CHUNK].as_mut().expect("a key's chunk exists").slots[key as usize % CHUNK] =
+            Some(Slot { generation, header, running: Some((future, waker)) });
         local.live += 1;
         local.queue.push_back(id);
     });
 }
 
 impl Local {
-    /// The lowest empty slot, or a new one.
+    /// The lowest empty slot of the lowest chunk with room, or of a new
+    /// chunk.
     fn take_key(&mut self) -> u32 {
-        while let Some(Reverse(key)) = self.free.pop() {
-            if (key as usize) < self.slots.len() {
-                return key;
+        let index = match self.with_room.first() {
+            Some(&index) => index,
+            None => {
+                let index = u32::try_from(self.chunks.len()).expect("fewer than 4 billion tasks on one scheduler");
+                self.chunks.push(None);
+                self.with_room.insert(index);
+                index
             }
+        };
+        let chunk = self.chunks[index as usize]
+            .get_or_insert_with(|| Box::new(Chunk { slots: (0..CHUNK).map(|_| None).collect(), used: 0 }));
+        let bit = (!chunk.used).trailing_zeros();
+        chunk.used |= 1 << bit;
+        if chunk.used == u64::MAX {
+            self.with_room.remove(&index);
         }
-        self.slots.push(None);
-        u32::try_from(self.slots.len() - 1).expect("fewer than 4 billion tasks on one scheduler")
+        if self.spare == Some(index) {
+            self.spare = None;
+        }
+        index * CHUNK as u32 + bit
+    }
+
+    fn slot(&self, key: usize) -> Option<&Slot> {
+        self.chunks.get(key / CHUNK)?.as_ref()?.slots[key % CHUNK].as_ref()
+    }
+
+    fn slot_mut(&mut self, key: usize) -> Option<&mut Slot> {
+        self.chunks.get_mut(key / CHUNK)?.as_mut()?.slots[key % CHUNK].as_mut()
     }
 
     /// Takes task `key` out of the table. Memory a burst of tasks used is
-    /// given back once it is over: the empty slots at the end go, and
-    /// every queue shrinks once it is three-quarters empty.
+    /// given back once it is over: its chunks are freed as they empty, the
+    /// freed ones at the end leave the table, and the run queue shrinks
+    /// once it is three-quarters empty.
     fn remove(&mut self, key: usize) -> Option<Slot> {
-        let slot = self.slots[key].take()?;
+        let index = key / CHUNK;
+        let chunk = self.chunks.get_mut(index)?.as_mut()?;
+        let slot = chunk.slots[key % CHUNK].take()?;
         self.live -= 1;
-        self.free.push(Reverse(key as u32));
-        if key + 1 == self.slots.len() {
-            while matches!(self.slots.last(), Some(None)) {
-                self.slots.pop();
+        if chunk.used == u64::MAX {
+            self.with_room.insert(index as u32);
+        }
+        chunk.used &= !(1 << (key % CHUNK));
+        if chunk.used == 0 {
+            if let Some(old) = self.spare.replace(index as u32)
+                && old as usize != index
+                && self.chunks[old as usize].as_ref().is_some_and(|chunk| chunk.used == 0)
+            {
+                self.chunks[old as usize] = None;
             }
-            // Keys past the end are dropped from `free` once they are
-            // most of it, so this costs O(1) per removal over time.
-            let empty = self.slots.len() - self.live;
-            if self.free.len() > 2 * empty + 64 {
-                let len = self.slots.len();
-                self.free.retain(|Reverse(key)| (*key as usize) < len);
+            while matches!(self.chunks.last(), Some(None)) {
+                self.chunks.pop();
+                self.with_room.remove(&(self.chunks.len() as u32));
             }
-            if let Some(room) = sparse(self.slots.len(), self.slots.capacity()) {
-                self.slots.shrink_to(room);
-            }
-            if let Some(room) = sparse(self.free.len(), self.free.capacity()) {
-                self.free.shrink_to(room);
+            if let Some(room) = sparse(self.chunks.len(), self.chunks.capacity()) {
+                self.chunks.shrink_to(room);
             }
         }
         if let Some(room) = sparse(self.queue.len(), self.queue.capacity()) {
             self.queue.shrink_to(room);
         }
         Some(slot)
+    }
+
+    /// Takes every task out of the table (the scheduler stops), in key
+    /// order.
+    fn take_all(&mut self) -> Vec<Slot> {
+        let slots: Vec<Slot> =
+            self.chunks.drain(..).flatten().flat_map(|chunk| chunk.slots.into_vec().into_iter().flatten()).collect();
+        self.with_room.clear();
+        self.spare = None;
+        self.live = 0;
+        slots
     }
 }
 
@@ -543,7 +593,7 @@ fn poll_task(id: u64) {
     let key = (id & u64::from(u32::MAX)) as usize;
     let generation = (id >> 32) as u32;
     let taken = LOCAL.with_borrow_mut(|local| {
-        let slot = local.slots.get_mut(key)?.as_mut().filter(|slot| slot.generation == generation)?;
+        let slot = local.slot_mut(key).filter(|slot| slot.generation == generation)?;
         // Cleared before the poll, so a wake-up during it queues it again;
         // by a swap, so what another thread wrote before its wake-up (see
         // `wake_by_ref_inner`) is seen by the poll.
@@ -576,7 +626,7 @@ fn poll_task(id: u64) {
         if ready {
             local.remove(key)
         } else {
-            let slot = local.slots[key].as_mut().expect("a task's slot stays while it is polled");
+            let slot = local.slot_mut(key).expect("a task's slot stays while it is polled");
             slot.running = Some((future, waker));
             None
         }

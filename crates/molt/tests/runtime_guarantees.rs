@@ -49,7 +49,7 @@ fn wait_gone(node: &Node, pid: Pid) {
 #[test]
 fn no_down_arrives_after_demonitor_returned_true() {
     const ROUNDS: usize = 40;
-    const MONITORS: usize = 300;
+    const MONITORS: usize = 2_000;
     let node = node("guarantees");
     let mut raced = 0;
     for _ in 0..ROUNDS {
@@ -83,7 +83,10 @@ fn no_down_arrives_after_demonitor_returned_true() {
         assert!(late.is_empty(), "Downs arrived after their demonitor returned true: {late:?}");
         raced += usize::from(!stopped.is_empty());
     }
-    // The check means something only if demonitors did win races.
+    // The check means something only if demonitors did win races. With
+    // 300 monitors a round, 4 runs in 10 had no round that won one once
+    // processes moved between schedulers: 2,000 keep the target ending
+    // long enough.
     assert!(raced > 0, "no round demonitored a monitor of an ending process");
 }
 
