@@ -261,7 +261,6 @@ impl ProcessCtx {
         cx: &mut Context<'_>,
     ) -> molt_abi::contract::ReceiveStatus {
         use molt_abi::contract::{NO_DEADLINE, ReceiveStatus};
-        crate::executor::passing();
         if local.spend_budget() {
             cx.waker().wake_by_ref();
             return ReceiveStatus::Pending;
