@@ -283,10 +283,7 @@ impl<T: Message> Message for Vec<T> {
     const TAG: Tag = Tag::named("Vec").with(T::TAG);
     #[inline]
     fn shape() -> Shape {
-        match Self::KNOWN_SHAPE {
-            Some(shape) => shape,
-            None => Shape::seq(T::shape()),
-        }
+        Shape::seq(T::shape())
     }
     const KNOWN_SHAPE: Option<Shape> = match T::KNOWN_SHAPE {
         Some(item) => Some(Shape::seq(item)),
@@ -298,10 +295,7 @@ impl<T: Message> Message for Option<T> {
     const TAG: Tag = Tag::named("Option").with(T::TAG);
     #[inline]
     fn shape() -> Shape {
-        match Self::KNOWN_SHAPE {
-            Some(shape) => shape,
-            None => Shape::option(T::shape()),
-        }
+        Shape::option(T::shape())
     }
     const KNOWN_SHAPE: Option<Shape> = match T::KNOWN_SHAPE {
         Some(inner) => Some(Shape::option(inner)),

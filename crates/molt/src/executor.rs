@@ -44,6 +44,8 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use crate::process::sparse;
+
 /// A task: a future the executor polls, which may be able to continue on
 /// another scheduler.
 pub(crate) trait Task: Future<Output = ()> + Send {
@@ -236,8 +238,15 @@ thread_local! {
     static LOCAL: RefCell<Local> = const { RefCell::new(Local::new()) };
 }
 
+/// A task's id: its key (slot) and the slot's generation, which tells a
+/// stale id (its task ended, the slot was reused) from the current one.
 fn id_of(key: u32, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(key)
+}
+
+/// The key of id `id` (see [`id_of`]).
+fn key_of(id: u64) -> usize {
+    (id & u64::from(u32::MAX)) as usize
 }
 
 impl Scheduler {
@@ -463,20 +472,17 @@ fn share_with_an_idle_sibling() {
 /// to sibling `to`.
 fn share(to: usize) {
     let moving: Vec<BoxFuture> = LOCAL.with_borrow_mut(|local| {
-        let movable = |local: &Local, id: u64| {
-            let key = (id & u64::from(u32::MAX)) as usize;
-            local.slot(key).is_some_and(|slot| {
-                slot.generation == (id >> 32) as u32 && slot.running.as_ref().is_some_and(|(task, _)| task.can_move())
-            })
+        let movable = |local: &mut Local, id: u64| {
+            local.slot_of(id).is_some_and(|slot| slot.running.as_ref().is_some_and(|(task, _)| task.can_move()))
         };
-        let count = local.queue.iter().filter(|&&id| movable(local, id)).count();
+        let queue = std::mem::take(&mut local.queue);
+        let count = queue.iter().filter(|&&id| movable(local, id)).count();
         let mut give = count.div_ceil(2);
         let mut moving = Vec::with_capacity(give);
-        let queue = std::mem::take(&mut local.queue);
         for id in queue {
             if give > 0 && movable(local, id) {
                 give -= 1;
-                let slot = local.remove((id & u64::from(u32::MAX)) as usize).expect("a movable task's slot");
+                let slot = local.remove(key_of(id)).expect("a movable task's slot");
                 // Its old waker queues nothing from now on.
                 slot.header.notified.store(true, Ordering::Release);
                 let (task, _waker) = slot.running.expect("a movable task is not being polled");
@@ -551,12 +557,13 @@ impl Local {
         index * CHUNK as u32 + bit
     }
 
-    fn slot(&self, key: usize) -> Option<&Slot> {
-        self.chunks.get(key / CHUNK)?.as_ref()?.slots[key % CHUNK].as_ref()
-    }
-
     fn slot_mut(&mut self, key: usize) -> Option<&mut Slot> {
         self.chunks.get_mut(key / CHUNK)?.as_mut()?.slots[key % CHUNK].as_mut()
+    }
+
+    /// The slot of task `id`, unless the id is stale.
+    fn slot_of(&mut self, id: u64) -> Option<&mut Slot> {
+        self.slot_mut(key_of(id)).filter(|slot| slot.generation == (id >> 32) as u32)
     }
 
     /// Takes task `key` out of the table. Memory a burst of tasks used is
@@ -605,16 +612,10 @@ impl Local {
     }
 }
 
-/// The capacity to shrink a collection to once `len` fell to a quarter of
-/// its `capacity` (halving then keeps the cost amortised).
-fn sparse(len: usize, capacity: usize) -> Option<usize> {
-    (capacity > 64 && len <= capacity / 4).then_some(len * 2)
-}
-
 /// Polls task `id` (taken out of its slot), puts it back, or drops it if
 /// it ended or was aborted.
 fn poll_task(id: u64, taken: Taken) {
-    let key = (id & u64::from(u32::MAX)) as usize;
+    let key = key_of(id);
     let (mut future, waker) = match taken {
         Taken::Gone => return,
         // Dropped outside the borrow: its drop may spawn or wake.
@@ -661,13 +662,10 @@ impl Local {
     /// another thread wrote before its wake-up (see `wake_by_ref_inner`)
     /// is seen by the poll.
     fn take_for_poll(&mut self, id: u64) -> Taken {
-        let key = (id & u64::from(u32::MAX)) as usize;
-        let Some(slot) = self.slot_mut(key).filter(|slot| slot.generation == (id >> 32) as u32) else {
-            return Taken::Gone;
-        };
+        let Some(slot) = self.slot_of(id) else { return Taken::Gone };
         slot.header.notified.swap(false, Ordering::AcqRel);
         if slot.header.aborted.load(Ordering::Acquire) {
-            return Taken::Aborted(self.remove(key));
+            return Taken::Aborted(self.remove(key_of(id)));
         }
         match slot.running.take() {
             Some((future, waker)) => Taken::Running(future, waker),

@@ -138,16 +138,24 @@ pub(crate) struct Relations {
 /// a server that once had a hundred thousand monitors or timers keeps none
 /// of that memory when they are gone.
 pub(crate) fn shrink_if_sparse<T: Eq + std::hash::Hash>(set: &mut FxHashSet<T>) {
-    if set.capacity() > 64 && set.len() <= set.capacity() / 4 {
-        set.shrink_to(set.len() * 2);
+    if let Some(room) = sparse(set.len(), set.capacity()) {
+        set.shrink_to(room);
     }
 }
 
 /// [`shrink_if_sparse`] for a map.
 pub(crate) fn shrink_map_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut FxHashMap<K, V>) {
-    if map.capacity() > 64 && map.len() <= map.capacity() / 4 {
-        map.shrink_to(map.len() * 2);
+    if let Some(room) = sparse(map.len(), map.capacity()) {
+        map.shrink_to(room);
     }
+}
+
+/// The capacity to shrink a collection to once `len` fell to a quarter of
+/// its `capacity` (halving then keeps the cost amortised): the one rule
+/// for every set, map, heap and table of the core that must give a burst's
+/// memory back.
+pub(crate) fn sparse(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > 64 && len <= capacity / 4).then_some(len * 2)
 }
 
 impl Signals {

@@ -243,7 +243,7 @@ impl TimerWheel {
         if slab.pending == 0 && slab.heap.is_empty() {
             slab.give_memory_back();
         } else {
-            if let Some(room) = sparse(slab.heap.len(), slab.heap.capacity()) {
+            if let Some(room) = crate::process::sparse(slab.heap.len(), slab.heap.capacity()) {
                 slab.heap.shrink_to(room);
             }
         }
@@ -404,14 +404,9 @@ impl Slab {
     }
 }
 
-/// The capacity to shrink to once `len` fell to a quarter of `capacity`.
-fn sparse(len: usize, capacity: usize) -> Option<usize> {
-    (capacity > 64 && len <= capacity / 4).then_some(len * 2)
-}
-
 /// Gives a vector's memory back once it falls to a quarter of its capacity.
 fn shrink_vec<T>(vec: &mut Vec<T>) {
-    if let Some(room) = sparse(vec.len(), vec.capacity()) {
+    if let Some(room) = crate::process::sparse(vec.len(), vec.capacity()) {
         vec.shrink_to(room);
     }
 }

@@ -39,6 +39,18 @@ async fn busy(p: &mut molt::Process, units: u32) -> Result<BTreeSet<String>, Rec
     Ok(threads)
 }
 
+/// A process that answers every `(from, n)` with `n`.
+fn spawn_echo(node: &molt::Node) -> Pid {
+    node.spawn(|mut p| async move {
+        loop {
+            let (from, n) = p.expect::<(Pid, u32)>().await?;
+            p.send(from, &n);
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), ReceiveError>(())
+    })
+}
+
 /// One parent spawns four busy children per scheduler: their work runs on
 /// every scheduler thread, not only the parent's (where they all start).
 #[test]
@@ -183,14 +195,7 @@ fn blocking_work_leaves_the_scheduler_free_and_returns_its_value() {
     let node = molt::Node::start(molt::NodeConfig::new("blocking").workers(1)).unwrap();
     let (release, released) = std::sync::mpsc::channel::<u64>();
     let released = std::sync::Mutex::new(released);
-    let echo = node.spawn(|mut p| async move {
-        loop {
-            let (from, n) = p.expect::<(Pid, u32)>().await?;
-            p.send(from, &n);
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), ReceiveError>(())
-    });
+    let echo = spawn_echo(&node);
     let (answered, result) = run(&node, move |mut p| async move {
         let me = p.self_pid();
         let work = p.blocking(move || released.lock().unwrap().recv().unwrap() * 2);
@@ -323,14 +328,7 @@ fn busy_processes_cannot_hold_up_a_ping_for_more_than_a_few_budgets() {
             Ok::<(), ReceiveError>(())
         });
     }
-    let echo = node.spawn(|mut p| async move {
-        loop {
-            let (from, n) = p.expect::<(Pid, u32)>().await?;
-            p.send(from, &n);
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), ReceiveError>(())
-    });
+    let echo = spawn_echo(&node);
     let counted = receives.clone();
     let worst = run(&node, move |mut p| async move {
         let me = p.self_pid();
