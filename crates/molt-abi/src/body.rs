@@ -7,7 +7,7 @@
 //!   reason ([`ExitReason::Panicked`]); the core only ever sees a future that
 //!   completes;
 //! - no waker of user code reaches the core. The body polls the user's
-//!   future under a waker of its own ([`BodyWake`]), which wakes the core's
+//!   future under a waker of its own ([`Waking`]), which wakes the core's
 //!   task. A receive or sleep polled under another waker (inside a
 //!   combinator such as `FuturesUnordered` or `select`) leaves a clone of
 //!   that waker in the body's relay instead of handing it to the core, and
@@ -20,6 +20,7 @@ use std::any::Any;
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +31,7 @@ use async_ffi::FfiFuture;
 
 use crate::contract::{ProcessStart, Str};
 use crate::exit::{ExitReason, IntoExitReason};
-use crate::process::{Process, ProcessRef};
+use crate::process::{Process, ProcessRef, TaskWaker};
 
 thread_local! {
     /// The waking state of the process body being polled on this thread;
@@ -45,69 +46,71 @@ pub(crate) fn polling() -> bool {
     !POLLING.with(Cell::get).is_null()
 }
 
-/// What wakes a body's task, shared by every clone of the body's waker.
-struct BodyWake {
-    /// The core's waker for the process's task (an owned clone, made through
-    /// the core's functions). Replaced when the core polls with another: a
-    /// process that moves to another scheduler runs in a new task.
-    task: Mutex<Waker>,
+/// A body's waker and its relay of other wakers, in one allocation: the
+/// waker the user's future is polled with is this `Arc` (see `Waking::own`).
+/// See the module docs.
+struct Waking {
+    /// The process's task, whichever it is: a process that moves to another
+    /// scheduler runs in a new task, which the core wakes instead.
+    task: TaskWaker,
     /// Set while the body wakes its relayed wakers at the start of a poll:
     /// the poll that follows sees whatever they woke, so waking the task
     /// again would only poll it once more for nothing.
     suppress: AtomicBool,
+    /// Something is in `relayed`: a plain load per poll instead of the lock.
+    any_relayed: AtomicBool,
+    /// Wakers that receives and sleeps were polled under, to wake at the
+    /// start of the next poll. Boxed: most bodies never relay, and an idle
+    /// process should stay small (8 bytes where a `Vec` is 24).
+    relayed: Mutex<Option<Relayed>>,
 }
 
-impl Wake for BodyWake {
+#[allow(clippy::box_collection, reason = "a box is a third of a vector's size, and rarely made")]
+type Relayed = Box<Vec<Waker>>;
+
+impl Wake for Waking {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.suppress.load(Ordering::SeqCst) {
-            self.task.lock().unwrap_or_else(|e| e.into_inner()).wake_by_ref();
+            self.task.wake();
         }
     }
-}
-
-/// A body's waker and its relay of other wakers; see the module docs.
-struct Waking {
-    shared: Arc<BodyWake>,
-    /// The process's moves to another scheduler when `shared` last took up
-    /// the task's waker: a move means a new task.
-    moves: u32,
-    /// `shared` as a `Waker`: what the user's future is polled with.
-    own: Waker,
-    /// Wakers that receives and sleeps were polled under, to wake at the
-    /// start of the next poll.
-    relayed: Mutex<Vec<Waker>>,
-    any_relayed: AtomicBool,
 }
 
 impl Waking {
-    fn new(task: &Waker, moves: u32) -> Waking {
-        let shared = Arc::new(BodyWake { task: Mutex::new(task.clone()), suppress: AtomicBool::new(false) });
-        Waking {
-            own: Waker::from(shared.clone()),
-            shared,
-            moves,
-            relayed: Mutex::new(Vec::new()),
+    fn new(this: ProcessRef) -> Arc<Waking> {
+        Arc::new(Waking {
+            task: this.task_waker(),
+            suppress: AtomicBool::new(false),
             any_relayed: AtomicBool::new(false),
-        }
+            relayed: Mutex::new(None),
+        })
     }
 
-    /// Points the body's waker at the task polling it now, if the process
-    /// moved since (a new task).
-    #[inline]
-    fn follow(&mut self, task: &Waker, moves: u32) {
-        if self.moves != moves {
-            self.retarget(task, moves);
-        }
+    /// The body's waker, lent for one poll: it holds no count of its own
+    /// (a clone made by user code takes one), so lending it costs nothing.
+    fn own(this: &Arc<Waking>) -> ManuallyDrop<Waker> {
+        // SAFETY: the pointer came from `Arc::as_ptr` of a live `Arc`, so
+        // `from_raw` gives an `Arc` to the same allocation without touching
+        // its count; the `ManuallyDrop` never drops it, so the count is never
+        // decremented for it either. The caller holds `this` for as long as
+        // it uses the waker (one poll), so the allocation outlives it; a
+        // `Context` hands out only `&Waker`, so user code can clone it (a
+        // counted `Arc` of its own) but never consume this one.
+        ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(Arc::as_ptr(this)) }))
     }
 
-    #[cold]
-    fn retarget(&mut self, task: &Waker, moves: u32) {
-        self.moves = moves;
-        *self.shared.task.lock().unwrap_or_else(|e| e.into_inner()) = task.clone();
+    /// Whether `waker` is the body's own (or a clone of it).
+    fn is_own(&self, waker: &Waker) -> bool {
+        std::ptr::eq(waker.data(), std::ptr::from_ref(self).cast())
+    }
+
+    /// Takes what receives and sleeps relayed, leaving none.
+    fn take_relayed(&self) -> Option<Relayed> {
+        self.relayed.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Wakes what receives and sleeps left here in the last poll.
@@ -116,16 +119,17 @@ impl Waking {
         if !self.any_relayed.load(Ordering::Acquire) || !self.any_relayed.swap(false, Ordering::AcqRel) {
             return;
         }
-        let relayed = std::mem::take(&mut *self.relayed.lock().unwrap_or_else(|e| e.into_inner()));
-        self.shared.suppress.store(true, Ordering::SeqCst);
-        for waker in relayed {
+        let Some(relayed) = self.take_relayed() else { return };
+        self.suppress.store(true, Ordering::SeqCst);
+        for waker in *relayed {
             waker.wake();
         }
-        self.shared.suppress.store(false, Ordering::SeqCst);
+        self.suppress.store(false, Ordering::SeqCst);
     }
 
     fn relay(&self, waker: &Waker) {
         let mut relayed = self.relayed.lock().unwrap_or_else(|e| e.into_inner());
+        let relayed = relayed.get_or_insert_with(Box::default);
         if !relayed.iter().any(|w| w.will_wake(waker)) {
             relayed.push(waker.clone());
         }
@@ -144,10 +148,10 @@ pub(crate) fn relay_if_foreign(waker: &Waker) {
     }
     // SAFETY: `POLLING` points at the `Waking` of the body being polled on
     // this thread; `ProcessBody::poll` sets it for the length of that poll
-    // only, and the body owns the `Waking` (boxed, so it does not move)
-    // throughout.
+    // only, and the body holds an `Arc` of the `Waking` (which does not
+    // move) throughout.
     let waking = unsafe { &*polling };
-    if !waker.will_wake(&waking.own) {
+    if !waking.is_own(waker) {
         waking.relay(waker);
     }
 }
@@ -236,7 +240,7 @@ struct ProcessBody<F, Fut> {
     this: ProcessRef,
     stage: Stage<F, Fut>,
     /// Made at the first poll, from the core's waker.
-    waking: Option<Box<Waking>>,
+    waking: Option<Arc<Waking>>,
 }
 
 impl<F, Fut> ProcessBody<F, Fut> {
@@ -247,8 +251,7 @@ impl<F, Fut> ProcessBody<F, Fut> {
     /// Drops the user's closure or future in place, and the wakers relayed
     /// for it, catching a panicking drop.
     fn finish(&mut self) {
-        if let Some(waking) = &self.waking {
-            let relayed = std::mem::take(&mut *waking.relayed.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(relayed) = self.waking.as_ref().and_then(|waking| waking.take_relayed()) {
             let _ = catch_unwind(AssertUnwindSafe(move || drop(relayed)));
         }
         if matches!(self.stage, Stage::Done) {
@@ -298,20 +301,19 @@ where
 {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
         // SAFETY: nothing is moved out of `self`; the pinned `fut` stays in
         // place (see `step` and `finish`).
         let this = unsafe { self.get_unchecked_mut() };
-        let moves = this.this.moves();
-        let waking = this.waking.get_or_insert_with(|| Box::new(Waking::new(cx.waker(), moves)));
-        waking.follow(cx.waker(), moves);
+        let waking = this.waking.get_or_insert_with(|| Waking::new(this.this));
+        let own = Waking::own(waking);
         let waking = &**waking;
         let stage = &mut this.stage;
         let outer = POLLING.with(|polling| polling.replace(std::ptr::from_ref(waking)));
         let stepped = catch_unwind(AssertUnwindSafe(|| {
             // A relayed waker is user code: its panic ends this process too.
             waking.wake_relayed();
-            stage.step(&mut Context::from_waker(&waking.own))
+            stage.step(&mut Context::from_waker(&own))
         }));
         POLLING.with(|polling| polling.set(outer));
         let reason = match stepped {

@@ -31,7 +31,7 @@ use crate::module::Sink;
 use crate::{MonitorRef, Pid, Process, Shape, Tag, TimerRef};
 
 /// The version of this contract. The core refuses code built against another.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// A message being sent: its tag and shape, and its postcard bytes — for a
 /// small message, encoded already on the sender's stack (`bytes`, `len`),
@@ -336,10 +336,13 @@ pub struct ProcessVTable {
     /// schedulers); see [`BlockingJob`]. False if the core refused it (it
     /// dropped the job then).
     pub blocking: unsafe extern "C" fn(ProcessHandle, job: BlockingJob) -> bool,
-    /// How many times the process has moved to another scheduler: each
-    /// move runs it in a new task, whose waker the body must take up (the
-    /// body asks at every poll; a plain load).
-    pub moves: unsafe extern "C" fn(ProcessHandle) -> u32,
+    /// Takes one more strong reference to the process (released with
+    /// `release`): what the body's waker holds.
+    pub retain: unsafe extern "C" fn(ProcessHandle),
+    /// Wakes the process's task, whichever scheduler it runs on now (a
+    /// process that moves runs in a new task). From any thread, at any
+    /// time: a no-op once the process has ended.
+    pub wake: unsafe extern "C" fn(ProcessHandle),
     /// A field no real contract has: a module built with `molt-abi`'s
     /// `test-skewed-layout` feature has a table of another shape under the
     /// same ABI version, which the core must refuse (molt's own tests).

@@ -54,11 +54,14 @@ pub(crate) struct ProcessRef {
 unsafe impl Send for ProcessRef {}
 
 impl ProcessRef {
-    /// How many times the process has moved to another scheduler.
-    pub(crate) fn moves(self) -> u32 {
+    /// A handle that wakes the process's task, whichever it is, and keeps
+    /// the process's core state alive while it exists.
+    pub(crate) fn task_waker(self) -> TaskWaker {
         // SAFETY: the handle is alive (the core polls the body that holds
-        // this reference).
-        unsafe { (self.vtable.moves)(self.handle) }
+        // this reference); the reference it takes is released by
+        // `TaskWaker`'s drop.
+        unsafe { (self.vtable.retain)(self.handle) };
+        TaskWaker(self)
     }
 
     pub(crate) fn set_exit_reason(self, reason: &ExitReason) {
@@ -67,6 +70,31 @@ impl ProcessRef {
             // this reference) and `bytes` is valid for the call.
             unsafe { (self.vtable.set_exit_reason)(self.handle, bytes.as_ptr(), bytes.len()) }
         });
+    }
+}
+
+/// Wakes a process's task from any thread: what a body's own waker does
+/// (see `body.rs`). Holds one strong reference to the process.
+pub(crate) struct TaskWaker(ProcessRef);
+
+// SAFETY: the handle is a strong reference (taken in `task_waker`) to core
+// state that is `Send + Sync`, and through a shared `TaskWaker` only `wake`
+// is called, which the contract allows from any thread at any time.
+unsafe impl Send for TaskWaker {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for TaskWaker {}
+
+impl TaskWaker {
+    pub(crate) fn wake(&self) {
+        // SAFETY: `self` holds a strong reference to the handle.
+        unsafe { (self.0.vtable.wake)(self.0.handle) }
+    }
+}
+
+impl Drop for TaskWaker {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken in `task_waker`, released once here.
+        unsafe { (self.0.vtable.release)(self.0.handle) }
     }
 }
 

@@ -60,7 +60,8 @@ static VTABLE: ProcessVTable = ProcessVTable {
     hot_call,
     spawn_entry,
     blocking,
-    moves,
+    retain,
+    wake,
 };
 
 /// What a process's task lends the core during one poll of its body: the
@@ -574,9 +575,15 @@ unsafe extern "C" fn spawn_entry(
     }
 }
 
-unsafe extern "C" fn moves(handle: ProcessHandle) -> u32 {
+unsafe extern "C" fn retain(handle: ProcessHandle) {
+    // SAFETY: a live handle (a strong reference made by `Arc::into_raw`),
+    // per the contract; the new reference is given back through `release`.
+    unsafe { Arc::increment_strong_count(handle.cast::<ProcessCtx>()) };
+}
+
+unsafe extern "C" fn wake(handle: ProcessHandle) {
     // SAFETY: a live handle, per the contract.
-    unsafe { ctx(handle) }.moves()
+    unsafe { ctx(handle) }.wake_task();
 }
 
 unsafe extern "C" fn set_exit_reason(handle: ProcessHandle, ptr: *const u8, len: usize) {

@@ -155,6 +155,11 @@ impl AbortHandle {
         self.0.aborted.store(true, Ordering::Release);
         self.0.wake_by_ref_inner();
     }
+
+    /// Wakes the task, as its waker would.
+    pub(crate) fn wake(&self) {
+        self.0.wake_by_ref_inner();
+    }
 }
 
 impl Wake for Header {
@@ -196,7 +201,8 @@ impl Header {
 
 /// A task's place in its scheduler's table.
 struct Slot {
-    generation: u32,
+    /// Its id (`Header::id`) tells a stale id in the run queue from this
+    /// task's.
     header: Arc<Header>,
     /// `None` while it is being polled.
     running: Option<(BoxFuture, Waker)>,
@@ -268,15 +274,16 @@ impl Scheduler {
         CURRENT.with(Cell::get) == Arc::as_ptr(self) as usize
     }
 
-    /// Runs `future` as a task of this scheduler.
-    pub(crate) fn spawn(self: &Arc<Self>, future: BoxFuture) -> AbortHandle {
+    /// Runs `future` as a task of this scheduler; `attach` gets the task's
+    /// handle before the task can first run (on any thread).
+    pub(crate) fn spawn(self: &Arc<Self>, future: BoxFuture, attach: impl FnOnce(AbortHandle)) {
         let header = Arc::new(Header {
             notified: AtomicBool::new(true),
             aborted: AtomicBool::new(false),
             id: AtomicU64::new(0),
             scheduler: self.clone(),
         });
-        let handle = AbortHandle(header.clone());
+        attach(AbortHandle(header.clone()));
         if self.is_current() {
             insert(header, future);
         } else {
@@ -291,7 +298,6 @@ impl Scheduler {
             // Dropped outside the lock: the task's drop may spawn or wake.
             drop(refused);
         }
-        handle
     }
 
     /// Adds to the remote queue and wakes the loop if it sleeps.
@@ -508,7 +514,7 @@ fn insert(header: Arc<Header>, future: BoxFuture) {
         let id = id_of(key, generation);
         header.id.store(id, Ordering::Relaxed);
         local.chunks[key as usize / CHUNK].as_mut().expect("a key's chunk exists").slots[key as usize % CHUNK] =
-            Some(Slot { generation, header, running: Some((future, waker)) });
+            Some(Slot { header, running: Some((future, waker)) });
         local.live += 1;
         local.queue.push_back(id);
     });
@@ -563,7 +569,8 @@ impl Local {
 
     /// The slot of task `id`, unless the id is stale.
     fn slot_of(&mut self, id: u64) -> Option<&mut Slot> {
-        self.slot_mut(key_of(id)).filter(|slot| slot.generation == (id >> 32) as u32)
+        // Written on this thread (at `insert`), so a relaxed load sees it.
+        self.slot_mut(key_of(id)).filter(|slot| slot.header.id.load(Ordering::Relaxed) == id)
     }
 
     /// Takes task `key` out of the table. Memory a burst of tasks used is
@@ -861,10 +868,13 @@ mod tests {
                             after += 1;
                         }
                         let counted = Counted(dropped.clone());
-                        scheduler.spawn(Box::pin(Fixed(Box::pin(async move {
-                            let _counted = counted;
-                            std::future::pending::<()>().await;
-                        }))));
+                        scheduler.spawn(
+                            Box::pin(Fixed(Box::pin(async move {
+                                let _counted = counted;
+                                std::future::pending::<()>().await;
+                            }))),
+                            drop,
+                        );
                         spawned += 1;
                     }
                     spawned

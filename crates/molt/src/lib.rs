@@ -58,4 +58,4 @@ pub use molt_abi::{
     Pid, Process, Receive, ReceiveError, RegisterError, Shape, Sleep, SpawnError, Tag, TimerRef, TracedShape, Upgrade,
     UpgradeFailed, serde,
 };
-pub use node::{Node, NodeConfig, NodeError};
+pub use node::{MAX_WORKERS, Node, NodeConfig, NodeError};

@@ -9,18 +9,22 @@
 //! molt removes a message except a receive by the owner, and nothing
 //! reorders: `saved` followed by `inbox` is always the arrival order.
 //!
-//! Waiting: a sender wakes the owner if `waiting` is set, and clears it. The
-//! owner sets it (with its waker registered) under the lock whenever it
-//! leaves the inbox empty, and remembers that it did (`Received::armed`).
+//! Waiting: a sender wakes the owner's task if `waiting` is set, and clears
+//! it. The task is attached by the core whenever the process gets one (at
+//! its start, and at each move to another scheduler), before that task can
+//! run, so a receive registers no waker. The owner sets `waiting` under the
+//! lock whenever it leaves the inbox empty, and remembers that it did
+//! (`Received::armed`).
 //! Until a push raises `queued` again, nothing can have cleared it, so the
 //! owner may go to sleep without taking the lock: one atomic load instead of
 //! a lock round trip per wait.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::Waker;
 
 use molt_abi::{Envelope, Tag};
+
+use crate::executor::AbortHandle;
 
 /// A length for a 32-bit counter (only its being zero matters to `queued`).
 fn saturating_u32(len: usize) -> u32 {
@@ -47,19 +51,16 @@ fn shrink_if_sparse(queue: &mut VecDeque<Envelope>) {
 pub(crate) struct Received {
     /// Messages moved out of the inbox and not yet received, oldest first.
     pub(crate) saved: VecDeque<Envelope>,
-    /// The owner left its task's waker registered, with `waiting` on and the
-    /// inbox empty. See the module docs. Only the task's own waker is ever
-    /// registered (the core takes no waker from a body), so whether the
-    /// registered one is the right one needs no identity check; a receive
-    /// made while the body is dropped registers a no-op waker, and a
-    /// process that moves to another scheduler gets a new task: both must be
-    /// followed by [`Received::disarm`].
+    /// The owner left `waiting` on with the inbox empty. See the module
+    /// docs. A process that moves to another scheduler gets a new task,
+    /// which must look at the inbox under the lock once: a move is followed
+    /// by [`Received::disarm`].
     armed: bool,
 }
 
 impl Received {
-    /// Forgets that a waker is registered, so the next receive registers
-    /// the task's waker again under the lock.
+    /// Forgets that `waiting` is on, so the next receive looks at the inbox
+    /// under the lock again.
     pub(crate) fn disarm(&mut self) {
         self.armed = false;
     }
@@ -82,23 +83,12 @@ pub(crate) struct Mailbox {
 #[derive(Debug, Default)]
 struct Inbox {
     queue: VecDeque<Envelope>,
-    /// The owner's waker, registered by its last receive.
-    waker: Option<Waker>,
+    /// The owner's task (a handle, where a `Waker` is twice the size).
+    task: Option<AbortHandle>,
     /// The next push must wake the owner.
     waiting: bool,
     /// The process ended: pushes are dropped.
     closed: bool,
-}
-
-impl Inbox {
-    /// Marks the owner as waiting with `waker`.
-    fn wait_with(&mut self, waker: &Waker) {
-        self.waiting = true;
-        match &self.waker {
-            Some(registered) if registered.will_wake(waker) => {}
-            _ => self.waker = Some(waker.clone()),
-        }
-    }
 }
 
 /// What one receive pass found.
@@ -121,16 +111,22 @@ impl Mailbox {
         inbox.queue.push_back(envelope);
         self.queued.store(saturating_u32(inbox.queue.len()), Ordering::Release);
         if std::mem::take(&mut inbox.waiting)
-            && let Some(waker) = &inbox.waker
+            && let Some(task) = &inbox.task
         {
-            // Woken under the lock, by reference: cloning the waker to
+            // Woken under the lock, by reference: cloning the handle to
             // wake it outside would cost two atomic reference counts per
-            // message. The registered waker is always the owner task's
-            // own (see `Received::armed`), whose wake-up only queues the
-            // task: a push onto its thread's queue, or onto another
-            // thread's remote queue (unparking that thread if it sleeps).
-            waker.wake_by_ref();
+            // message. The wake-up only queues the task: a push onto its
+            // thread's queue, or onto another thread's remote queue
+            // (unparking that thread if it sleeps).
+            task.wake();
         }
+    }
+
+    /// Makes `task` the one a message wakes: the process runs in it from
+    /// now on.
+    pub(crate) fn attach(&self, task: AbortHandle) {
+        let old = self.inbox.lock().task.replace(task);
+        drop(old);
     }
 
     /// Frees the queue of a process that ended: nothing will receive it, and
@@ -138,13 +134,13 @@ impl Mailbox {
     /// From then on pushes are dropped (a sender that saw the process alive
     /// an instant ago may still push).
     pub(crate) fn clear(&self) {
-        let (queue, waker) = {
+        let (queue, task) = {
             let mut inbox = self.inbox.lock();
             inbox.closed = true;
-            (std::mem::take(&mut inbox.queue), inbox.waker.take())
+            (std::mem::take(&mut inbox.queue), inbox.task.take())
         };
         self.queued.store(0, Ordering::Release);
-        drop((queue, waker));
+        drop((queue, task));
     }
 
     /// How many messages are queued (as of the owner's last poll for the
@@ -161,14 +157,13 @@ impl Mailbox {
     /// Owner only. Offers `matcher` every queued message whose tag is in
     /// `tags`, oldest first, starting after the `cursor` messages an earlier
     /// pass of the same receive already looked at, and removes the first one
-    /// it takes. If none, registers `waker` for the next arrival.
+    /// it takes. If none, the next arrival wakes the owner's task.
     pub(crate) fn receive(
         &self,
         received: &mut Received,
         tags: &[Tag],
         cursor: &mut usize,
         mut matcher: impl FnMut(&Envelope) -> bool,
-        waker: &Waker,
     ) -> Scan {
         let saved = &mut received.saved;
         loop {
@@ -200,7 +195,7 @@ impl Mailbox {
             shrink_if_sparse(&mut inbox.queue);
             self.queued.store(0, Ordering::Relaxed);
             // The inbox is empty now: whatever comes next wakes the owner.
-            inbox.wait_with(waker);
+            inbox.waiting = true;
             received.armed = true;
             if *cursor == saved.len() {
                 return Scan::Empty;

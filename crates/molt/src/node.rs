@@ -33,6 +33,9 @@ use crate::signal::Signal;
 use crate::timer::TimerWheel;
 use crate::watchdog::SchedulerWatch;
 
+/// The most scheduler threads a node runs (Erlang's limit too).
+pub const MAX_WORKERS: usize = 1024;
+
 /// How to start a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -46,7 +49,7 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// A node called `name`, with one scheduler thread per core.
     pub fn new(name: impl Into<String>) -> NodeConfig {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS);
         NodeConfig {
             name: name.into(),
             workers,
@@ -56,9 +59,10 @@ impl NodeConfig {
         }
     }
 
-    /// How many scheduler threads run the node's processes (Erlang `+S`).
+    /// How many scheduler threads run the node's processes (Erlang `+S`):
+    /// from 1 to [`MAX_WORKERS`], as Erlang's.
     pub fn workers(mut self, workers: usize) -> NodeConfig {
-        self.workers = workers.max(1);
+        self.workers = workers.clamp(1, MAX_WORKERS);
         self
     }
 
@@ -222,7 +226,7 @@ impl Node {
         });
         for (scheduler, wheel) in inner.schedulers.iter().zip(&inner.timers) {
             let fire = crate::timer::fire_timers(Arc::downgrade(&inner), wheel.clone());
-            scheduler.spawn(Box::pin(crate::executor::Fixed(Box::pin(fire))));
+            scheduler.spawn(Box::pin(crate::executor::Fixed(Box::pin(fire))), drop);
         }
         crate::watchdog::start(&inner, config.long_schedule);
         Ok(Node { inner, schedulers, shutdown_timeout: config.shutdown_timeout })
@@ -691,10 +695,11 @@ impl NodeInner {
     pub(crate) fn run_process(&self, task: ProcessTask, scheduler: u32) {
         let ctx = task.ctx().clone();
         let moves = ctx.moves();
-        let abort = self.schedulers[scheduler as usize].spawn(Box::pin(Scheduled(Some(task))));
-        // A kill that came meanwhile aborted the task it found: this one is
-        // aborted here.
-        ctx.attach_task(abort, moves);
+        // Attached before the task can run, so a wake-up of the process
+        // (`wake_task`) never goes to the task it left. A kill that came
+        // meanwhile aborted the task it found: this one is aborted here.
+        self.schedulers[scheduler as usize]
+            .spawn(Box::pin(Scheduled(Some(task))), |abort| ctx.attach_task(abort, moves));
     }
 
     /// A spawn that starts nothing: the body is dropped (with its version,

@@ -25,6 +25,11 @@ use std::task::{Context, Poll};
 
 use crate::process::ProcessTask;
 
+/// A scheduler's index, as a process's task keeps it: a node has at most
+/// [`MAX_WORKERS`](crate::node::MAX_WORKERS) schedulers, and an idle
+/// process should stay small.
+pub(crate) type SchedulerIndex = u16;
+
 /// The busy processes of each scheduler of a node.
 pub(crate) struct Placement {
     busy: Box<[AtomicU32]>,
@@ -45,7 +50,7 @@ impl Placement {
 
     /// Whether a process whose `polls`-th poll left it pending must move
     /// anyway (see `migrate_every`), and where.
-    pub(crate) fn forced_move(&self, polls: u32, scheduler: u32, counted: &mut Option<u32>) -> Option<u32> {
+    pub(crate) fn forced_move(&self, polls: u32, scheduler: u32, counted: &mut Option<SchedulerIndex>) -> Option<u32> {
         if self.migrate_every == 0 || self.busy.len() < 2 || polls % self.migrate_every != 0 {
             return None;
         }
@@ -57,10 +62,10 @@ impl Placement {
     /// A process on `scheduler` yielded with work left: counts it busy
     /// there (once), and says where it should move, if anywhere (and
     /// counts it there instead).
-    pub(crate) fn yielded_busy(&self, counted: &mut Option<u32>, scheduler: u32) -> Option<u32> {
+    pub(crate) fn yielded_busy(&self, counted: &mut Option<SchedulerIndex>, scheduler: u32) -> Option<u32> {
         if counted.is_none() {
             self.busy[scheduler as usize].fetch_add(1, Ordering::Relaxed);
-            *counted = Some(scheduler);
+            *counted = Some(scheduler as SchedulerIndex);
         }
         let here = self.busy[scheduler as usize].load(Ordering::Relaxed);
         let (least, to) = self
@@ -75,22 +80,22 @@ impl Placement {
         }
         self.busy[scheduler as usize].fetch_sub(1, Ordering::Relaxed);
         self.busy[to as usize].fetch_add(1, Ordering::Relaxed);
-        *counted = Some(to);
+        *counted = Some(to as SchedulerIndex);
         Some(to)
     }
 
     /// A process moves to `to` for another reason: its busy count goes
     /// with it.
-    pub(crate) fn moved(&self, counted: &mut Option<u32>, to: u32) {
+    pub(crate) fn moved(&self, counted: &mut Option<SchedulerIndex>, to: u32) {
         if let Some(from) = counted.take() {
             self.busy[from as usize].fetch_sub(1, Ordering::Relaxed);
             self.busy[to as usize].fetch_add(1, Ordering::Relaxed);
-            *counted = Some(to);
+            *counted = Some(to as SchedulerIndex);
         }
     }
 
     /// A process counted busy waits now, or ended.
-    pub(crate) fn not_busy(&self, counted: &mut Option<u32>) {
+    pub(crate) fn not_busy(&self, counted: &mut Option<SchedulerIndex>) {
         if let Some(scheduler) = counted.take() {
             self.busy[scheduler as usize].fetch_sub(1, Ordering::Relaxed);
         }

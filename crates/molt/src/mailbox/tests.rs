@@ -1,5 +1,3 @@
-use std::task::Waker;
-
 use molt_abi::{Envelope, Message};
 
 use super::{Mailbox, Received, Scan};
@@ -7,16 +5,10 @@ use super::{Mailbox, Received, Scan};
 fn numbers(mailbox: &Mailbox, received: &mut Received) -> Vec<u32> {
     let mut out = Vec::new();
     let mut cursor = 0;
-    while mailbox.receive(
-        received,
-        &[u32::TAG],
-        &mut cursor,
-        |e| {
-            out.push(Envelope::decode::<u32>(&e.payload).unwrap());
-            true
-        },
-        Waker::noop(),
-    ) == Scan::Taken
+    while mailbox.receive(received, &[u32::TAG], &mut cursor, |e| {
+        out.push(Envelope::decode::<u32>(&e.payload).unwrap());
+        true
+    }) == Scan::Taken
     {
         cursor = 0;
     }
@@ -33,30 +25,18 @@ fn skipped_messages_keep_their_order_and_the_cursor_saves_rescans() {
     }
     let mut cursor = 0;
     let mut offered = 0;
-    let scan = mailbox.receive(
-        &mut saved,
-        &[u64::TAG],
-        &mut cursor,
-        |_| {
-            offered += 1;
-            true
-        },
-        Waker::noop(),
-    );
+    let scan = mailbox.receive(&mut saved, &[u64::TAG], &mut cursor, |_| {
+        offered += 1;
+        true
+    });
     assert_eq!(scan, Scan::Empty);
     assert_eq!((cursor, offered), (10, 0));
     // A later pass of the same receive starts where the last one stopped.
     mailbox.push(Envelope::encode(&7u64).unwrap());
-    let scan = mailbox.receive(
-        &mut saved,
-        &[u64::TAG],
-        &mut cursor,
-        |e| {
-            offered += 1;
-            e.tag == u64::TAG
-        },
-        Waker::noop(),
-    );
+    let scan = mailbox.receive(&mut saved, &[u64::TAG], &mut cursor, |e| {
+        offered += 1;
+        e.tag == u64::TAG
+    });
     assert_eq!((scan, cursor, offered), (Scan::Taken, 10, 1));
     assert_eq!(numbers(&mailbox, &mut saved), vec![0, 1, 2, 3, 4]);
     assert_eq!(saved.saved.len(), 5);
