@@ -90,22 +90,24 @@ impl Waking {
         })
     }
 
-    /// The body's waker, lent for one poll: it holds no count of its own
-    /// (a clone made by user code takes one), so lending it costs nothing.
-    fn own(this: &Arc<Waking>) -> ManuallyDrop<Waker> {
-        // SAFETY: the pointer came from `Arc::as_ptr` of a live `Arc`, so
+    /// The body's waker for the `Waking` at `this`, lent: it holds no count
+    /// of its own (a clone made by user code takes one), so lending it
+    /// costs nothing.
+    ///
+    /// # Safety
+    /// `this` must come from `Arc::as_ptr` of an `Arc<Waking>` that the
+    /// caller keeps alive for as long as it uses the waker, and the waker
+    /// must only be lent by reference (never woken by value or dropped out
+    /// of its `ManuallyDrop`).
+    unsafe fn own(this: *const Waking) -> ManuallyDrop<Waker> {
+        // SAFETY: `this` came from `Arc::as_ptr` of a live `Arc`, so
         // `from_raw` gives an `Arc` to the same allocation without touching
         // its count; the `ManuallyDrop` never drops it, so the count is never
-        // decremented for it either. The caller holds `this` for as long as
-        // it uses the waker (one poll), so the allocation outlives it; a
-        // `Context` hands out only `&Waker`, so user code can clone it (a
-        // counted `Arc` of its own) but never consume this one.
-        ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(Arc::as_ptr(this)) }))
-    }
-
-    /// Whether `waker` is the body's own (or a clone of it).
-    fn is_own(&self, waker: &Waker) -> bool {
-        std::ptr::eq(waker.data(), std::ptr::from_ref(self).cast())
+        // decremented for it either; the caller keeps the allocation alive
+        // while the waker is used. Lent as `&Waker` (a `Context` hands out
+        // nothing else), it can be cloned (a counted `Arc` of its own) but
+        // never consumed.
+        ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(this) }))
     }
 
     /// Takes what receives and sleeps relayed, leaving none.
@@ -114,9 +116,17 @@ impl Waking {
     }
 
     /// Wakes what receives and sleeps left here in the last poll.
+    #[inline]
     fn wake_relayed(&self) {
-        // A plain load first: most polls have nothing relayed.
-        if !self.any_relayed.load(Ordering::Acquire) || !self.any_relayed.swap(false, Ordering::AcqRel) {
+        // A plain load first, in line: most polls have nothing relayed.
+        if self.any_relayed.load(Ordering::Acquire) {
+            self.wake_relayed_now();
+        }
+    }
+
+    #[cold]
+    fn wake_relayed_now(&self) {
+        if !self.any_relayed.swap(false, Ordering::AcqRel) {
             return;
         }
         let Some(relayed) = self.take_relayed() else { return };
@@ -146,12 +156,13 @@ pub(crate) fn relay_if_foreign(waker: &Waker) {
     if polling.is_null() {
         return;
     }
-    // SAFETY: `POLLING` points at the `Waking` of the body being polled on
-    // this thread; `ProcessBody::poll` sets it for the length of that poll
-    // only, and the body holds an `Arc` of the `Waking` (which does not
-    // move) throughout.
-    let waking = unsafe { &*polling };
-    if !waking.is_own(waker) {
+    // SAFETY: `POLLING` is `Arc::as_ptr` of the `Waking` of the body being
+    // polled on this thread; `ProcessBody::poll` sets it for the length of
+    // that poll only, and the body holds that `Arc` throughout. The waker is
+    // only compared here.
+    let (waking, own) = unsafe { (&*polling, Waking::own(polling)) };
+    // Data and vtable, so a clone of the body's own is never relayed.
+    if !waker.will_wake(&own) {
         waking.relay(waker);
     }
 }
@@ -239,7 +250,7 @@ enum Stage<F, Fut> {
 struct ProcessBody<F, Fut> {
     this: ProcessRef,
     stage: Stage<F, Fut>,
-    /// Made at the first poll, from the core's waker.
+    /// Made at the first poll.
     waking: Option<Arc<Waking>>,
 }
 
@@ -305,14 +316,15 @@ where
         // SAFETY: nothing is moved out of `self`; the pinned `fut` stays in
         // place (see `step` and `finish`).
         let this = unsafe { self.get_unchecked_mut() };
-        let waking = this.waking.get_or_insert_with(|| Waking::new(this.this));
-        let own = Waking::own(waking);
-        let waking = &**waking;
+        let waking = Arc::as_ptr(this.waking.get_or_insert_with(|| Waking::new(this.this)));
+        // SAFETY: the body holds the `Arc` of `waking` for the whole poll,
+        // and the waker is lent to the user's future by reference only.
+        let (own, waking_ref) = unsafe { (Waking::own(waking), &*waking) };
         let stage = &mut this.stage;
-        let outer = POLLING.with(|polling| polling.replace(std::ptr::from_ref(waking)));
+        let outer = POLLING.with(|polling| polling.replace(waking));
         let stepped = catch_unwind(AssertUnwindSafe(|| {
             // A relayed waker is user code: its panic ends this process too.
-            waking.wake_relayed();
+            waking_ref.wake_relayed();
             stage.step(&mut Context::from_waker(&own))
         }));
         POLLING.with(|polling| polling.set(outer));

@@ -78,6 +78,9 @@ mod kind {
     pub(super) const FIELDS_BODY: u64 = 27;
     /// A reference back to an enclosing type (a recursive type), by depth.
     pub(super) const RECURSION: u64 = 28;
+    /// A [`Pid`](crate::Pid): a leaf of its own, as its wire form (a byte
+    /// string) is molt's.
+    pub(super) const PID: u64 = 29;
 
     /// A primitive kind as a description writes it.
     pub(super) fn name(kind: u64) -> &'static str {
@@ -85,7 +88,10 @@ mod kind {
             "?", "()", "bool", "i8", "i16", "i32", "i64", "i128", "u8", "u16", "u32", "u64", "u128", "f32", "f64",
             "char", "str", "bytes",
         ];
-        NAMES.get(kind as usize).copied().unwrap_or("?")
+        match kind {
+            PID => "Pid",
+            kind => NAMES.get(kind as usize).copied().unwrap_or("?"),
+        }
     }
 }
 
@@ -232,11 +238,7 @@ impl Shape {
 
     /// [`Pid`](crate::Pid): a constant, so messages made of pids cost
     /// nothing to fingerprint.
-    pub const PID: Shape = Shape::structure(&[
-        ("node", Shape::newtype(Shape::tuple(&[Shape::U8; 8]))),
-        ("creation", Shape::tuple(&[Shape::U8; 4])),
-        ("serial", Shape::U64),
-    ]);
+    pub const PID: Shape = leaf(kind::PID);
 
     /// [`TimerRef`](crate::TimerRef).
     pub const TIMER_REF: Shape =

@@ -29,8 +29,8 @@
 //! there then). A task spawned onto a scheduler that has stopped is
 //! dropped at once, on the spawning thread, as tokio does.
 //!
-//! Nothing here is `unsafe`: slots are indices checked by a generation,
-//! wakers are `std::task::Wake` on an `Arc`.
+//! Nothing here is `unsafe`: slots are indices checked by the task's id
+//! (which holds a generation), wakers are `std::task::Wake` on an `Arc`.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -139,7 +139,8 @@ struct Header {
     notified: AtomicBool,
     aborted: AtomicBool,
     /// The task's slot and its generation; written by its scheduler before
-    /// the task's first poll, read by wake-ups only after that poll cleared
+    /// the task's first poll, read by its scheduler (to tell a stale id in
+    /// the run queue) and by wake-ups only after that poll cleared
     /// `notified` (which is set from birth).
     id: AtomicU64,
     scheduler: Arc<Scheduler>,

@@ -96,7 +96,7 @@ struct Inbox {
 pub(crate) enum Scan {
     /// The matcher took a message.
     Taken,
-    /// Nothing matched; the waker is registered for the next arrival.
+    /// Nothing matched; the next arrival wakes the owner's task.
     Empty,
 }
 

@@ -694,12 +694,10 @@ impl NodeInner {
     /// moves there (see `placement.rs`).
     pub(crate) fn run_process(&self, task: ProcessTask, scheduler: u32) {
         let ctx = task.ctx().clone();
-        let moves = ctx.moves();
         // Attached before the task can run, so a wake-up of the process
         // (`wake_task`) never goes to the task it left. A kill that came
         // meanwhile aborted the task it found: this one is aborted here.
-        self.schedulers[scheduler as usize]
-            .spawn(Box::pin(Scheduled(Some(task))), |abort| ctx.attach_task(abort, moves));
+        self.schedulers[scheduler as usize].spawn(Box::pin(Scheduled(Some(task))), |abort| ctx.attach_task(abort));
     }
 
     /// A spawn that starts nothing: the body is dropped (with its version,

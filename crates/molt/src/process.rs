@@ -75,9 +75,6 @@ pub(crate) struct ProcessCtx {
     /// The scheduler thread the process runs on (it may move: see
     /// `placement.rs`).
     scheduler: AtomicU32,
-    /// How many times it moved (each move is a new task, whose waker the
-    /// body takes up).
-    moves: AtomicU32,
 }
 
 impl std::fmt::Debug for ProcessCtx {
@@ -95,9 +92,8 @@ pub(crate) struct Signals {
     /// The first reason recorded wins: the body's own ending or a signal.
     /// Boxed: an idle process should stay small.
     pub(crate) exit_reason: Option<Box<ExitReason>>,
+    /// The task that runs the process now (a move makes a new one).
     abort: Option<AbortHandle>,
-    /// The move (see `ProcessCtx::moves`) whose task `abort` is.
-    abort_moves: u32,
     /// Allocated on first use: most processes never link, get monitored or
     /// take a name, and an idle process should stay small.
     relations: Option<Box<Relations>>,
@@ -195,13 +191,7 @@ impl ProcessCtx {
             ended_itself: AtomicBool::new(false),
             status: AtomicU8::new(ProcessStatus::Runnable as u8),
             scheduler: AtomicU32::new(scheduler),
-            moves: AtomicU32::new(0),
         }
-    }
-
-    /// How many times the process moved to another scheduler.
-    pub(crate) fn moves(&self) -> u32 {
-        self.moves.load(Ordering::Relaxed)
     }
 
     /// Wakes the task that runs the process now (its body's waker, woken by
@@ -231,18 +221,16 @@ impl ProcessCtx {
         self.status.store(status as u8, Ordering::Relaxed);
     }
 
-    /// Records the task that runs the process, so it can be killed; kills it
-    /// at once if a signal already asked for that.
-    pub(crate) fn attach_task(&self, abort: AbortHandle, moves: u32) {
+    /// Records the task that runs the process from now on, so it can be
+    /// woken and killed; kills it at once if a signal already asked for
+    /// that. Called before the task can first run (see
+    /// `NodeInner::run_process`): the next move, which that task makes,
+    /// attaches its successor only after this.
+    pub(crate) fn attach_task(&self, abort: AbortHandle) {
         let killed = {
             let mut signals = self.signals();
-            // A task of a later move may have attached itself first (it ran
-            // before this thread got here): it stays the one to abort.
-            if signals.abort.is_none() || moves >= signals.abort_moves {
-                signals.abort = Some(abort.clone());
-                signals.abort_moves = moves;
-                self.mailbox.attach(abort.clone());
-            }
+            signals.abort = Some(abort.clone());
+            self.mailbox.attach(abort.clone());
             signals.exit_reason.is_some()
         };
         if killed {
@@ -469,10 +457,16 @@ impl ProcessTask {
 
     /// Where its last poll (which returned `Pending`) decided it moves;
     /// the process counts as on that scheduler from now on.
+    #[inline]
     pub(crate) fn take_move(&mut self) -> Option<u32> {
-        let to = u32::from(self.move_to.take()?);
+        let to = self.move_to.take()?;
+        self.moved(to)
+    }
+
+    #[cold]
+    fn moved(&mut self, to: SchedulerIndex) -> Option<u32> {
+        let to = u32::from(to);
         self.ctx.scheduler.store(to, Ordering::Relaxed);
-        self.ctx.moves.fetch_add(1, Ordering::Relaxed);
         // Its timer belongs to the old scheduler's time driver, which a
         // process that never yields may hold up: the next sleep makes a new
         // one there.

@@ -349,6 +349,12 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, TraceError> {
+        if name == crate::pid::PID_NAME {
+            // A pid is a leaf; its `Deserialize` gets a pid's bytes.
+            *self.out = Node::Leaf(kind::PID);
+            let bytes = serde::de::value::BorrowedBytesDeserializer::new(&crate::pid::SAMPLE_PID_BYTES);
+            return visitor.visit_newtype_struct(bytes);
+        }
         let recursion = self.tracer.open(std::any::type_name::<V::Value>())?;
         let mut inner = Node::Unknown;
         let value = visitor.visit_newtype_struct(Probe { tracer: self.tracer, out: &mut inner });
