@@ -233,7 +233,8 @@ struct Local {
 const CHUNK: usize = 64;
 
 struct Chunk {
-    slots: Box<[Option<Slot>]>,
+    /// In the chunk's own block: a poll finds its task one load sooner.
+    slots: [Option<Slot>; CHUNK],
     used: u64,
 }
 
@@ -330,24 +331,37 @@ impl Scheduler {
         CURRENT.with(|current| current.set(Arc::as_ptr(self) as usize));
         LOCAL.with_borrow_mut(|local| local.me = Some(self.clone()));
         let mut turn = 0u32;
+        // The last poll's task, to put back in its slot.
+        let mut pending = None;
         while !self.stop.load(Ordering::Relaxed) {
             turn = turn.wrapping_add(1);
             if turn % CHECK_EVERY == 0 {
                 self.take_remote();
                 fire_due_sleeps(Instant::now());
             }
-            // The next task, taken out of its slot in the same borrow.
+            // The last task back into its slot and the next one taken out
+            // of its own, in one borrow.
             let next = LOCAL.with_borrow_mut(|local| {
+                if let Some(Pending { key, future, waker }) = pending.take() {
+                    let slot = local.slot_mut(key).expect("a task's slot stays while it is polled");
+                    slot.running = Some((future, waker));
+                }
                 let id = local.queue.pop_front()?;
                 Some((id, local.take_for_poll(id)))
             });
             match next {
                 Some((id, taken)) => {
                     PASSED.with(|passed| passed.set(0));
-                    poll_task(id, taken);
+                    pending = poll_task(id, taken);
                 }
                 None => self.idle(),
             }
+        }
+        if let Some(Pending { key, future, waker }) = pending {
+            LOCAL.with_borrow_mut(|local| {
+                let slot = local.slot_mut(key).expect("a task's slot stays while it is polled");
+                slot.running = Some((future, waker));
+            });
         }
         // Closed and emptied in one go: a spawn either lands in what is
         // taken here (and is dropped with the rest below) or finds the
@@ -552,7 +566,7 @@ impl Local {
             }
         };
         let chunk = self.chunks[index as usize]
-            .get_or_insert_with(|| Box::new(Chunk { slots: (0..CHUNK).map(|_| None).collect(), used: 0 }));
+            .get_or_insert_with(|| Box::new(Chunk { slots: std::array::from_fn(|_| None), used: 0 }));
         let bit = (!chunk.used).trailing_zeros();
         chunk.used |= 1 << bit;
         if chunk.used == u64::MAX {
@@ -612,7 +626,7 @@ impl Local {
     /// order.
     fn take_all(&mut self) -> Vec<Slot> {
         let slots: Vec<Slot> =
-            self.chunks.drain(..).flatten().flat_map(|chunk| chunk.slots.into_vec().into_iter().flatten()).collect();
+            self.chunks.drain(..).flatten().flat_map(|chunk| chunk.slots.into_iter().flatten()).collect();
         self.with_room.clear();
         self.spare = None;
         self.live = 0;
@@ -622,12 +636,24 @@ impl Local {
 
 /// Polls task `id` (taken out of its slot), puts it back, or drops it if
 /// it ended or was aborted.
-fn poll_task(id: u64, taken: Taken) {
+/// A task that a poll left pending, on its way back to its slot.
+struct Pending {
+    key: usize,
+    future: BoxFuture,
+    waker: Waker,
+}
+
+/// Polls a task taken for it; returns it if it is still pending (the loop
+/// puts it back in the borrow that takes the next task).
+fn poll_task(id: u64, taken: Taken) -> Option<Pending> {
     let key = key_of(id);
     let (mut future, waker) = match taken {
-        Taken::Gone => return,
+        Taken::Gone => return None,
         // Dropped outside the borrow: its drop may spawn or wake.
-        Taken::Aborted(slot) => return finish(slot),
+        Taken::Aborted(slot) => {
+            finish(slot);
+            return None;
+        }
         Taken::Running(future, waker) => (future, waker),
     };
     // A panic ends the task, not the scheduler thread (as in tokio): a
@@ -643,16 +669,15 @@ fn poll_task(id: u64, taken: Taken) {
             true
         }
     };
-    let ended = LOCAL.with_borrow_mut(|local| {
-        if ready {
-            local.remove(key)
-        } else {
-            let slot = local.slot_mut(key).expect("a task's slot stays while it is polled");
-            slot.running = Some((future, waker));
-            None
-        }
-    });
-    finish(ended);
+    if !ready {
+        return Some(Pending { key, future, waker });
+    }
+    // Its slot is emptied, and the task dropped outside the borrow, before
+    // the next task is taken: what its drop does (a process's exit, a kill
+    // of a linked one) is seen by that task's poll.
+    finish(LOCAL.with_borrow_mut(|local| local.remove(key)));
+    drop(future);
+    None
 }
 
 /// What [`Local::take_for_poll`] found for an id.
