@@ -99,6 +99,7 @@ impl Waking {
     /// caller keeps alive for as long as it uses the waker, and the waker
     /// must only be lent by reference (never woken by value or dropped out
     /// of its `ManuallyDrop`).
+    #[inline]
     unsafe fn own(this: *const Waking) -> ManuallyDrop<Waker> {
         // SAFETY: `this` came from `Arc::as_ptr` of a live `Arc`, so
         // `from_raw` gives an `Arc` to the same allocation without touching
@@ -156,14 +157,16 @@ pub(crate) fn relay_if_foreign(waker: &Waker) {
     if polling.is_null() {
         return;
     }
-    // SAFETY: `POLLING` is `Arc::as_ptr` of the `Waking` of the body being
-    // polled on this thread; `ProcessBody::poll` sets it for the length of
-    // that poll only, and the body holds that `Arc` throughout. The waker is
-    // only compared here.
-    let (waking, own) = unsafe { (&*polling, Waking::own(polling)) };
-    // Data and vtable, so a clone of the body's own is never relayed.
-    if !waker.will_wake(&own) {
-        waking.relay(waker);
+    // By the data pointer alone: only a waker made from the body's `Arc`
+    // (its own, or a clone) carries it, while the vtable of
+    // `Waker::from(Arc)` is a constant rustc may duplicate per inlined use
+    // (measured: comparing it too, once `Waking::own` was inlined, every
+    // wait relayed a clone of the body's own waker).
+    if !std::ptr::eq(waker.data(), polling.cast()) {
+        // SAFETY: `POLLING` is `Arc::as_ptr` of the `Waking` of the body
+        // being polled on this thread; `ProcessBody::poll` sets it for the
+        // length of that poll only, and the body holds that `Arc` throughout.
+        unsafe { &*polling }.relay(waker);
     }
 }
 

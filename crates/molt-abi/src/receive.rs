@@ -70,6 +70,7 @@ struct ReceiveState {
 }
 
 impl ReceiveState {
+    #[inline]
     fn new(timeout: Option<Duration>) -> ReceiveState {
         let timeout = timeout.map_or(NO_DEADLINE, crate::process::nanos);
         ReceiveState { cursor: 0, timeout, deadline: 0 }

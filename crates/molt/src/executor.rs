@@ -48,6 +48,11 @@ use crate::process::sparse;
 
 /// A task: a future the executor polls, which may be able to continue on
 /// another scheduler.
+///
+/// A task's `poll` catches its own panics, so a panic ends the task and not
+/// the scheduler thread (as in tokio), at no cost to the loop: a process's
+/// body catches its code's at the boundary, `Scheduled` the core's (as the
+/// process's exit reason), [`Fixed`] any other future's.
 pub(crate) trait Task: Future<Output = ()> + Send {
     /// Whether [`Task::hand_over`] can move this task now.
     fn can_move(&self) -> bool {
@@ -72,7 +77,11 @@ impl Future for Fixed {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.as_mut().poll(cx)
+        let future = self.0.as_mut();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))).unwrap_or_else(|_| {
+            tracing::error!("a task of a molt scheduler panicked; it is dropped");
+            Poll::Ready(())
+        })
     }
 }
 
@@ -659,19 +668,8 @@ fn poll_task(id: u64, taken: Taken) -> Option<Pending> {
         }
         Taken::Running(future, waker) => (future, waker),
     };
-    // A panic ends the task, not the scheduler thread (as in tokio): a
-    // process's own panics are caught before they get here, and
-    // `Scheduled` records one of the core's as the process's exit reason.
-    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        future.as_mut().poll(&mut Context::from_waker(&waker))
-    }));
-    let ready = match polled {
-        Ok(polled) => polled.is_ready(),
-        Err(_) => {
-            tracing::error!("a task of a molt scheduler panicked; it is dropped");
-            true
-        }
-    };
+    // No panic gets here: every task catches its own (see `Task`).
+    let ready = future.as_mut().poll(&mut Context::from_waker(&waker)).is_ready();
     if !ready {
         return Some(Pending { key, future, waker });
     }
@@ -870,6 +868,32 @@ mod tests {
         fn drop(&mut self) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// A task that panics is dropped (its captures with it) and the
+    /// scheduler goes on running the next one.
+    #[test]
+    fn a_panicking_task_ends_alone() {
+        let scheduler = Scheduler::new(0);
+        let runner = {
+            let scheduler = scheduler.clone();
+            std::thread::spawn(move || scheduler.run())
+        };
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let counted = Counted(dropped.clone());
+        let (ran, after) = std::sync::mpsc::channel();
+        scheduler.spawn(
+            Box::pin(Fixed(Box::pin(async move {
+                let _counted = counted;
+                panic!("a task's own panic");
+            }))),
+            drop,
+        );
+        scheduler.spawn(Box::pin(Fixed(Box::pin(async move { ran.send(()).unwrap() }))), drop);
+        after.recv_timeout(Duration::from_secs(10)).expect("the task after the panicking one ran");
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "the panicking task was dropped");
+        scheduler.stop();
+        runner.join().expect("the scheduler thread did not panic");
     }
 
     /// Every task spawned from another thread while the scheduler stops is

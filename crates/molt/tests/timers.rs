@@ -96,56 +96,11 @@ fn a_timer_to_a_name_finds_whoever_has_it_when_it_fires() {
 // The timer wheel under a hostile reading (see `timer.rs`): memory per
 // timer, races of cancel, firing and a target's end, reused slots.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use molt::{Down, Pid, TimerRef};
-
-/// Counts, per thread, the bytes allocated and the bytes live. A wheel, its
-/// firing task and the process that arms on it share one scheduler thread,
-/// so the counts are exact for a test's own process whatever other tests
-/// run at the same time.
-struct PerThread;
-
-thread_local! {
-    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the
-// counters are only arithmetic on the sizes given.
-unsafe impl GlobalAlloc for PerThread {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATED.try_with(|a| a.set(a.get() + layout.size()));
-        let _ = LIVE.try_with(|l| l.set(l.get() + layout.size() as isize));
-        // SAFETY: forwarded from the caller.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let _ = LIVE.try_with(|l| l.set(l.get() - layout.size() as isize));
-        // SAFETY: forwarded from the caller.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATED.try_with(|a| a.set(a.get() + new_size));
-        let _ = LIVE.try_with(|l| l.set(l.get() + new_size as isize - layout.size() as isize));
-        // SAFETY: forwarded from the caller.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use support::allocations::{PerThread, allocated, live};
 
 #[global_allocator]
 static ALLOCATOR: PerThread = PerThread;
-
-fn allocated() -> usize {
-    ALLOCATED.with(Cell::get)
-}
-
-fn live() -> isize {
-    LIVE.with(Cell::get)
-}
 
 /// One timeout at a time, cancelled or fired, over and over (the usual
 /// Erlang pattern) allocates next to nothing per timer: the wheel keeps a
