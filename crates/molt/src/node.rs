@@ -683,7 +683,7 @@ impl NodeInner {
             self.signal(parent, Signal::Link { from: pid });
         }
         self.table.insert(serial, ctx.clone());
-        self.run_process(ProcessTask::new(ctx.clone(), body), ctx.scheduler());
+        self.run_process(Box::new(Scheduled(Some(ProcessTask::new(ctx.clone(), body)))), ctx.scheduler());
         if self.stopping.load(Ordering::SeqCst) {
             ctx.kill_with(ExitReason::Shutdown);
         }
@@ -692,12 +692,12 @@ impl NodeInner {
 
     /// Runs a process's task on `scheduler`: a new process, or one that
     /// moves there (see `placement.rs`).
-    pub(crate) fn run_process(&self, task: ProcessTask, scheduler: u32) {
-        let ctx = task.ctx().clone();
+    pub(crate) fn run_process(&self, task: Box<Scheduled>, scheduler: u32) {
+        let ctx = task.0.as_ref().expect("a process's task to run").ctx().clone();
         // Attached before the task can run, so a wake-up of the process
         // (`wake_task`) never goes to the task it left. A kill that came
         // meanwhile aborted the task it found: this one is aborted here.
-        self.schedulers[scheduler as usize].spawn(Box::pin(Scheduled(Some(task))), |abort| ctx.attach_task(abort));
+        self.schedulers[scheduler as usize].spawn(Box::into_pin(task), |abort| ctx.attach_task(abort));
     }
 
     /// A spawn that starts nothing: the body is dropped (with its version,

@@ -112,14 +112,27 @@ impl crate::executor::Task for Scheduled {
         self.0.is_some()
     }
 
+    fn started(&self) -> bool {
+        self.0.as_ref().is_some_and(ProcessTask::started)
+    }
+
+    /// The process it sent to last, twice in a row (its send cache).
+    fn partner(&self) -> Option<crate::executor::AbortHandle> {
+        self.0.as_ref()?.partner()
+    }
+
     /// Taken by an idle scheduler while it waited behind a long poll: the
     /// same move as a busy process's (see `ProcessTask::move_now`).
     fn hand_over(self: Pin<Box<Self>>, to: usize) {
-        let Some(mut task) = Pin::into_inner(self).0.take() else { return };
+        // In the same box: a burst of processes handed over whole (a
+        // spawn burst, a broadcast) would otherwise leave as many freed
+        // blocks behind on this thread as it allocates on the other.
+        let mut boxed = Pin::into_inner(self);
+        let Some(task) = boxed.0.as_mut() else { return };
         let to = to as u32;
         task.move_now(to);
         let node = task.ctx().node.clone();
-        node.run_process(task, to);
+        node.run_process(boxed, to);
     }
 }
 
@@ -152,7 +165,7 @@ impl Future for Scheduled {
         let Some(to) = task.take_move() else { return Poll::Pending };
         let task = self.0.take().expect("polled just now");
         let node = task.ctx().node.clone();
-        node.run_process(task, to);
+        node.run_process(Box::new(Scheduled(Some(task))), to);
         Poll::Ready(())
     }
 }

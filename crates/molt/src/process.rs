@@ -444,11 +444,21 @@ pub(crate) struct ProcessTask {
     move_to: Option<SchedulerIndex>,
     /// Polls that left it pending (for `MOLT_MIGRATE_EVERY`).
     pending_polls: u32,
+    /// Polled at least once, here or on another scheduler.
+    started: bool,
 }
 
 impl ProcessTask {
     pub(crate) fn new(ctx: Arc<ProcessCtx>, body: RunningBody) -> ProcessTask {
-        ProcessTask { ctx, body, local: TaskLocal::default(), busy_on: None, move_to: None, pending_polls: 0 }
+        ProcessTask {
+            ctx,
+            body,
+            local: TaskLocal::default(),
+            busy_on: None,
+            move_to: None,
+            pending_polls: 0,
+            started: false,
+        }
     }
 
     pub(crate) fn ctx(&self) -> &Arc<ProcessCtx> {
@@ -475,6 +485,20 @@ impl ProcessTask {
         // whenever the mailbox took that task up.
         self.local.received.disarm();
         Some(to)
+    }
+
+    pub(crate) fn started(&self) -> bool {
+        self.started
+    }
+
+    /// The task of the process this one talks to (it sent there twice in a
+    /// row), if that process is alive.
+    pub(crate) fn partner(&self) -> Option<AbortHandle> {
+        let target = self.local.send_target.as_ref()?;
+        if target.gone.load(Ordering::Acquire) {
+            return None;
+        }
+        target.signals().abort.clone()
     }
 
     /// Makes the process count as on scheduler `to` from now on, as
@@ -603,6 +627,7 @@ impl Future for ProcessTask {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        this.started = true;
         this.local.reductions = 0;
         this.local.slice_start = 0;
         this.local.spent = false;

@@ -122,6 +122,57 @@ fn a_process_queued_behind_a_long_poll_is_taken_by_the_idle_scheduler() {
     assert_ne!(here, there, "the queued process ran on the long one's own thread");
 }
 
+/// Four ping-pong pairs started by one parent on a two-scheduler node (the
+/// `parallel_pairs` workload): they start on the parent's scheduler, where
+/// two or more wait in its queue while the other scheduler idles, so some
+/// are handed over — each with the process it talks to. At the end both
+/// schedulers run pairs, and each pair's two processes share a thread.
+/// Without the handing over, every pair stays on one thread; without the
+/// partners, a pair is split across the two.
+#[test]
+fn pairs_that_talk_spread_over_the_schedulers_together() {
+    const PAIRS: usize = 4;
+    const ROUNDS: u64 = 20_000;
+    let node = node("pairs");
+    let ends = run(&node, |mut p| async move {
+        let me = p.self_pid();
+        for _ in 0..PAIRS {
+            let pong = p.spawn(|mut p| async move {
+                loop {
+                    let (from, x): (Pid, u64) = p.expect().await?;
+                    p.send(from, &(x, thread()));
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), ReceiveError>(())
+            });
+            p.spawn(move |mut p| async move {
+                let mine = p.self_pid();
+                let mut last = None;
+                for x in 0..ROUNDS {
+                    p.send(pong, &(mine, x));
+                    let (back, there): (u64, String) = p.expect().await?;
+                    assert_eq!(back, x);
+                    last = Some((thread(), there));
+                }
+                p.kill(pong);
+                p.send(me, &last.expect("a round trip"));
+                Ok::<(), ReceiveError>(())
+            });
+        }
+        let mut ends = Vec::new();
+        for _ in 0..PAIRS {
+            ends.push(p.expect::<(String, String)>().await.expect("a pair's end"));
+        }
+        ends
+    })
+    .unwrap();
+    for (ping, pong) in &ends {
+        assert_eq!(ping, pong, "a pair ended split over two threads: {ends:?}");
+    }
+    let threads: BTreeSet<&String> = ends.iter().map(|(ping, _)| ping).collect();
+    assert_eq!(threads.len(), 2, "the pairs ended on {threads:?}: {ends:?}");
+}
+
 /// A process that moves to another scheduler keeps its mailbox (every
 /// message sent to it before, during and after the move arrives, in
 /// order), its pending timer, its monitors and its exit reason.
