@@ -12,11 +12,13 @@
 //! links, timers, its body mid-`await`) continues in a new task on the
 //! other, whose first poll re-registers every wake-up the body waits on.
 //! Busy processes thus spread over the schedulers whoever spawned them.
-//! Processes that each wait often never move, even when together they keep
-//! their scheduler busy (many ping-pong pairs): moving one of a pair makes
-//! every message between them a wake-up of another thread, which costs
-//! more than the second core gives (measured: 4 pairs of 200,000 round
-//! trips took 1.86 s spread, 0.56 s on one thread).
+//! Processes that each wait often are not counted busy, even when together
+//! they keep their scheduler busy (many ping-pong pairs): moving one of a
+//! pair makes every message between them a wake-up of another thread,
+//! which costs more than the second core gives (measured: 4 pairs of
+//! 200,000 round trips took 1.86 s split, 0.56 s on one thread). Such
+//! pairs move whole instead, when an idle scheduler is handed work from a
+//! queue (see `executor.rs`): a task goes with its `partner`.
 
 use std::future::Future;
 use std::pin::Pin;
