@@ -515,8 +515,15 @@ pub(crate) fn passing() {
 fn share_with_an_idle_sibling(which: Share) {
     let Some(me) = LOCAL.with(|local| local.try_borrow().ok().and_then(|local| local.me.clone())) else { return };
     let Some(siblings) = me.siblings.get() else { return };
+    // Claimed: an idle sibling is handed work once, until it runs out of
+    // work again (it clears the flag only when its park returns, which a
+    // second look a few microseconds later would not wait for).
     let idle = siblings.iter().enumerate().find(|(index, sibling)| {
-        *index != me.index && sibling.upgrade().is_some_and(|s| s.idle.load(Ordering::Relaxed))
+        *index != me.index
+            && sibling.upgrade().is_some_and(|s| {
+                s.idle.load(Ordering::Relaxed)
+                    && s.idle.compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            })
     });
     if let Some((to, _)) = idle {
         share(to, which);
@@ -544,33 +551,45 @@ fn share(to: usize, which: Share) {
     let moving: Vec<BoxFuture> = LOCAL.with_borrow_mut(|local| {
         // The front of the queue only: a share costs the same however long
         // the queue (a scan of a million queued tasks at every look was
-        // quadratic). Those handed over leave stale ids behind, skipped
-        // when popped.
-        let front: Vec<u64> = local.queue.iter().take(SHARE_SCAN).copied().collect();
-        let movable: Vec<u64> = front
-            .into_iter()
-            .filter(|&id| {
-                local.slot_of(id).is_some_and(|slot| {
-                    slot.running
-                        .as_ref()
-                        .is_some_and(|(task, _)| task.can_move() && (which == Share::Any || task.started()))
-                })
+        // quadratic). Those handed over leave it.
+        let scan = local.queue.len().min(SHARE_SCAN);
+        let front: Vec<u64> = local.queue.drain(..scan).collect();
+        let movable = |local: &mut Local, id: u64| {
+            local.slot_of(id).is_some_and(|slot| {
+                slot.running
+                    .as_ref()
+                    .is_some_and(|(task, _)| task.can_move() && (which == Share::Any || task.started()))
             })
-            .collect();
-        let give = movable.len().div_ceil(2);
-        let mut moving = Vec::with_capacity(give * 2);
-        for &id in &movable[..give] {
+        };
+        let count = front.iter().filter(|&&id| movable(local, id)).count();
+        let give = count.div_ceil(2);
+        let mut moving = Vec::with_capacity(give);
+        for &id in &front {
+            if moving.len() >= give {
+                break;
+            }
             // Gone already if it went as an earlier one's partner.
-            let Some(slot) = local.remove(key_of(id)) else { continue };
-            // Its old waker queues nothing from now on.
-            slot.header.notified.store(true, Ordering::Release);
-            let (task, _waker) = slot.running.expect("a movable task is not being polled");
-            let partner = task.partner();
-            moving.push(task);
-            if let Some(partner) = partner
-                && let Some(task) = local.take_movable(&partner)
-            {
-                moving.push(task);
+            if !movable(local, id) {
+                continue;
+            }
+            let (mover, partner) = {
+                let slot = local.slot_of(id).expect("a movable task's slot");
+                (slot.header.clone(), slot.running.as_ref().and_then(|(task, _)| task.partner()))
+            };
+            let partner = partner.and_then(|partner| local.partner_of(&mover, &partner));
+            // A merely long queue gives away pairs that talk, whole: a task
+            // alone is left where it is (it may be half of a pair whose
+            // send caches are not filled yet).
+            if which == Share::Started && partner.is_none() {
+                continue;
+            }
+            moving.extend(local.take_to_move(id));
+            moving.extend(partner.and_then(|partner| local.take_to_move(partner)));
+        }
+        // What stays keeps its place at the front.
+        for id in front.into_iter().rev() {
+            if local.slot_of(id).is_some() {
+                local.queue.push_front(id);
             }
         }
         moving
@@ -751,13 +770,23 @@ impl Local {
 
     /// Takes the task of `handle` out of this thread's table to move it, if
     /// it is here, is not being polled and can move.
-    fn take_movable(&mut self, handle: &AbortHandle) -> Option<BoxFuture> {
-        let id = handle.0.id.load(Ordering::Relaxed);
+    /// The partner of the task whose header is `mover`, if it can go with
+    /// it: on this thread, not being polled, able to move, and talking back
+    /// (its own partner is `mover`: a server many clients talk to is no
+    /// client's partner).
+    fn partner_of(&mut self, mover: &Arc<Header>, partner: &AbortHandle) -> Option<u64> {
+        let id = partner.0.id.load(Ordering::Relaxed);
         let slot = self.slot_of(id)?;
-        if !Arc::ptr_eq(&slot.header, &handle.0) || !slot.running.as_ref().is_some_and(|(task, _)| task.can_move()) {
-            return None;
-        }
-        let slot = self.remove(key_of(id)).expect("the slot just found");
+        let mutual = slot
+            .running
+            .as_ref()
+            .is_some_and(|(task, _)| task.can_move() && task.partner().is_some_and(|back| Arc::ptr_eq(&back.0, mover)));
+        (Arc::ptr_eq(&slot.header, &partner.0) && mutual).then_some(id)
+    }
+
+    /// Takes task `id` out of this thread's table to move it.
+    fn take_to_move(&mut self, id: u64) -> Option<BoxFuture> {
+        let slot = self.remove(key_of(id))?;
         slot.header.notified.store(true, Ordering::Release);
         slot.running.map(|(task, _waker)| task)
     }
