@@ -61,7 +61,9 @@ impl ProcessRef {
         // this reference); the reference it takes is released by
         // `TaskWaker`'s drop.
         unsafe { (self.vtable.retain)(self.handle) };
-        TaskWaker(self)
+        // SAFETY: the strong reference just taken, handed over to the
+        // `Process`, which releases it on drop.
+        TaskWaker(unsafe { Process::from_raw(self.vtable, self.handle) })
     }
 
     pub(crate) fn set_exit_reason(self, reason: &ExitReason) {
@@ -74,27 +76,18 @@ impl ProcessRef {
 }
 
 /// Wakes a process's task from any thread: what a body's own waker does
-/// (see `body.rs`). Holds one strong reference to the process.
-pub(crate) struct TaskWaker(ProcessRef);
+/// (see `body.rs`). An owning `Process` (one strong reference) of which only
+/// `wake` is used.
+pub(crate) struct TaskWaker(Process);
 
-// SAFETY: the handle is a strong reference (taken in `task_waker`) to core
-// state that is `Send + Sync`, and through a shared `TaskWaker` only `wake`
+// SAFETY: a `Process` is `Send`; through a shared `TaskWaker` only `wake`
 // is called, which the contract allows from any thread at any time.
-unsafe impl Send for TaskWaker {}
-// SAFETY: as for `Send`.
 unsafe impl Sync for TaskWaker {}
 
 impl TaskWaker {
     pub(crate) fn wake(&self) {
         // SAFETY: `self` holds a strong reference to the handle.
         unsafe { (self.0.vtable.wake)(self.0.handle) }
-    }
-}
-
-impl Drop for TaskWaker {
-    fn drop(&mut self) {
-        // SAFETY: the reference taken in `task_waker`, released once here.
-        unsafe { (self.0.vtable.release)(self.0.handle) }
     }
 }
 

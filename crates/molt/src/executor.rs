@@ -543,10 +543,11 @@ enum Share {
     Started,
 }
 
-/// Hands half of this thread's queued tasks that can move (at least one)
-/// to sibling `to`, each with its partner if that waits on this thread: two
-/// processes that talk keep talking on one thread (moving one of them would
-/// make every message between them a wake-up of another thread).
+/// Hands up to half of the tasks that can move among the first queued (at
+/// least one) to sibling `to`, each with its partner if that waits on this
+/// thread — with [`Share::Started`], only those that have one: two processes
+/// that talk keep talking on one thread (moving one of them would make every
+/// message between them a wake-up of another thread).
 fn share(to: usize, which: Share) {
     let moving: Vec<BoxFuture> = LOCAL.with_borrow_mut(|local| {
         // The front of the queue only: a share costs the same however long
@@ -714,8 +715,6 @@ impl Local {
     }
 }
 
-/// Polls task `id` (taken out of its slot), puts it back, or drops it if
-/// it ended or was aborted.
 /// A task that a poll left pending, on its way back to its slot.
 struct Pending {
     key: usize,
@@ -768,8 +767,6 @@ impl Local {
         }
     }
 
-    /// Takes the task of `handle` out of this thread's table to move it, if
-    /// it is here, is not being polled and can move.
     /// The partner of the task whose header is `mover`, if it can go with
     /// it: on this thread, not being polled, able to move, and talking back
     /// (its own partner is `mover`: a server many clients talk to is no
