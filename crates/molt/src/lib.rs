@@ -39,6 +39,7 @@ mod mailbox;
 mod node;
 mod placement;
 mod process;
+mod process_table;
 mod registry;
 mod scheduler;
 mod signal;

@@ -12,12 +12,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use dashmap::mapref::one::Ref;
 use molt_abi::contract::{ProcessStart, SpawnOptions};
 use molt_abi::{
     Down, ExitReason, IntoExitReason, MonitorRef, NodeId, Pid, Process, SpawnError, Upgrade, UpgradeFailed,
 };
-use rustc_hash::FxBuildHasher;
 
 use crate::boundary;
 use crate::code::{
@@ -27,6 +25,7 @@ use crate::code::{
 use crate::info::ProcessInfo;
 use crate::placement::{Placement, Scheduled};
 use crate::process::{CLOSURE, CodeRef, ProcessCtx, ProcessTask, RunningBody};
+use crate::process_table::{Found, ProcessTable};
 use crate::registry::Registry;
 use crate::scheduler::SchedulerThread;
 use crate::signal::Signal;
@@ -156,9 +155,7 @@ pub(crate) struct NodeInner {
     schedulers: Box<[Arc<crate::executor::Scheduler>]>,
     next_scheduler: AtomicUsize,
     epoch: std::time::Instant,
-    /// Keyed by serial; Fx hashing, because a send looks its target up here.
-    table: DashMap<u64, Arc<ProcessCtx>, FxBuildHasher>,
-    next_serial: AtomicU64,
+    table: ProcessTable,
     next_ref: AtomicU64,
     pub(crate) registry: Registry,
     pub(crate) code: CodeServer,
@@ -211,8 +208,7 @@ impl Node {
             schedulers: handles.into_boxed_slice(),
             next_scheduler: AtomicUsize::new(0),
             epoch: std::time::Instant::now(),
-            table: DashMap::with_hasher(FxBuildHasher),
-            next_serial: AtomicU64::new(1),
+            table: ProcessTable::new(),
             next_ref: AtomicU64::new(1),
             registry: Registry::default(),
             code,
@@ -432,9 +428,9 @@ impl Node {
         self.inner.whereis(name)
     }
 
-    /// Every live process, in the order they were spawned.
+    /// Every live process, in pid order.
     pub fn processes(&self) -> Vec<ProcessInfo> {
-        let mut all: Vec<Arc<ProcessCtx>> = self.inner.table.iter().map(|entry| entry.value().clone()).collect();
+        let mut all = self.inner.table.all();
         all.sort_by_key(|ctx| ctx.pid.serial);
         all.iter().map(|ctx| ctx.info()).collect()
     }
@@ -467,8 +463,7 @@ impl Node {
         }
         let inner = &self.inner;
         inner.stopping.store(true, Ordering::SeqCst);
-        let all: Vec<Arc<ProcessCtx>> = inner.table.iter().map(|entry| entry.value().clone()).collect();
-        for ctx in all {
+        for ctx in inner.table.all() {
             ctx.kill_with(ExitReason::Shutdown);
         }
         // From inside one of its own processes a node cannot wait for its
@@ -532,14 +527,18 @@ impl NodeInner {
 
     /// The live process `pid`, if it is on this node.
     pub(crate) fn process(&self, pid: Pid) -> Option<Arc<ProcessCtx>> {
-        self.table_entry(pid).map(|entry| entry.value().clone())
-    }
-
-    pub(crate) fn table_entry(&self, pid: Pid) -> Option<Ref<'_, u64, Arc<ProcessCtx>>> {
         if !self.is_local(pid) {
             return None;
         }
-        self.table.get(&pid.serial)
+        self.table.get_owned(pid.serial)
+    }
+
+    /// The live process `pid`, if it is on this node, held only while used.
+    pub(crate) fn table_entry(&self, pid: Pid) -> Option<Found> {
+        if !self.is_local(pid) {
+            return None;
+        }
+        self.table.get(pid.serial)
     }
 
     pub(crate) fn new_ref(&self) -> u64 {
@@ -616,7 +615,7 @@ impl NodeInner {
         if self.stopping.load(Ordering::SeqCst) {
             return Ok(self.stillborn(body, parent, options, ExitReason::Noproc));
         }
-        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let serial = self.table.reserve();
         let pid = Pid { node: self.id, creation: self.creation, serial };
         let (code, version) = match &body {
             Body::Start(start, None) => (CodeRef::Native(self.code_name(start)), None),
@@ -630,6 +629,7 @@ impl NodeInner {
         if let Some(version) = version
             && !version.try_add_process(serial)
         {
+            self.table.release(serial);
             let reason =
                 ExitReason::Purged { module: version.module().to_owned(), version: version.declared().to_owned() };
             return Ok(self.stillborn(body, parent, options, reason));
@@ -657,6 +657,7 @@ impl NodeInner {
                     Some(Ok(future)) => RunningBody::new(future, Some(version), serial),
                     refused => {
                         version.remove_process(serial);
+                        self.table.release(serial);
                         return Err(SpawnError::BadState {
                             module: version.module().to_owned(),
                             entry: entry.to_owned(),
@@ -682,7 +683,7 @@ impl NodeInner {
         if let (Some(parent), true) = (parent, options.link) {
             self.signal(parent, Signal::Link { from: pid });
         }
-        self.table.insert(serial, ctx.clone());
+        self.table.insert(ctx.clone());
         self.run_process(Box::new(Scheduled(Some(ProcessTask::new(ctx.clone(), body)))), ctx.scheduler());
         if self.stopping.load(Ordering::SeqCst) {
             ctx.kill_with(ExitReason::Shutdown);
@@ -712,7 +713,9 @@ impl NodeInner {
         reason: ExitReason,
     ) -> (Pid, Option<MonitorRef>) {
         drop(body.into());
-        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        // A serial of its own that no lookup ever finds.
+        let serial = self.table.reserve();
+        self.table.release(serial);
         let pid = Pid { node: self.id, creation: self.creation, serial };
         let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
         if !matches!(reason, ExitReason::Noproc) {
@@ -777,8 +780,10 @@ impl NodeInner {
         // when the last reference to it (a sender's cache) does; the
         // mailbox is closed, so what is sent to it from now on is dropped.
         ctx.mailbox.clear();
+        // Out of the table before anyone hears of its end: a `Down` or
+        // `Exit` means its pid finds nothing, and its slot is free.
+        self.table.remove(ctx.pid.serial);
         self.announce_exit(ctx);
-        self.table.remove(&ctx.pid.serial);
         if self.stopping.load(Ordering::SeqCst) && self.table.is_empty() {
             let _guard = self.emptied.0.lock().unwrap_or_else(|e| e.into_inner());
             self.emptied.1.notify_all();

@@ -546,3 +546,57 @@ fn a_process_that_ended_itself_arms_no_timers_and_kills_nobody() {
     assert!(said.is_empty(), "a process that ended itself still delivered {said:?}");
     assert_eq!(bystander_down, None, "a process that ended itself killed a bystander");
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "test.Numbered")]
+struct Numbered(u32);
+
+#[test]
+fn a_pid_names_one_process_even_after_its_slot_is_reused() {
+    let node = node("guarantees");
+    let outcome = run(&node, |mut p| async move {
+        p.trap_exit(true);
+        let (dead, _) = p.spawn_monitor(|_| async {});
+        p.expect::<Down>().await?;
+        // The table reuses the slot freed last: the successor takes the
+        // dead process's place under another serial.
+        let me = p.self_pid();
+        let (successor, successor_monitor) = p.spawn_monitor(move |mut p| async move {
+            let first = p.expect::<Numbered>().await?;
+            p.send(me, &first);
+            p.expect::<Die>().await?;
+            Err::<(), _>(ExitReason::Error("the successor ends abnormally".into()))
+        });
+        let same_slot = successor.serial & u64::from(u32::MAX) == dead.serial & u64::from(u32::MAX);
+        // Nothing aimed at the dead pid reaches its successor: not a message
+        // (the successor's first message is the one sent to it after)...
+        p.send(dead, &Numbered(1));
+        p.send(successor, &Numbered(2));
+        let first = p.expect::<Numbered>().await?;
+        // ...nor a monitor, which fires at once with `noproc`...
+        // (A wrong answer may be no answer: each wait below is bounded.)
+        let monitor = p.monitor(dead);
+        let down = p.expect_timeout::<Down>(Duration::from_secs(5)).await.ok();
+        // ...nor a link, which is refused with `noproc`, and the successor's
+        // abnormal end sends no exit signal here.
+        p.link(dead);
+        let refused = p.expect_timeout::<Exit>(Duration::from_secs(5)).await.ok();
+        p.send(successor, &Die);
+        let successor_down = p.expect::<Down>().await?;
+        let exit_from_successor = p.expect_timeout::<Exit>(Duration::ZERO).await.ok();
+        Ok::<_, ReceiveError>((
+            same_slot,
+            first,
+            down.map(|down| (down.monitor == monitor, down.pid, down.reason)),
+            refused.map(|refused| (refused.from, refused.reason)),
+            (successor_down.monitor == successor_monitor, exit_from_successor.map(|exit| exit.from)),
+            dead,
+        ))
+    });
+    let (same_slot, first, down, refused, successor_end, dead) = outcome.unwrap().unwrap();
+    assert!(same_slot, "the successor did not reuse the dead process's slot, so this test shows nothing");
+    assert_eq!(first, Numbered(2), "a message sent to a dead pid reached the process in its slot");
+    assert_eq!(down, Some((true, dead, ExitReason::Noproc)));
+    assert_eq!(refused, Some((dead, ExitReason::Noproc)));
+    assert_eq!(successor_end, (true, None), "a link to a dead pid linked its successor");
+}

@@ -1,0 +1,144 @@
+//! The process table: every live process of a node, found by its pid's
+//! serial without taking a lock (Erlang's process table).
+//!
+//! A serial names a slot (its low 32 bits) and how many processes used the
+//! slot before (its high bits), so a pid whose process ended never finds the
+//! slot's next process: it finds another serial there and is told the
+//! process is gone. Slots are reused, so the table is as large as the most
+//! processes alive at once, not as all that ever ran.
+//!
+//! Every send to a process the sender has not just sent to looks it up here,
+//! from every scheduler at once. A lookup writes no memory another thread
+//! reads (arc-swap protects the loaded pointer with an entry in the reading
+//! thread's own list), where a lock, even a read lock, would make the
+//! schedulers pass its cache line to each other on every send.
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::{ArcSwapOption, Guard};
+
+use crate::process::ProcessCtx;
+
+/// Slots in the first segment; each next segment doubles the table.
+const FIRST_SEGMENT_BITS: u32 = 12;
+/// Segments enough for every 32-bit slot index.
+const SEGMENTS: usize = (33 - FIRST_SEGMENT_BITS) as usize;
+/// A serial's slot index.
+const INDEX_MASK: u64 = u32::MAX as u64;
+/// What tells one use of a slot from the next.
+const NEXT_USE: u64 = 1 << 32;
+
+pub(crate) struct ProcessTable {
+    segments: [OnceLock<Box<[ArcSwapOption<ProcessCtx>]>>; SEGMENTS],
+    /// The first slot index never used. Slot 0 is never used, so no pid has
+    /// serial 0 (timers use it for "aimed at a name").
+    fresh: AtomicU32,
+    /// Serials of emptied slots, each already counting its next use.
+    free: Mutex<Vec<u64>>,
+    live: AtomicUsize,
+}
+
+/// A live process found in the table, held while it is used.
+pub(crate) struct Found(Guard<Option<Arc<ProcessCtx>>>);
+
+impl std::ops::Deref for Found {
+    type Target = ProcessCtx;
+    fn deref(&self) -> &ProcessCtx {
+        self.0.as_deref().expect("a Found holds a process")
+    }
+}
+
+impl ProcessTable {
+    pub(crate) fn new() -> ProcessTable {
+        ProcessTable {
+            segments: std::array::from_fn(|_| OnceLock::new()),
+            fresh: AtomicU32::new(1),
+            free: Mutex::new(Vec::new()),
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    /// A serial for a new process, whose slot stays empty until
+    /// [`insert`](Self::insert) (lookups find nothing) or goes back with
+    /// [`release`](Self::release).
+    pub(crate) fn reserve(&self) -> u64 {
+        if let Some(serial) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return serial;
+        }
+        let index = self.fresh.fetch_add(1, Ordering::Relaxed);
+        assert!(index != u32::MAX, "a node cannot hold more than {} processes at once", u32::MAX - 1);
+        let (segment, _) = Self::place(u64::from(index));
+        self.segments[segment].get_or_init(|| {
+            (0..1usize << (segment as u32 + FIRST_SEGMENT_BITS)).map(|_| ArcSwapOption::empty()).collect()
+        });
+        u64::from(index)
+    }
+
+    /// Makes `ctx` (with a reserved serial) visible to lookups.
+    pub(crate) fn insert(&self, ctx: Arc<ProcessCtx>) {
+        let serial = ctx.pid.serial;
+        self.live.fetch_add(1, Ordering::Relaxed);
+        self.slot(serial).expect("a reserved serial's segment exists").store(Some(ctx));
+    }
+
+    /// Takes process `serial` out of the table; its slot is free for another.
+    pub(crate) fn remove(&self, serial: u64) {
+        if let Some(slot) = self.slot(serial) {
+            slot.store(None);
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            self.release(serial);
+        }
+    }
+
+    /// Gives back a reserved serial whose process never went in the table.
+    pub(crate) fn release(&self, serial: u64) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(serial.wrapping_add(NEXT_USE));
+    }
+
+    /// The live process `serial`, if any.
+    pub(crate) fn get(&self, serial: u64) -> Option<Found> {
+        let found = self.slot(serial)?.load();
+        match &*found {
+            Some(ctx) if ctx.pid.serial == serial => Some(Found(found)),
+            _ => None,
+        }
+    }
+
+    /// The live process `serial`, if any, as a reference of its own.
+    pub(crate) fn get_owned(&self, serial: u64) -> Option<Arc<ProcessCtx>> {
+        self.get(serial).map(|found| Guard::into_inner(found.0).expect("a Found holds a process"))
+    }
+
+    /// How many processes are alive.
+    pub(crate) fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every live process, in slot order.
+    pub(crate) fn all(&self) -> Vec<Arc<ProcessCtx>> {
+        self.segments
+            .iter()
+            .map_while(OnceLock::get)
+            .flat_map(|segment| segment.iter().filter_map(ArcSwapOption::load_full))
+            .collect()
+    }
+
+    fn slot(&self, serial: u64) -> Option<&ArcSwapOption<ProcessCtx>> {
+        let (segment, offset) = Self::place(serial & INDEX_MASK);
+        self.segments[segment].get().map(|slots| &slots[offset])
+    }
+
+    /// The segment and offset of slot `index`: segment k holds the
+    /// 2^(k + FIRST_SEGMENT_BITS) slots from 2^(k + FIRST_SEGMENT_BITS) -
+    /// 2^FIRST_SEGMENT_BITS on.
+    fn place(index: u64) -> (usize, usize) {
+        let shifted = index + (1 << FIRST_SEGMENT_BITS);
+        let top = 63 - shifted.leading_zeros();
+        ((top - FIRST_SEGMENT_BITS) as usize, (shifted - (1 << top)) as usize)
+    }
+}
