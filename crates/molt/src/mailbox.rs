@@ -40,10 +40,18 @@ const SHRINK_ABOVE: usize = 1024;
 /// Gives a sparse queue's memory back (see [`SHRINK_ABOVE`]). Halving when a
 /// quarter full keeps the cost amortised: each element is moved at most a
 /// constant number of times per burst.
+/// The check is inlined (every receive makes it); the shrink is not.
+#[inline(always)]
 fn shrink_if_sparse(queue: &mut VecDeque<Envelope>) {
     if queue.capacity() > SHRINK_ABOVE && queue.len() <= queue.capacity() / 4 {
-        queue.shrink_to((queue.len() * 2).max(SHRINK_ABOVE));
+        shrink(queue);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn shrink(queue: &mut VecDeque<Envelope>) {
+    queue.shrink_to((queue.len() * 2).max(SHRINK_ABOVE));
 }
 
 /// The owner's side of the mailbox: only the owning task touches it.
