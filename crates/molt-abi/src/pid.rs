@@ -48,7 +48,9 @@ pub struct Pid {
     pub node: NodeId,
     /// Which start of that node created the process.
     pub creation: u32,
-    /// The process's number on its node, never reused within one creation.
+    /// The process's number on its node, never reused within one creation:
+    /// its slot in the node's process table (the low 32 bits) and how many
+    /// processes used that slot before (the high 32 bits), as in Erlang.
     pub serial: u64,
 }
 
@@ -141,16 +143,16 @@ impl<'de> Deserialize<'de> for Pid {
 pub(crate) const SAMPLE_PID_BYTES: [u8; 13] = [0; 13];
 
 impl fmt::Display for Pid {
-    /// `<node.serial>`, in the spirit of Erlang's `<0.42.0>`; `{:?}` adds
-    /// the node's creation.
+    /// `<node.slot.uses>`, as Erlang's `<0.42.0>`; `{:?}` adds the node's
+    /// creation.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<{:08x}.{}>", self.node.0 as u32, self.serial)
+        write!(f, "<{:08x}.{}.{}>", self.node.0 as u32, self.serial as u32, self.serial >> 32)
     }
 }
 
 impl fmt::Debug for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<{:08x}.{}.{}>", self.node.0 as u32, self.serial, self.creation)
+        write!(f, "<{:08x}.{}.{}.{}>", self.node.0 as u32, self.serial as u32, self.serial >> 32, self.creation)
     }
 }
 

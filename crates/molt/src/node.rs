@@ -780,10 +780,10 @@ impl NodeInner {
         // when the last reference to it (a sender's cache) does; the
         // mailbox is closed, so what is sent to it from now on is dropped.
         ctx.mailbox.clear();
-        // Out of the table before anyone hears of its end: a `Down` or
-        // `Exit` means its pid finds nothing, and its slot is free.
-        self.table.remove(ctx.pid.serial);
         self.announce_exit(ctx);
+        // Out of the table once everyone was told: a process missing from
+        // `processes()` has no link or monitor left anywhere.
+        self.table.remove(ctx.pid.serial);
         if self.stopping.load(Ordering::SeqCst) && self.table.is_empty() {
             let _guard = self.emptied.0.lock().unwrap_or_else(|e| e.into_inner());
             self.emptied.1.notify_all();

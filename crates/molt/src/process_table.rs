@@ -2,10 +2,12 @@
 //! serial without taking a lock (Erlang's process table).
 //!
 //! A serial names a slot (its low 32 bits) and how many processes used the
-//! slot before (its high bits), so a pid whose process ended never finds the
-//! slot's next process: it finds another serial there and is told the
+//! slot before (its high 32 bits), so a pid whose process ended never finds
+//! the slot's next process: it finds another serial there and is told the
 //! process is gone. Slots are reused, so the table is as large as the most
-//! processes alive at once, not as all that ever ran.
+//! processes alive at once, not as all that ever ran: oldest freed first
+//! (the count of a slot grows as slowly as it can), and a slot whose count
+//! is spent is never used again, so no serial comes back.
 //!
 //! Every send to a process the sender has not just sent to looks it up here,
 //! from every scheduler at once. A lookup writes no memory another thread
@@ -13,6 +15,7 @@
 //! thread's own list), where a lock, even a read lock, would make the
 //! schedulers pass its cache line to each other on every send.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -34,8 +37,9 @@ pub(crate) struct ProcessTable {
     /// The first slot index never used. Slot 0 is never used, so no pid has
     /// serial 0 (timers use it for "aimed at a name").
     fresh: AtomicU32,
-    /// Serials of emptied slots, each already counting its next use.
-    free: Mutex<Vec<u64>>,
+    /// Serials of emptied slots, each already counting its next use,
+    /// oldest first.
+    free: Mutex<VecDeque<u64>>,
     live: AtomicUsize,
 }
 
@@ -54,7 +58,7 @@ impl ProcessTable {
         ProcessTable {
             segments: std::array::from_fn(|_| OnceLock::new()),
             fresh: AtomicU32::new(1),
-            free: Mutex::new(Vec::new()),
+            free: Mutex::new(VecDeque::new()),
             live: AtomicUsize::new(0),
         }
     }
@@ -63,11 +67,13 @@ impl ProcessTable {
     /// [`insert`](Self::insert) (lookups find nothing) or goes back with
     /// [`release`](Self::release).
     pub(crate) fn reserve(&self) -> u64 {
-        if let Some(serial) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+        if let Some(serial) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
             return serial;
         }
-        let index = self.fresh.fetch_add(1, Ordering::Relaxed);
-        assert!(index != u32::MAX, "a node cannot hold more than {} processes at once", u32::MAX - 1);
+        let index = self
+            .fresh
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |index| index.checked_add(1))
+            .unwrap_or_else(|_| panic!("a node cannot hold more than {} processes at once", u32::MAX - 1));
         let (segment, _) = Self::place(u64::from(index));
         self.segments[segment].get_or_init(|| {
             (0..1usize << (segment as u32 + FIRST_SEGMENT_BITS)).map(|_| ArcSwapOption::empty()).collect()
@@ -83,17 +89,27 @@ impl ProcessTable {
     }
 
     /// Takes process `serial` out of the table; its slot is free for another.
+    /// A serial not in the table (already removed) changes nothing.
     pub(crate) fn remove(&self, serial: u64) {
         if let Some(slot) = self.slot(serial) {
-            slot.store(None);
-            self.live.fetch_sub(1, Ordering::Relaxed);
-            self.release(serial);
+            let removed = slot.rcu(|held| match held {
+                Some(ctx) if ctx.pid.serial == serial => None,
+                _ => held.clone(),
+            });
+            if removed.is_some_and(|ctx| ctx.pid.serial == serial) {
+                self.live.fetch_sub(1, Ordering::Relaxed);
+                self.release(serial);
+            }
         }
     }
 
-    /// Gives back a reserved serial whose process never went in the table.
+    /// Gives back a reserved serial whose process never went in the table;
+    /// its slot goes to the back of the free ones, unless its count of uses
+    /// is spent.
     pub(crate) fn release(&self, serial: u64) {
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(serial.wrapping_add(NEXT_USE));
+        if let Some(next) = serial.checked_add(NEXT_USE) {
+            self.free.lock().unwrap_or_else(|e| e.into_inner()).push_back(next);
+        }
     }
 
     /// The live process `serial`, if any.
@@ -140,5 +156,41 @@ impl ProcessTable {
         let shifted = index + (1 << FIRST_SEGMENT_BITS);
         let top = 63 - shifted.leading_zeros();
         ((top - FIRST_SEGMENT_BITS) as usize, (shifted - (1 << top)) as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_reused_oldest_freed_first_under_a_new_serial() {
+        let table = ProcessTable::new();
+        let (a, b, c) = (table.reserve(), table.reserve(), table.reserve());
+        assert_eq!((a, b, c), (1, 2, 3), "fresh slots in order, slot 0 never used");
+        table.release(c);
+        table.release(a);
+        assert_eq!(table.reserve(), NEXT_USE + 3);
+        assert_eq!(table.reserve(), NEXT_USE + 1);
+        assert_eq!(table.reserve(), 4);
+    }
+
+    #[test]
+    fn a_slot_whose_uses_are_spent_is_never_used_again() {
+        let table = ProcessTable::new();
+        let first = table.reserve();
+        table.release(first | (u64::from(u32::MAX) << 32));
+        assert_eq!(table.reserve(), 2, "the spent slot came back, and with it an old serial");
+        assert!(table.get(first).is_none());
+    }
+
+    #[test]
+    fn segments_double_and_cover_every_index() {
+        assert_eq!(ProcessTable::place(0), (0, 0));
+        assert_eq!(ProcessTable::place(4095), (0, 4095));
+        assert_eq!(ProcessTable::place(4096), (1, 0));
+        assert_eq!(ProcessTable::place(3 * 4096 - 1), (1, 8191));
+        assert_eq!(ProcessTable::place(3 * 4096), (2, 0));
+        assert_eq!(ProcessTable::place(u64::from(u32::MAX)), (SEGMENTS - 1, 4095));
     }
 }

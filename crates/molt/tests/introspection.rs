@@ -52,7 +52,7 @@ fn the_listing_shows_status_name_mailbox_links_and_code() {
     assert!(info.trap_exit);
     assert!(info.code.contains("introspection"), "{}", info.code);
     let listed: Vec<Pid> = node.processes().iter().map(|i| i.pid).collect();
-    assert!(listed.windows(2).all(|w| w[0].serial < w[1].serial), "listed in spawn order");
+    assert!(listed.windows(2).all(|w| w[0].serial < w[1].serial), "listed in pid order");
     assert!(listed.contains(&worker) && listed.contains(&partner));
     node.shutdown();
 }

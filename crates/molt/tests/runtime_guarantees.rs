@@ -558,16 +558,27 @@ fn a_pid_names_one_process_even_after_its_slot_is_reused() {
         p.trap_exit(true);
         let (dead, _) = p.spawn_monitor(|_| async {});
         p.expect::<Down>().await?;
-        // The table reuses the slot freed last: the successor takes the
-        // dead process's place under another serial.
+        // The dead process's slot is free once it is out of the table, an
+        // instant after its `Down`; the next spawn then takes it, under
+        // another serial. Spawns that come too early are killed.
         let me = p.self_pid();
-        let (successor, successor_monitor) = p.spawn_monitor(move |mut p| async move {
-            let first = p.expect::<Numbered>().await?;
-            p.send(me, &first);
-            p.expect::<Die>().await?;
-            Err::<(), _>(ExitReason::Error("the successor ends abnormally".into()))
-        });
-        let same_slot = successor.serial & u64::from(u32::MAX) == dead.serial & u64::from(u32::MAX);
+        let slot = |pid: Pid| pid.serial & u64::from(u32::MAX);
+        let mut attempts = 0;
+        let (successor, successor_monitor) = loop {
+            let (candidate, monitor) = p.spawn_monitor(move |mut p| async move {
+                let first = p.expect::<Numbered>().await?;
+                p.send(me, &first);
+                p.expect::<Die>().await?;
+                Err::<(), _>(ExitReason::Error("the successor ends abnormally".into()))
+            });
+            attempts += 1;
+            if slot(candidate) == slot(dead) || attempts == 10_000 {
+                break (candidate, monitor);
+            }
+            p.demonitor(monitor);
+            p.kill(candidate);
+        };
+        let same_slot = slot(successor) == slot(dead);
         // Nothing aimed at the dead pid reaches its successor: not a message
         // (the successor's first message is the one sent to it after)...
         p.send(dead, &Numbered(1));
