@@ -29,7 +29,6 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use async_ffi::FfiFuture;
 
-use crate::contract::ProcessHandle;
 use crate::contract::{ProcessStart, Str};
 use crate::exit::{ExitReason, IntoExitReason};
 use crate::process::{Process, ProcessRef, TaskWaker};
@@ -147,15 +146,6 @@ impl Waking {
         }
         self.any_relayed.store(true, Ordering::Release);
     }
-}
-
-/// Whether the body being polled on this thread is that of the process
-/// `handle` names: only its own body may receive with it.
-pub(crate) fn polling_body_of(handle: ProcessHandle) -> bool {
-    let polling = POLLING.with(Cell::get);
-    // SAFETY: as in `relay_if_foreign`: a non-null `POLLING` is the `Waking`
-    // of the body being polled on this thread, alive for that poll.
-    !polling.is_null() && unsafe { &*polling }.task.handle() == handle
 }
 
 /// Called by a receive or sleep that returned `Pending` under `waker`: the

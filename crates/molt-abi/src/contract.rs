@@ -31,7 +31,7 @@ use crate::module::Sink;
 use crate::{MonitorRef, Pid, Process, Shape, Tag, TimerRef};
 
 /// The version of this contract. The core refuses code built against another.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 7;
 
 /// A message being sent: its tag and shape, and its postcard bytes — for a
 /// small message, encoded already on the sender's stack (`bytes`, `len`),
@@ -84,31 +84,8 @@ unsafe impl Send for BlockingJob {}
 /// A deadline meaning "never": receives without a timeout pass it.
 pub const NO_DEADLINE: u64 = u64::MAX;
 
-/// A handle to a process in the core: opaque, except that it points at the
-/// process's [`ReceiveHint`], which the core keeps at the start of the
-/// process's state for as long as a handle to it exists.
+/// An opaque handle to a process in the core.
 pub type ProcessHandle = *const c_void;
-
-/// What the core keeps at the start of a process's state (where its
-/// [`ProcessHandle`] points) so that the process's own body can tell,
-/// without a call, that a receive would find nothing: with `idle` set and
-/// `queued` zero, the body, while the core polls it, may answer a receive
-/// without a deadline `Pending` itself (setting `receiving`), as `receive`
-/// would. Written by the core; `receiving` by the body.
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct ReceiveHint {
-    /// How many messages arrived since the owner last took the inbox; only
-    /// its being zero is meaningful.
-    pub queued: std::sync::atomic::AtomicU32,
-    /// As of the owner's last receive: nothing it has not looked at is
-    /// left, and the next arrival wakes its task. With `queued` zero, a
-    /// receive of anything finds nothing.
-    pub idle: std::sync::atomic::AtomicBool,
-    /// The body answered a receive `Pending` on its own during this poll:
-    /// the process waits for a message (its status is `Waiting`).
-    pub receiving: std::sync::atomic::AtomicBool,
-}
 
 /// What a receive asks the core for: the oldest queued message accepted by
 /// `matcher`, looking only at messages whose tag is in `tags`.

@@ -11,8 +11,8 @@ use std::mem::{align_of, offset_of, size_of};
 use async_ffi::{FfiContext, FfiFuture, FfiPoll};
 
 use crate::contract::{
-    BlockingJob, HotCallStatus, Outgoing, ProcessStart, ProcessVTable, ReceiveHint, ReceiveRequest, ReceiveStatus,
-    RegisterStatus, SpawnOptions, SpawnStatus, Str,
+    BlockingJob, HotCallStatus, Outgoing, ProcessStart, ProcessVTable, ReceiveRequest, ReceiveStatus, RegisterStatus,
+    SpawnOptions, SpawnStatus, Str,
 };
 use crate::module::{DescriptorHeader, EntryDescriptor, ModuleDescriptor, Sink};
 use crate::{MonitorRef, NodeId, Pid, Process, Tag, TimerRef};
@@ -30,7 +30,6 @@ const SHAPES: &[&[u64]] = &[
         send_after_named, cancel_timer, hot_call, spawn_entry, set_exit_reason, blocking, retain, wake),
     shape!(BlockingJob; env, run, drop_env),
     shape!(ReceiveRequest; tags, tag_count, matcher, env, cursor, deadline),
-    shape!(ReceiveHint; queued, idle, receiving),
     shape!(ProcessStart; env, start, drop_env, code),
     shape!(SpawnOptions; link, monitor),
     shape!(Outgoing; tag, shape, bytes, len, env, encode),

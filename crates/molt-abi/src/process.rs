@@ -85,10 +85,6 @@ pub(crate) struct TaskWaker(Process);
 unsafe impl Sync for TaskWaker {}
 
 impl TaskWaker {
-    pub(crate) fn handle(&self) -> ProcessHandle {
-        self.0.handle
-    }
-
     pub(crate) fn wake(&self) {
         // SAFETY: `self` holds a strong reference to the handle.
         unsafe { (self.0.vtable.wake)(self.0.handle) }

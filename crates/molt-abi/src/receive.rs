@@ -16,7 +16,6 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -93,10 +92,6 @@ impl ReceiveState {
             };
         }
         let deadline = self.deadline;
-        if deadline == NO_DEADLINE && nothing_to_receive(process) {
-            crate::body::relay_if_foreign(cx.waker());
-            return Poll::Pending;
-        }
         let mut guarded = Guarded { matcher, panic: None };
         let mut request = ReceiveRequest {
             tags: tags.as_ptr(),
@@ -127,28 +122,6 @@ impl ReceiveState {
             ReceiveStatus::NotOwner => crate::process::not_owner(),
         }
     }
-}
-
-/// True when a receive would find nothing and wait, which the core's
-/// [`ReceiveHint`](crate::contract::ReceiveHint) tells without a call into
-/// the core: then this body answers `Pending` itself, as the core would (a
-/// round trip makes two such receives, each some 150 instructions through
-/// the core). Only the process's own body, during its poll, may do so.
-#[inline]
-fn nothing_to_receive(process: &Process) -> bool {
-    let handle = process.handle();
-    // SAFETY: a handle points at its process's hint, kept by the core for as
-    // long as the handle exists (the contract); `process` holds this one for
-    // as long as the reference is used here.
-    let hint = unsafe { &*handle.cast::<crate::contract::ReceiveHint>() };
-    if hint.idle.load(Ordering::Relaxed)
-        && hint.queued.load(Ordering::Acquire) == 0
-        && crate::body::polling_body_of(handle)
-    {
-        hint.receiving.store(true, Ordering::Relaxed);
-        return true;
-    }
-    false
 }
 
 impl<M: Matcher> Matcher for &mut M {

@@ -22,7 +22,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use molt_abi::contract::ReceiveHint;
 use molt_abi::{Envelope, Tag};
 
 use crate::executor::AbortHandle;
@@ -67,29 +66,27 @@ pub(crate) struct Received {
     armed: bool,
 }
 
-/// `repr(C)` and `hint` first: a process's handle points at its hint (the
-/// contract; see `ProcessCtx`).
-#[repr(C)]
+impl Received {
+    /// Forgets that `waiting` is on, so the next receive looks at the inbox
+    /// under the lock again.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Mailbox {
-    /// `queued`: the inbox's length, written under its lock; read without
-    /// it by the owner to see whether anything arrived since it last
-    /// looked. `idle`: as of the owner's last receive, `saved` was empty and
-    /// `armed` set; with `queued` zero, the owner's body may answer a
-    /// receive `Pending` without calling the core (see `molt_abi::receive`).
-    hint: ReceiveHint,
     /// A spin lock that yields the thread while it waits: held only to push
     /// one message or to take the whole queue, and its release is a plain
     /// store, where a futex mutex's is a read-modify-write (about a tenth of
     /// a local round trip, measured).
     inbox: spin::mutex::SpinMutex<Inbox, spin::relax::Yield>,
+    /// The inbox's length, written under its lock; read without it by the
+    /// owner to see whether anything arrived since it last looked.
+    queued: AtomicU32,
     /// The owner's `saved` length as of its last poll.
     saved_len: AtomicU32,
 }
-
-// What the contract promises module code: a handle (see `ProcessCtx`)
-// points at the hint.
-const _: () = assert!(std::mem::offset_of!(Mailbox, hint) == 0, "a process's handle must point at its ReceiveHint");
 
 #[derive(Debug, Default)]
 struct Inbox {
@@ -112,17 +109,6 @@ pub(crate) enum Scan {
 }
 
 impl Mailbox {
-    /// Owner only. Forgets that `waiting` is on, so the next receive looks
-    /// at the inbox under the lock again.
-    pub(crate) fn disarm(&self, received: &mut Received) {
-        received.armed = false;
-        self.hint.idle.store(false, Ordering::Relaxed);
-    }
-
-    pub(crate) fn hint(&self) -> &ReceiveHint {
-        &self.hint
-    }
-
     /// Appends a message and wakes the owner if it waits.
     pub(crate) fn push(&self, envelope: Envelope) {
         let mut inbox = self.inbox.lock();
@@ -131,7 +117,7 @@ impl Mailbox {
             return drop(envelope);
         }
         inbox.queue.push_back(envelope);
-        self.hint.queued.store(saturating_u32(inbox.queue.len()), Ordering::Release);
+        self.queued.store(saturating_u32(inbox.queue.len()), Ordering::Release);
         if std::mem::take(&mut inbox.waiting)
             && let Some(task) = &inbox.task
         {
@@ -161,7 +147,7 @@ impl Mailbox {
             inbox.closed = true;
             (std::mem::take(&mut inbox.queue), inbox.task.take())
         };
-        self.hint.queued.store(0, Ordering::Release);
+        self.queued.store(0, Ordering::Release);
         drop((queue, task));
     }
 
@@ -187,12 +173,6 @@ impl Mailbox {
         cursor: &mut usize,
         mut matcher: impl FnMut(&Envelope) -> bool,
     ) -> Scan {
-        // Not idle while the matcher runs: a receive from inside it (through
-        // a stale `Process`) must reach the core, which refuses it. (Loaded
-        // first: a busy receiver is rarely idle, and a load is all it pays.)
-        if self.hint.idle.load(Ordering::Relaxed) {
-            self.hint.idle.store(false, Ordering::Relaxed);
-        }
         let saved = &mut received.saved;
         loop {
             while let Some(envelope) = saved.get(*cursor) {
@@ -205,18 +185,12 @@ impl Mailbox {
                         saved.remove(*cursor);
                     }
                     shrink_if_sparse(saved);
-                    // (Cleared above; only the last message of a batch can
-                    // leave the owner idle.)
-                    if saved.is_empty() && received.armed {
-                        self.hint.idle.store(true, Ordering::Relaxed);
-                    }
                     return Scan::Taken;
                 }
                 *cursor += 1;
             }
-            if received.armed && self.hint.queued.load(Ordering::Acquire) == 0 {
+            if received.armed && self.queued.load(Ordering::Acquire) == 0 {
                 // Still waiting since the last locked pass, and nothing came.
-                self.hint.idle.store(saved.is_empty(), Ordering::Relaxed);
                 return Scan::Empty;
             }
             let mut inbox = self.inbox.lock();
@@ -227,12 +201,11 @@ impl Mailbox {
             }
             // The inbox is empty; it keeps no burst's capacity.
             shrink_if_sparse(&mut inbox.queue);
-            self.hint.queued.store(0, Ordering::Relaxed);
+            self.queued.store(0, Ordering::Relaxed);
             // The inbox is empty now: whatever comes next wakes the owner.
             inbox.waiting = true;
             received.armed = true;
             if *cursor == saved.len() {
-                self.hint.idle.store(saved.is_empty(), Ordering::Relaxed);
                 return Scan::Empty;
             }
         }

@@ -59,15 +59,10 @@ fn narrow(scheduler: u32) -> SchedulerIndex {
     scheduler as SchedulerIndex
 }
 
-/// `repr(C)` with the mailbox first, whose hint is first in turn: the
-/// contract has a process's handle (this, through `Arc::into_raw`) point at
-/// its `ReceiveHint`. The fields after it are in an order that leaves no
-/// padding a reordering would save.
-#[repr(C)]
 pub(crate) struct ProcessCtx {
-    pub(crate) mailbox: Mailbox,
     pub(crate) pid: Pid,
     pub(crate) node: Arc<NodeInner>,
+    pub(crate) mailbox: Mailbox,
     signals: Mutex<Signals>,
     /// Set once the process has ended; read by senders that hold a cached
     /// reference to it.
@@ -81,10 +76,6 @@ pub(crate) struct ProcessCtx {
     /// `placement.rs`).
     scheduler: AtomicU32,
 }
-
-// What the contract promises module code: a handle points at the hint
-// (which is first in the mailbox: see there).
-const _: () = assert!(std::mem::offset_of!(ProcessCtx, mailbox) == 0, "a process's handle must point at its mailbox");
 
 impl std::fmt::Debug for ProcessCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -492,7 +483,7 @@ impl ProcessTask {
         self.local.timer = None;
         // The new task's first receive looks at the inbox under the lock,
         // whenever the mailbox took that task up.
-        self.ctx.mailbox.disarm(&mut self.local.received);
+        self.local.received.disarm();
         Some(to)
     }
 
@@ -641,7 +632,6 @@ impl Future for ProcessTask {
         this.local.slice_start = 0;
         this.local.spent = false;
         this.ctx.set_status(ProcessStatus::Running);
-        this.ctx.mailbox.hint().receiving.store(false, Ordering::Relaxed);
         let scheduler = this.ctx.scheduler() as usize;
         this.ctx.node.watch[scheduler].poll_started(this.ctx.pid.serial);
         let polled = loop {
@@ -689,12 +679,10 @@ impl Future for ProcessTask {
                         placement.forced_move(this.pending_polls, this.ctx.scheduler(), &mut this.busy_on).map(narrow);
                 }
                 // Still `Running` means it waits on something that is not
-                // the core's (a tokio channel, say), or on a receive its body
-                // answered itself (see `ReceiveHint`). Only this task writes
+                // the core's (a tokio channel, say). Only this task writes
                 // the status, so a load and a store will do.
                 if this.ctx.status() == ProcessStatus::Running {
-                    let receiving = this.ctx.mailbox.hint().receiving.load(Ordering::Relaxed);
-                    this.ctx.set_status(if receiving { ProcessStatus::Waiting } else { ProcessStatus::Suspended });
+                    this.ctx.set_status(ProcessStatus::Suspended);
                 }
                 Poll::Pending
             }

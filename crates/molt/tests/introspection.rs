@@ -56,26 +56,3 @@ fn the_listing_shows_status_name_mailbox_links_and_code() {
     assert!(listed.contains(&worker) && listed.contains(&partner));
     node.shutdown();
 }
-
-/// A receive right after one that took the last message finds nothing; the
-/// process's own body answers it without calling the core (see
-/// `ReceiveHint`), and still shows as waiting and wakes for the next one.
-#[test]
-fn a_process_that_took_its_last_message_waits_for_the_next_and_shows_it() {
-    let node = node("introspection");
-    let (tell, told) = std::sync::mpsc::channel();
-    let echo = node.spawn(move |mut p| async move {
-        loop {
-            let n: u32 = p.expect().await?;
-            let _ = tell.send(n);
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), molt::ReceiveError>(())
-    });
-    for n in 0..100u32 {
-        node.spawn(move |p| async move { p.send(echo, &n) });
-        assert_eq!(told.recv_timeout(support::BOUND), Ok(n));
-        info_when(&node, echo, |i| i.status == ProcessStatus::Waiting && i.mailbox_len == 0);
-    }
-    node.shutdown();
-}

@@ -50,36 +50,3 @@ fn a_cleared_mailbox_keeps_nothing_pushed_after() {
     mailbox.push(Envelope::encode(&vec![0u8; 1 << 20]).unwrap());
     assert_eq!(mailbox.len(), 0);
 }
-
-/// The hint a body reads to answer a receive itself (`ReceiveHint`): idle
-/// only while nothing unread is left and the next push wakes the owner, and
-/// never while a receive's matcher runs.
-#[test]
-fn the_receive_hint_is_idle_only_when_a_receive_would_find_nothing() {
-    use std::sync::atomic::Ordering::SeqCst;
-    let mailbox = Mailbox::default();
-    let mut received = Received::default();
-    let hint = mailbox.hint();
-    let idle = || hint.idle.load(SeqCst) && hint.queued.load(SeqCst) == 0;
-    assert!(!idle(), "a new mailbox has not been looked at");
-    mailbox.push(Envelope::encode(&1u32).unwrap());
-    mailbox.push(Envelope::encode(&String::from("text")).unwrap());
-    let mut idle_in_matcher = true;
-    let mut cursor = 0;
-    let scan = mailbox.receive(&mut received, &[u32::TAG], &mut cursor, |_| {
-        idle_in_matcher = hint.idle.load(SeqCst);
-        true
-    });
-    assert_eq!((scan, idle_in_matcher), (Scan::Taken, false));
-    assert!(!idle(), "an unread message is left");
-    let mut cursor = 0;
-    let scan = mailbox.receive(&mut received, &[String::TAG], &mut cursor, |_| true);
-    assert_eq!(scan, Scan::Taken);
-    assert!(idle(), "nothing is left and the owner is armed");
-    mailbox.push(Envelope::encode(&2u32).unwrap());
-    assert!(!idle(), "a push arrived");
-    assert_eq!(numbers(&mailbox, &mut received), vec![2]);
-    assert!(idle());
-    mailbox.disarm(&mut received);
-    assert!(!idle(), "a task that moved looks at the inbox under the lock first");
-}
