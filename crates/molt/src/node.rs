@@ -527,10 +527,7 @@ impl NodeInner {
 
     /// The live process `pid`, if it is on this node.
     pub(crate) fn process(&self, pid: Pid) -> Option<Arc<ProcessCtx>> {
-        if !self.is_local(pid) {
-            return None;
-        }
-        self.table.get_owned(pid.serial)
+        self.table_entry(pid).map(Found::into_owned)
     }
 
     /// The live process `pid`, if it is on this node, held only while used.

@@ -46,6 +46,13 @@ pub(crate) struct ProcessTable {
 /// A live process found in the table, held while it is used.
 pub(crate) struct Found(Guard<Option<Arc<ProcessCtx>>>);
 
+impl Found {
+    /// The process, as a reference of its own.
+    pub(crate) fn into_owned(self) -> Arc<ProcessCtx> {
+        Guard::into_inner(self.0).expect("a Found holds a process")
+    }
+}
+
 impl std::ops::Deref for Found {
     type Target = ProcessCtx;
     fn deref(&self) -> &ProcessCtx {
@@ -91,15 +98,12 @@ impl ProcessTable {
     /// Takes process `serial` out of the table; its slot is free for another.
     /// A serial not in the table (already removed) changes nothing.
     pub(crate) fn remove(&self, serial: u64) {
-        if let Some(slot) = self.slot(serial) {
-            let removed = slot.rcu(|held| match held {
-                Some(ctx) if ctx.pid.serial == serial => None,
-                _ => held.clone(),
-            });
-            if removed.is_some_and(|ctx| ctx.pid.serial == serial) {
-                self.live.fetch_sub(1, Ordering::Relaxed);
-                self.release(serial);
-            }
+        let (Some(slot), Some(found)) = (self.slot(serial), self.get(serial)) else { return };
+        // Exactly the process found: if another removal won, it released.
+        let removed = slot.compare_and_swap(&found.0, None::<Arc<ProcessCtx>>);
+        if removed.as_ref().is_some_and(|ctx| ctx.pid.serial == serial) {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            self.release(serial);
         }
     }
 
@@ -119,11 +123,6 @@ impl ProcessTable {
             Some(ctx) if ctx.pid.serial == serial => Some(Found(found)),
             _ => None,
         }
-    }
-
-    /// The live process `serial`, if any, as a reference of its own.
-    pub(crate) fn get_owned(&self, serial: u64) -> Option<Arc<ProcessCtx>> {
-        self.get(serial).map(|found| Guard::into_inner(found.0).expect("a Found holds a process"))
     }
 
     /// How many processes are alive.
