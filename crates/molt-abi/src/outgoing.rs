@@ -30,8 +30,8 @@ pub(crate) fn outgoing<M: Message, R>(message: &M, send: impl FnOnce(Outgoing) -
     };
     // Most messages are a few bytes: encoded here, they cross as a slice.
     let mut small = [0u8; SMALL];
-    if let Ok(bytes) = postcard::to_slice(message, &mut small) {
-        (outgoing.bytes, outgoing.len) = (bytes.as_ptr(), bytes.len());
+    if let Ok(len) = postcard::serialize_with_flavor(message, Stack { buffer: &mut small, len: 0 }) {
+        (outgoing.bytes, outgoing.len) = (small.as_ptr(), len);
     }
     let sent = send(outgoing);
     if let Some(why) = encoding.failed {
@@ -42,6 +42,65 @@ pub(crate) fn outgoing<M: Message, R>(message: &M, send: impl FnOnce(Outgoing) -
 
 /// Messages up to this many bytes are encoded on the sender's stack.
 const SMALL: usize = 64;
+
+/// postcard's slice flavor for the sender's stack buffer, except that the
+/// small pieces a message is written in (a varint, a pid's bytes) are
+/// copied with a few fixed-size moves: postcard's own calls libc's
+/// `memcpy` for each, three per local round trip, 6% of its time (perf).
+struct Stack<'a> {
+    buffer: &'a mut [u8; SMALL],
+    len: usize,
+}
+
+impl Flavor for Stack<'_> {
+    /// The length written.
+    type Output = usize;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        *self.buffer.get_mut(self.len).ok_or(postcard::Error::SerializeBufferFull)? = byte;
+        self.len += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let end = self.len + data.len();
+        let place = self.buffer.get_mut(self.len..end).ok_or(postcard::Error::SerializeBufferFull)?;
+        copy_small(place, data);
+        self.len = end;
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.len)
+    }
+}
+
+/// `place.copy_from_slice(data)` (the two are as long), by two overlapping
+/// copies of a fixed size for up to 16 bytes (as `memcpy` itself does for
+/// small sizes, but without the call).
+#[inline]
+fn copy_small(place: &mut [u8], data: &[u8]) {
+    let len = data.len();
+    match len {
+        0 => {}
+        1..4 => {
+            place[0] = data[0];
+            place[len / 2] = data[len / 2];
+            place[len - 1] = data[len - 1];
+        }
+        4..8 => {
+            place[..4].copy_from_slice(&data[..4]);
+            place[len - 4..].copy_from_slice(&data[len - 4..]);
+        }
+        8..=16 => {
+            place[..8].copy_from_slice(&data[..8]);
+            place[len - 8..].copy_from_slice(&data[len - 8..]);
+        }
+        _ => place.copy_from_slice(data),
+    }
+}
 
 /// What `env` points at while the core holds an [`Outgoing`].
 struct Encoding<'a, M> {
@@ -122,5 +181,41 @@ impl Flavor for SinkWriter {
             self.flush();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SMALL, Stack, copy_small};
+
+    /// Every length copies exactly the bytes given.
+    #[test]
+    fn a_small_copy_is_a_copy() {
+        let data: Vec<u8> = (1..=40).collect();
+        for len in 0..=40 {
+            let mut place = vec![0u8; len];
+            copy_small(&mut place, &data[..len]);
+            assert_eq!(place, &data[..len], "length {len}");
+        }
+    }
+
+    /// The stack flavor writes what postcard's slice flavor writes, and
+    /// says when a message does not fit.
+    #[test]
+    fn the_stack_flavor_writes_postcards_bytes() {
+        let pid = |node, creation, serial| crate::Pid { node: crate::NodeId(node), creation, serial };
+        let values: [(crate::Pid, u64, String); 3] = [
+            (pid(1, 1, 3), 0, String::new()),
+            (pid(u64::MAX, 7, 1 << 40), u64::MAX, "ab".into()),
+            (pid(5, 2, 300), 1 << 20, "x".repeat(20)),
+        ];
+        for value in values {
+            let mut buffer = [0u8; SMALL];
+            let len = postcard::serialize_with_flavor(&value, Stack { buffer: &mut buffer, len: 0 }).unwrap();
+            assert_eq!(&buffer[..len], &postcard::to_allocvec(&value).unwrap()[..]);
+        }
+        let mut buffer = [0u8; SMALL];
+        let too_big = "y".repeat(SMALL);
+        assert!(postcard::serialize_with_flavor(&too_big, Stack { buffer: &mut buffer, len: 0 }).is_err());
     }
 }
