@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 use crate::node::NodeInner;
 
 /// What one scheduler is doing, as its own thread records it.
+/// Aligned to its own pair of cache lines: each scheduler writes its
+/// watch twice a poll, and two watches in one line made every poll of one
+/// scheduler take that line from the other.
 #[derive(Default)]
+#[repr(align(128))]
 pub(crate) struct SchedulerWatch {
     /// Polls of processes started on this scheduler.
     polls: AtomicU64,
