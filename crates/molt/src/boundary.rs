@@ -164,10 +164,14 @@ unsafe fn ctx<'a>(handle: ProcessHandle) -> &'a ProcessCtx {
 }
 
 /// The envelope of a message being sent, written by its sender's code;
-/// `None` if it could not be encoded (the sender then panics).
+/// `None` if it could not be encoded (the sender then panics). In line:
+/// returned from a call, the envelope was written to the stack a word at a
+/// time and read back at once in wider loads, which stalls (half of a
+/// send's time in the core, perf).
 ///
 /// # Safety
 /// `message` must be one passed to the running vtable call.
+#[inline(always)]
 unsafe fn envelope(message: Outgoing) -> Option<Envelope> {
     if !message.bytes.is_null() {
         // SAFETY: the sender's bytes, valid for the call (forwarded from
@@ -175,6 +179,17 @@ unsafe fn envelope(message: Outgoing) -> Option<Envelope> {
         let bytes = unsafe { borrowed(message.bytes, message.len) };
         return Some(Envelope { tag: message.tag, shape: message.shape, payload: small_copy(bytes) });
     }
+    // SAFETY: forwarded from the caller.
+    unsafe { encoded_envelope(message) }
+}
+
+/// [`envelope`] of a message its sender's code writes through a sink.
+///
+/// # Safety
+/// As for [`envelope`].
+#[cold]
+#[inline(never)]
+unsafe fn encoded_envelope(message: Outgoing) -> Option<Envelope> {
     let mut payload = Payload::new();
     // SAFETY: the sender's `encode` and `env` are valid for the call that
     // passed them, which is running (forwarded from the caller); the sink
@@ -194,6 +209,7 @@ unsafe fn envelope(message: Outgoing) -> Option<Envelope> {
 /// time: a call to libc's `memcpy` for ten bytes took 7% of a local round
 /// trip's time, and bytes copied onto the stack in small pieces and read
 /// back whole stall the load (perf).
+#[inline(always)]
 fn small_copy(bytes: &[u8]) -> Payload {
     let len = bytes.len();
     // Two overlapping reads of a fixed size cover every length between

@@ -361,17 +361,10 @@ impl Scheduler {
         CURRENT.with(|current| current.set(Arc::as_ptr(self) as usize));
         LOCAL.with_borrow_mut(|local| local.me = Some(self.clone()));
         let mut turn = 0u32;
-        // The last poll's task, to put back in its slot.
-        let mut pending = None;
         while !self.stop.load(Ordering::Relaxed) {
             turn = turn.wrapping_add(1);
             if turn % CHECK_EVERY == 0 {
-                // Every task in its slot first: a share moves a task with
-                // its partner, which may be the one just polled.
-                let waiting = LOCAL.with_borrow_mut(|local| {
-                    local.put_back(pending.take());
-                    local.queue.len()
-                });
+                let waiting = LOCAL.with_borrow(|local| local.queue.len());
                 self.take_remote();
                 fire_due_sleeps(Instant::now());
                 // Two or more tasks waiting behind the running one: work
@@ -381,22 +374,18 @@ impl Scheduler {
                     share_with_an_idle_sibling(Share::Started);
                 }
             }
-            // The last task back into its slot and the next one taken out
-            // of its own, in one borrow.
             let next = LOCAL.with_borrow_mut(|local| {
-                local.put_back(pending.take());
                 let id = local.queue.pop_front()?;
                 Some((id, local.take_for_poll(id)))
             });
             match next {
                 Some((id, taken)) => {
                     PASSED.with(|passed| passed.set(0));
-                    pending = poll_task(id, taken);
+                    poll_task(id, taken);
                 }
                 None => self.idle(),
             }
         }
-        LOCAL.with_borrow_mut(|local| local.put_back(pending));
         // Closed and emptied in one go: a spawn either lands in what is
         // taken here (and is dropped with the rest below) or finds the
         // scheduler closed (and drops its task itself). One left in the
@@ -715,37 +704,27 @@ impl Local {
     }
 }
 
-/// A task that a poll left pending, on its way back to its slot.
-struct Pending {
-    key: usize,
-    future: BoxFuture,
-    waker: Waker,
-}
-
-/// Polls a task taken for it; returns it if it is still pending (the loop
-/// puts it back in the borrow that takes the next task).
-fn poll_task(id: u64, taken: Taken) -> Option<Pending> {
+/// Polls a task taken for it, and puts it back in its slot if it is still
+/// pending (at once, in a borrow of its own: handed back to the loop to put
+/// back with the next take, its five words were copied twice through the
+/// stack and read back wider than they were written, which stalls, perf).
+fn poll_task(id: u64, taken: Taken) {
     let key = key_of(id);
     let (mut future, waker) = match taken {
-        Taken::Gone => return None,
+        Taken::Gone => return,
         // Dropped outside the borrow: its drop may spawn or wake.
-        Taken::Aborted(slot) => {
-            finish(slot);
-            return None;
-        }
+        Taken::Aborted(slot) => return finish(slot),
         Taken::Running(future, waker) => (future, waker),
     };
     // No panic gets here: every task catches its own (see `Task`).
-    let ready = future.as_mut().poll(&mut Context::from_waker(&waker)).is_ready();
-    if !ready {
-        return Some(Pending { key, future, waker });
+    if future.as_mut().poll(&mut Context::from_waker(&waker)).is_pending() {
+        return LOCAL.with_borrow_mut(|local| local.put_back(key, future, waker));
     }
     // Its slot is emptied, and the task dropped outside the borrow, before
     // the next task is taken: what its drop does (a process's exit, a kill
     // of a linked one) is seen by that task's poll.
     finish(LOCAL.with_borrow_mut(|local| local.remove(key)));
     drop(future);
-    None
 }
 
 /// What [`Local::take_for_poll`] found for an id.
@@ -760,11 +739,9 @@ enum Taken {
 impl Local {
     /// Puts a task that a poll left pending back into its slot.
     #[inline]
-    fn put_back(&mut self, pending: Option<Pending>) {
-        if let Some(Pending { key, future, waker }) = pending {
-            let slot = self.slot_mut(key).expect("a task's slot stays while it is polled");
-            slot.running = Some((future, waker));
-        }
+    fn put_back(&mut self, key: usize, future: BoxFuture, waker: Waker) {
+        let slot = self.slot_mut(key).expect("a task's slot stays while it is polled");
+        slot.running = Some((future, waker));
     }
 
     /// The partner of the task whose header is `mover`, if it can go with
