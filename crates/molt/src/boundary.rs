@@ -271,20 +271,20 @@ unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, message: Outgoing) {
     if ended_itself(ctx) {
         return;
     }
+    // Made before the task-local state is lent: the sender's `Serialize`
+    // (which `envelope` may call) runs as any of its code does, its own
+    // calls into the core working as they would anywhere in its body.
+    // SAFETY: a valid message, per the contract.
+    let Some(envelope) = (unsafe { envelope(message) }) else { return };
     // Through the task's send cache when the process's own body sends.
-    // The envelope is made where it is sent from (not moved in and out of
-    // an `Option`), and once: `with_lent` runs its closure or not at all.
-    let sent = with_lent(ctx, |_, local| {
-        // SAFETY: a valid message, per the contract.
-        if let Some(envelope) = unsafe { envelope(message) } {
+    let mut envelope = Some(envelope);
+    let _ = with_lent(ctx, |_, local| {
+        if let Some(envelope) = envelope.take() {
             local.send(&ctx.node, to, envelope);
         }
     });
-    if sent.is_none() {
-        // SAFETY: as above; not made above.
-        if let Some(envelope) = unsafe { envelope(message) } {
-            ctx.node.send(to, envelope);
-        }
+    if let Some(envelope) = envelope {
+        ctx.node.send(to, envelope);
     }
 }
 

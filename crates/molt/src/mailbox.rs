@@ -34,12 +34,10 @@ fn saturating_u32(len: usize) -> u32 {
 /// Queue capacity always kept; above it, a queue that falls to a quarter of
 /// its capacity gives half of it back, so the memory of a burst is freed
 /// even while a message stays queued (Erlang's garbage collection does the
-/// same). 8,192 envelopes (384 KiB), not fewer: a stream of sends that its
-/// receiver takes in batches of a few thousand would otherwise shrink the
-/// queue as each batch drains and grow it again (a copy, and for blocks
-/// this size fresh pages from the kernel) as the next arrives (one-way
-/// messages 4% slower, perf: a tenth of the sender's time in `memmove`).
-const SHRINK_ABOVE: usize = 8192;
+/// same). (8,192 made a stream drained in batches of a few thousand a few
+/// percent faster, but every process that once had a burst would keep up
+/// to 384 KiB a queue: not kept.)
+const SHRINK_ABOVE: usize = 1024;
 
 /// Gives a sparse queue's memory back (see [`SHRINK_ABOVE`]). Halving when a
 /// quarter full keeps the cost amortised: each element is moved at most a
@@ -55,14 +53,13 @@ fn shrink_if_sparse(queue: &mut VecDeque<Envelope>) {
 #[cold]
 #[inline(never)]
 fn shrink(queue: &mut VecDeque<Envelope>) {
-    let room = (queue.len() * 2).max(SHRINK_ABOVE);
     if queue.is_empty() {
-        // A new block: `realloc` would copy the old one's unused bytes.
+        // No block at all: `realloc` to a smaller one would copy the old
+        // one's unused bytes.
         *queue = VecDeque::new();
-        queue.reserve_exact(room);
         return;
     }
-    queue.shrink_to(room);
+    queue.shrink_to((queue.len() * 2).max(SHRINK_ABOVE));
 }
 
 /// How a sender or the owner waits for the inbox lock: the lock is held
@@ -122,7 +119,8 @@ impl Received {
 
 #[derive(Debug, Default)]
 pub(crate) struct Mailbox {
-    /// A spin lock that yields the thread while it waits: held only to push
+    /// A spin lock that spins a little, then yields the thread while it
+    /// waits (see [`Backoff`]): held only to push
     /// one message or to take the whole queue, and its release is a plain
     /// store, where a futex mutex's is a read-modify-write (about a tenth of
     /// a local round trip, measured).
