@@ -31,21 +31,27 @@ fn saturating_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-/// Queue capacity always kept; above it, a queue that falls to a quarter of
-/// its capacity gives half of it back, so the memory of a burst is freed
-/// even while a message stays queued (Erlang's garbage collection does the
-/// same). (8,192 made a stream drained in batches of a few thousand a few
-/// percent faster, but every process that once had a burst would keep up
-/// to 384 KiB a queue: not kept.)
+/// Queue capacity a waiting process keeps; above it, a queue that falls to
+/// a quarter of its capacity gives half of it back, so the memory of a
+/// burst is freed even while a message stays queued (Erlang's garbage
+/// collection does the same).
 const SHRINK_ABOVE: usize = 1024;
 
-/// Gives a sparse queue's memory back (see [`SHRINK_ABOVE`]). Halving when a
-/// quarter full keeps the cost amortised: each element is moved at most a
-/// constant number of times per burst.
+/// Queue capacity kept while the process is taking messages (until a
+/// receive finds nothing): a stream drained in batches of a few thousand
+/// would otherwise shrink its queue as each batch drains and grow it again
+/// as the next arrives, a copy each way (one-way messages 4-15% slower,
+/// alternated). When the process is about to wait, [`SHRINK_ABOVE`] holds
+/// again, so an idle process keeps no stream's room.
+const STREAM_ROOM: usize = 8192;
+
+/// Gives a sparse queue's memory back, keeping `keep` (see [`SHRINK_ABOVE`]).
+/// Halving when a quarter full keeps the cost amortised: each element is
+/// moved at most a constant number of times per burst.
 /// The check is inlined (every receive makes it); the shrink is not.
 #[inline(always)]
-fn shrink_if_sparse(queue: &mut VecDeque<Envelope>) {
-    if queue.capacity() > SHRINK_ABOVE && queue.len() <= queue.capacity() / 4 {
+fn shrink_if_sparse(queue: &mut VecDeque<Envelope>, keep: usize) {
+    if queue.capacity() > keep && queue.len() <= queue.capacity() / 4 {
         shrink(queue);
     }
 }
@@ -102,6 +108,10 @@ impl spin::relax::RelaxStrategy for Backoff {
 pub(crate) struct Received {
     /// Messages moved out of the inbox and not yet received, oldest first.
     pub(crate) saved: VecDeque<Envelope>,
+    /// The capacity the inbox's queue had when the owner last took it (only
+    /// pushes change it since, and a push also raises `queued`): above
+    /// [`SHRINK_ABOVE`], the owner shrinks it before it waits.
+    inbox_room: u32,
     /// The owner left `waiting` on with the inbox empty. See the module
     /// docs. A process that moves to another scheduler gets a new task,
     /// which must look at the inbox under the lock once: a move is followed
@@ -228,13 +238,14 @@ impl Mailbox {
                     } else {
                         saved.remove(*cursor);
                     }
-                    shrink_if_sparse(saved);
+                    shrink_if_sparse(saved, STREAM_ROOM);
                     return Scan::Taken;
                 }
                 *cursor += 1;
             }
             if received.armed && self.queued.load(Ordering::Acquire) == 0 {
                 // Still waiting since the last locked pass, and nothing came.
+                self.before_waiting(received);
                 return Scan::Empty;
             }
             let mut inbox = self.inbox.lock();
@@ -243,16 +254,41 @@ impl Mailbox {
             } else {
                 saved.append(&mut inbox.queue);
             }
-            // The inbox is empty; it keeps no burst's capacity.
-            shrink_if_sparse(&mut inbox.queue);
             self.queued.store(0, Ordering::Relaxed);
             // The inbox is empty now: whatever comes next wakes the owner.
             inbox.waiting = true;
             received.armed = true;
             if *cursor == saved.len() {
+                // The process waits: what a stream left goes.
+                shrink_if_sparse(&mut inbox.queue, SHRINK_ABOVE);
+                received.inbox_room = saturating_u32(inbox.queue.capacity());
+                drop(inbox);
+                shrink_if_sparse(saved, SHRINK_ABOVE);
                 return Scan::Empty;
             }
+            // The inbox is empty; it keeps no more than a stream's room.
+            shrink_if_sparse(&mut inbox.queue, STREAM_ROOM);
+            received.inbox_room = saturating_u32(inbox.queue.capacity());
         }
+    }
+
+    /// The owner found nothing and is about to wait: the room its queues
+    /// kept for a stream (see [`STREAM_ROOM`]) goes back, down to
+    /// [`SHRINK_ABOVE`]; the inbox's under its lock, only if it has more.
+    #[inline(always)]
+    fn before_waiting(&self, received: &mut Received) {
+        shrink_if_sparse(&mut received.saved, SHRINK_ABOVE);
+        if received.inbox_room as usize > SHRINK_ABOVE {
+            self.shrink_inbox(received);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn shrink_inbox(&self, received: &mut Received) {
+        let mut inbox = self.inbox.lock();
+        shrink_if_sparse(&mut inbox.queue, SHRINK_ABOVE);
+        received.inbox_room = saturating_u32(inbox.queue.capacity());
     }
 }
 

@@ -50,3 +50,25 @@ fn a_cleared_mailbox_keeps_nothing_pushed_after() {
     mailbox.push(Envelope::encode(&vec![0u8; 1 << 20]).unwrap());
     assert_eq!(mailbox.len(), 0);
 }
+
+/// A stream's room stays while the owner takes messages (no copy as a
+/// batch drains) and goes once a receive finds nothing (the owner waits).
+#[test]
+fn a_waiting_owner_keeps_no_streams_room() {
+    let mailbox = Mailbox::default();
+    let mut received = Received::default();
+    for round in 0..3u32 {
+        for n in 0..5_000u32 {
+            mailbox.push(Envelope::encode(&n).unwrap());
+        }
+        for _ in 0..4_000 {
+            let scan = mailbox.receive(&mut received, &[u32::TAG], &mut 0, |_| true);
+            assert_eq!(scan, Scan::Taken, "round {round}");
+        }
+        assert!(received.saved.capacity() >= 5_000, "round {round}: the batch's room went while it drained");
+        assert_eq!(numbers(&mailbox, &mut received), (4_000..5_000).collect::<Vec<_>>(), "round {round}");
+        let inbox = mailbox.inbox.lock().queue.capacity();
+        assert!(received.saved.capacity() <= super::SHRINK_ABOVE, "round {round}: {}", received.saved.capacity());
+        assert!(inbox <= super::SHRINK_ABOVE, "round {round}: {inbox}");
+    }
+}
