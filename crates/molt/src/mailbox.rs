@@ -258,17 +258,16 @@ impl Mailbox {
             // The inbox is empty now: whatever comes next wakes the owner.
             inbox.waiting = true;
             received.armed = true;
-            if *cursor == saved.len() {
-                // The process waits: what a stream left goes.
-                shrink_if_sparse(&mut inbox.queue, SHRINK_ABOVE);
-                received.inbox_room = saturating_u32(inbox.queue.capacity());
+            // The inbox is empty: it keeps a stream's room while the owner
+            // takes messages, and none once it waits.
+            let found_nothing = *cursor == saved.len();
+            shrink_if_sparse(&mut inbox.queue, if found_nothing { SHRINK_ABOVE } else { STREAM_ROOM });
+            received.inbox_room = saturating_u32(inbox.queue.capacity());
+            if found_nothing {
                 drop(inbox);
-                shrink_if_sparse(saved, SHRINK_ABOVE);
+                self.before_waiting(received);
                 return Scan::Empty;
             }
-            // The inbox is empty; it keeps no more than a stream's room.
-            shrink_if_sparse(&mut inbox.queue, STREAM_ROOM);
-            received.inbox_room = saturating_u32(inbox.queue.capacity());
         }
     }
 
