@@ -31,7 +31,7 @@ use crate::module::Sink;
 use crate::{MonitorRef, Pid, Process, Shape, Tag, TimerRef};
 
 /// The version of this contract. The core refuses code built against another.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 /// A message being sent: its tag and shape, and its postcard bytes — for a
 /// small message, encoded already on the sender's stack (`bytes`, `len`),

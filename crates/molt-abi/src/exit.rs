@@ -39,6 +39,53 @@ pub enum ExitReason {
         /// The purged version's declared version string.
         version: String,
     },
+    /// The process was on another node, and that node was declared down
+    /// (Erlang `noconnection`): a link or monitor across the connection
+    /// fired because the connection, not the process, ended.
+    NoConnection {
+        /// The name of the node that went down.
+        node: String,
+        /// Why it was declared down.
+        why: NodeDownReason,
+    },
+}
+
+/// Why a node was declared down: in [`ExitReason::NoConnection`] and in
+/// the `NodeDown` message of a node monitor.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NodeDownReason {
+    /// The connection closed (the peer's process died, or the network
+    /// dropped it) and did not come back within the detection bound.
+    ConnectionClosed,
+    /// Nothing arrived from the peer, not even a heartbeat, for the
+    /// detection bound: the peer hangs or the network is cut.
+    HeartbeatTimeout,
+    /// The peer said it was shutting down.
+    PeerShutdown,
+    /// The handshake failed: one side does not hold the other's secret.
+    AuthenticationFailed,
+    /// No connection could be made (the peer refused it, is not there, or
+    /// did not finish its handshake); what went wrong.
+    Unreachable(String),
+    /// The peer broke the protocol; what it sent.
+    ProtocolError(String),
+    /// This node was told to disconnect from the peer.
+    Disconnected,
+}
+
+impl fmt::Display for NodeDownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeDownReason::ConnectionClosed => f.write_str("connection closed"),
+            NodeDownReason::HeartbeatTimeout => f.write_str("heartbeat timeout"),
+            NodeDownReason::PeerShutdown => f.write_str("peer shut down"),
+            NodeDownReason::AuthenticationFailed => f.write_str("authentication failed"),
+            NodeDownReason::Unreachable(what) => write!(f, "unreachable: {what}"),
+            NodeDownReason::ProtocolError(what) => write!(f, "protocol error: {what}"),
+            NodeDownReason::Disconnected => f.write_str("disconnected"),
+        }
+    }
 }
 
 impl ExitReason {
@@ -64,6 +111,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Panicked(message) => write!(f, "panicked: {message}"),
             ExitReason::Error(reason) => write!(f, "error: {reason}"),
             ExitReason::Purged { module, version } => write!(f, "purged: {module} version {version}"),
+            ExitReason::NoConnection { node, why } => write!(f, "noconnection: node {node}: {why}"),
         }
     }
 }

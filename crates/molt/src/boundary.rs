@@ -422,7 +422,7 @@ unsafe extern "C" fn demonitor(handle: ProcessHandle, monitor: MonitorRef) -> bo
         held
     };
     if let Some(target) = held {
-        ctx.node.signal(target, Signal::Demonitor { id: monitor.id });
+        ctx.node.signal(target, Signal::Demonitor { id: monitor.id, watcher: ctx.pid });
     }
     held.is_some()
 }

@@ -33,6 +33,7 @@
 
 mod boundary;
 mod code;
+mod dist;
 mod executor;
 mod info;
 mod mailbox;
@@ -50,13 +51,14 @@ pub use code::{
     BuildError, BuildOptions, LoadError, LoadOptions, Loaded, ModuleInfo, ProcessUpgrade, PurgeError, PurgeReport,
     ShapeChange, UnloadedVersion, UpgradeOutcome, VersionInfo, build_module,
 };
+pub use dist::{ConnectError, PeerInfo, Secret, SecretError};
 pub use info::{ProcessInfo, ProcessStatus};
 pub use molt_abi::contract::ABI_VERSION;
 pub use molt_abi::contract::SpawnOptions;
 pub use molt_abi::module::{EntryShape, MessageShape, ModuleShapes};
 pub use molt_abi::{
-    DecodeError, Down, Envelope, Exit, ExitReason, Expect, HotCall, IntoExitReason, Message, MonitorRef, Never, NodeId,
-    Pid, Process, Receive, ReceiveError, RegisterError, Shape, Sleep, SpawnError, Tag, TimerRef, TracedShape, Upgrade,
-    UpgradeFailed, serde,
+    DecodeError, Down, Envelope, Exit, ExitReason, Expect, HotCall, IntoExitReason, Message, MonitorRef, Never,
+    NodeDownReason, NodeId, Pid, Process, Receive, ReceiveError, RegisterError, Shape, Sleep, SpawnError, Tag,
+    TimerRef, TracedShape, Upgrade, UpgradeFailed, serde,
 };
 pub use node::{MAX_WORKERS, Node, NodeConfig, NodeError};

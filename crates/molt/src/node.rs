@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -22,6 +22,7 @@ use crate::code::{
     BuildError, BuildOptions, CodeServer, LoadError, LoadOptions, Loaded, ModuleInfo, PurgeError, PurgeReport,
     UnloadedVersion, Version, VersionInfo,
 };
+use crate::dist::{ConnectError, Dist, DistConfig, PeerInfo, Secret};
 use crate::info::ProcessInfo;
 use crate::placement::{Placement, Scheduled};
 use crate::process::{CLOSURE, CodeRef, ProcessCtx, ProcessTask, RunningBody};
@@ -43,6 +44,7 @@ pub struct NodeConfig {
     shutdown_timeout: Duration,
     purge_timeout: Duration,
     long_schedule: Duration,
+    dist: DistConfig,
 }
 
 impl NodeConfig {
@@ -55,7 +57,47 @@ impl NodeConfig {
             shutdown_timeout: Duration::from_secs(10),
             purge_timeout: crate::code::PURGE_WAIT,
             long_schedule: Duration::from_millis(100),
+            dist: DistConfig::default(),
         }
+    }
+
+    /// Makes the node distributed: it listens on `address` (`host:port`;
+    /// port 0 picks a free one) and is called `name@host:port` with the
+    /// port it got ([`Node::name`] reports it). Needs a [`secret`]
+    /// (Self::secret). A node not given a listen address stays local.
+    pub fn listen(mut self, address: impl Into<String>) -> NodeConfig {
+        self.dist.listen = Some(address.into());
+        self
+    }
+
+    /// The secret the nodes of a group share to let each other in (see
+    /// [`Secret`]).
+    pub fn secret(mut self, secret: Secret) -> NodeConfig {
+        self.dist.secret = Some(secret);
+        self
+    }
+
+    /// How long a connected peer may stay silent (heartbeats go every
+    /// quarter of it) before it is declared down, with its links and
+    /// monitors fired: 4 s unless set (Erlang's `net_ticktime` takes 45 to
+    /// 75 s).
+    pub fn detection(mut self, bound: Duration) -> NodeConfig {
+        self.dist.detection = bound.max(Duration::from_millis(4));
+        self
+    }
+
+    /// How long a connection's handshake may take before it is dropped: 5 s
+    /// unless set.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> NodeConfig {
+        self.dist.handshake_timeout = timeout;
+        self
+    }
+
+    /// The largest frame a peer may send (a bigger one ends its connection
+    /// as a protocol error): 64 MiB unless set.
+    pub fn max_frame(mut self, bytes: usize) -> NodeConfig {
+        self.dist.max_frame = bytes;
+        self
     }
 
     /// How many scheduler threads run the node's processes (Erlang `+S`):
@@ -102,6 +144,27 @@ pub enum NodeError {
     /// The scheduler threads could not be created.
     #[error("could not start the node's scheduler threads: {0}; check the process's thread limit (ulimit -u)")]
     Runtime(#[source] std::io::Error),
+    /// A distributed node's name has an `@` of its own.
+    #[error(
+        "a node that listens is called name@host:port after its address: give NodeConfig::new just the name, \
+         not {0:?}"
+    )]
+    BadName(String),
+    /// A listen address but no secret.
+    #[error(
+        "a node that listens needs the secret its group shares: NodeConfig::secret(Secret::from_file(..)) or \
+         Secret::from_env(..)"
+    )]
+    NoSecret,
+    /// The listen address could not be bound.
+    #[error("could not listen on {address}: {source}; pick another port, or 0 for any free one")]
+    Listen {
+        /// The address.
+        address: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running node. Dropping it shuts it down, as [`Node::shutdown`] does.
@@ -155,7 +218,7 @@ pub(crate) struct NodeInner {
     schedulers: Box<[Arc<crate::executor::Scheduler>]>,
     next_scheduler: AtomicUsize,
     epoch: std::time::Instant,
-    table: ProcessTable,
+    pub(crate) table: ProcessTable,
     next_ref: AtomicU64,
     pub(crate) registry: Registry,
     pub(crate) code: CodeServer,
@@ -171,6 +234,8 @@ pub(crate) struct NodeInner {
     code_names: std::sync::RwLock<Vec<Arc<str>>>,
     stopping: AtomicBool,
     emptied: (Mutex<()>, Condvar),
+    /// The door to other nodes, for a node that listens.
+    pub(crate) dist: OnceLock<Arc<Dist>>,
 }
 
 impl std::fmt::Debug for NodeInner {
@@ -188,6 +253,22 @@ impl Node {
         if config.name.is_empty() {
             return Err(NodeError::EmptyName);
         }
+        // A distributed node binds first: its name carries the port it got.
+        let (name, listener) = match &config.dist.listen {
+            None => (config.name.clone(), None),
+            Some(address) => {
+                if config.name.contains('@') {
+                    return Err(NodeError::BadName(config.name));
+                }
+                if config.dist.secret.is_none() {
+                    return Err(NodeError::NoSecret);
+                }
+                let listen_error = |source| NodeError::Listen { address: address.clone(), source };
+                let listener = std::net::TcpListener::bind(address.as_str()).map_err(listen_error)?;
+                let bound = listener.local_addr().map_err(listen_error)?;
+                (format!("{}@{bound}", config.name), Some(listener))
+            }
+        };
         let mut schedulers = Vec::with_capacity(config.workers);
         let mut handles = Vec::with_capacity(config.workers);
         static NODES: AtomicU64 = AtomicU64::new(1);
@@ -202,8 +283,8 @@ impl Node {
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.subsec_nanos() ^ d.as_secs() as u32);
         let code = CodeServer::new(config.purge_timeout);
         let inner = Arc::new(NodeInner {
-            id: NodeId::from_name(&config.name),
-            name: config.name,
+            id: NodeId::from_name(&name),
+            name,
             creation,
             schedulers: handles.into_boxed_slice(),
             next_scheduler: AtomicUsize::new(0),
@@ -219,7 +300,12 @@ impl Node {
             code_names: std::sync::RwLock::new(Vec::new()),
             stopping: AtomicBool::new(false),
             emptied: (Mutex::new(()), Condvar::new()),
+            dist: OnceLock::new(),
         });
+        if let (Some(listener), Some(secret)) = (listener, config.dist.secret.clone()) {
+            let dist = Dist::start(&inner, listener, config.dist, secret).map_err(NodeError::Runtime)?;
+            let _ = inner.dist.set(dist);
+        }
         for (scheduler, wheel) in inner.schedulers.iter().zip(&inner.timers) {
             let fire = crate::timer::fire_timers(Arc::downgrade(&inner), wheel.clone());
             scheduler.spawn(Box::pin(crate::executor::Fixed(Box::pin(fire))), drop);
@@ -442,6 +528,41 @@ impl Node {
         self.inner.pending_timers()
     }
 
+    /// Connects to the node called `name` (`name@host:port`, as that node
+    /// reports its [`name`](Node::name)), or waits for the connection under
+    /// way; returns once it is up. Then every pid of that node works as a
+    /// local one: send, link, monitor, exit, kill.
+    ///
+    /// # Errors
+    /// When this node is not distributed, the name is not a node name, or
+    /// the connection or its handshake fails (a wrong secret, a deadline,
+    /// nobody listening); the error says which.
+    pub fn connect(&self, name: &str) -> Result<(), ConnectError> {
+        self.inner.dist.get().ok_or(ConnectError::NotDistributed)?.connect(name)
+    }
+
+    /// Drops the connection to the node `name` (Erlang's
+    /// `disconnect_node`): every link and monitor across it fires, here
+    /// with [`NodeDownReason::Disconnected`](molt_abi::NodeDownReason), on
+    /// the other node as a closed connection. Returns whether there was
+    /// one.
+    pub fn disconnect(&self, name: &str) -> bool {
+        self.inner.dist.get().is_some_and(|dist| dist.disconnect(name))
+    }
+
+    /// The nodes this one is connected or connecting to (Erlang's
+    /// `nodes()`), by name.
+    pub fn nodes(&self) -> Vec<PeerInfo> {
+        self.inner.dist.get().map(|dist| dist.nodes()).unwrap_or_default()
+    }
+
+    /// Messages and signals this node dropped because it had no connection
+    /// to their target's node, or lost it with them still queued; and
+    /// connections it refused or whose handshake failed.
+    pub fn dist_counts(&self) -> (u64, usize) {
+        self.inner.dist.get().map_or((0, 0), |dist| (dist.dropped(), dist.refused()))
+    }
+
     /// How many processes are alive.
     pub fn process_count(&self) -> usize {
         self.inner.table.len()
@@ -471,6 +592,9 @@ impl Node {
         // stop without waiting, and the caller learns it was wrong. (No
         // panic while unwinding: a second one would abort the OS process.)
         if self.schedulers.iter().any(SchedulerThread::is_current) {
+            if let Some(dist) = inner.dist.get() {
+                dist.shutdown();
+            }
             inner.timers.iter().for_each(|wheel| wheel.clear());
             for scheduler in self.schedulers.drain(..) {
                 scheduler.stop(false);
@@ -499,6 +623,11 @@ impl Node {
             guard = emptied.wait_timeout(guard, slice).unwrap_or_else(|e| e.into_inner()).0;
         }
         drop(guard);
+        // The processes' last exit signals to other nodes are queued: the
+        // goodbyes go after them.
+        if let Some(dist) = inner.dist.get() {
+            dist.shutdown();
+        }
         inner.timers.iter().for_each(|wheel| wheel.clear());
         // A thread stuck in a process that never yields is abandoned (not
         // waited for), and so is the calling thread's own, if a process
@@ -674,7 +803,7 @@ impl NodeInner {
                 signals.relations().links.insert(parent);
             }
             if let Some(monitor) = monitor {
-                signals.relations().monitored_by.insert(monitor.id, parent);
+                signals.relations().monitored_by.insert((monitor.id, parent.node), parent);
             }
         }
         if let (Some(parent), true) = (parent, options.link) {

@@ -126,9 +126,10 @@ impl Default for CodeRef {
 #[derive(Debug, Default)]
 pub(crate) struct Relations {
     pub(crate) links: FxHashSet<Pid>,
-    /// Monitors watching this process (Erlang's `monitored_by`): id →
-    /// watcher.
-    pub(crate) monitored_by: FxHashMap<u64, Pid>,
+    /// Monitors watching this process (Erlang's `monitored_by`): (id, the
+    /// watcher's node) → watcher. Ids are counted per node, so the node
+    /// tells two watchers' monitors apart.
+    pub(crate) monitored_by: FxHashMap<(u64, molt_abi::NodeId), Pid>,
     /// Monitors this process holds: id → target. A `Down` is delivered
     /// only while its monitor is here, and takes it out as it is queued, so
     /// none arrives after `demonitor` returned; only the holder can remove
@@ -173,6 +174,11 @@ impl Signals {
 
     pub(crate) fn relations_ref(&self) -> Option<&Relations> {
         self.relations.as_deref()
+    }
+
+    /// The relations, if the process has any (none are made up).
+    pub(crate) fn relations_mut(&mut self) -> Option<&mut Relations> {
+        self.relations.as_deref_mut()
     }
 
     pub(crate) fn take_relations(&mut self) -> Relations {
@@ -392,9 +398,13 @@ impl TaskLocal {
             self.last_miss = to.serial;
             return node.send(to, envelope);
         }
-        if let Some(target) = node.process(to) {
-            target.mailbox.push(envelope);
-            self.send_target = Some(target);
+        match node.process(to) {
+            Some(target) => {
+                target.mailbox.push(envelope);
+                self.send_target = Some(target);
+            }
+            // Another node's process, or none.
+            None => node.send(to, envelope),
         }
     }
 }

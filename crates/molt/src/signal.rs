@@ -14,13 +14,15 @@
 //! - linking to or monitoring a process that is not alive answers at once
 //!   with reason `noproc`.
 
-use molt_abi::{Down, Envelope, Exit, ExitReason, Message, MonitorRef, Pid};
+use molt_abi::{Down, Envelope, Exit, ExitReason, Message, MonitorRef, NodeDownReason, NodeId, Pid};
+use serde::{Deserialize, Serialize};
 
 use crate::node::NodeInner;
 use crate::process::{ProcessCtx, Relations};
 
-/// Everything one process can do to another besides sending it a message.
-#[derive(Debug, Clone)]
+/// Everything one process can do to another besides sending it a message;
+/// between nodes, signals travel as this type too (see `dist/frame.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Signal {
     /// `exit(pid, reason)`, or the exit of a linked process (`linked`).
     Exit { from: Pid, reason: ExitReason, linked: bool },
@@ -32,13 +34,38 @@ pub(crate) enum Signal {
     Unlink { from: Pid },
     /// `monitor(pid)`.
     Monitor { id: u64, watcher: Pid },
-    /// `demonitor(ref)`.
-    Demonitor { id: u64 },
+    /// `demonitor(ref)`. A monitor is known by its id and its watcher's
+    /// node: ids are counted per node.
+    Demonitor { id: u64, watcher: Pid },
+    /// The monitored process `target` ended: the `Down` of monitor `id`,
+    /// for its watcher.
+    Down { id: u64, target: Pid, reason: ExitReason },
+}
+
+impl Signal {
+    /// The process on whose behalf the signal is sent, when it names one:
+    /// a signal from another node must come from a process of that node.
+    pub(crate) fn sender(&self) -> Option<Pid> {
+        match self {
+            Signal::Exit { from, .. } | Signal::Link { from } | Signal::Unlink { from } => Some(*from),
+            Signal::Monitor { watcher, .. } | Signal::Demonitor { watcher, .. } => Some(*watcher),
+            Signal::Down { target, .. } => Some(*target),
+            Signal::Kill => None,
+        }
+    }
 }
 
 impl NodeInner {
     /// Delivers `signal` to `to`.
     pub(crate) fn signal(&self, to: Pid, signal: Signal) {
+        if to.node != self.id
+            && let Some(dist) = self.dist.get()
+        {
+            return dist.signal(self, to, signal);
+        }
+        if let Signal::Down { id, target, reason } = signal {
+            return self.down(to, id, target, reason);
+        }
         let Some(ctx) = self.process(to) else {
             return self.signal_dead(to, signal);
         };
@@ -74,15 +101,16 @@ impl NodeInner {
                 None
             }
             Signal::Monitor { id, watcher } => {
-                signals.relations().monitored_by.insert(id, watcher);
+                signals.relations().monitored_by.insert((id, watcher.node), watcher);
                 None
             }
-            Signal::Demonitor { id } => {
+            Signal::Demonitor { id, watcher } => {
                 let monitored_by = &mut signals.relations().monitored_by;
-                monitored_by.remove(&id);
+                monitored_by.remove(&(id, watcher.node));
                 crate::process::shrink_map_if_sparse(monitored_by);
                 None
             }
+            Signal::Down { .. } => None,
         };
         drop(signals);
         if let Some(abort) = abort {
@@ -97,7 +125,53 @@ impl NodeInner {
                 self.signal(from, Signal::Exit { from: to, reason: ExitReason::Noproc, linked: true });
             }
             Signal::Monitor { id, watcher } => self.down(watcher, id, to, ExitReason::Noproc),
-            Signal::Exit { .. } | Signal::Kill | Signal::Unlink { .. } | Signal::Demonitor { .. } => {}
+            Signal::Exit { .. }
+            | Signal::Kill
+            | Signal::Unlink { .. }
+            | Signal::Demonitor { .. }
+            | Signal::Down { .. } => {}
+        }
+    }
+
+    /// The answers for a process on a node this one cannot reach: a link
+    /// or a monitor fires at once with `reason` (Erlang's `noconnection`).
+    pub(crate) fn signal_unreachable(&self, to: Pid, signal: Signal, reason: ExitReason) {
+        match signal {
+            Signal::Link { from } => self.signal(from, Signal::Exit { from: to, reason, linked: true }),
+            Signal::Monitor { id, watcher } => self.down(watcher, id, to, reason),
+            _ => {}
+        }
+    }
+
+    /// The node `id` (called `name`) is down: every link to one of its
+    /// processes fires, every monitor on one delivers its `Down`, both with
+    /// a reason naming the node and why; its monitors on processes here
+    /// are dropped.
+    pub(crate) fn node_down(&self, id: NodeId, name: &str, why: NodeDownReason) {
+        let reason = ExitReason::NoConnection { node: name.to_owned(), why };
+        for ctx in self.table.all() {
+            let (links, monitors) = {
+                let mut signals = ctx.signals();
+                if !signals.alive {
+                    continue;
+                }
+                let Some(relations) = signals.relations_mut() else { continue };
+                relations.monitored_by.retain(|_, watcher| watcher.node != id);
+                let links: Vec<Pid> = relations.links.iter().copied().filter(|pid| pid.node == id).collect();
+                let monitors: Vec<(u64, Pid)> = relations
+                    .monitoring
+                    .iter()
+                    .filter(|(_, target)| target.node == id)
+                    .map(|(&i, &t)| (i, t))
+                    .collect();
+                (links, monitors)
+            };
+            for from in links {
+                self.signal(ctx.pid, Signal::Exit { from, reason: reason.clone(), linked: true });
+            }
+            for (monitor, target) in monitors {
+                self.down(ctx.pid, monitor, target, reason.clone());
+            }
         }
     }
 
@@ -105,9 +179,19 @@ impl NodeInner {
     /// watcher still holds it, taking it out of the watcher's monitors in
     /// the same step: a `demonitor` that returned first means no `Down`.
     fn down(&self, watcher: Pid, id: u64, target: Pid, reason: ExitReason) {
+        if watcher.node != self.id {
+            return self.signal(watcher, Signal::Down { id, target, reason });
+        }
         let Some(ctx) = self.process(watcher) else { return };
         let mut signals = ctx.signals();
-        if signals.alive && signals.relations().monitoring.remove(&id).is_some() {
+        if !signals.alive {
+            return;
+        }
+        // Only the monitor `id` on `target`: a peer cannot fire or cancel a
+        // monitor of another target by its id.
+        let monitoring = &mut signals.relations().monitoring;
+        if monitoring.get(&id) == Some(&target) {
+            monitoring.remove(&id);
             let monitor = MonitorRef { id, target };
             ctx.mailbox.push(self.encode(&Down { monitor, pid: target, reason }));
         }
@@ -117,6 +201,10 @@ impl NodeInner {
     pub(crate) fn send(&self, to: Pid, envelope: Envelope) {
         if let Some(ctx) = self.table_entry(to) {
             ctx.mailbox.push(envelope);
+        } else if to.node != self.id
+            && let Some(dist) = self.dist.get()
+        {
+            dist.send(to, envelope);
         }
     }
 
@@ -146,13 +234,13 @@ impl NodeInner {
         for link in links {
             self.signal(link, Signal::Exit { from: ctx.pid, reason: reason.clone(), linked: true });
         }
-        for (id, watcher) in monitored_by {
+        for ((id, _), watcher) in monitored_by {
             self.down(watcher, id, ctx.pid, reason.clone());
         }
         // Its own monitors go from their targets (Erlang: a dead watcher
         // leaves nothing behind).
         for (id, target) in monitoring {
-            self.signal(target, Signal::Demonitor { id });
+            self.signal(target, Signal::Demonitor { id, watcher: ctx.pid });
         }
     }
 }

@@ -1,0 +1,342 @@
+//! Distribution between nodes in one test process, over 127.0.0.1:
+//! remote pids work as local ones (send, link, monitor, exit, kill), with
+//! the exact exit reasons crossing the wire; a lost connection fires
+//! every link and monitor across it with `noconnection`; handshakes refuse
+//! a wrong secret, garbage and silence, and the nodes go on.
+
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use molt::{
+    ConnectError, Down, Exit, ExitReason, Node, NodeConfig, NodeDownReason, Pid, Process, ReceiveError, Secret,
+};
+use support::{BOUND, run};
+
+fn dist_node(name: &str, secret: &str) -> Node {
+    let config = NodeConfig::new(name)
+        .workers(2)
+        .listen("127.0.0.1:0")
+        .secret(Secret::new(secret).unwrap())
+        .handshake_timeout(Duration::from_millis(500));
+    Node::start(config).expect("a distributed node starts")
+}
+
+/// Two connected nodes.
+fn pair() -> (Node, Node) {
+    let (a, b) = (dist_node("a", "shared"), dist_node("b", "shared"));
+    a.connect(b.name()).expect("a connects to b");
+    (a, b)
+}
+
+/// Waits, with the test's bound, until `done` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + BOUND;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+async fn down_of(p: &mut Process, pid: Pid) -> ExitReason {
+    p.receive_timeout(BOUND).on_if(move |d: &Down| d.pid == pid, |d| d.reason).await.expect("a Down")
+}
+
+async fn exit_of(p: &mut Process, pid: Pid) -> ExitReason {
+    p.receive_timeout(BOUND).on_if(move |e: &Exit| e.from == pid, |e| e.reason).await.expect("an Exit")
+}
+
+async fn wait_forever(mut p: Process) -> Result<(), ReceiveError> {
+    loop {
+        p.expect::<u64>().await?;
+    }
+}
+
+/// Answers every `(from, n)` with `n`.
+async fn echo(mut p: Process) -> Result<(), ReceiveError> {
+    loop {
+        let (from, n): (Pid, u64) = p.expect().await?;
+        p.send(from, &n);
+    }
+}
+
+#[test]
+fn a_node_that_listens_is_named_after_its_address_and_a_local_node_stays_local() {
+    let a = dist_node("a", "shared");
+    let (short, port) = a.name().split_once("@127.0.0.1:").expect("name@127.0.0.1:port");
+    assert_eq!(short, "a");
+    assert_ne!(port.parse::<u16>().unwrap(), 0, "port 0 picks a free port, which the name reports");
+    let local = Node::start(NodeConfig::new("local").workers(1)).unwrap();
+    assert_eq!(local.connect(a.name()), Err(ConnectError::NotDistributed));
+    assert!(matches!(a.connect("no-at-sign"), Err(ConnectError::BadName(_))));
+    let no_secret = Node::start(NodeConfig::new("x").listen("127.0.0.1:0")).map(|_| ()).unwrap_err();
+    assert!(no_secret.to_string().contains("secret"), "{no_secret}");
+    let named = Node::start(NodeConfig::new("x@y").listen("127.0.0.1:0").secret(Secret::new("s").unwrap()));
+    assert!(named.is_err());
+}
+
+#[test]
+fn messages_to_a_process_of_another_node_arrive_once_and_in_order_both_ways() {
+    let (a, b) = pair();
+    let remote = b.spawn(echo);
+    let back = run(&a, move |mut p| async move {
+        let me = p.self_pid();
+        for n in 0..10_000u64 {
+            p.send(remote, &(me, n));
+        }
+        let mut back = Vec::new();
+        for _ in 0..10_000 {
+            back.push(p.expect_timeout::<u64>(BOUND).await.expect("an echo"));
+        }
+        back
+    })
+    .unwrap();
+    assert_eq!(back, (0..10_000).collect::<Vec<u64>>());
+    assert_eq!(a.nodes().len(), 1);
+    assert!(a.nodes()[0].connected);
+    assert_eq!(a.nodes()[0].name, b.name());
+    assert_eq!(b.nodes()[0].name, a.name(), "the accepting side lists the connection too");
+}
+
+#[test]
+fn a_link_and_a_monitor_across_nodes_fire_with_the_exact_reason() {
+    let (a, b) = pair();
+    let remote = b.spawn(|mut p| async move {
+        let _ = p.expect::<u64>().await;
+        ExitReason::error("boom")
+    });
+    let (exit, down) = run(&a, move |mut p| async move {
+        p.trap_exit(true);
+        p.link(remote);
+        p.monitor(remote);
+        // Behind the link and the monitor on the same connection.
+        p.send(remote, &1u64);
+        (exit_of(&mut p, remote).await, down_of(&mut p, remote).await)
+    })
+    .unwrap();
+    assert_eq!(exit, ExitReason::Error("boom".into()));
+    assert_eq!(down, ExitReason::Error("boom".into()));
+}
+
+#[test]
+fn a_remote_process_linked_to_a_local_one_goes_down_with_it() {
+    let (a, b) = pair();
+    let remote = b.spawn(wait_forever);
+    let (tell, told) = std::sync::mpsc::channel();
+    b.spawn(move |mut p| async move {
+        p.monitor(remote);
+        let _ = tell.send(None);
+        let _ = tell.send(Some(down_of(&mut p, remote).await));
+        Ok::<(), ReceiveError>(())
+    });
+    assert_eq!(told.recv_timeout(BOUND).unwrap(), None);
+    a.spawn(move |p| async move {
+        p.link(remote);
+        ExitReason::error("local failure")
+    });
+    assert_eq!(told.recv_timeout(BOUND).unwrap(), Some(ExitReason::Error("local failure".into())));
+}
+
+#[test]
+fn exit_and_kill_reach_processes_of_another_node() {
+    let (a, b) = pair();
+    let killed = b.spawn(wait_forever);
+    let stopped = b.spawn(wait_forever);
+    let trapping = b.spawn(|mut p| async move {
+        p.trap_exit(true);
+        let exit: Exit = p.expect().await?;
+        let (to, _): (Pid, u64) = p.expect().await?;
+        p.send(to, &exit);
+        Ok::<(), ReceiveError>(())
+    });
+    let (killed_reason, stopped_reason, trapped) = run(&a, move |mut p| async move {
+        p.monitor(killed);
+        p.monitor(stopped);
+        p.kill(killed);
+        p.exit(stopped, ExitReason::error("told to stop"));
+        p.exit(trapping, ExitReason::Shutdown);
+        p.send(trapping, &(p.self_pid(), 0u64));
+        let trapped: Exit = p.expect_timeout(BOUND).await.unwrap();
+        (down_of(&mut p, killed).await, down_of(&mut p, stopped).await, trapped)
+    })
+    .unwrap();
+    assert_eq!(killed_reason, ExitReason::Killed);
+    assert_eq!(stopped_reason, ExitReason::Error("told to stop".into()));
+    assert_eq!(trapped.reason, ExitReason::Shutdown);
+    assert_eq!(trapped.from.node, a.id(), "the exit names its sender, a process of the other node");
+}
+
+#[test]
+fn a_link_or_monitor_to_a_remote_process_that_is_gone_answers_noproc() {
+    let (a, b) = pair();
+    let gone = b.spawn(|_| async {});
+    eventually("the remote process ends", || b.process_count() == 0);
+    let (exit, down) = run(&a, move |mut p| async move {
+        p.trap_exit(true);
+        p.link(gone);
+        p.monitor(gone);
+        (exit_of(&mut p, gone).await, down_of(&mut p, gone).await)
+    })
+    .unwrap();
+    assert_eq!(exit, ExitReason::Noproc);
+    assert_eq!(down, ExitReason::Noproc);
+}
+
+#[test]
+fn a_monitor_on_a_process_of_a_node_never_connected_fires_noconnection_at_once() {
+    let a = dist_node("a", "shared");
+    let stranger = Pid { node: molt::NodeId::from_name("nobody@127.0.0.1:1"), creation: 1, serial: 7 };
+    let down = run(&a, move |mut p| async move {
+        p.monitor(stranger);
+        down_of(&mut p, stranger).await
+    })
+    .unwrap();
+    assert!(matches!(down, ExitReason::NoConnection { why: NodeDownReason::Unreachable(_), .. }), "{down:?}");
+}
+
+#[test]
+fn a_lost_connection_fires_every_link_and_monitor_across_it_on_both_sides() {
+    let (a, b) = pair();
+    let on_b = b.spawn(wait_forever);
+    let on_a = a.spawn(wait_forever);
+    // A watcher on each side, each linked to and monitoring the other
+    // side's process, reporting to a host channel.
+    let (tell, told) = std::sync::mpsc::channel();
+    for (node, target) in [(&a, on_b), (&b, on_a)] {
+        let tell = tell.clone();
+        let (ready, is_ready) = std::sync::mpsc::channel();
+        node.spawn(move |mut p| async move {
+            p.trap_exit(true);
+            p.link(target);
+            p.monitor(target);
+            let _ = ready.send(());
+            let exit = exit_of(&mut p, target).await;
+            let down = down_of(&mut p, target).await;
+            let _ = tell.send((target, exit, down));
+            Ok::<(), ReceiveError>(())
+        });
+        is_ready.recv_timeout(BOUND).unwrap();
+    }
+    // A local monitor on each target.
+    let (target_ended, target_down) = std::sync::mpsc::channel();
+    for (node, target) in [(&a, on_a), (&b, on_b)] {
+        let tell = target_ended.clone();
+        let (ready, is_ready) = std::sync::mpsc::channel();
+        node.spawn(move |mut p| async move {
+            p.monitor(target);
+            let _ = ready.send(());
+            let _ = tell.send((target, down_of(&mut p, target).await));
+            Ok::<(), ReceiveError>(())
+        });
+        is_ready.recv_timeout(BOUND).unwrap();
+    }
+    // Both sides hold the relations before the cut.
+    eventually("the remote relations are in place", || {
+        let linked = |node: &Node, pid: Pid| {
+            node.processes().iter().find(|info| info.pid == pid).is_some_and(|info| info.links.len() == 1)
+        };
+        linked(&a, on_a) && linked(&b, on_b)
+    });
+    assert_eq!(a.nodes()[0].queued, 0);
+    assert!(a.disconnect(b.name()));
+    let mut seen = [told.recv_timeout(BOUND).unwrap(), told.recv_timeout(BOUND).unwrap()];
+    seen.sort_by_key(|(target, _, _)| *target != on_b);
+    let on_a_side = ExitReason::NoConnection { node: b.name().to_owned(), why: NodeDownReason::Disconnected };
+    let on_b_side = ExitReason::NoConnection { node: a.name().to_owned(), why: NodeDownReason::ConnectionClosed };
+    assert_eq!(seen[0], (on_b, on_a_side.clone(), on_a_side.clone()));
+    assert_eq!(seen[1], (on_a, on_b_side.clone(), on_b_side.clone()));
+    // The targets, linked across the cut and not trapping exits, end with
+    // the same reason (Erlang's `noconnection`).
+    let mut ended = vec![target_down.recv_timeout(BOUND).unwrap(), target_down.recv_timeout(BOUND).unwrap()];
+    ended.sort_by_key(|(target, _)| *target != on_a);
+    assert_eq!(ended, vec![(on_a, on_a_side), (on_b, on_b_side)]);
+    assert!(a.nodes().is_empty());
+    eventually("b sees the connection gone", || b.nodes().is_empty());
+}
+
+#[test]
+fn a_wrong_secret_is_refused_by_name_and_both_nodes_go_on() {
+    let a = dist_node("a", "right");
+    let stranger = dist_node("s", "wrong");
+    let error = stranger.connect(a.name()).unwrap_err();
+    assert!(error.to_string().contains("authentication failed"), "{error}");
+    assert!(stranger.nodes().is_empty());
+    eventually("a counts the refusal", || a.dist_counts().1 >= 1);
+    assert!(a.nodes().is_empty());
+    // Both go on: a connects to a node with the right secret.
+    let b = dist_node("b", "right");
+    b.connect(a.name()).unwrap();
+    let remote = a.spawn(echo);
+    let back = run(&b, move |mut p| async move {
+        p.send(remote, &(p.self_pid(), 42u64));
+        p.expect_timeout::<u64>(BOUND).await
+    });
+    assert_eq!(back, Ok(Ok(42)));
+}
+
+#[test]
+fn garbage_and_silence_at_the_door_are_refused_and_counted() {
+    let a = dist_node("a", "shared");
+    let address = a.name().split_once('@').unwrap().1.to_owned();
+    // Garbage: a length prefix and bytes that are no hello.
+    let mut garbage = std::net::TcpStream::connect(&address).unwrap();
+    garbage.write_all(&[0, 0, 0, 5, 0xff, 0xfe, 0xfd, 0xfc, 0xfb]).unwrap();
+    // An oversized length prefix.
+    let mut huge = std::net::TcpStream::connect(&address).unwrap();
+    huge.write_all(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
+    // Silence: a peer that connects and says nothing (the deadline is
+    // 500 ms here).
+    let silent = std::net::TcpStream::connect(&address).unwrap();
+    eventually("the three are refused", || a.dist_counts().1 >= 3);
+    drop((garbage, huge, silent));
+    // The node goes on.
+    let b = dist_node("b", "shared");
+    b.connect(a.name()).unwrap();
+    assert_eq!(a.nodes().len(), 1);
+}
+
+#[test]
+fn simultaneous_connects_from_both_sides_end_with_one_connection() {
+    for _ in 0..10 {
+        let (a, b) = (dist_node("a", "shared"), dist_node("b", "shared"));
+        let (first, second) = std::thread::scope(|scope| {
+            let first = scope.spawn(|| a.connect(b.name()));
+            let second = scope.spawn(|| b.connect(a.name()));
+            (first.join().unwrap(), second.join().unwrap())
+        });
+        assert_eq!((first, second), (Ok(()), Ok(())));
+        let names = |node: &Node| node.nodes().into_iter().map(|peer| (peer.name, peer.connected)).collect::<Vec<_>>();
+        eventually("both sides list the one connection", || {
+            names(&a) == vec![(b.name().to_owned(), true)] && names(&b) == vec![(a.name().to_owned(), true)]
+        });
+        let remote = b.spawn(echo);
+        let back = run(&a, move |mut p| async move {
+            p.send(remote, &(p.self_pid(), 7u64));
+            p.expect_timeout::<u64>(BOUND).await
+        });
+        assert_eq!(back, Ok(Ok(7)));
+    }
+}
+
+#[test]
+fn a_node_shutting_down_ends_its_processes_and_tells_its_peers() {
+    let (a, b) = pair();
+    let on_b = b.spawn(wait_forever);
+    let (tell, told) = std::sync::mpsc::channel();
+    a.spawn(move |mut p| async move {
+        p.monitor(on_b);
+        let _ = tell.send(None);
+        let _ = tell.send(Some(down_of(&mut p, on_b).await));
+        Ok::<(), ReceiveError>(())
+    });
+    assert_eq!(told.recv_timeout(BOUND).unwrap(), None);
+    eventually("b holds the monitor", || {
+        b.processes().iter().find(|info| info.pid == on_b).is_some_and(|info| info.monitored_by == 1)
+    });
+    b.shutdown();
+    // The process's own exit crosses before the goodbye: the monitor
+    // reports why the process ended, not the connection.
+    assert_eq!(told.recv_timeout(BOUND).unwrap(), Some(ExitReason::Shutdown));
+    eventually("a lets b go", || a.nodes().is_empty());
+}
