@@ -85,8 +85,10 @@ pub(super) async fn run(
                             return (NodeDownReason::ConnectionClosed, (count - written) as u64);
                         }
                     }
+                    // Written into the codec's buffer but maybe not sent:
+                    // counted as lost, the whole batch.
                     if sink.flush().await.is_err() {
-                        return (NodeDownReason::ConnectionClosed, 0);
+                        return (NodeDownReason::ConnectionClosed, count as u64);
                     }
                     wrote = true;
                     if goodbye {

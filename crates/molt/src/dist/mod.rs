@@ -187,9 +187,17 @@ impl Peer {
     }
 
     /// Starts going down: the queue closes (a connection's writer ends),
-    /// and whoever waited is handed back.
-    fn going_down(&mut self) -> Vec<Waiter> {
+    /// what was queued before any connection took it is counted in
+    /// `dropped`, and whoever waited is handed back.
+    fn going_down(&mut self, dropped: &AtomicU64) -> Vec<Waiter> {
         self.queue = None;
+        if let Some(mut pending) = self.pending.take() {
+            let mut lost = 0;
+            while pending.try_recv().is_ok() {
+                lost += 1;
+            }
+            dropped.fetch_add(lost, Ordering::Relaxed);
+        }
         match std::mem::replace(&mut self.state, PeerState::GoingDown) {
             PeerState::Connecting { waiters, .. } => waiters,
             _ => Vec::new(),
@@ -332,7 +340,7 @@ impl Dist {
         let result = tokio::time::timeout(deadline, attempt).await.unwrap_or(Err(HandshakeError::Timeout));
         let id = NodeId::from_name(&name);
         match result {
-            Ok((stream, peer)) => match self.take_up(id, Some(epoch)) {
+            Ok((stream, peer)) => match self.take_up(id, epoch) {
                 Some(taken) => self.established(peer.name, peer.creation, stream, taken, None),
                 None => {
                     tracing::warn!(node = %self.name, peer = %name, "closed a connection nobody waits for any more")
@@ -398,42 +406,44 @@ impl Dist {
     }
 
     /// Whether an authenticated peer called `name` may connect: if so, its
-    /// connection takes the peer over at once.
+    /// connection takes the peer over at once, under the same lock (a
+    /// `connect` in between would start a second connection).
     fn admit(&self, name: &str) -> Result<Taken, Refusal> {
         let id = NodeId::from_name(name);
-        let ours_goes_on = {
-            let mut peers = self.peers();
-            let peer = peers.entry(id).or_insert_with(|| Peer::new(name));
-            match &peer.state {
-                PeerState::Up { .. } | PeerState::GoingDown => return Err(Refusal::AlreadyConnected),
-                // Ours and theirs cross: the greater name's goes on.
-                PeerState::Connecting { outgoing, .. } => *outgoing && self.name.as_str() > name,
-            }
-        };
-        if ours_goes_on {
-            return Err(Refusal::Simultaneous);
+        let mut peers = self.peers();
+        let peer = peers.entry(id).or_insert_with(|| Peer::new(name));
+        match &peer.state {
+            PeerState::Up { .. } | PeerState::GoingDown => Err(Refusal::AlreadyConnected),
+            // Ours and theirs cross: the greater name's goes on.
+            PeerState::Connecting { outgoing: true, .. } if self.name.as_str() > name => Err(Refusal::Simultaneous),
+            PeerState::Connecting { .. } => self.take_over(peer).ok_or(Refusal::AlreadyConnected),
         }
-        self.take_up(id, None).ok_or(Refusal::AlreadyConnected)
     }
 
-    /// A handshake with `id` succeeded: its connection takes the peer's
-    /// queue, unless another connection did, or the entry it was made
-    /// for (`epoch`, for our own attempt) is gone.
-    fn take_up(&self, id: NodeId, epoch: Option<u64>) -> Option<Taken> {
+    /// Our handshake with `id`, made for entry `epoch`, succeeded: its
+    /// connection takes the peer over, unless another connection did or
+    /// the entry is gone.
+    fn take_up(&self, id: NodeId, epoch: u64) -> Option<Taken> {
         let mut peers = self.peers();
-        let peer = peers.get_mut(&id)?;
-        if epoch.is_some_and(|epoch| epoch != peer.epoch) || !matches!(peer.state, PeerState::Connecting { .. }) {
+        let peer = peers.get_mut(&id).filter(|peer| peer.epoch == epoch)?;
+        self.take_over(peer)
+    }
+
+    /// A connecting peer's queue goes to a new connection, and whoever
+    /// waited is told.
+    fn take_over(&self, peer: &mut Peer) -> Option<Taken> {
+        if !matches!(peer.state, PeerState::Connecting { .. }) {
             return None;
         }
+        let queue = peer.pending.take()?;
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let PeerState::Connecting { waiters, .. } = std::mem::replace(&mut peer.state, PeerState::Up { generation })
-        else {
-            unreachable!("checked just above")
-        };
-        for waiter in waiters {
-            let _ = waiter.send(Ok(()));
+        if let PeerState::Connecting { waiters, .. } = std::mem::replace(&mut peer.state, PeerState::Up { generation })
+        {
+            for waiter in waiters {
+                let _ = waiter.send(Ok(()));
+            }
         }
-        Some(Taken { generation, queue: peer.pending.take()?, queued: peer.queued.clone() })
+        Some(Taken { generation, queue, queued: peer.queued.clone() })
     }
 
     /// Our handshake with `id` failed (`error`), or the peer's connection
@@ -446,7 +456,7 @@ impl Dist {
             if peer.epoch != epoch || !matches!(peer.state, PeerState::Connecting { .. }) {
                 return;
             }
-            (peer.name.clone(), peer.going_down())
+            (peer.name.clone(), peer.going_down(&self.dropped))
         };
         let why = match error {
             Some(HandshakeError::WrongSecret) => NodeDownReason::AuthenticationFailed,
@@ -485,38 +495,42 @@ impl Dist {
 
     /// The connection of generation `generation` to `id` ended.
     fn connection_ended(&self, id: NodeId, generation: u64, ended: connection::Ended) {
+        // Whatever was still queued is lost with the connection: counted,
+        // whether the peer goes down now or went already (a disconnect).
+        let (mut lost, mut pending) = (ended.unsent, ended.queue);
+        while pending.try_recv().is_ok() {
+            lost += 1;
+        }
+        self.dropped.fetch_add(lost, Ordering::Relaxed);
         let (name, epoch) = {
             let mut peers = self.peers();
             let Some(peer) = peers.get_mut(&id) else { return };
             if !matches!(peer.state, PeerState::Up { generation: current } if current == generation) {
                 return;
             }
-            peer.going_down();
+            peer.going_down(&self.dropped);
             (peer.name.clone(), peer.epoch)
         };
-        // Whatever was still queued is lost with the connection: counted.
-        let (mut lost, mut pending) = (ended.unsent, ended.queue);
-        while pending.try_recv().is_ok() {
-            lost += 1;
-        }
-        self.dropped.fetch_add(lost, Ordering::Relaxed);
         tracing::warn!(node = %self.name, peer = %name, lost, "node down: {}", ended.why);
         self.give_up(id, epoch, &name, Vec::new(), ended.why);
     }
 
-    /// A peer (entry `epoch`, going down) is gone: whoever waited to
-    /// connect is told, every link and monitor across it fires, and then
-    /// the entry goes, so a new connection can come.
+    /// A peer (entry `epoch`, going down) is gone: every link and monitor
+    /// across it fires, then the entry goes, so a new connection can come,
+    /// and whoever waited to connect is told.
     fn give_up(&self, id: NodeId, epoch: u64, name: &str, waiters: Vec<Waiter>, why: NodeDownReason) {
+        if let Some(node) = self.node.upgrade() {
+            node.node_down(id, name, why.clone());
+        }
+        {
+            let mut peers = self.peers();
+            if peers.get(&id).is_some_and(|peer| peer.epoch == epoch) {
+                peers.remove(&id);
+            }
+        }
+        // Last: a waiter that tries again at once finds the entry gone.
         for waiter in waiters {
             let _ = waiter.send(Err(why.to_string()));
-        }
-        if let Some(node) = self.node.upgrade() {
-            node.node_down(id, name, why);
-        }
-        let mut peers = self.peers();
-        if peers.get(&id).is_some_and(|peer| peer.epoch == epoch) {
-            peers.remove(&id);
         }
     }
 
@@ -558,7 +572,7 @@ impl Dist {
             }
             // Its queue closes: the connection's writer ends, and the
             // socket with it; a handshake under way finds the entry gone.
-            (peer.epoch, peer.going_down())
+            (peer.epoch, peer.going_down(&self.dropped))
         };
         self.give_up(id, epoch, name, waiters, NodeDownReason::Disconnected);
         true
