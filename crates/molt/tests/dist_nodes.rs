@@ -43,6 +43,21 @@ async fn down_of(p: &mut Process, pid: Pid) -> ExitReason {
     p.receive_timeout(BOUND).on_if(move |d: &Down| d.pid == pid, |d| d.reason).await.expect("a Down")
 }
 
+/// Spawns on `node` a process that monitors `target` and reports the
+/// reason of its `Down`; returns once the monitor is made.
+fn watch(node: &Node, target: Pid) -> std::sync::mpsc::Receiver<ExitReason> {
+    let (tell, told) = std::sync::mpsc::channel();
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    node.spawn(move |mut p| async move {
+        p.monitor(target);
+        let _ = ready.send(());
+        let _ = tell.send(down_of(&mut p, target).await);
+        Ok::<(), ReceiveError>(())
+    });
+    is_ready.recv_timeout(BOUND).expect("the watcher starts");
+    told
+}
+
 async fn exit_of(p: &mut Process, pid: Pid) -> ExitReason {
     p.receive_timeout(BOUND).on_if(move |e: &Exit| e.from == pid, |e| e.reason).await.expect("an Exit")
 }
@@ -123,19 +138,12 @@ fn a_link_and_a_monitor_across_nodes_fire_with_the_exact_reason() {
 fn a_remote_process_linked_to_a_local_one_goes_down_with_it() {
     let (a, b) = pair();
     let remote = b.spawn(wait_forever);
-    let (tell, told) = std::sync::mpsc::channel();
-    b.spawn(move |mut p| async move {
-        p.monitor(remote);
-        let _ = tell.send(None);
-        let _ = tell.send(Some(down_of(&mut p, remote).await));
-        Ok::<(), ReceiveError>(())
-    });
-    assert_eq!(told.recv_timeout(BOUND).unwrap(), None);
+    let down = watch(&b, remote);
     a.spawn(move |p| async move {
         p.link(remote);
         ExitReason::error("local failure")
     });
-    assert_eq!(told.recv_timeout(BOUND).unwrap(), Some(ExitReason::Error("local failure".into())));
+    assert_eq!(down.recv_timeout(BOUND).unwrap(), ExitReason::Error("local failure".into()));
 }
 
 #[test]
@@ -219,18 +227,7 @@ fn a_lost_connection_fires_every_link_and_monitor_across_it_on_both_sides() {
         is_ready.recv_timeout(BOUND).unwrap();
     }
     // A local monitor on each target.
-    let (target_ended, target_down) = std::sync::mpsc::channel();
-    for (node, target) in [(&a, on_a), (&b, on_b)] {
-        let tell = target_ended.clone();
-        let (ready, is_ready) = std::sync::mpsc::channel();
-        node.spawn(move |mut p| async move {
-            p.monitor(target);
-            let _ = ready.send(());
-            let _ = tell.send((target, down_of(&mut p, target).await));
-            Ok::<(), ReceiveError>(())
-        });
-        is_ready.recv_timeout(BOUND).unwrap();
-    }
+    let (on_a_ended, on_b_ended) = (watch(&a, on_a), watch(&b, on_b));
     // Both sides hold the relations before the cut.
     eventually("the remote relations are in place", || {
         let linked = |node: &Node, pid: Pid| {
@@ -248,9 +245,8 @@ fn a_lost_connection_fires_every_link_and_monitor_across_it_on_both_sides() {
     assert_eq!(seen[1], (on_a, on_b_side.clone(), on_b_side.clone()));
     // The targets, linked across the cut and not trapping exits, end with
     // the same reason (Erlang's `noconnection`).
-    let mut ended = vec![target_down.recv_timeout(BOUND).unwrap(), target_down.recv_timeout(BOUND).unwrap()];
-    ended.sort_by_key(|(target, _)| *target != on_a);
-    assert_eq!(ended, vec![(on_a, on_a_side), (on_b, on_b_side)]);
+    assert_eq!(on_a_ended.recv_timeout(BOUND).unwrap(), on_a_side);
+    assert_eq!(on_b_ended.recv_timeout(BOUND).unwrap(), on_b_side);
     assert!(a.nodes().is_empty());
     eventually("b sees the connection gone", || b.nodes().is_empty());
 }
@@ -323,20 +319,13 @@ fn simultaneous_connects_from_both_sides_end_with_one_connection() {
 fn a_node_shutting_down_ends_its_processes_and_tells_its_peers() {
     let (a, b) = pair();
     let on_b = b.spawn(wait_forever);
-    let (tell, told) = std::sync::mpsc::channel();
-    a.spawn(move |mut p| async move {
-        p.monitor(on_b);
-        let _ = tell.send(None);
-        let _ = tell.send(Some(down_of(&mut p, on_b).await));
-        Ok::<(), ReceiveError>(())
-    });
-    assert_eq!(told.recv_timeout(BOUND).unwrap(), None);
+    let down = watch(&a, on_b);
     eventually("b holds the monitor", || {
         b.processes().iter().find(|info| info.pid == on_b).is_some_and(|info| info.monitored_by == 1)
     });
     b.shutdown();
     // The process's own exit crosses before the goodbye: the monitor
     // reports why the process ended, not the connection.
-    assert_eq!(told.recv_timeout(BOUND).unwrap(), Some(ExitReason::Shutdown));
+    assert_eq!(down.recv_timeout(BOUND).unwrap(), ExitReason::Shutdown);
     eventually("a lets b go", || a.nodes().is_empty());
 }

@@ -4,7 +4,7 @@
 //! envelope in a local mailbox and on the wire); links, monitors and exits
 //! as the core's one [`Signal`] type.
 
-use molt_abi::{Envelope, Payload, Pid, Shape, Tag};
+use molt_abi::{Envelope, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::signal::Signal;
@@ -13,7 +13,11 @@ use crate::signal::Signal;
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Frame {
     /// A message for the process `to`, on the receiving node.
-    Message { to: Pid, envelope: WireEnvelope },
+    Message {
+        to: Pid,
+        #[serde(with = "wire_envelope")]
+        envelope: Envelope,
+    },
     /// A signal for the process `to`, on the receiving node.
     Signal { to: Pid, signal: Signal },
     /// Nothing but "still here": sent when the connection was otherwise
@@ -24,24 +28,35 @@ pub(crate) enum Frame {
     Goodbye,
 }
 
-/// An [`Envelope`] as it crosses the wire: the payload as one byte string.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct WireEnvelope {
-    tag: u64,
-    shape: u64,
-    #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
-}
+/// An [`Envelope`] as it crosses the wire: its tag, its shape and its
+/// payload as one byte string, written straight from the envelope.
+mod wire_envelope {
+    use molt_abi::{Envelope, Payload, Shape, Tag};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-impl From<Envelope> for WireEnvelope {
-    fn from(envelope: Envelope) -> WireEnvelope {
-        WireEnvelope { tag: envelope.tag.0, shape: envelope.shape.0, payload: envelope.payload.into_vec() }
+    #[derive(Serialize)]
+    struct Out<'a> {
+        tag: u64,
+        shape: u64,
+        #[serde(with = "serde_bytes")]
+        payload: &'a [u8],
     }
-}
 
-impl From<WireEnvelope> for Envelope {
-    fn from(wire: WireEnvelope) -> Envelope {
-        Envelope { tag: Tag(wire.tag), shape: Shape(wire.shape), payload: Payload::from_vec(wire.payload) }
+    #[derive(Deserialize)]
+    struct In {
+        tag: u64,
+        shape: u64,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    }
+
+    pub(super) fn serialize<S: Serializer>(envelope: &Envelope, serializer: S) -> Result<S::Ok, S::Error> {
+        Out { tag: envelope.tag.0, shape: envelope.shape.0, payload: &envelope.payload }.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Envelope, D::Error> {
+        let In { tag, shape, payload } = In::deserialize(deserializer)?;
+        Ok(Envelope { tag: Tag(tag), shape: Shape(shape), payload: Payload::from_vec(payload) })
     }
 }
 
@@ -52,5 +67,27 @@ impl Frame {
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Frame, postcard::Error> {
         postcard::from_bytes(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use molt_abi::{Envelope, NodeId, Payload, Pid, Shape, Tag};
+
+    use super::Frame;
+
+    /// A message frame carries its envelope exactly, inline or not.
+    #[test]
+    fn a_message_frame_comes_back_as_it_went() {
+        let to = Pid { node: NodeId(7), creation: 3, serial: 1 << 33 };
+        for len in [0, 5, 24, 25, 4096] {
+            let payload: Payload = (0..len).map(|i| i as u8).collect();
+            let envelope = Envelope { tag: Tag(11), shape: Shape(13), payload };
+            let bytes = Frame::Message { to, envelope: envelope.clone() }.encode().unwrap();
+            let Ok(Frame::Message { to: back_to, envelope: back }) = Frame::decode(&bytes) else {
+                panic!("a message frame")
+            };
+            assert_eq!((back_to, back), (to, envelope), "length {len}");
+        }
     }
 }

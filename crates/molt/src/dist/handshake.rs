@@ -45,10 +45,10 @@ type Nonce = [u8; 32];
 
 /// The first message, from the connecting side.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Hello {
-    pub(crate) protocol: u32,
-    pub(crate) name: String,
-    pub(crate) creation: u32,
+struct Hello {
+    protocol: u32,
+    name: String,
+    creation: u32,
     nonce: Nonce,
 }
 

@@ -117,7 +117,6 @@ pub(crate) struct Dist {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
     peers: Mutex<FxHashMap<NodeId, Peer>>,
-    next_generation: AtomicU64,
     handshakes: Arc<Semaphore>,
     /// Connection tasks still running, for shutdown to wait on.
     live: (Mutex<usize>, Condvar),
@@ -157,9 +156,10 @@ enum PeerState {
     /// No connection yet; `outgoing` when our own handshake is under way.
     /// `waiters` are told how it ends.
     Connecting { outgoing: bool, waiters: Vec<Waiter> },
-    /// A connection carries the queue; `generation` tells it from any
-    /// earlier one.
-    Up { generation: u64 },
+    /// A connection carries the queue. An entry is up at most once (it
+    /// goes down for good), so its epoch tells its connection from any
+    /// other.
+    Up,
     /// Its links and monitors are being fired: a new connection waits
     /// until that is done, so none of its relations is taken for one of
     /// the old connection.
@@ -180,10 +180,14 @@ impl Peer {
         }
     }
 
-    fn push(&self, frame: Frame) -> bool {
-        let Some(queue) = &self.queue else { return false };
+    /// Queues `frame`, or hands it back when the queue is closed.
+    fn push(&self, frame: Frame) -> Result<(), Frame> {
+        let Some(queue) = &self.queue else { return Err(frame) };
         self.queued.fetch_add(1, Ordering::Relaxed);
-        queue.send(frame).is_ok()
+        queue.send(frame).map_err(|unsent| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            unsent.0
+        })
     }
 
     /// Starts going down: the queue closes (a connection's writer ends),
@@ -192,11 +196,7 @@ impl Peer {
     fn going_down(&mut self, dropped: &AtomicU64) -> Vec<Waiter> {
         self.queue = None;
         if let Some(mut pending) = self.pending.take() {
-            let mut lost = 0;
-            while pending.try_recv().is_ok() {
-                lost += 1;
-            }
-            dropped.fetch_add(lost, Ordering::Relaxed);
+            dropped.fetch_add(drain(&mut pending), Ordering::Relaxed);
         }
         match std::mem::replace(&mut self.state, PeerState::GoingDown) {
             PeerState::Connecting { waiters, .. } => waiters,
@@ -205,9 +205,19 @@ impl Peer {
     }
 }
 
+/// Empties a queue nobody will write out; how many frames it held.
+fn drain(queue: &mut mpsc::UnboundedReceiver<Frame>) -> u64 {
+    let mut lost = 0;
+    while queue.try_recv().is_ok() {
+        lost += 1;
+    }
+    lost
+}
+
 /// What a connection that won its peer takes over.
 struct Taken {
-    generation: u64,
+    /// The entry's epoch.
+    epoch: u64,
     queue: mpsc::UnboundedReceiver<Frame>,
     queued: Arc<AtomicUsize>,
 }
@@ -239,7 +249,6 @@ impl Dist {
             runtime: Mutex::new(Some(runtime)),
             handle,
             peers: Mutex::new(FxHashMap::default()),
-            next_generation: AtomicU64::new(1),
             live: (Mutex::new(0), Condvar::new()),
             dropped: AtomicU64::new(0),
             refused: AtomicUsize::new(0),
@@ -265,8 +274,7 @@ impl Dist {
     /// counted) when there is no connection to that node, as Erlang drops
     /// a message to an unreachable node.
     pub(crate) fn send(&self, to: Pid, envelope: Envelope) {
-        let sent =
-            self.peers().get(&to.node).is_some_and(|peer| peer.push(Frame::Message { to, envelope: envelope.into() }));
+        let sent = self.peers().get(&to.node).is_some_and(|peer| peer.push(Frame::Message { to, envelope }).is_ok());
         if !sent {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -276,12 +284,15 @@ impl Dist {
     /// connection to it, answers as a lost connection would (a link or a
     /// monitor fires with `noconnection`).
     pub(crate) fn signal(&self, node: &NodeInner, to: Pid, signal: Signal) {
-        let answer = {
+        let (answer, signal) = {
             let peers = self.peers();
             match peers.get(&to.node) {
-                Some(peer) if peer.push(Frame::Signal { to, signal: signal.clone() }) => return,
-                Some(peer) => peer.name.clone(),
-                None => format!("{:?}", to.node),
+                Some(peer) => match peer.push(Frame::Signal { to, signal }) {
+                    Ok(()) => return,
+                    Err(Frame::Signal { signal, .. }) => (peer.name.clone(), signal),
+                    Err(_) => unreachable!("the frame handed back is the one pushed"),
+                },
+                None => (format!("{:?}", to.node), signal),
             }
         };
         self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -305,7 +316,7 @@ impl Dist {
             let mut peers = self.peers();
             let peer = peers.entry(id).or_insert_with(|| Peer::new(name));
             match &mut peer.state {
-                PeerState::Up { .. } => return Ok(()),
+                PeerState::Up => return Ok(()),
                 PeerState::GoingDown => {
                     return Err(ConnectError::Failed {
                         node: name.to_owned(),
@@ -413,7 +424,7 @@ impl Dist {
         let mut peers = self.peers();
         let peer = peers.entry(id).or_insert_with(|| Peer::new(name));
         match &peer.state {
-            PeerState::Up { .. } | PeerState::GoingDown => Err(Refusal::AlreadyConnected),
+            PeerState::Up | PeerState::GoingDown => Err(Refusal::AlreadyConnected),
             // Ours and theirs cross: the greater name's goes on.
             PeerState::Connecting { outgoing: true, .. } if self.name.as_str() > name => Err(Refusal::Simultaneous),
             PeerState::Connecting { .. } => self.take_over(peer).ok_or(Refusal::AlreadyConnected),
@@ -436,14 +447,12 @@ impl Dist {
             return None;
         }
         let queue = peer.pending.take()?;
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        if let PeerState::Connecting { waiters, .. } = std::mem::replace(&mut peer.state, PeerState::Up { generation })
-        {
+        if let PeerState::Connecting { waiters, .. } = std::mem::replace(&mut peer.state, PeerState::Up) {
             for waiter in waiters {
                 let _ = waiter.send(Ok(()));
             }
         }
-        Some(Taken { generation, queue, queued: peer.queued.clone() })
+        Some(Taken { epoch: peer.epoch, queue, queued: peer.queued.clone() })
     }
 
     /// Our handshake with `id` failed (`error`), or the peer's connection
@@ -484,35 +493,36 @@ impl Dist {
         *self.live.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         let dist = Arc::clone(&self);
         self.handle.spawn(async move {
-            let Taken { generation, queue, queued } = taken;
+            let Taken { epoch, queue, queued } = taken;
             let ended = connection::run(&dist, id, stream, welcome, queue, &queued).await;
-            dist.connection_ended(id, generation, ended);
+            dist.connection_ended(id, epoch, ended);
             let (count, emptied) = &dist.live;
             *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
             emptied.notify_all();
         });
     }
 
-    /// The connection of generation `generation` to `id` ended.
-    fn connection_ended(&self, id: NodeId, generation: u64, ended: connection::Ended) {
-        // Whatever was still queued is lost with the connection: counted,
-        // whether the peer goes down now or went already (a disconnect).
-        let (mut lost, mut pending) = (ended.unsent, ended.queue);
-        while pending.try_recv().is_ok() {
-            lost += 1;
-        }
-        self.dropped.fetch_add(lost, Ordering::Relaxed);
-        let (name, epoch) = {
+    /// The connection of entry `epoch` of `id` ended.
+    fn connection_ended(&self, id: NodeId, epoch: u64, ended: connection::Ended) {
+        let name = {
             let mut peers = self.peers();
-            let Some(peer) = peers.get_mut(&id) else { return };
-            if !matches!(peer.state, PeerState::Up { generation: current } if current == generation) {
-                return;
+            match peers.get_mut(&id) {
+                Some(peer) if peer.epoch == epoch && matches!(peer.state, PeerState::Up) => {
+                    peer.going_down(&self.dropped);
+                    Some(peer.name.clone())
+                }
+                // Gone down already (a disconnect, the node's shutdown).
+                _ => None,
             }
-            peer.going_down(&self.dropped);
-            (peer.name.clone(), peer.epoch)
         };
-        tracing::warn!(node = %self.name, peer = %name, lost, "node down: {}", ended.why);
-        self.give_up(id, epoch, &name, Vec::new(), ended.why);
+        // The queue is closed now: whatever is still in it is lost with the
+        // connection, counted, whether the peer goes down here or went.
+        let connection::Ended { why, unsent, mut queue } = ended;
+        let lost = unsent + drain(&mut queue);
+        self.dropped.fetch_add(lost, Ordering::Relaxed);
+        let Some(name) = name else { return };
+        tracing::warn!(node = %self.name, peer = %name, lost, "node down: {why}");
+        self.give_up(id, epoch, &name, Vec::new(), why);
     }
 
     /// A peer (entry `epoch`, going down) is gone: every link and monitor
@@ -543,7 +553,7 @@ impl Dist {
                 if to.node != self.id {
                     return Err(format!("a message for {to:?}, which is not a process of this node"));
                 }
-                node.send(to, envelope.into());
+                node.send(to, envelope);
             }
             Frame::Signal { to, signal } => {
                 if to.node != self.id {
@@ -586,7 +596,7 @@ impl Dist {
             .filter(|peer| !matches!(peer.state, PeerState::GoingDown))
             .map(|peer| PeerInfo {
                 name: peer.name.clone(),
-                connected: matches!(peer.state, PeerState::Up { .. }),
+                connected: matches!(peer.state, PeerState::Up),
                 queued: peer.queued.load(Ordering::Relaxed),
             })
             .collect();
@@ -610,7 +620,7 @@ impl Dist {
     pub(crate) fn shutdown(&self) {
         let peers = std::mem::take(&mut *self.peers());
         for peer in peers.values() {
-            peer.push(Frame::Goodbye);
+            let _ = peer.push(Frame::Goodbye);
         }
         // The queues close with the table: each connection writes what is
         // queued, the goodbye last, and ends; whoever waited in `connect`
