@@ -56,7 +56,8 @@ pub enum ExitReason {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum NodeDownReason {
     /// The connection closed (the peer's process died, or the network
-    /// dropped it) and did not come back within the detection bound.
+    /// dropped it) and did not come back within the detection bound: a
+    /// connection that comes back in time resumes where it broke.
     ConnectionClosed,
     /// Nothing arrived from the peer, not even a heartbeat, for the
     /// detection bound: the peer hangs or the network is cut.
@@ -70,7 +71,8 @@ pub enum NodeDownReason {
     Unreachable(String),
     /// The peer broke the protocol; what it sent.
     ProtocolError(String),
-    /// This node was told to disconnect from the peer.
+    /// One of the two nodes was told to drop the connection
+    /// (`Node::disconnect`).
     Disconnected,
 }
 

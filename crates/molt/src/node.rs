@@ -538,14 +538,24 @@ impl Node {
     /// the connection or its handshake fails (a wrong secret, a deadline,
     /// nobody listening); the error says which.
     pub fn connect(&self, name: &str) -> Result<(), ConnectError> {
-        self.inner.dist.get().ok_or(ConnectError::NotDistributed)?.connect(name)
+        self.inner.dist.get().ok_or(ConnectError::NotDistributed)?.connect(name, None)
+    }
+
+    /// [`connect`](Node::connect)s to the node `name` through `address`
+    /// rather than the address in its name: a proxy, a tunnel, a port
+    /// forwarded. A connection that breaks is dialled there again.
+    ///
+    /// # Errors
+    /// As [`connect`](Node::connect).
+    pub fn connect_via(&self, name: &str, address: &str) -> Result<(), ConnectError> {
+        self.inner.dist.get().ok_or(ConnectError::NotDistributed)?.connect(name, Some(address))
     }
 
     /// Drops the connection to the node `name` (Erlang's
-    /// `disconnect_node`): every link and monitor across it fires, here
-    /// with [`NodeDownReason::Disconnected`](molt_abi::NodeDownReason), on
-    /// the other node as a closed connection. Returns whether there was
-    /// one.
+    /// `disconnect_node`): what is queued towards it is still written, then
+    /// every link and monitor across it fires, on both nodes, with
+    /// [`NodeDownReason::Disconnected`](molt_abi::NodeDownReason). Returns
+    /// whether there was one.
     pub fn disconnect(&self, name: &str) -> bool {
         self.inner.dist.get().is_some_and(|dist| dist.disconnect(name))
     }

@@ -235,12 +235,12 @@ fn a_lost_connection_fires_every_link_and_monitor_across_it_on_both_sides() {
         };
         linked(&a, on_a) && linked(&b, on_b)
     });
-    assert_eq!(a.nodes()[0].queued, 0);
+    eventually("b acknowledged every signal", || a.nodes()[0].queued == 0);
     assert!(a.disconnect(b.name()));
     let mut seen = [told.recv_timeout(BOUND).unwrap(), told.recv_timeout(BOUND).unwrap()];
     seen.sort_by_key(|(target, _, _)| *target != on_b);
     let on_a_side = ExitReason::NoConnection { node: b.name().to_owned(), why: NodeDownReason::Disconnected };
-    let on_b_side = ExitReason::NoConnection { node: a.name().to_owned(), why: NodeDownReason::ConnectionClosed };
+    let on_b_side = ExitReason::NoConnection { node: a.name().to_owned(), why: NodeDownReason::Disconnected };
     assert_eq!(seen[0], (on_b, on_a_side.clone(), on_a_side.clone()));
     assert_eq!(seen[1], (on_a, on_b_side.clone(), on_b_side.clone()));
     // The targets, linked across the cut and not trapping exits, end with

@@ -1,49 +1,110 @@
-//! One established connection: a writer that drains the peer's queue into
-//! the socket (and ticks when there is nothing to say), and a reader that
-//! hands every frame to the node and declares the peer down when the
-//! connection closes, breaks the protocol or stays silent past the
-//! detection bound.
+//! One established connection, and the session it carries: a writer that
+//! drains the peer's queue into the socket (and ticks when there is nothing
+//! to say), and a reader that hands every frame to the node. Messages and
+//! signals are numbered per session and kept until the peer acknowledges
+//! them, so a session outlives a connection that breaks: the next one
+//! opens with each side's count of what it delivered, and the writer
+//! resends the rest, in order, once.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use futures::{SinkExt, StreamExt};
 use molt_abi::{NodeDownReason, NodeId};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::bytes::Bytes;
 
 use super::Dist;
-use super::frame::Frame;
+use super::frame::{Farewell, Frame};
 use super::handshake::HandshakeStream;
 
-/// How a connection ended.
-pub(super) struct Ended {
-    pub(super) why: NodeDownReason,
-    /// Frames taken from the queue but not written.
-    pub(super) unsent: u64,
-    /// The queue, with what is still in it.
+/// What outlives a connection: the queue towards the peer, what was
+/// written and not yet acknowledged, and what was delivered from the
+/// peer.
+pub(super) struct Session {
     pub(super) queue: mpsc::UnboundedReceiver<Frame>,
+    /// Numbered frames written and not acknowledged, encoded, oldest first:
+    /// the first is number `acked + 1`.
+    unacked: VecDeque<Bytes>,
+    /// How many numbered frames the peer said it delivered.
+    acked: u64,
+    /// How many numbered frames from the peer were delivered here.
+    received: u64,
+}
+
+impl Session {
+    pub(super) fn new(queue: mpsc::UnboundedReceiver<Frame>) -> Session {
+        Session { queue, unacked: VecDeque::new(), acked: 0, received: 0 }
+    }
+
+    /// Empties a session nobody will carry on: how many frames in it were
+    /// not known to be delivered (queued, or written and unacknowledged).
+    pub(super) fn lose(&mut self) -> u64 {
+        let mut lost = self.unacked.len() as u64;
+        self.unacked.clear();
+        while self.queue.try_recv().is_ok() {
+            lost += 1;
+        }
+        lost
+    }
 }
 
 /// Frames written before a flush: a burst goes out in few system calls.
 const BATCH: usize = 64;
 
-/// Runs the connection to `peer` until it ends.
+/// The peer is asked for an acknowledgement after this many frames, or
+/// this many bytes, from it: what the writer keeps for a resend stays
+/// small.
+const ACK_FRAMES: u64 = 64;
+const ACK_BYTES: usize = 1 << 20;
+
+/// Whether a connection that ended so leaves its session to a next one.
+pub(super) fn resumable(why: &NodeDownReason) -> bool {
+    matches!(why, NodeDownReason::ConnectionClosed)
+}
+
+/// Runs the connection to `peer` until it ends, or `stop` is notified (a
+/// resumed connection replaces it): why it ended.
 pub(super) async fn run(
     dist: &Arc<Dist>,
     peer: NodeId,
     stream: HandshakeStream,
     welcome: Option<Bytes>,
-    mut queue: mpsc::UnboundedReceiver<Frame>,
+    session: &mut Session,
     queued: &AtomicUsize,
-) -> Ended {
+    stop: &Notify,
+) -> NodeDownReason {
     let (mut sink, mut frames) = stream.split();
     let detection = dist.config.detection;
+    let Session { queue, unacked, acked, received } = session;
+    // Shared by the two halves (one task: no lock).
+    let delivered = AtomicU64::new(*received);
+    let peer_acked = AtomicU64::new(*acked);
+    let written = AtomicU64::new(*acked + unacked.len() as u64);
+    let first_ack = Notify::new();
+    let ack_due = Notify::new();
     let writer = async {
         if let Some(welcome) = welcome
             && sink.send(welcome).await.is_err()
         {
-            return (NodeDownReason::ConnectionClosed, 0);
+            return NodeDownReason::ConnectionClosed;
+        }
+        // Where this side stands, then where the peer does: what it lacks
+        // is written again, in order, before anything new.
+        let mut acked_here = delivered.load(Ordering::Relaxed);
+        if send(&mut sink, &Frame::Ack(acked_here)).await.is_err() {
+            return NodeDownReason::ConnectionClosed;
+        }
+        first_ack.notified().await;
+        trim(unacked, acked, peer_acked.load(Ordering::Relaxed), queued);
+        for frame in unacked.iter() {
+            if sink.feed(frame.clone()).await.is_err() {
+                return NodeDownReason::ConnectionClosed;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return NodeDownReason::ConnectionClosed;
         }
         let mut tick = tokio::time::interval(detection / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -51,7 +112,7 @@ pub(super) async fn run(
         loop {
             tokio::select! {
                 frame = queue.recv() => {
-                    let Some(frame) = frame else { return (NodeDownReason::Disconnected, 0) };
+                    let Some(frame) = frame else { return NodeDownReason::Disconnected };
                     let mut batch = vec![frame];
                     while batch.len() < BATCH {
                         match queue.try_recv() {
@@ -59,51 +120,66 @@ pub(super) async fn run(
                             Err(_) => break,
                         }
                     }
-                    let count = batch.len();
-                    queued.fetch_sub(count, Ordering::Relaxed);
-                    let goodbye = matches!(batch.last(), Some(Frame::Goodbye));
-                    for (written, frame) in batch.iter().enumerate() {
-                        let bytes = match frame.encode() {
-                            Ok(bytes) => bytes,
-                            // The core's own frames always encode.
-                            Err(_) => continue,
-                        };
-                        // A message over the frame limit would end the
-                        // connection (the peer refuses it): it alone is
-                        // dropped, counted and named.
-                        if bytes.len() > dist.config.max_frame {
-                            dist.dropped.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(
-                                node = %dist.name,
-                                bytes = bytes.len(),
-                                limit = dist.config.max_frame,
-                                "dropped a message over the frame limit (NodeConfig::max_frame)"
-                            );
-                            continue;
-                        }
-                        if sink.feed(Bytes::from(bytes)).await.is_err() {
-                            return (NodeDownReason::ConnectionClosed, (count - written) as u64);
+                    let taken = batch.len();
+                    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), queued);
+                    // Numbered and kept before any is written: a write that
+                    // fails leaves them all to the next connection.
+                    let fresh = unacked.len();
+                    let mut farewell = None;
+                    for frame in batch {
+                        match frame {
+                            Frame::Goodbye(why) => farewell = Some(why),
+                            frame => {
+                                if let Some(bytes) = encode(dist, &frame) {
+                                    unacked.push_back(bytes);
+                                }
+                            }
                         }
                     }
-                    // Written into the codec's buffer but maybe not sent:
-                    // counted as lost, the whole batch.
+                    // What is kept counts as queued until acknowledged.
+                    queued.fetch_sub(taken - (unacked.len() - fresh), Ordering::Relaxed);
+                    written.store(*acked + unacked.len() as u64, Ordering::Relaxed);
+                    for frame in unacked.range(fresh..) {
+                        if sink.feed(frame.clone()).await.is_err() {
+                            return NodeDownReason::ConnectionClosed;
+                        }
+                    }
+                    if let Some(why) = farewell {
+                        let _ = send(&mut sink, &Frame::Goodbye(why)).await;
+                        return NodeDownReason::Disconnected;
+                    }
                     if sink.flush().await.is_err() {
-                        return (NodeDownReason::ConnectionClosed, count as u64);
+                        return NodeDownReason::ConnectionClosed;
                     }
                     wrote = true;
-                    if goodbye {
-                        return (NodeDownReason::Disconnected, 0);
+                }
+                () = ack_due.notified() => {
+                    acked_here = delivered.load(Ordering::Relaxed);
+                    if send(&mut sink, &Frame::Ack(acked_here)).await.is_err() {
+                        return NodeDownReason::ConnectionClosed;
                     }
                 }
                 _ = tick.tick() => {
-                    if !std::mem::take(&mut wrote) && sink.send(Bytes::from(Frame::Tick.encode().unwrap_or_default())).await.is_err() {
-                        return (NodeDownReason::ConnectionClosed, 0);
+                    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), queued);
+                    let now = delivered.load(Ordering::Relaxed);
+                    let said = if now > acked_here {
+                        acked_here = now;
+                        send(&mut sink, &Frame::Ack(now)).await
+                    } else if !std::mem::take(&mut wrote) {
+                        send(&mut sink, &Frame::Tick).await
+                    } else {
+                        Ok(())
+                    };
+                    if said.is_err() {
+                        return NodeDownReason::ConnectionClosed;
                     }
                 }
             }
         }
     };
     let reader = async {
+        let mut first = true;
+        let (mut since_ack, mut bytes_since_ack) = (0, 0);
         loop {
             let frame = match tokio::time::timeout(detection, frames.next()).await {
                 Err(_) => return NodeDownReason::HeartbeatTimeout,
@@ -117,12 +193,42 @@ pub(super) async fn run(
                 Ok(Some(Err(_))) => return NodeDownReason::ConnectionClosed,
                 Ok(Some(Ok(bytes))) => bytes,
             };
-            match Frame::decode(&frame) {
+            let len = frame.len();
+            let frame = match Frame::decode(&frame) {
                 Err(_) => return NodeDownReason::ProtocolError("a frame that is not one of the protocol's".into()),
-                Ok(Frame::Goodbye) => return NodeDownReason::PeerShutdown,
-                Ok(frame) => {
+                Ok(frame) => frame,
+            };
+            if first && !matches!(frame, Frame::Ack(_)) {
+                return NodeDownReason::ProtocolError("a connection that does not open with an acknowledgement".into());
+            }
+            match frame {
+                Frame::Goodbye(Farewell::Shutdown) => return NodeDownReason::PeerShutdown,
+                Frame::Goodbye(Farewell::Disconnect) => return NodeDownReason::Disconnected,
+                Frame::Ack(n) => {
+                    let (before, sent) = (peer_acked.load(Ordering::Relaxed), written.load(Ordering::Relaxed));
+                    if n < before || n > sent {
+                        return NodeDownReason::ProtocolError(format!(
+                            "an acknowledgement of {n} frames, after {before}, of {sent} written"
+                        ));
+                    }
+                    peer_acked.store(n, Ordering::Relaxed);
+                    if std::mem::take(&mut first) {
+                        first_ack.notify_one();
+                    }
+                }
+                frame => {
+                    let numbered = frame.is_numbered();
                     if let Err(what) = dist.deliver(peer, frame) {
                         return NodeDownReason::ProtocolError(what);
+                    }
+                    if numbered {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                        since_ack += 1;
+                        bytes_since_ack += len;
+                        if since_ack >= ACK_FRAMES || bytes_since_ack >= ACK_BYTES {
+                            (since_ack, bytes_since_ack) = (0, 0);
+                            ack_due.notify_one();
+                        }
                     }
                 }
             }
@@ -130,9 +236,46 @@ pub(super) async fn run(
     };
     // Either half ending ends the connection (after our goodbye, what the
     // peer still sends is read no more).
-    let (why, unsent) = tokio::select! {
-        why = reader => (why, 0),
-        ended = writer => ended,
+    let why = tokio::select! {
+        why = reader => why,
+        why = writer => why,
+        () = stop.notified() => NodeDownReason::ConnectionClosed,
     };
-    Ended { why, unsent, queue }
+    *received = delivered.load(Ordering::Relaxed);
+    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), queued);
+    why
+}
+
+/// Forgets the frames the peer acknowledged.
+fn trim(unacked: &mut VecDeque<Bytes>, acked: &mut u64, peer_acked: u64, queued: &AtomicUsize) {
+    let done = (peer_acked.saturating_sub(*acked) as usize).min(unacked.len());
+    unacked.drain(..done);
+    *acked += done as u64;
+    queued.fetch_sub(done, Ordering::Relaxed);
+}
+
+/// A frame as written; `None` for a message over the frame limit, which
+/// would end the connection (the peer refuses it): it alone is dropped,
+/// counted and named.
+fn encode(dist: &Dist, frame: &Frame) -> Option<Bytes> {
+    // The core's own frames always encode.
+    let bytes = frame.encode().ok()?;
+    if bytes.len() > dist.config.max_frame {
+        dist.dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            node = %dist.name,
+            bytes = bytes.len(),
+            limit = dist.config.max_frame,
+            "dropped a message over the frame limit (NodeConfig::max_frame)"
+        );
+        return None;
+    }
+    Some(Bytes::from(bytes))
+}
+
+async fn send<S>(sink: &mut S, frame: &Frame) -> Result<(), std::io::Error>
+where
+    S: futures::Sink<Bytes, Error = std::io::Error> + Unpin,
+{
+    sink.send(Bytes::from(frame.encode().unwrap_or_default())).await
 }

@@ -23,9 +23,22 @@ pub(crate) enum Frame {
     /// Nothing but "still here": sent when the connection was otherwise
     /// quiet for a tick, so that silence means trouble.
     Tick,
-    /// The sender is shutting down: what it links and monitors across this
-    /// connection fires with `PeerShutdown`, not as a lost connection.
-    Goodbye,
+    /// The sender delivered the first `n` messages and signals this
+    /// connection's session carried towards it (every connection opens
+    /// with one: where a resumed session picks up).
+    Ack(u64),
+    /// The sender ends the session on purpose: what links and monitors
+    /// across it fires at once, not after the detection bound.
+    Goodbye(Farewell),
+}
+
+/// Why a peer said goodbye.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Farewell {
+    /// Its node is shutting down.
+    Shutdown,
+    /// It was told to disconnect (`Node::disconnect`).
+    Disconnect,
 }
 
 /// An [`Envelope`] as it crosses the wire: its tag, its shape and its
@@ -61,6 +74,13 @@ mod wire_envelope {
 }
 
 impl Frame {
+    /// Whether the frame counts in its session: messages and signals are
+    /// numbered, acknowledged and resent after a break; the rest belongs to
+    /// one connection.
+    pub(crate) fn is_numbered(&self) -> bool {
+        matches!(self, Frame::Message { .. } | Frame::Signal { .. })
+    }
+
     pub(crate) fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
         postcard::to_stdvec(self)
     }

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! connecting side                      accepting side
-//!   Hello { protocol, name, creation, nonce_c } ->
+//!   Hello { protocol, name, creation, nonce_c, session, resume } ->
 //!                                <- Answer::Challenge { name, creation, nonce_s }
 //!                                   (or Answer::Refused: protocol, name)
 //!   Proof(HMAC(secret, "client", nonce_s, nonce_c, names)) ->
@@ -16,6 +16,10 @@
 //!                                   (or Verdict::Refused: a wrong proof, or
 //!                                   the nodes are connected already)
 //! ```
+//!
+//! `session` names the session the connection carries (the connecting
+//! side draws it for a new one); `resume` asks to carry on one whose
+//! connection broke. Both are under the proofs.
 //!
 //! Only a peer that proved it holds the secret is let near the node's
 //! state (its table of peers): a stranger can learn nothing of it, and
@@ -35,7 +39,7 @@ use super::Secret;
 
 /// The distribution protocol this node speaks; a peer that speaks another
 /// is refused by name.
-pub(crate) const PROTOCOL: u32 = 1;
+pub(crate) const PROTOCOL: u32 = 2;
 
 /// The longest handshake message: names are short, and a stranger must
 /// not make a pending handshake hold much memory.
@@ -50,6 +54,8 @@ struct Hello {
     name: String,
     creation: u32,
     nonce: Nonce,
+    session: u64,
+    resume: bool,
 }
 
 /// The accepting side's answer to a [`Hello`].
@@ -80,6 +86,11 @@ pub(crate) enum Refusal {
     BadName,
     /// The proof was wrong: the peer does not hold the secret.
     WrongSecret,
+    /// The session to resume is still closing its broken connection: try
+    /// again in a moment.
+    Busy,
+    /// There is no session to resume: the peer declared this node down.
+    UnknownSession,
 }
 
 impl fmt::Display for Refusal {
@@ -90,6 +101,8 @@ impl fmt::Display for Refusal {
             Refusal::AlreadyConnected => f.write_str("the nodes are connected already"),
             Refusal::BadName => f.write_str("the name is the peer's own, or not a node name (name@host:port)"),
             Refusal::WrongSecret => f.write_str("authentication failed: the secrets differ"),
+            Refusal::Busy => f.write_str("the session's previous connection is still closing; try again"),
+            Refusal::UnknownSession => f.write_str("there is no such session to resume any more"),
         }
     }
 }
@@ -124,6 +137,10 @@ pub(crate) enum HandshakeError {
 pub(crate) struct Handshaken {
     pub(crate) name: String,
     pub(crate) creation: u32,
+    /// The session the connection carries.
+    pub(crate) session: u64,
+    /// Whether it resumes that session.
+    pub(crate) resume: bool,
 }
 
 /// A length-delimited connection during the handshake.
@@ -140,15 +157,20 @@ pub(crate) struct Me<'a> {
     pub(crate) secret: &'a Secret,
 }
 
-/// Connects as `me` to the node that should be called `expected`.
+/// Connects as `me` to the node that should be called `expected`, for
+/// `session` (to `resume` it, or a new one).
 pub(crate) async fn connect(
     stream: &mut HandshakeStream,
     me: &Me<'_>,
     expected: &str,
+    session: u64,
+    resume: bool,
 ) -> Result<Handshaken, HandshakeError> {
     let nonce_c = fresh_nonce();
-    write(stream, &Hello { protocol: PROTOCOL, name: me.name.to_owned(), creation: me.creation, nonce: nonce_c })
-        .await?;
+    let hello =
+        Hello { protocol: PROTOCOL, name: me.name.to_owned(), creation: me.creation, nonce: nonce_c, session, resume };
+    write(stream, &hello).await?;
+    let context = Context { session, resume };
     let (name, creation, nonce_s) = match read::<Answer>(stream).await? {
         Answer::Challenge { name, creation, nonce } => (name, creation, nonce),
         Answer::Refused(refusal) => return Err(HandshakeError::Refused(refusal)),
@@ -156,18 +178,18 @@ pub(crate) async fn connect(
     if name != expected {
         return Err(HandshakeError::NotThatNode { expected: expected.to_owned(), answered: name });
     }
-    write(stream, &Proof(proof(me.secret, b"molt client", &nonce_s, &nonce_c, me.name, &name))).await?;
+    write(stream, &Proof(proof(me.secret, b"molt client", &nonce_s, &nonce_c, me.name, &name, context))).await?;
     let theirs = match read::<Verdict>(stream).await? {
         Verdict::Welcome(Proof(theirs)) => theirs,
         Verdict::Refused(Refusal::WrongSecret) => return Err(HandshakeError::WrongSecret),
         Verdict::Refused(refusal) => return Err(HandshakeError::Refused(refusal)),
     };
-    verify(me.secret, b"molt server", &nonce_c, &nonce_s, &name, me.name, &theirs)?;
-    Ok(Handshaken { name, creation })
+    verify(me.secret, b"molt server", &nonce_c, &nonce_s, &name, me.name, context, &theirs)?;
+    Ok(Handshaken { name, creation, session, resume })
 }
 
 /// Accepts a connection as `me`: once the peer proved it holds the
-/// secret, `admit` decides from its name whether the connection goes on
+/// secret, `admit` decides from its name and session whether the connection goes on
 /// (and takes the peer over, giving `T`). The welcome that ends the
 /// handshake comes back unsent, as the connection's first frame: nothing
 /// after `admit` may wait (and be cut off by a deadline), or the peer
@@ -175,7 +197,7 @@ pub(crate) async fn connect(
 pub(crate) async fn accept<T>(
     stream: &mut HandshakeStream,
     me: &Me<'_>,
-    admit: impl FnOnce(&str) -> Result<T, Refusal>,
+    admit: impl FnOnce(&Handshaken) -> Result<T, Refusal>,
 ) -> Result<(Handshaken, T, Bytes), HandshakeError> {
     let hello = read::<Hello>(stream).await?;
     let refusal = if hello.protocol != PROTOCOL {
@@ -193,20 +215,22 @@ pub(crate) async fn accept<T>(
     let nonce_s = fresh_nonce();
     write(stream, &Answer::Challenge { name: me.name.to_owned(), creation: me.creation, nonce: nonce_s }).await?;
     let Proof(theirs) = read::<Proof>(stream).await?;
-    if verify(me.secret, b"molt client", &nonce_s, &hello.nonce, &hello.name, me.name, &theirs).is_err() {
+    let context = Context { session: hello.session, resume: hello.resume };
+    if verify(me.secret, b"molt client", &nonce_s, &hello.nonce, &hello.name, me.name, context, &theirs).is_err() {
         let _ = write(stream, &Verdict::Refused(Refusal::WrongSecret)).await;
         return Err(HandshakeError::WrongSecret);
     }
-    let taken = match admit(&hello.name) {
+    let peer = Handshaken { name: hello.name, creation: hello.creation, session: hello.session, resume: hello.resume };
+    let taken = match admit(&peer) {
         Ok(taken) => taken,
         Err(refusal) => {
             let _ = write(stream, &Verdict::Refused(refusal.clone())).await;
             return Err(HandshakeError::Refusing(refusal));
         }
     };
-    let welcome = Proof(proof(me.secret, b"molt server", &hello.nonce, &nonce_s, me.name, &hello.name));
+    let welcome = Proof(proof(me.secret, b"molt server", &hello.nonce, &nonce_s, me.name, &peer.name, context));
     let welcome = postcard::to_stdvec(&Verdict::Welcome(welcome)).map_err(|_| HandshakeError::Garbage)?;
-    Ok((Handshaken { name: hello.name, creation: hello.creation }, taken, Bytes::from(welcome)))
+    Ok((peer, taken, Bytes::from(welcome)))
 }
 
 /// A nonce from the operating system's generator.
@@ -218,10 +242,26 @@ fn fresh_nonce() -> Nonce {
     nonce
 }
 
+/// What the connecting side asked for, bound into both proofs: nobody can
+/// turn a new session into a resumption, or the other way round.
+#[derive(Debug, Clone, Copy)]
+struct Context {
+    session: u64,
+    resume: bool,
+}
+
 /// The MAC over one side's view of the handshake: a label for the side,
-/// both nonces (the other side's first, so each proof answers a challenge)
-/// and both names, each with its length.
-fn mac(secret: &Secret, label: &[u8], challenge: &Nonce, own: &Nonce, prover: &str, verifier: &str) -> Hmac<Sha256> {
+/// both nonces (the other side's first, so each proof answers a challenge),
+/// both names, each with its length, and the session asked for.
+fn mac(
+    secret: &Secret,
+    label: &[u8],
+    challenge: &Nonce,
+    own: &Nonce,
+    prover: &str,
+    verifier: &str,
+    context: Context,
+) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes a key of any length");
     mac.update(label);
     mac.update(challenge);
@@ -230,14 +270,25 @@ fn mac(secret: &Secret, label: &[u8], challenge: &Nonce, own: &Nonce, prover: &s
         mac.update(&(name.len() as u64).to_le_bytes());
         mac.update(name.as_bytes());
     }
+    mac.update(&context.session.to_le_bytes());
+    mac.update(&[u8::from(context.resume)]);
     mac
 }
 
-fn proof(secret: &Secret, label: &[u8], challenge: &Nonce, own: &Nonce, prover: &str, verifier: &str) -> Vec<u8> {
-    mac(secret, label, challenge, own, prover, verifier).finalize().into_bytes().to_vec()
+fn proof(
+    secret: &Secret,
+    label: &[u8],
+    challenge: &Nonce,
+    own: &Nonce,
+    prover: &str,
+    verifier: &str,
+    context: Context,
+) -> Vec<u8> {
+    mac(secret, label, challenge, own, prover, verifier, context).finalize().into_bytes().to_vec()
 }
 
 /// Checks a proof in constant time.
+#[allow(clippy::too_many_arguments)] // one side's view of the handshake, as `mac` takes it
 fn verify(
     secret: &Secret,
     label: &[u8],
@@ -245,9 +296,12 @@ fn verify(
     own: &Nonce,
     prover: &str,
     verifier: &str,
+    context: Context,
     proof: &[u8],
 ) -> Result<(), HandshakeError> {
-    mac(secret, label, challenge, own, prover, verifier).verify_slice(proof).map_err(|_| HandshakeError::WrongSecret)
+    mac(secret, label, challenge, own, prover, verifier, context)
+        .verify_slice(proof)
+        .map_err(|_| HandshakeError::WrongSecret)
 }
 
 async fn write<T: Serialize>(stream: &mut HandshakeStream, message: &T) -> Result<(), HandshakeError> {
@@ -274,14 +328,19 @@ mod tests {
     fn a_proof_binds_the_secret_the_nonces_and_the_names() {
         let secret = Secret::new("one secret").unwrap();
         let (a, b) = ([1; 32], [2; 32]);
-        let good = proof(&secret, b"molt client", &a, &b, "x@h:1", "y@h:2");
-        assert!(verify(&secret, b"molt client", &a, &b, "x@h:1", "y@h:2", &good).is_ok());
+        let c = Context { session: 5, resume: false };
+        let good = proof(&secret, b"molt client", &a, &b, "x@h:1", "y@h:2", c);
+        assert!(verify(&secret, b"molt client", &a, &b, "x@h:1", "y@h:2", c, &good).is_ok());
         let other = Secret::new("another").unwrap();
-        assert!(verify(&other, b"molt client", &a, &b, "x@h:1", "y@h:2", &good).is_err());
-        assert!(verify(&secret, b"molt server", &a, &b, "x@h:1", "y@h:2", &good).is_err());
-        assert!(verify(&secret, b"molt client", &b, &a, "x@h:1", "y@h:2", &good).is_err());
-        assert!(verify(&secret, b"molt client", &a, &b, "y@h:2", "x@h:1", &good).is_err());
+        assert!(verify(&other, b"molt client", &a, &b, "x@h:1", "y@h:2", c, &good).is_err());
+        assert!(verify(&secret, b"molt server", &a, &b, "x@h:1", "y@h:2", c, &good).is_err());
+        assert!(verify(&secret, b"molt client", &b, &a, "x@h:1", "y@h:2", c, &good).is_err());
+        assert!(verify(&secret, b"molt client", &a, &b, "y@h:2", "x@h:1", c, &good).is_err());
         // Names are length-prefixed: moving a character between them changes the proof.
-        assert!(verify(&secret, b"molt client", &a, &b, "x@h:1y", "@h:2", &good).is_err());
+        assert!(verify(&secret, b"molt client", &a, &b, "x@h:1y", "@h:2", c, &good).is_err());
+        // The session asked for is bound too.
+        for other in [Context { session: 6, resume: false }, Context { session: 5, resume: true }] {
+            assert!(verify(&secret, b"molt client", &a, &b, "x@h:1", "y@h:2", other, &good).is_err());
+        }
     }
 }

@@ -5,12 +5,19 @@
 //! [`NodeInner::node_down`], and [`Node::connect`](crate::Node::connect)
 //! opens one.
 //!
-//! One connection per node pair (a simultaneous connect from both sides
-//! keeps the greater name's, as Erlang does), on an I/O thread of the
-//! node's own: connections are tasks of the core, never of a process, so an
-//! upgrade, a purge or a crash of module code cannot touch a socket or
-//! lose what arrived on it. Every frame towards one peer goes through one
-//! queue, so messages between two processes stay in order.
+//! One session per node pair (a simultaneous connect from both sides
+//! keeps the greater name's, as Erlang does), carried by one connection at
+//! a time on an I/O thread of the node's own: connections are tasks of the
+//! core, never of a process, so an upgrade, a purge or a crash of module
+//! code cannot touch a socket or lose what arrived on it. Every frame
+//! towards one peer goes through one queue, so messages between two
+//! processes stay in order.
+//!
+//! A connection that breaks leaves its session behind: the side that
+//! dialed dials again, the session resumes on the new connection and what
+//! the old one did not deliver is resent (connection.rs), so a short drop
+//! loses nothing and fires nothing. Only when the connection is not back
+//! within the detection bound is the peer declared down.
 
 mod connection;
 mod frame;
@@ -19,19 +26,20 @@ mod secret;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use molt_abi::{Envelope, ExitReason, NodeDownReason, NodeId, Pid};
 use rustc_hash::FxHashMap;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::bytes::Bytes;
 
 pub use secret::{Secret, SecretError};
 
 use crate::node::NodeInner;
 use crate::signal::Signal;
-use frame::Frame;
-use handshake::{HandshakeError, Me, Refusal};
+use connection::Session;
+use frame::{Farewell, Frame};
+use handshake::{HandshakeError, Handshaken, Me, Refusal};
 
 /// How a node takes part in distribution (set through
 /// [`NodeConfig`](crate::NodeConfig)).
@@ -91,8 +99,12 @@ pub struct PeerInfo {
     pub name: String,
     /// Whether the connection is up (else its handshake is under way).
     pub connected: bool,
-    /// Frames queued towards it and not yet written to the connection.
+    /// Messages and signals towards it not known to be delivered yet:
+    /// queued, or written and not yet acknowledged.
     pub queued: usize,
+    /// How many times its connection broke and came back within the
+    /// detection bound, the session going on.
+    pub reconnects: u64,
 }
 
 /// `name@host:port` split into the name and the address.
@@ -133,18 +145,27 @@ impl std::fmt::Debug for Dist {
     }
 }
 
-/// One peer node: its queue of frames, and how far its connection is.
+/// One peer node: its queue of frames, and how far its session is.
 struct Peer {
     name: String,
     /// Which entry for this peer this is: a late word about an attempt
     /// of an earlier entry must not touch this one.
     epoch: u64,
+    /// The session both sides know this entry by (drawn by the side that
+    /// dialed).
+    session: u64,
+    /// Which of the entry's connections is the current one.
+    connection: u64,
+    /// Where this side dialed the peer, when it did: after a break it
+    /// dials there again (the other side waits).
+    dialed: Option<String>,
     /// Frames towards the peer; `None` once the entry is going down.
     queue: Option<mpsc::UnboundedSender<Frame>>,
-    /// The queue's other end, until a connection takes it.
-    pending: Option<mpsc::UnboundedReceiver<Frame>>,
+    /// The session, while no connection carries it.
+    pending: Option<Session>,
     state: PeerState,
     queued: Arc<AtomicUsize>,
+    reconnects: u64,
 }
 
 /// Someone waiting in [`Node::connect`](crate::Node::connect): told
@@ -156,10 +177,12 @@ enum PeerState {
     /// No connection yet; `outgoing` when our own handshake is under way.
     /// `waiters` are told how it ends.
     Connecting { outgoing: bool, waiters: Vec<Waiter> },
-    /// A connection carries the queue. An entry is up at most once (it
-    /// goes down for good), so its epoch tells its connection from any
-    /// other.
-    Up,
+    /// A connection carries the session; `stop` ends it (a resumed
+    /// connection replaces one the peer saw break first).
+    Up { stop: Arc<Notify> },
+    /// The connection broke: the session waits for the next one until the
+    /// detection bound.
+    Reconnecting,
     /// Its links and monitors are being fired: a new connection waits
     /// until that is done, so none of its relations is taken for one of
     /// the old connection.
@@ -173,10 +196,15 @@ impl Peer {
         Peer {
             name: name.to_owned(),
             epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
+            // Unguessable, so that no stale or foreign peer resumes it.
+            session: getrandom::u64().expect("the operating system's random number generator failed"),
+            connection: 0,
+            dialed: None,
             queue: Some(queue),
-            pending: Some(pending),
+            pending: Some(Session::new(pending)),
             state: PeerState::Connecting { outgoing: false, waiters: Vec::new() },
             queued: Arc::new(AtomicUsize::new(0)),
+            reconnects: 0,
         }
     }
 
@@ -191,12 +219,12 @@ impl Peer {
     }
 
     /// Starts going down: the queue closes (a connection's writer ends),
-    /// what was queued before any connection took it is counted in
-    /// `dropped`, and whoever waited is handed back.
+    /// what a session no connection carries held is counted in `dropped`,
+    /// and whoever waited is handed back.
     fn going_down(&mut self, dropped: &AtomicU64) -> Vec<Waiter> {
         self.queue = None;
         if let Some(mut pending) = self.pending.take() {
-            dropped.fetch_add(drain(&mut pending), Ordering::Relaxed);
+            dropped.fetch_add(pending.lose(), Ordering::Relaxed);
         }
         match std::mem::replace(&mut self.state, PeerState::GoingDown) {
             PeerState::Connecting { waiters, .. } => waiters,
@@ -205,21 +233,14 @@ impl Peer {
     }
 }
 
-/// Empties a queue nobody will write out; how many frames it held.
-fn drain(queue: &mut mpsc::UnboundedReceiver<Frame>) -> u64 {
-    let mut lost = 0;
-    while queue.try_recv().is_ok() {
-        lost += 1;
-    }
-    lost
-}
-
 /// What a connection that won its peer takes over.
 struct Taken {
-    /// The entry's epoch.
+    /// The entry's epoch, and which of its connections this is.
     epoch: u64,
-    queue: mpsc::UnboundedReceiver<Frame>,
+    connection: u64,
+    session: Session,
     queued: Arc<AtomicUsize>,
+    stop: Arc<Notify>,
 }
 
 impl Dist {
@@ -303,20 +324,21 @@ impl Dist {
         node.signal_unreachable(to, signal, reason);
     }
 
-    /// Connects to the node called `name` (or waits for the connection
-    /// already under way).
-    pub(crate) fn connect(self: &Arc<Self>, name: &str) -> Result<(), ConnectError> {
+    /// Connects to the node called `name`, at `via` or else the address in
+    /// its name (or waits for the connection already under way).
+    pub(crate) fn connect(self: &Arc<Self>, name: &str, via: Option<&str>) -> Result<(), ConnectError> {
         let (_, address) = parse_name(name)?;
         if name == self.name {
             return Err(ConnectError::BadName(name.to_owned()));
         }
+        let address = via.unwrap_or(address);
         let id = NodeId::from_name(name);
         let (told, tell) = std::sync::mpsc::channel();
         let start = {
             let mut peers = self.peers();
             let peer = peers.entry(id).or_insert_with(|| Peer::new(name));
             match &mut peer.state {
-                PeerState::Up => return Ok(()),
+                PeerState::Up { .. } | PeerState::Reconnecting => return Ok(()),
                 PeerState::GoingDown => {
                     return Err(ConnectError::Failed {
                         node: name.to_owned(),
@@ -325,12 +347,12 @@ impl Dist {
                 }
                 PeerState::Connecting { outgoing, waiters } => {
                     waiters.push(told);
-                    (!std::mem::replace(outgoing, true)).then_some(peer.epoch)
+                    (!std::mem::replace(outgoing, true)).then_some((peer.epoch, peer.session))
                 }
             }
         };
-        if let Some(epoch) = start {
-            self.handle.spawn(Arc::clone(self).connect_task(name.to_owned(), address.to_owned(), epoch));
+        if let Some((epoch, session)) = start {
+            self.handle.spawn(Arc::clone(self).connect_task(name.to_owned(), address.to_owned(), epoch, session));
         }
         match tell.recv() {
             Ok(Ok(())) => Ok(()),
@@ -339,20 +361,33 @@ impl Dist {
         }
     }
 
-    async fn connect_task(self: Arc<Self>, name: String, address: String, epoch: u64) {
-        let deadline = self.config.handshake_timeout;
+    /// Dials `name` at `address` and shakes hands for `session`, within
+    /// `deadline`.
+    async fn dial(
+        &self,
+        name: &str,
+        address: &str,
+        session: u64,
+        resume: bool,
+        deadline: Duration,
+    ) -> Result<(handshake::HandshakeStream, Handshaken), HandshakeError> {
         let attempt = async {
-            let stream = tokio::net::TcpStream::connect(&address).await?;
+            let stream = tokio::net::TcpStream::connect(address).await?;
             stream.set_nodelay(true)?;
             let mut stream = handshake::framed(stream);
-            let peer = handshake::connect(&mut stream, &self.me(), &name).await?;
+            let peer = handshake::connect(&mut stream, &self.me(), name, session, resume).await?;
             Ok::<_, HandshakeError>((stream, peer))
         };
-        let result = tokio::time::timeout(deadline, attempt).await.unwrap_or(Err(HandshakeError::Timeout));
+        tokio::time::timeout(deadline, attempt).await.unwrap_or(Err(HandshakeError::Timeout))
+    }
+
+    async fn connect_task(self: Arc<Self>, name: String, address: String, epoch: u64, session: u64) {
+        let deadline = self.config.handshake_timeout;
+        let result = self.dial(&name, &address, session, false, deadline).await;
         let id = NodeId::from_name(&name);
         match result {
-            Ok((stream, peer)) => match self.take_up(id, epoch) {
-                Some(taken) => self.established(peer.name, peer.creation, stream, taken, None),
+            Ok((stream, peer)) => match self.take_up(id, epoch, &address) {
+                Some(taken) => self.established(peer, stream, taken, None),
                 None => {
                     tracing::warn!(node = %self.name, peer = %name, "closed a connection nobody waits for any more")
                 }
@@ -403,12 +438,15 @@ impl Dist {
         let me = self.me();
         // Only a peer that proved it holds the secret gets this far: a
         // stranger changes nothing of the node's state.
-        let handshake = handshake::accept(&mut stream, &me, |name| self.admit(name));
+        let handshake = handshake::accept(&mut stream, &me, |peer| self.admit(peer));
         let result = tokio::time::timeout(self.config.handshake_timeout, handshake)
             .await
             .unwrap_or(Err(HandshakeError::Timeout));
         match result {
-            Ok((peer, taken, welcome)) => self.established(peer.name, peer.creation, stream, taken, Some(welcome)),
+            Ok((peer, taken, welcome)) => self.established(peer, stream, taken, Some(welcome)),
+            // A resumption that came before this side saw the old
+            // connection break: the peer tries again at once.
+            Err(HandshakeError::Refusing(Refusal::Busy)) => {}
             Err(error) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %self.name, %from, "refused a connection: {error}");
@@ -416,43 +454,69 @@ impl Dist {
         }
     }
 
-    /// Whether an authenticated peer called `name` may connect: if so, its
-    /// connection takes the peer over at once, under the same lock (a
-    /// `connect` in between would start a second connection).
-    fn admit(&self, name: &str) -> Result<Taken, Refusal> {
-        let id = NodeId::from_name(name);
+    /// Whether an authenticated peer may connect: if so, its connection
+    /// takes the peer over at once, under the same lock (a `connect` in
+    /// between would start a second connection).
+    fn admit(&self, hello: &Handshaken) -> Result<Taken, Refusal> {
+        let id = NodeId::from_name(&hello.name);
         let mut peers = self.peers();
-        let peer = peers.entry(id).or_insert_with(|| Peer::new(name));
+        if hello.resume {
+            let Some(peer) = peers.get_mut(&id).filter(|peer| peer.session == hello.session) else {
+                return Err(Refusal::UnknownSession);
+            };
+            return match &peer.state {
+                PeerState::Reconnecting => self.take_over(peer).ok_or(Refusal::UnknownSession),
+                // The peer saw the connection break before this side did:
+                // it ends here now, and the peer's next try resumes.
+                PeerState::Up { stop } => {
+                    stop.notify_one();
+                    Err(Refusal::Busy)
+                }
+                _ => Err(Refusal::UnknownSession),
+            };
+        }
+        let peer = peers.entry(id).or_insert_with(|| Peer::new(&hello.name));
         match &peer.state {
-            PeerState::Up | PeerState::GoingDown => Err(Refusal::AlreadyConnected),
+            PeerState::Up { .. } | PeerState::Reconnecting | PeerState::GoingDown => Err(Refusal::AlreadyConnected),
             // Ours and theirs cross: the greater name's goes on.
-            PeerState::Connecting { outgoing: true, .. } if self.name.as_str() > name => Err(Refusal::Simultaneous),
-            PeerState::Connecting { .. } => self.take_over(peer).ok_or(Refusal::AlreadyConnected),
-        }
-    }
-
-    /// Our handshake with `id`, made for entry `epoch`, succeeded: its
-    /// connection takes the peer over, unless another connection did or
-    /// the entry is gone.
-    fn take_up(&self, id: NodeId, epoch: u64) -> Option<Taken> {
-        let mut peers = self.peers();
-        let peer = peers.get_mut(&id).filter(|peer| peer.epoch == epoch)?;
-        self.take_over(peer)
-    }
-
-    /// A connecting peer's queue goes to a new connection, and whoever
-    /// waited is told.
-    fn take_over(&self, peer: &mut Peer) -> Option<Taken> {
-        if !matches!(peer.state, PeerState::Connecting { .. }) {
-            return None;
-        }
-        let queue = peer.pending.take()?;
-        if let PeerState::Connecting { waiters, .. } = std::mem::replace(&mut peer.state, PeerState::Up) {
-            for waiter in waiters {
-                let _ = waiter.send(Ok(()));
+            PeerState::Connecting { outgoing: true, .. } if self.name > hello.name => Err(Refusal::Simultaneous),
+            PeerState::Connecting { .. } => {
+                peer.session = hello.session;
+                self.take_over(peer).ok_or(Refusal::AlreadyConnected)
             }
         }
-        Some(Taken { epoch: peer.epoch, queue, queued: peer.queued.clone() })
+    }
+
+    /// Our handshake with `id`, made for entry `epoch` at `address`,
+    /// succeeded: its connection takes the peer over, unless another
+    /// connection did or the entry is gone.
+    fn take_up(&self, id: NodeId, epoch: u64, address: &str) -> Option<Taken> {
+        let mut peers = self.peers();
+        let peer = peers.get_mut(&id).filter(|peer| peer.epoch == epoch)?;
+        let taken = self.take_over(peer)?;
+        peer.dialed = Some(address.to_owned());
+        Some(taken)
+    }
+
+    /// A connecting or reconnecting peer's session goes to a new
+    /// connection, and whoever waited is told.
+    fn take_over(&self, peer: &mut Peer) -> Option<Taken> {
+        if !matches!(peer.state, PeerState::Connecting { .. } | PeerState::Reconnecting) {
+            return None;
+        }
+        let session = peer.pending.take()?;
+        let stop = Arc::new(Notify::new());
+        let before = std::mem::replace(&mut peer.state, PeerState::Up { stop: Arc::clone(&stop) });
+        match before {
+            PeerState::Connecting { waiters, .. } => {
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            _ => peer.reconnects += 1,
+        }
+        peer.connection += 1;
+        Some(Taken { epoch: peer.epoch, connection: peer.connection, session, queued: peer.queued.clone(), stop })
     }
 
     /// Our handshake with `id` failed (`error`), or the peer's connection
@@ -481,33 +545,62 @@ impl Dist {
     /// the handshake's `welcome` first.
     fn established(
         self: Arc<Self>,
-        name: String,
-        creation: u32,
+        peer: Handshaken,
         mut stream: handshake::HandshakeStream,
         taken: Taken,
         welcome: Option<Bytes>,
     ) {
-        let id = NodeId::from_name(&name);
-        tracing::info!(node = %self.name, peer = %name, creation, accepted = welcome.is_some(), "connected");
+        let id = NodeId::from_name(&peer.name);
+        tracing::info!(
+            node = %self.name,
+            peer = %peer.name,
+            creation = peer.creation,
+            accepted = welcome.is_some(),
+            resumed = peer.resume,
+            "connected"
+        );
         stream.codec_mut().set_max_frame_length(self.config.max_frame);
         *self.live.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         let dist = Arc::clone(&self);
         self.handle.spawn(async move {
-            let Taken { epoch, queue, queued } = taken;
-            let ended = connection::run(&dist, id, stream, welcome, queue, &queued).await;
-            dist.connection_ended(id, epoch, ended);
+            let Taken { epoch, connection, mut session, queued, stop } = taken;
+            let why = connection::run(&dist, id, stream, welcome, &mut session, &queued, &stop).await;
+            dist.connection_ended(id, epoch, connection, why, session);
             let (count, emptied) = &dist.live;
             *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
             emptied.notify_all();
         });
     }
 
-    /// The connection of entry `epoch` of `id` ended.
-    fn connection_ended(&self, id: NodeId, epoch: u64, ended: connection::Ended) {
+    /// Connection `connection` of entry `epoch` of `id` ended (`why`),
+    /// handing back its `session`: kept for the next connection when the
+    /// break may heal, else the peer is declared down.
+    fn connection_ended(
+        self: &Arc<Self>,
+        id: NodeId,
+        epoch: u64,
+        connection: u64,
+        why: NodeDownReason,
+        mut session: Session,
+    ) {
         let name = {
             let mut peers = self.peers();
             match peers.get_mut(&id) {
-                Some(peer) if peer.epoch == epoch && matches!(peer.state, PeerState::Up) => {
+                Some(peer)
+                    if peer.epoch == epoch
+                        && peer.connection == connection
+                        && matches!(peer.state, PeerState::Up { .. }) =>
+                {
+                    if connection::resumable(&why) {
+                        peer.state = PeerState::Reconnecting;
+                        peer.pending = Some(session);
+                        let redial = peer.dialed.clone().map(|address| (address, peer.session));
+                        let name = peer.name.clone();
+                        drop(peers);
+                        tracing::info!(node = %self.name, peer = %name, "connection broke: {why}; resuming");
+                        self.handle.spawn(Arc::clone(self).resume(id, epoch, connection, name, redial));
+                        return;
+                    }
                     peer.going_down(&self.dropped);
                     Some(peer.name.clone())
                 }
@@ -515,14 +608,80 @@ impl Dist {
                 _ => None,
             }
         };
-        // The queue is closed now: whatever is still in it is lost with the
-        // connection, counted, whether the peer goes down here or went.
-        let connection::Ended { why, unsent, mut queue } = ended;
-        let lost = unsent + drain(&mut queue);
+        // The queue is closed now: whatever is still in the session is lost
+        // with it, counted, whether the peer goes down here or went.
+        let lost = session.lose();
         self.dropped.fetch_add(lost, Ordering::Relaxed);
         let Some(name) = name else { return };
         tracing::warn!(node = %self.name, peer = %name, lost, "node down: {why}");
         self.give_up(id, epoch, &name, Vec::new(), why);
+    }
+
+    /// The session of entry `epoch` of `id` lost its connection number
+    /// `connection`: the side that dialed dials again until the detection
+    /// bound (the other waits for it); unless a new connection took the
+    /// session by then, the peer is declared down.
+    async fn resume(
+        self: Arc<Self>,
+        id: NodeId,
+        epoch: u64,
+        connection: u64,
+        name: String,
+        redial: Option<(String, u64)>,
+    ) {
+        let deadline = Instant::now() + self.config.detection;
+        let mut pause = Duration::from_millis(10);
+        if let Some((address, session)) = redial {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match self.dial(&name, &address, session, true, left.min(self.config.handshake_timeout)).await {
+                    Ok((stream, peer)) => {
+                        if let Some(taken) = self.take_back(id, epoch, connection) {
+                            self.established(peer, stream, taken, None);
+                        }
+                        return;
+                    }
+                    // The peer declared this node down already.
+                    Err(HandshakeError::Refused(Refusal::UnknownSession)) => break,
+                    Err(error) => {
+                        tracing::debug!(node = %self.name, peer = %name, "could not resume yet: {error}");
+                        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+                        pause = (pause * 2).min(Duration::from_millis(250));
+                    }
+                }
+            }
+        } else {
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+        let waited = {
+            let mut peers = self.peers();
+            match peers.get_mut(&id) {
+                Some(peer)
+                    if peer.epoch == epoch
+                        && peer.connection == connection
+                        && matches!(peer.state, PeerState::Reconnecting) =>
+                {
+                    peer.going_down(&self.dropped);
+                    Some(peer.name.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(name) = waited {
+            tracing::warn!(node = %self.name, peer = %name, "node down: the connection did not come back in time");
+            self.give_up(id, epoch, &name, Vec::new(), NodeDownReason::ConnectionClosed);
+        }
+    }
+
+    /// Our resumption of entry `epoch` of `id` after its connection number
+    /// `connection` broke succeeded: the new connection takes the session.
+    fn take_back(&self, id: NodeId, epoch: u64, connection: u64) -> Option<Taken> {
+        let mut peers = self.peers();
+        let peer = peers.get_mut(&id).filter(|peer| peer.epoch == epoch && peer.connection == connection)?;
+        self.take_over(peer)
     }
 
     /// A peer (entry `epoch`, going down) is gone: every link and monitor
@@ -543,7 +702,6 @@ impl Dist {
             let _ = waiter.send(Err(why.to_string()));
         }
     }
-
     /// A frame from the peer `from`: delivered to its process here, or a
     /// protocol error that ends the connection.
     fn deliver(&self, from: NodeId, frame: Frame) -> Result<(), String> {
@@ -564,7 +722,7 @@ impl Dist {
                 }
                 node.signal(to, signal);
             }
-            Frame::Tick | Frame::Goodbye => {}
+            Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_) => {}
         }
         Ok(())
     }
@@ -580,8 +738,10 @@ impl Dist {
             if matches!(peer.state, PeerState::GoingDown) {
                 return false;
             }
-            // Its queue closes: the connection's writer ends, and the
-            // socket with it; a handshake under way finds the entry gone.
+            // The peer is told, after what is queued; then the queue
+            // closes: the connection's writer ends, and the socket with it;
+            // a handshake under way finds the entry gone.
+            let _ = peer.push(Frame::Goodbye(Farewell::Disconnect));
             (peer.epoch, peer.going_down(&self.dropped))
         };
         self.give_up(id, epoch, name, waiters, NodeDownReason::Disconnected);
@@ -596,8 +756,9 @@ impl Dist {
             .filter(|peer| !matches!(peer.state, PeerState::GoingDown))
             .map(|peer| PeerInfo {
                 name: peer.name.clone(),
-                connected: matches!(peer.state, PeerState::Up),
+                connected: matches!(peer.state, PeerState::Up { .. }),
                 queued: peer.queued.load(Ordering::Relaxed),
+                reconnects: peer.reconnects,
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -620,7 +781,7 @@ impl Dist {
     pub(crate) fn shutdown(&self) {
         let peers = std::mem::take(&mut *self.peers());
         for peer in peers.values() {
-            let _ = peer.push(Frame::Goodbye);
+            let _ = peer.push(Frame::Goodbye(Farewell::Shutdown));
         }
         // The queues close with the table: each connection writes what is
         // queued, the goodbye last, and ends; whoever waited in `connect`

@@ -6,6 +6,7 @@
 pub mod allocations;
 pub mod child;
 pub mod modules;
+pub mod proxy;
 
 use std::future::Future;
 use std::sync::mpsc;

@@ -1,0 +1,199 @@
+//! A connection between two nodes that breaks, through a test proxy that
+//! cuts it: back within the detection bound, the session resumes, every
+//! message arrives once and in order and no link or monitor fires; away
+//! longer, the peer is declared down with the reason, and what could not
+//! be delivered is counted.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::TryRecvError;
+use std::time::{Duration, Instant};
+
+use molt::{Down, ExitReason, Node, NodeConfig, NodeDownReason, Pid, Process, ReceiveError, Secret};
+use support::proxy::Proxy;
+use support::{BOUND, run};
+
+fn dist_node(name: &str, detection: Duration) -> Node {
+    let config = NodeConfig::new(name)
+        .workers(2)
+        .listen("127.0.0.1:0")
+        .secret(Secret::new("shared").unwrap())
+        .detection(detection)
+        .handshake_timeout(Duration::from_millis(500));
+    Node::start(config).expect("a distributed node starts")
+}
+
+/// Two nodes, `a` connected to `b` through a proxy.
+fn pair_through_proxy(detection: Duration) -> (Node, Node, Proxy) {
+    let (a, b) = (dist_node("a", detection), dist_node("b", detection));
+    let (_, address) = b.name().split_once('@').unwrap();
+    let proxy = Proxy::start(address);
+    a.connect_via(b.name(), proxy.address()).expect("a connects to b through the proxy");
+    (a, b, proxy)
+}
+
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + BOUND;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A collector on `node` that takes 1, 2, 3, ... in order (and ends with
+/// an error at the first number out of place), counting them in `count`.
+fn collector(node: &Node) -> (Pid, Arc<AtomicU64>) {
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&count);
+    let pid = node.spawn(move |mut p| async move {
+        loop {
+            let n: u64 = p.expect().await?;
+            let expected = counted.load(Ordering::SeqCst) + 1;
+            if n != expected {
+                counted.store(u64::MAX, Ordering::SeqCst);
+                return Err(ExitReason::error(format!("got {n}, expected {expected}")));
+            }
+            counted.store(n, Ordering::SeqCst);
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), ExitReason>(())
+    });
+    (pid, count)
+}
+
+/// A streamer on `node` that, told `k`, sends the next `k` numbers to
+/// `to`; the numbers it sent so far in `sent`.
+fn streamer(node: &Node, to: Pid) -> (Pid, Arc<AtomicU64>) {
+    let sent = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&sent);
+    let pid = node.spawn(move |mut p| async move {
+        let mut next = 1u64;
+        loop {
+            let k: u64 = p.expect().await?;
+            for _ in 0..k {
+                p.send(to, &next);
+                next += 1;
+            }
+            counted.store(next - 1, Ordering::SeqCst);
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), ReceiveError>(())
+    });
+    (pid, sent)
+}
+
+/// Tells a process on `node` a number, from a process of that node.
+fn tell(node: &Node, to: Pid, k: u64) {
+    run(node, move |p| async move { p.send(to, &k) }).unwrap();
+}
+
+/// Spawns on `node` a process that monitors `target` and reports the
+/// reason of its `Down`; returns once the monitor is made.
+fn watch(node: &Node, target: Pid) -> std::sync::mpsc::Receiver<ExitReason> {
+    let (tell, told) = std::sync::mpsc::channel();
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    node.spawn(move |mut p: Process| async move {
+        p.monitor(target);
+        let _ = ready.send(());
+        let down = p.receive().on_if(move |d: &Down| d.pid == target, |d| d.reason).await?;
+        let _ = tell.send(down);
+        Ok::<(), ReceiveError>(())
+    });
+    is_ready.recv_timeout(BOUND).expect("the watcher starts");
+    told
+}
+
+fn reconnects(node: &Node) -> u64 {
+    node.nodes().first().map_or(0, |peer| peer.reconnects)
+}
+
+fn queued(node: &Node) -> usize {
+    node.nodes().first().map_or(usize::MAX, |peer| peer.queued)
+}
+
+#[test]
+fn a_connection_cut_and_back_within_the_bound_loses_nothing_and_fires_nothing() {
+    let (a, b, proxy) = pair_through_proxy(Duration::from_secs(3));
+    // A stream each way, and monitors across on both sides.
+    let (on_b, into_b) = collector(&b);
+    let (on_a, into_a) = collector(&a);
+    let (from_a, _) = streamer(&a, on_b);
+    let (from_b, _) = streamer(&b, on_a);
+    let watchers = [watch(&a, on_b), watch(&b, on_a), watch(&a, from_b), watch(&b, from_a)];
+    const CUTS: u64 = 5;
+    const ROUND: u64 = 20_000;
+    for cut in 1..=CUTS {
+        tell(&a, from_a, ROUND);
+        tell(&b, from_b, ROUND);
+        // Under way: some of the round is queued, some written and not
+        // acknowledged, some delivered.
+        eventually("the stream is under way", || into_b.load(Ordering::SeqCst) > (cut - 1) * ROUND);
+        proxy.cut();
+        eventually("the connection comes back", || reconnects(&a) == cut && reconnects(&b) == cut);
+    }
+    let total = CUTS * ROUND;
+    eventually("every number arrives at b", || into_b.load(Ordering::SeqCst) == total);
+    eventually("every number arrives at a", || into_a.load(Ordering::SeqCst) == total);
+    // Nothing was dropped, no monitor fired, and the session is the one
+    // that started, resumed once a cut.
+    assert_eq!((a.dist_counts().0, b.dist_counts().0), (0, 0));
+    for watcher in &watchers {
+        assert_eq!(watcher.try_recv(), Err(TryRecvError::Empty));
+    }
+    assert_eq!((reconnects(&a), reconnects(&b)), (CUTS, CUTS));
+    eventually("everything is acknowledged", || queued(&a) == 0 && queued(&b) == 0);
+}
+
+#[test]
+fn a_connection_away_longer_than_the_bound_fires_monitors_and_counts_what_was_lost() {
+    let detection = Duration::from_millis(1000);
+    let (a, b, proxy) = pair_through_proxy(detection);
+    let (on_b, into_b) = collector(&b);
+    let (from_a, sent) = streamer(&a, on_b);
+    let on_a = a.spawn(|mut p| async move {
+        loop {
+            p.expect::<u64>().await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), ReceiveError>(())
+    });
+    let (a_watches, b_watches) = (watch(&a, on_b), watch(&b, on_a));
+    tell(&a, from_a, 10_000);
+    eventually("the first round arrives", || into_b.load(Ordering::SeqCst) == 10_000);
+    eventually("and is acknowledged", || queued(&a) == 0 && queued(&b) == 0);
+    proxy.block();
+    let blocked = Instant::now();
+    // Sent into a connection that does not come back: queued, then lost.
+    tell(&a, from_a, 10_000);
+    let down =
+        |node: &Node| ExitReason::NoConnection { node: node.name().to_owned(), why: NodeDownReason::ConnectionClosed };
+    assert_eq!(a_watches.recv_timeout(BOUND), Ok(down(&b)));
+    assert_eq!(b_watches.recv_timeout(BOUND), Ok(down(&a)));
+    // Not before the bound: a broken connection is waited for that long.
+    assert!(blocked.elapsed() >= detection, "declared down after {:?}", blocked.elapsed());
+    eventually("the second round is sent", || sent.load(Ordering::SeqCst) == 20_000);
+    assert_eq!(into_b.load(Ordering::SeqCst), 10_000, "none of the second round arrives");
+    // Every number of the second round is counted as dropped, exactly:
+    // the first was acknowledged, so none of it is.
+    assert_eq!(a.dist_counts().0, 10_000);
+    assert_eq!(b.dist_counts().0, 0);
+    eventually("both sides forget the peer", || a.nodes().is_empty() && b.nodes().is_empty());
+    // The streamer went on through it all; once the network is back, the
+    // nodes connect again, in a new session.
+    assert!(a.processes().iter().any(|info| info.pid == from_a));
+    proxy.restore();
+    a.connect_via(b.name(), proxy.address()).expect("a connects again");
+    let echo = b.spawn(|mut p| async move {
+        let (from, n): (Pid, u64) = p.expect().await?;
+        p.send(from, &n);
+        Ok::<(), ReceiveError>(())
+    });
+    let back = run(&a, move |mut p| async move {
+        p.send(echo, &(p.self_pid(), 7u64));
+        p.expect_timeout::<u64>(BOUND).await
+    });
+    assert_eq!(back, Ok(Ok(7)));
+    assert_eq!(reconnects(&a), 0, "a new session");
+}
