@@ -31,7 +31,7 @@ use crate::module::Sink;
 use crate::{MonitorRef, Pid, Process, Shape, Tag, TimerRef};
 
 /// The version of this contract. The core refuses code built against another.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 
 /// A message being sent: its tag and shape, and its postcard bytes — for a
 /// small message, encoded already on the sender's stack (`bytes`, `len`),
@@ -343,6 +343,20 @@ pub struct ProcessVTable {
     /// process that moves runs in a new task). From any thread, at any
     /// time: a no-op once the process has ended.
     pub wake: unsafe extern "C" fn(ProcessHandle),
+    /// Sends to the process registered as `name` on the node `node`
+    /// (Erlang `{Name, Node} ! Msg`), connecting to it if need be; nothing
+    /// happens if it has no such process.
+    pub nsend_on: unsafe extern "C" fn(ProcessHandle, node: Str, name: Str, message: Outgoing),
+    /// Asks the node `node` which process is registered there as `name`:
+    /// the answer comes as a [`WhereisReply`](crate::WhereisReply) with the
+    /// request number returned.
+    pub whereis_on: unsafe extern "C" fn(ProcessHandle, node: Str, name: Str) -> u64,
+    /// Monitors the node `node` (Erlang `monitor_node(Node, true)`): a
+    /// [`NodeDown`](crate::NodeDown) comes when the connection to it is
+    /// lost, or at once if none can be made. Each call is one monitor.
+    pub monitor_node: unsafe extern "C" fn(ProcessHandle, node: Str),
+    /// Removes one monitor of the node `node`; false if there was none.
+    pub demonitor_node: unsafe extern "C" fn(ProcessHandle, node: Str) -> bool,
     /// A field no real contract has: a module built with `molt-abi`'s
     /// `test-skewed-layout` feature has a table of another shape under the
     /// same ABI version, which the core must refuse (molt's own tests).

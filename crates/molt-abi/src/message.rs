@@ -212,6 +212,42 @@ pub struct UpgradeFailed {
     pub reason: String,
 }
 
+/// A node monitored with [`Process::monitor_node`](crate::Process::monitor_node)
+/// is down (Erlang's `{nodedown, Node}`, Cloud Haskell's
+/// `NodeMonitorNotification`): one per monitor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDown {
+    /// The node, `name@host:port`.
+    pub node: String,
+    /// Why it is down.
+    pub reason: crate::NodeDownReason,
+}
+
+impl Message for NodeDown {
+    const TAG: Tag = Tag::named("molt.NodeDown");
+    fn shape() -> Shape {
+        crate::shape::cached_shape!()
+    }
+}
+
+/// The answer to a [`Process::whereis_on`](crate::Process::whereis_on)
+/// request, which it takes from the mailbox itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhereisReply {
+    /// The request answered.
+    pub request: u64,
+    /// The process registered under the name there, or why the node could
+    /// not answer.
+    pub pid: Result<Option<Pid>, crate::NodeDownReason>,
+}
+
+impl Message for WhereisReply {
+    const TAG: Tag = Tag::named("molt.WhereisReply");
+    fn shape() -> Shape {
+        crate::shape::cached_shape!()
+    }
+}
+
 impl Message for UpgradeFailed {
     const TAG: Tag = Tag::named("molt.UpgradeFailed");
     fn shape() -> Shape {

@@ -19,7 +19,9 @@ use crate::contract::{
 use crate::module::Sink;
 use crate::outgoing::outgoing;
 use crate::receive::{Expect, NoArms, Receive};
-use crate::{Down, ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, SpawnError, TimerRef};
+use crate::{
+    Down, ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, SpawnError, TimerRef, WhereisReply,
+};
 
 /// A running process's view of itself and of the node: send, receive, spawn,
 /// link, monitor, register, timers (Cloud Haskell's `Process` monad, Erlang's
@@ -149,6 +151,20 @@ impl Process {
         // SAFETY: `self` holds the handle; `name` and the message are valid
         // for the call.
         outgoing(message, |message| unsafe { (self.vtable.send_named)(self.handle, Str::new(name), message) })
+    }
+
+    /// Sends to the process registered as `name` on the node `node`
+    /// (`name@host:port`; Erlang `{Name, Node} ! Msg`, Cloud Haskell
+    /// `nsendRemote`), connecting to that node if need be. As Erlang's, it
+    /// says nothing of delivery: with no such process there, or no
+    /// connection to be had, the message is dropped (and counted in the
+    /// node's `dist_counts`). This node's own name sends locally.
+    pub fn nsend_on<M: Message>(&self, node: &str, name: &str, message: &M) {
+        // SAFETY: `self` holds the handle; the names and the message are
+        // valid for the call.
+        outgoing(message, |message| unsafe {
+            (self.vtable.nsend_on)(self.handle, Str::new(node), Str::new(name), message)
+        });
     }
 
     /// Waits for the oldest message of type `M`, leaving every other message
@@ -333,6 +349,44 @@ impl Process {
         // SAFETY: `self` holds the handle; `name` is valid and `pid` writable.
         let found = unsafe { (self.vtable.whereis)(self.handle, Str::new(name), &mut pid) };
         found.then_some(pid)
+    }
+
+    /// The process registered as `name` on the node `node` (Cloud Haskell
+    /// `whereisRemoteAsync`, Erlang `rpc:call(Node, erlang, whereis,
+    /// [Name])`), connecting to it if need be; waits for the answer, taking
+    /// only it from the mailbox.
+    ///
+    /// # Errors
+    /// Why the node could not answer: it is not reachable, or went down
+    /// before it did.
+    pub async fn whereis_on(&mut self, node: &str, name: &str) -> Result<Option<Pid>, crate::NodeDownReason> {
+        // SAFETY: `self` holds the handle; the names are valid for the call.
+        let request = unsafe { (self.vtable.whereis_on)(self.handle, Str::new(node), Str::new(name)) };
+        // The core answers every request: from the node, or when the node
+        // is declared down.
+        match self.receive().on_if(move |reply: &WhereisReply| reply.request == request, |reply| reply.pid).await {
+            Ok(pid) => pid,
+            Err(error) => Err(crate::NodeDownReason::ProtocolError(error.to_string())),
+        }
+    }
+
+    /// Monitors the node `node` (Erlang `monitor_node(Node, true)`, Cloud
+    /// Haskell `monitorNode`): a [`NodeDown`](crate::NodeDown) comes when
+    /// the connection to it is lost, or at once if none can be made. It
+    /// connects if need be. Each call is one monitor, with its own
+    /// `NodeDown`; a process that ends takes its monitors with it.
+    pub fn monitor_node(&self, node: &str) {
+        // SAFETY: `self` holds the handle; `node` is valid for the call.
+        unsafe { (self.vtable.monitor_node)(self.handle, Str::new(node)) }
+    }
+
+    /// Removes one of this process's monitors of `node` (Erlang
+    /// `monitor_node(Node, false)` removes them all: call this until it
+    /// returns false); false if there was none. Once it returns, that
+    /// monitor sends no `NodeDown`.
+    pub fn demonitor_node(&self, node: &str) -> bool {
+        // SAFETY: `self` holds the handle; `node` is valid for the call.
+        unsafe { (self.vtable.demonitor_node)(self.handle, Str::new(node)) }
     }
 
     /// Waits for `duration` on the node's clock; other processes run meanwhile.

@@ -62,6 +62,10 @@ static VTABLE: ProcessVTable = ProcessVTable {
     blocking,
     retain,
     wake,
+    nsend_on,
+    whereis_on,
+    monitor_node,
+    demonitor_node,
 };
 
 /// What a process's task lends the core during one poll of its body: the
@@ -506,6 +510,75 @@ unsafe extern "C" fn whereis(handle: ProcessHandle, name: Str, pid: *mut Pid) ->
         }
         None => false,
     }
+}
+
+unsafe extern "C" fn nsend_on(handle: ProcessHandle, node: Str, name: Str, message: Outgoing) {
+    // SAFETY: a live handle and valid buffers, per the contract.
+    let (ctx, node, name) = unsafe { (ctx(handle), node.as_str(), name.as_str()) };
+    if ended_itself(ctx) {
+        return;
+    }
+    // SAFETY: a valid message, per the contract.
+    let Some(envelope) = (unsafe { envelope(message) }) else { return };
+    if node == ctx.node.name {
+        if let Some(to) = ctx.node.whereis(name) {
+            ctx.node.send(to, envelope);
+        }
+    } else if let Some(dist) = ctx.node.dist.get() {
+        dist.send_named(node, name, envelope);
+    }
+}
+
+unsafe extern "C" fn whereis_on(handle: ProcessHandle, node: Str, name: Str) -> u64 {
+    // SAFETY: a live handle and valid names, per the contract.
+    let (ctx, node, name) = unsafe { (ctx(handle), node.as_str(), name.as_str()) };
+    let request = ctx.node.new_ref();
+    let local = |pid| ctx.node.send_message(ctx.pid, &molt_abi::WhereisReply { request, pid });
+    match ctx.node.dist.get() {
+        _ if node == ctx.node.name => local(Ok(ctx.node.whereis(name))),
+        Some(dist) => dist.whereis(node, name, ctx.pid, request),
+        None => local(Err(not_distributed())),
+    }
+    request
+}
+
+fn not_distributed() -> molt_abi::NodeDownReason {
+    molt_abi::NodeDownReason::Unreachable("this node is not distributed (NodeConfig::listen)".into())
+}
+
+unsafe extern "C" fn monitor_node(handle: ProcessHandle, node: Str) {
+    // SAFETY: a live handle and a valid name, per the contract.
+    let (ctx, node) = unsafe { (ctx(handle), node.as_str()) };
+    {
+        // A process that ended monitors nothing (see `link`).
+        let mut signals = ctx.signals();
+        if !signals.alive || ended_itself(ctx) {
+            return;
+        }
+        signals.relations().node_monitors.push(molt_abi::NodeId::from_name(node));
+    }
+    // Its own node is never down while the process lives (as in Erlang).
+    if node == ctx.node.name {
+        return;
+    }
+    // Registered first: a connection that fails from here on fires it.
+    let unreachable = match ctx.node.dist.get() {
+        Some(dist) => dist.monitor_node(node).err(),
+        None => Some(not_distributed()),
+    };
+    if let Some(why) = unreachable {
+        ctx.node.node_unreachable(ctx, node, why);
+    }
+}
+
+unsafe extern "C" fn demonitor_node(handle: ProcessHandle, node: Str) -> bool {
+    // SAFETY: a live handle and a valid name, per the contract.
+    let (ctx, node) = unsafe { (ctx(handle), node.as_str()) };
+    let id = molt_abi::NodeId::from_name(node);
+    let mut signals = ctx.signals();
+    let Some(relations) = signals.relations_mut() else { return false };
+    let held = relations.node_monitors.iter().position(|monitored| *monitored == id);
+    held.map(|at| relations.node_monitors.swap_remove(at)).is_some()
 }
 
 unsafe extern "C" fn send_after(handle: ProcessHandle, delay: u64, to: Pid, message: Outgoing) -> TimerRef {

@@ -170,7 +170,7 @@ pub enum NodeError {
 /// A running node. Dropping it shuts it down, as [`Node::shutdown`] does.
 #[derive(Debug)]
 pub struct Node {
-    inner: Arc<NodeInner>,
+    pub(crate) inner: Arc<NodeInner>,
     schedulers: Vec<SchedulerThread>,
     shutdown_timeout: Duration,
 }

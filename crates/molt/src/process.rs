@@ -135,6 +135,10 @@ pub(crate) struct Relations {
     /// none arrives after `demonitor` returned; only the holder can remove
     /// one; and a process that ends takes its monitors off their targets.
     pub(crate) monitoring: FxHashMap<u64, Pid>,
+    /// Nodes this process monitors (`monitor_node`), once per monitor: a
+    /// `NodeDown` is delivered only while its monitor is here, and takes it
+    /// out as it is queued.
+    pub(crate) node_monitors: Vec<molt_abi::NodeId>,
     /// The `send_after` timers aimed at this process: cancelled when it
     /// ends. Swept lazily (see `timer.rs`): `timers_gone` of them fired or
     /// were cancelled since the last sweep.

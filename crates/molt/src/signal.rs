@@ -14,7 +14,7 @@
 //! - linking to or monitoring a process that is not alive answers at once
 //!   with reason `noproc`.
 
-use molt_abi::{Down, Envelope, Exit, ExitReason, Message, MonitorRef, NodeDownReason, NodeId, Pid};
+use molt_abi::{Down, Envelope, Exit, ExitReason, Message, MonitorRef, NodeDown, NodeDownReason, NodeId, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::node::NodeInner;
@@ -148,6 +148,7 @@ impl NodeInner {
     /// a reason naming the node and why; its monitors on processes here
     /// are dropped.
     pub(crate) fn node_down(&self, id: NodeId, name: &str, why: NodeDownReason) {
+        let node_down = NodeDown { node: name.to_owned(), reason: why.clone() };
         let reason = ExitReason::NoConnection { node: name.to_owned(), why };
         for ctx in self.table.all() {
             let (links, monitors) = {
@@ -156,6 +157,11 @@ impl NodeInner {
                     continue;
                 }
                 let Some(relations) = signals.relations_mut() else { continue };
+                let before = relations.node_monitors.len();
+                relations.node_monitors.retain(|node| *node != id);
+                for _ in relations.node_monitors.len()..before {
+                    ctx.mailbox.push(self.encode(&node_down));
+                }
                 relations.monitored_by.retain(|_, watcher| watcher.node != id);
                 let links: Vec<Pid> = relations.links.iter().copied().filter(|pid| pid.node == id).collect();
                 let monitors: Vec<(u64, Pid)> = relations
@@ -172,6 +178,18 @@ impl NodeInner {
             for (monitor, target) in monitors {
                 self.down(ctx.pid, monitor, target, reason.clone());
             }
+        }
+    }
+
+    /// Fires one of `ctx`'s monitors of the node `name`, if it still holds
+    /// one: a node that could not be reached at all.
+    pub(crate) fn node_unreachable(&self, ctx: &ProcessCtx, name: &str, why: NodeDownReason) {
+        let id = NodeId::from_name(name);
+        let mut signals = ctx.signals();
+        let Some(relations) = signals.relations_mut() else { return };
+        if let Some(at) = relations.node_monitors.iter().position(|node| *node == id) {
+            relations.node_monitors.swap_remove(at);
+            ctx.mailbox.push(self.encode(&NodeDown { node: name.to_owned(), reason: why }));
         }
     }
 

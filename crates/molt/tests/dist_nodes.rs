@@ -10,7 +10,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use molt::{
-    ConnectError, Down, Exit, ExitReason, Node, NodeConfig, NodeDownReason, Pid, Process, ReceiveError, Secret,
+    ConnectError, Down, Exit, ExitReason, Node, NodeConfig, NodeDown, NodeDownReason, Pid, Process, ReceiveError,
+    Secret,
 };
 use support::{BOUND, run};
 
@@ -328,4 +329,75 @@ fn a_node_shutting_down_ends_its_processes_and_tells_its_peers() {
     // reports why the process ended, not the connection.
     assert_eq!(down.recv_timeout(BOUND).unwrap(), ExitReason::Shutdown);
     eventually("a lets b go", || a.nodes().is_empty());
+}
+
+#[test]
+fn a_name_on_another_node_is_looked_up_and_sent_to_and_its_first_use_connects() {
+    let (a, b) = (dist_node("a", "shared"), dist_node("b", "shared"));
+    let echo_on_b = b.spawn(echo);
+    run(&b, move |p| async move { p.register("echo", echo_on_b) }).unwrap().unwrap();
+    let local = a.spawn(wait_forever);
+    run(&a, move |p| async move { p.register("here", local) }).unwrap().unwrap();
+    let (b_name, a_name) = (b.name().to_owned(), a.name().to_owned());
+    let answers = run(&a, move |mut p| async move {
+        // Not connected yet: the lookup connects.
+        let found = p.whereis_on(&b_name, "echo").await;
+        let nobody = p.whereis_on(&b_name, "nobody").await;
+        let own = p.whereis_on(&a_name, "here").await;
+        let nowhere = p.whereis_on("z@127.0.0.1:1", "echo").await;
+        p.nsend_on(&b_name, "echo", &(p.self_pid(), 5u64));
+        // To nobody: dropped there, as Erlang's `{Name, Node} ! Msg`.
+        p.nsend_on(&b_name, "nobody", &(p.self_pid(), 6u64));
+        p.nsend_on(&b_name, "echo", &(p.self_pid(), 7u64));
+        let echoed = [p.expect_timeout::<u64>(BOUND).await, p.expect_timeout::<u64>(BOUND).await];
+        (found, nobody, own, nowhere, echoed)
+    })
+    .unwrap();
+    let (found, nobody, own, nowhere, echoed) = answers;
+    assert_eq!(found, Ok(Some(echo_on_b)));
+    assert_eq!(nobody, Ok(None));
+    assert_eq!(own, Ok(Some(local)));
+    assert!(matches!(nowhere, Err(NodeDownReason::Unreachable(_))), "{nowhere:?}");
+    assert_eq!(echoed, [Ok(5), Ok(7)]);
+    assert_eq!(a.nodes().iter().map(|peer| peer.name.as_str()).collect::<Vec<_>>(), [b.name()]);
+    // A node that is not distributed answers for itself only.
+    let alone = Node::start(NodeConfig::new("alone").workers(1)).unwrap();
+    let b_name = b.name().to_owned();
+    let lonely = run(&alone, move |mut p| async move { p.whereis_on(&b_name, "echo").await }).unwrap();
+    assert!(matches!(lonely, Err(NodeDownReason::Unreachable(_))), "{lonely:?}");
+}
+
+#[test]
+fn a_node_monitor_fires_once_per_monitor_with_the_reason() {
+    let (a, b) = pair();
+    let (b_name, a_name) = (b.name().to_owned(), a.name().to_owned());
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    let (tell, told) = std::sync::mpsc::channel();
+    a.spawn(move |mut p| async move {
+        // Three monitors, one taken back; one of a node that is not there,
+        // which fires at once; one of this node, which never does.
+        p.monitor_node(&b_name);
+        p.monitor_node(&b_name);
+        p.monitor_node(&b_name);
+        let taken_back = p.demonitor_node(&b_name);
+        p.monitor_node("z@127.0.0.1:1");
+        p.monitor_node(&a_name);
+        let at_once = p.expect_timeout::<NodeDown>(BOUND).await;
+        let _ = ready.send(());
+        let mut downs = vec![p.expect_timeout::<NodeDown>(BOUND).await, p.expect_timeout::<NodeDown>(BOUND).await];
+        // A node's monitors fire together: nothing more is queued.
+        downs.push(p.expect_timeout::<NodeDown>(Duration::ZERO).await);
+        let _ = tell.send((taken_back, at_once, downs, p.demonitor_node(&b_name), p.demonitor_node(&a_name)));
+    });
+    is_ready.recv_timeout(BOUND).unwrap();
+    assert!(a.disconnect(b.name()));
+    let (taken_back, at_once, downs, b_left, a_left) = told.recv_timeout(BOUND).unwrap();
+    assert!(taken_back);
+    let at_once = at_once.unwrap();
+    assert_eq!(at_once.node, "z@127.0.0.1:1");
+    assert!(matches!(at_once.reason, NodeDownReason::Unreachable(_)), "{at_once:?}");
+    let down = NodeDown { node: b.name().to_owned(), reason: NodeDownReason::Disconnected };
+    assert_eq!(downs, [Ok(down.clone()), Ok(down), Err(ReceiveError::Timeout { after: Duration::ZERO })]);
+    // The fired monitors are gone; the monitor of its own node stays.
+    assert_eq!((b_left, a_left), (false, true));
 }

@@ -59,13 +59,19 @@ const BATCH: usize = 64;
 const ACK_FRAMES: u64 = 64;
 const ACK_BYTES: usize = 1 << 20;
 
+/// How long a connection whose writer ended goes on reading, for the
+/// peer's last words.
+const GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Whether a connection that ended so leaves its session to a next one.
 pub(super) fn resumable(why: &NodeDownReason) -> bool {
     matches!(why, NodeDownReason::ConnectionClosed)
 }
 
 /// Runs the connection to `peer` until it ends, or `stop` is notified (a
-/// resumed connection replaces it): why it ended.
+/// resumed connection replaces it): why it ended. `opened` runs once both
+/// sides said where they stand.
+#[allow(clippy::too_many_arguments)] // the connection's parts, each from its owner
 pub(super) async fn run(
     dist: &Arc<Dist>,
     peer: NodeId,
@@ -74,6 +80,7 @@ pub(super) async fn run(
     session: &mut Session,
     queued: &AtomicUsize,
     stop: &Notify,
+    opened: impl FnOnce(),
 ) -> NodeDownReason {
     let (mut sink, mut frames) = stream.split();
     let detection = dist.config.detection;
@@ -83,6 +90,9 @@ pub(super) async fn run(
     let peer_acked = AtomicU64::new(*acked);
     let written = AtomicU64::new(*acked + unacked.len() as u64);
     let first_ack = Notify::new();
+    // Set once this side said goodbye: its links and monitors across have
+    // fired, so nothing more from the peer is delivered.
+    let closing = std::sync::atomic::AtomicBool::new(false);
     let ack_due = Notify::new();
     let writer = async {
         if let Some(welcome) = welcome
@@ -97,6 +107,7 @@ pub(super) async fn run(
             return NodeDownReason::ConnectionClosed;
         }
         first_ack.notified().await;
+        opened();
         trim(unacked, acked, peer_acked.load(Ordering::Relaxed), queued);
         for frame in unacked.iter() {
             if sink.feed(frame.clone()).await.is_err() {
@@ -145,7 +156,11 @@ pub(super) async fn run(
                         }
                     }
                     if let Some(why) = farewell {
-                        let _ = send(&mut sink, &Frame::Goodbye(why)).await;
+                        // Then the write half closes, and the peer, having
+                        // read the goodbye, closes too (see below).
+                        if send(&mut sink, &Frame::Goodbye(why)).await.is_ok() {
+                            let _ = sink.close().await;
+                        }
                         return NodeDownReason::Disconnected;
                     }
                     if sink.flush().await.is_err() {
@@ -216,6 +231,7 @@ pub(super) async fn run(
                         first_ack.notify_one();
                     }
                 }
+                _ if closing.load(Ordering::Relaxed) => {}
                 frame => {
                     let numbered = frame.is_numbered();
                     if let Err(what) = dist.deliver(peer, frame) {
@@ -234,11 +250,28 @@ pub(super) async fn run(
             }
         }
     };
-    // Either half ending ends the connection (after our goodbye, what the
-    // peer still sends is read no more).
+    // Either half ending ends the connection. The reader first: a goodbye
+    // already read tells why better than a write that failed after it.
+    tokio::pin!(reader);
     let why = tokio::select! {
-        why = reader => why,
-        why = writer => why,
+        biased;
+        why = &mut reader => why,
+        why = writer => match why {
+            // The peer may have said goodbye, and closed, before this
+            // side's write failed: what it said is still to be read.
+            NodeDownReason::ConnectionClosed => {
+                tokio::time::timeout(GRACE, &mut reader).await.unwrap_or(NodeDownReason::ConnectionClosed)
+            }
+            // After this side's goodbye the peer closes: reading on until
+            // then keeps the socket from closing with unread bytes, which
+            // would reset the connection and could lose the goodbye.
+            NodeDownReason::Disconnected => {
+                closing.store(true, Ordering::Relaxed);
+                let _ = tokio::time::timeout(GRACE, &mut reader).await;
+                NodeDownReason::Disconnected
+            }
+            why => why,
+        },
         () = stop.notified() => NodeDownReason::ConnectionClosed,
     };
     *received = delivered.load(Ordering::Relaxed);

@@ -20,6 +20,18 @@ pub(crate) enum Frame {
     },
     /// A signal for the process `to`, on the receiving node.
     Signal { to: Pid, signal: Signal },
+    /// A message for the process registered as `name` on the receiving
+    /// node, if there is one.
+    Named {
+        name: String,
+        #[serde(with = "wire_envelope")]
+        envelope: Envelope,
+    },
+    /// Which process is registered as `name` on the receiving node:
+    /// request `request` of the sender's node, for `reply_to`.
+    Whereis { name: String, reply_to: Pid, request: u64 },
+    /// The answer to a `Whereis`.
+    WhereisReply { reply_to: Pid, request: u64, pid: Option<Pid> },
     /// Nothing but "still here": sent when the connection was otherwise
     /// quiet for a tick, so that silence means trouble.
     Tick,
@@ -74,11 +86,11 @@ mod wire_envelope {
 }
 
 impl Frame {
-    /// Whether the frame counts in its session: messages and signals are
-    /// numbered, acknowledged and resent after a break; the rest belongs to
-    /// one connection.
+    /// Whether the frame counts in its session: messages, signals and
+    /// requests are numbered, acknowledged and resent after a break; the
+    /// rest belongs to one connection.
     pub(crate) fn is_numbered(&self) -> bool {
-        matches!(self, Frame::Message { .. } | Frame::Signal { .. })
+        !matches!(self, Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_))
     }
 
     pub(crate) fn encode(&self) -> Result<Vec<u8>, postcard::Error> {

@@ -31,6 +31,7 @@ use futures::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::bytes::Bytes;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -49,13 +50,13 @@ type Nonce = [u8; 32];
 
 /// The first message, from the connecting side.
 #[derive(Debug, Serialize, Deserialize)]
-struct Hello {
-    protocol: u32,
-    name: String,
-    creation: u32,
-    nonce: Nonce,
-    session: u64,
-    resume: bool,
+pub(super) struct Hello {
+    pub(super) protocol: u32,
+    pub(super) name: String,
+    pub(super) creation: u32,
+    pub(super) nonce: Nonce,
+    pub(super) session: u64,
+    pub(super) resume: bool,
 }
 
 /// The accepting side's answer to a [`Hello`].
@@ -109,7 +110,7 @@ impl fmt::Display for Refusal {
 
 /// A proof of knowing the secret.
 #[derive(Debug, Serialize, Deserialize)]
-struct Proof(#[serde(with = "serde_bytes")] Vec<u8>);
+pub(super) struct Proof(#[serde(with = "serde_bytes")] pub(super) Vec<u8>);
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -144,9 +145,13 @@ pub(crate) struct Handshaken {
 }
 
 /// A length-delimited connection during the handshake.
-pub(crate) type HandshakeStream = Framed<TcpStream, LengthDelimitedCodec>;
+pub(crate) type HandshakeStream = Wire<TcpStream>;
 
-pub(crate) fn framed(stream: TcpStream) -> HandshakeStream {
+/// Length-delimited frames over any byte stream (a TCP connection, or an
+/// in-memory pipe in the fuzz tests).
+pub(crate) type Wire<S> = Framed<S, LengthDelimitedCodec>;
+
+pub(crate) fn framed<S: AsyncRead + AsyncWrite>(stream: S) -> Wire<S> {
     Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(HANDSHAKE_FRAME).new_codec())
 }
 
@@ -159,8 +164,8 @@ pub(crate) struct Me<'a> {
 
 /// Connects as `me` to the node that should be called `expected`, for
 /// `session` (to `resume` it, or a new one).
-pub(crate) async fn connect(
-    stream: &mut HandshakeStream,
+pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut Wire<S>,
     me: &Me<'_>,
     expected: &str,
     session: u64,
@@ -171,7 +176,7 @@ pub(crate) async fn connect(
         Hello { protocol: PROTOCOL, name: me.name.to_owned(), creation: me.creation, nonce: nonce_c, session, resume };
     write(stream, &hello).await?;
     let context = Context { session, resume };
-    let (name, creation, nonce_s) = match read::<Answer>(stream).await? {
+    let (name, creation, nonce_s) = match read::<_, Answer>(stream).await? {
         Answer::Challenge { name, creation, nonce } => (name, creation, nonce),
         Answer::Refused(refusal) => return Err(HandshakeError::Refused(refusal)),
     };
@@ -179,7 +184,7 @@ pub(crate) async fn connect(
         return Err(HandshakeError::NotThatNode { expected: expected.to_owned(), answered: name });
     }
     write(stream, &Proof(proof(me.secret, b"molt client", &nonce_s, &nonce_c, me.name, &name, context))).await?;
-    let theirs = match read::<Verdict>(stream).await? {
+    let theirs = match read::<_, Verdict>(stream).await? {
         Verdict::Welcome(Proof(theirs)) => theirs,
         Verdict::Refused(Refusal::WrongSecret) => return Err(HandshakeError::WrongSecret),
         Verdict::Refused(refusal) => return Err(HandshakeError::Refused(refusal)),
@@ -194,12 +199,12 @@ pub(crate) async fn connect(
 /// handshake comes back unsent, as the connection's first frame: nothing
 /// after `admit` may wait (and be cut off by a deadline), or the peer
 /// taken over would be left without its connection.
-pub(crate) async fn accept<T>(
-    stream: &mut HandshakeStream,
+pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin, T>(
+    stream: &mut Wire<S>,
     me: &Me<'_>,
     admit: impl FnOnce(&Handshaken) -> Result<T, Refusal>,
 ) -> Result<(Handshaken, T, Bytes), HandshakeError> {
-    let hello = read::<Hello>(stream).await?;
+    let hello = read::<_, Hello>(stream).await?;
     let refusal = if hello.protocol != PROTOCOL {
         Some(Refusal::Protocol { ours: PROTOCOL })
     } else if hello.name == me.name || super::parse_name(&hello.name).is_err() {
@@ -214,7 +219,7 @@ pub(crate) async fn accept<T>(
     }
     let nonce_s = fresh_nonce();
     write(stream, &Answer::Challenge { name: me.name.to_owned(), creation: me.creation, nonce: nonce_s }).await?;
-    let Proof(theirs) = read::<Proof>(stream).await?;
+    let Proof(theirs) = read::<_, Proof>(stream).await?;
     let context = Context { session: hello.session, resume: hello.resume };
     if verify(me.secret, b"molt client", &nonce_s, &hello.nonce, &hello.name, me.name, context, &theirs).is_err() {
         let _ = write(stream, &Verdict::Refused(Refusal::WrongSecret)).await;
@@ -304,13 +309,18 @@ fn verify(
         .map_err(|_| HandshakeError::WrongSecret)
 }
 
-async fn write<T: Serialize>(stream: &mut HandshakeStream, message: &T) -> Result<(), HandshakeError> {
+async fn write<S: AsyncRead + AsyncWrite + Unpin, T: Serialize>(
+    stream: &mut Wire<S>,
+    message: &T,
+) -> Result<(), HandshakeError> {
     let bytes = postcard::to_stdvec(message).map_err(|_| HandshakeError::Garbage)?;
     stream.send(Bytes::from(bytes)).await?;
     Ok(())
 }
 
-async fn read<T: serde::de::DeserializeOwned>(stream: &mut HandshakeStream) -> Result<T, HandshakeError> {
+async fn read<S: AsyncRead + AsyncWrite + Unpin, T: serde::de::DeserializeOwned>(
+    stream: &mut Wire<S>,
+) -> Result<T, HandshakeError> {
     match stream.next().await {
         None => Err(HandshakeError::Closed),
         // An oversized length prefix is garbage too.

@@ -21,6 +21,8 @@
 
 mod connection;
 mod frame;
+#[cfg(test)]
+mod fuzz;
 mod handshake;
 mod secret;
 
@@ -28,7 +30,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use molt_abi::{Envelope, ExitReason, NodeDownReason, NodeId, Pid};
+use molt_abi::{Envelope, ExitReason, NodeDownReason, NodeId, Pid, WhereisReply};
 use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::bytes::Bytes;
@@ -166,6 +168,15 @@ struct Peer {
     state: PeerState,
     queued: Arc<AtomicUsize>,
     reconnects: u64,
+    /// The peer's creation, once a connection was made.
+    creation: Option<u32>,
+    /// When the session's connection broke, until a new one carries it:
+    /// the detection bound counts from the first break, however many
+    /// connections fail to resume it meanwhile.
+    broke_at: Option<Instant>,
+    /// `whereis_on` requests sent and not answered yet: (request, the
+    /// process waiting). Answered with the reason if the peer goes down.
+    requests: Vec<(u64, Pid)>,
 }
 
 /// Someone waiting in [`Node::connect`](crate::Node::connect): told
@@ -205,6 +216,9 @@ impl Peer {
             state: PeerState::Connecting { outgoing: false, waiters: Vec::new() },
             queued: Arc::new(AtomicUsize::new(0)),
             reconnects: 0,
+            creation: None,
+            broke_at: None,
+            requests: Vec::new(),
         }
     }
 
@@ -324,6 +338,69 @@ impl Dist {
         node.signal_unreachable(to, signal, reason);
     }
 
+    /// Sends to the process registered as `name` on the node `node`,
+    /// connecting to it if need be; dropped (and counted) when it cannot be
+    /// reached.
+    pub(crate) fn send_named(self: &Arc<Self>, node: &str, name: &str, envelope: Envelope) {
+        let frame = Frame::Named { name: name.to_owned(), envelope };
+        if !self.reach(node, |peer| peer.push(frame).is_ok()).unwrap_or(false) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks the node `node` which process is registered there as `name`,
+    /// as request `request` of `reply_to`, which gets the answer as a
+    /// [`WhereisReply`]: from the node, or with the reason it went down.
+    pub(crate) fn whereis(self: &Arc<Self>, node_name: &str, name: &str, reply_to: Pid, request: u64) {
+        let frame = Frame::Whereis { name: name.to_owned(), reply_to, request };
+        let asked = self.reach(node_name, |peer| {
+            peer.requests.push((request, reply_to));
+            // The entry is not going down (`reach`): its queue is open.
+            let _ = peer.push(frame);
+        });
+        if let (Err(why), Some(node)) = (asked, self.node.upgrade()) {
+            node.send_message(reply_to, &WhereisReply { request, pid: Err(why) });
+        }
+    }
+
+    /// Makes sure of a connection to the node `name`, for a node monitor:
+    /// why there can be none.
+    pub(crate) fn monitor_node(self: &Arc<Self>, name: &str) -> Result<(), NodeDownReason> {
+        self.reach(name, |_| ())
+    }
+
+    /// Runs `with` on the entry of the peer called `name`, under the lock,
+    /// making the entry and starting a connection if there is none (a
+    /// remote name's first use connects, as in Erlang). Why not, when the
+    /// name is not another node's or its entry is going down.
+    fn reach<R>(self: &Arc<Self>, name: &str, with: impl FnOnce(&mut Peer) -> R) -> Result<R, NodeDownReason> {
+        let not_a_node =
+            || NodeDownReason::Unreachable(format!("{name:?} is not another node's name (name@host:port)"));
+        let (_, address) = parse_name(name).map_err(|_| not_a_node())?;
+        if name == self.name {
+            return Err(not_a_node());
+        }
+        let id = NodeId::from_name(name);
+        let (result, start) = {
+            let mut peers = self.peers();
+            let peer = peers.entry(id).or_insert_with(|| Peer::new(name));
+            let start = match &mut peer.state {
+                PeerState::GoingDown => {
+                    return Err(NodeDownReason::Unreachable("its connection is being torn down".into()));
+                }
+                PeerState::Connecting { outgoing, .. } => {
+                    (!std::mem::replace(outgoing, true)).then_some((peer.epoch, peer.session))
+                }
+                PeerState::Up { .. } | PeerState::Reconnecting => None,
+            };
+            (with(peer), start)
+        };
+        if let Some((epoch, session)) = start {
+            self.handle.spawn(Arc::clone(self).connect_task(name.to_owned(), address.to_owned(), epoch, session));
+        }
+        Ok(result)
+    }
+
     /// Connects to the node called `name`, at `via` or else the address in
     /// its name (or waits for the connection already under way).
     pub(crate) fn connect(self: &Arc<Self>, name: &str, via: Option<&str>) -> Result<(), ConnectError> {
@@ -383,10 +460,21 @@ impl Dist {
 
     async fn connect_task(self: Arc<Self>, name: String, address: String, epoch: u64, session: u64) {
         let deadline = self.config.handshake_timeout;
-        let result = self.dial(&name, &address, session, false, deadline).await;
+        let until = Instant::now() + deadline;
+        let result = loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.dial(&name, &address, session, false, left).await {
+                // The peer is ending the session of our previous life (or
+                // of one it gave up): in a moment it is gone.
+                Err(HandshakeError::Refused(Refusal::Busy)) if !left.is_zero() => {
+                    tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+                }
+                result => break result,
+            }
+        };
         let id = NodeId::from_name(&name);
         match result {
-            Ok((stream, peer)) => match self.take_up(id, epoch, &address) {
+            Ok((stream, peer)) => match self.take_up(id, epoch, &address, peer.creation) {
                 Some(taken) => self.established(peer, stream, taken, None),
                 None => {
                     tracing::warn!(node = %self.name, peer = %name, "closed a connection nobody waits for any more")
@@ -438,10 +526,15 @@ impl Dist {
         let me = self.me();
         // Only a peer that proved it holds the secret gets this far: a
         // stranger changes nothing of the node's state.
-        let handshake = handshake::accept(&mut stream, &me, |peer| self.admit(peer));
+        let mut abandoned = None;
+        let handshake = handshake::accept(&mut stream, &me, |peer| self.admit(peer, &mut abandoned));
         let result = tokio::time::timeout(self.config.handshake_timeout, handshake)
             .await
             .unwrap_or(Err(HandshakeError::Timeout));
+        if let Some((id, epoch, name, waiters)) = abandoned {
+            tracing::warn!(node = %self.name, peer = %name, "node down: it started a new session");
+            self.give_up(id, epoch, &name, waiters, NodeDownReason::ConnectionClosed);
+        }
         match result {
             Ok((peer, taken, welcome)) => self.established(peer, stream, taken, Some(welcome)),
             // A resumption that came before this side saw the old
@@ -456,8 +549,15 @@ impl Dist {
 
     /// Whether an authenticated peer may connect: if so, its connection
     /// takes the peer over at once, under the same lock (a `connect` in
-    /// between would start a second connection).
-    fn admit(&self, hello: &Handshaken) -> Result<Taken, Refusal> {
+    /// between would start a second connection). A peer that starts a new
+    /// session while this side still holds an old one (it restarted, or
+    /// gave the old one up first) has that one go down, in `abandoned`,
+    /// and is asked to try again.
+    fn admit(
+        &self,
+        hello: &Handshaken,
+        abandoned: &mut Option<(NodeId, u64, String, Vec<Waiter>)>,
+    ) -> Result<Taken, Refusal> {
         let id = NodeId::from_name(&hello.name);
         let mut peers = self.peers();
         if hello.resume {
@@ -477,24 +577,37 @@ impl Dist {
         }
         let peer = peers.entry(id).or_insert_with(|| Peer::new(&hello.name));
         match &peer.state {
-            PeerState::Up { .. } | PeerState::Reconnecting | PeerState::GoingDown => Err(Refusal::AlreadyConnected),
+            PeerState::Reconnecting => {}
+            PeerState::Up { .. } if peer.creation != Some(hello.creation) => {}
+            // Both connected at once, and this side's went on.
+            PeerState::Up { .. } | PeerState::GoingDown => return Err(Refusal::AlreadyConnected),
             // Ours and theirs cross: the greater name's goes on.
-            PeerState::Connecting { outgoing: true, .. } if self.name > hello.name => Err(Refusal::Simultaneous),
+            PeerState::Connecting { outgoing: true, .. } if self.name > hello.name => {
+                return Err(Refusal::Simultaneous);
+            }
             PeerState::Connecting { .. } => {
                 peer.session = hello.session;
-                self.take_over(peer).ok_or(Refusal::AlreadyConnected)
+                peer.creation = Some(hello.creation);
+                return self.take_over(peer).ok_or(Refusal::AlreadyConnected);
             }
         }
+        let waiters = peer.going_down(&self.dropped);
+        *abandoned = Some((id, peer.epoch, peer.name.clone(), waiters));
+        Err(Refusal::Busy)
     }
 
     /// Our handshake with `id`, made for entry `epoch` at `address`,
     /// succeeded: its connection takes the peer over, unless another
     /// connection did or the entry is gone.
-    fn take_up(&self, id: NodeId, epoch: u64, address: &str) -> Option<Taken> {
+    fn take_up(&self, id: NodeId, epoch: u64, address: &str, creation: u32) -> Option<Taken> {
         let mut peers = self.peers();
-        let peer = peers.get_mut(&id).filter(|peer| peer.epoch == epoch)?;
+        // Only a session not begun: one that was, and broke, resumes.
+        let peer = peers
+            .get_mut(&id)
+            .filter(|peer| peer.epoch == epoch && matches!(peer.state, PeerState::Connecting { .. }))?;
         let taken = self.take_over(peer)?;
         peer.dialed = Some(address.to_owned());
+        peer.creation = Some(creation);
         Some(taken)
     }
 
@@ -507,13 +620,10 @@ impl Dist {
         let session = peer.pending.take()?;
         let stop = Arc::new(Notify::new());
         let before = std::mem::replace(&mut peer.state, PeerState::Up { stop: Arc::clone(&stop) });
-        match before {
-            PeerState::Connecting { waiters, .. } => {
-                for waiter in waiters {
-                    let _ = waiter.send(Ok(()));
-                }
+        if let PeerState::Connecting { waiters, .. } = before {
+            for waiter in waiters {
+                let _ = waiter.send(Ok(()));
             }
-            _ => peer.reconnects += 1,
         }
         peer.connection += 1;
         Some(Taken { epoch: peer.epoch, connection: peer.connection, session, queued: peer.queued.clone(), stop })
@@ -564,12 +674,25 @@ impl Dist {
         let dist = Arc::clone(&self);
         self.handle.spawn(async move {
             let Taken { epoch, connection, mut session, queued, stop } = taken;
-            let why = connection::run(&dist, id, stream, welcome, &mut session, &queued, &stop).await;
+            let opened = || dist.opened(id, epoch, connection);
+            let why = connection::run(&dist, id, stream, welcome, &mut session, &queued, &stop, opened).await;
             dist.connection_ended(id, epoch, connection, why, session);
             let (count, emptied) = &dist.live;
             *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
             emptied.notify_all();
         });
+    }
+
+    /// Connection `connection` of entry `epoch` of `id` exchanged its first
+    /// acknowledgements: the session goes on, and a break it healed is
+    /// behind it.
+    fn opened(&self, id: NodeId, epoch: u64, connection: u64) {
+        let mut peers = self.peers();
+        if let Some(peer) = peers.get_mut(&id).filter(|peer| peer.epoch == epoch && peer.connection == connection)
+            && peer.broke_at.take().is_some()
+        {
+            peer.reconnects += 1;
+        }
     }
 
     /// Connection `connection` of entry `epoch` of `id` ended (`why`),
@@ -594,11 +717,12 @@ impl Dist {
                     if connection::resumable(&why) {
                         peer.state = PeerState::Reconnecting;
                         peer.pending = Some(session);
+                        let deadline = *peer.broke_at.get_or_insert_with(Instant::now) + self.config.detection;
                         let redial = peer.dialed.clone().map(|address| (address, peer.session));
                         let name = peer.name.clone();
                         drop(peers);
                         tracing::info!(node = %self.name, peer = %name, "connection broke: {why}; resuming");
-                        self.handle.spawn(Arc::clone(self).resume(id, epoch, connection, name, redial));
+                        self.handle.spawn(Arc::clone(self).resume(id, epoch, connection, name, redial, deadline));
                         return;
                     }
                     peer.going_down(&self.dropped);
@@ -628,14 +752,24 @@ impl Dist {
         connection: u64,
         name: String,
         redial: Option<(String, u64)>,
+        deadline: Instant,
     ) {
-        let deadline = Instant::now() + self.config.detection;
         let mut pause = Duration::from_millis(10);
         if let Some((address, session)) = redial {
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
+                }
+                // Given up meanwhile (a disconnect): dialing on would only
+                // leave the peer a connection nobody carries.
+                let waiting = self.peers().get(&id).is_some_and(|peer| {
+                    peer.epoch == epoch
+                        && peer.connection == connection
+                        && matches!(peer.state, PeerState::Reconnecting)
+                });
+                if !waiting {
+                    return;
                 }
                 match self.dial(&name, &address, session, true, left.min(self.config.handshake_timeout)).await {
                     Ok((stream, peer)) => {
@@ -691,10 +825,16 @@ impl Dist {
         if let Some(node) = self.node.upgrade() {
             node.node_down(id, name, why.clone());
         }
-        {
+        let requests = {
             let mut peers = self.peers();
-            if peers.get(&id).is_some_and(|peer| peer.epoch == epoch) {
-                peers.remove(&id);
+            match peers.get(&id) {
+                Some(peer) if peer.epoch == epoch => peers.remove(&id).map(|peer| peer.requests).unwrap_or_default(),
+                _ => Vec::new(),
+            }
+        };
+        if let Some(node) = self.node.upgrade() {
+            for (request, reply_to) in requests {
+                node.send_message(reply_to, &WhereisReply { request, pid: Err(why.clone()) });
             }
         }
         // Last: a waiter that tries again at once finds the entry gone.
@@ -722,6 +862,34 @@ impl Dist {
                 }
                 node.signal(to, signal);
             }
+            Frame::Named { name, envelope } => {
+                // As Erlang's `{Name, Node} ! Msg`: nobody by that name, no
+                // delivery.
+                if let Some(to) = node.whereis(&name) {
+                    node.send(to, envelope);
+                }
+            }
+            Frame::Whereis { name, reply_to, request } => {
+                if reply_to.node != from {
+                    return Err(format!("a whereis for {reply_to:?}, which is not a process of the peer"));
+                }
+                let pid = node.whereis(&name);
+                if let Some(peer) = self.peers().get(&from) {
+                    let _ = peer.push(Frame::WhereisReply { reply_to, request, pid });
+                }
+            }
+            Frame::WhereisReply { reply_to, request, pid } => {
+                // Only an answer to a question asked of this peer.
+                let asked = self.peers().get_mut(&from).is_some_and(|peer| {
+                    let before = peer.requests.len();
+                    peer.requests.retain(|&asked| asked != (request, reply_to));
+                    peer.requests.len() < before
+                });
+                if !asked {
+                    return Err(format!("an answer to request {request}, which was not asked"));
+                }
+                node.send_message(reply_to, &WhereisReply { request, pid: Ok(pid) });
+            }
             Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_) => {}
         }
         Ok(())
@@ -741,7 +909,9 @@ impl Dist {
             // The peer is told, after what is queued; then the queue
             // closes: the connection's writer ends, and the socket with it;
             // a handshake under way finds the entry gone.
-            let _ = peer.push(Frame::Goodbye(Farewell::Disconnect));
+            if matches!(peer.state, PeerState::Up { .. }) {
+                let _ = peer.push(Frame::Goodbye(Farewell::Disconnect));
+            }
             (peer.epoch, peer.going_down(&self.dropped))
         };
         self.give_up(id, epoch, name, waiters, NodeDownReason::Disconnected);
@@ -779,9 +949,13 @@ impl Dist {
     /// written, and stops the I/O thread. Called once the node's processes
     /// are gone (their last exit signals are queued before the goodbyes).
     pub(crate) fn shutdown(&self) {
-        let peers = std::mem::take(&mut *self.peers());
-        for peer in peers.values() {
-            let _ = peer.push(Frame::Goodbye(Farewell::Shutdown));
+        let mut peers = std::mem::take(&mut *self.peers());
+        for peer in peers.values_mut() {
+            match &mut peer.pending {
+                // A session no connection carries is lost with the node.
+                Some(session) => drop(self.dropped.fetch_add(session.lose(), Ordering::Relaxed)),
+                None => drop(peer.push(Frame::Goodbye(Farewell::Shutdown))),
+            }
         }
         // The queues close with the table: each connection writes what is
         // queued, the goodbye last, and ends; whoever waited in `connect`
