@@ -121,6 +121,19 @@ fn watch_node(node: &Node, other: &Node) -> std::sync::mpsc::Receiver<NodeDown> 
     told
 }
 
+/// `n`, sent from a process of `a` to an echo on `b`, and back.
+fn round_trip(a: &Node, b: &Node, n: u64) -> Result<Result<u64, ReceiveError>, ExitReason> {
+    let echo = b.spawn(|mut p| async move {
+        let (from, n): (Pid, u64) = p.expect().await?;
+        p.send(from, &n);
+        Ok::<(), ReceiveError>(())
+    });
+    run(a, move |mut p| async move {
+        p.send(echo, &(p.self_pid(), n));
+        p.expect_timeout::<u64>(BOUND).await
+    })
+}
+
 fn reconnects(node: &Node) -> u64 {
     node.nodes().first().map_or(0, |peer| peer.reconnects)
 }
@@ -214,16 +227,7 @@ fn a_connection_away_longer_than_the_bound_fires_monitors_and_counts_what_was_lo
     assert!(a.processes().iter().any(|info| info.pid == from_a));
     proxy.restore();
     a.connect_via(b.name(), proxy.address()).expect("a connects again");
-    let echo = b.spawn(|mut p| async move {
-        let (from, n): (Pid, u64) = p.expect().await?;
-        p.send(from, &n);
-        Ok::<(), ReceiveError>(())
-    });
-    let back = run(&a, move |mut p| async move {
-        p.send(echo, &(p.self_pid(), 7u64));
-        p.expect_timeout::<u64>(BOUND).await
-    });
-    assert_eq!(back, Ok(Ok(7)));
+    assert_eq!(round_trip(&a, &b, 7), Ok(Ok(7)));
     assert_eq!(reconnects(&a), 0, "a new session");
 }
 
@@ -250,14 +254,5 @@ fn a_peer_that_starts_a_new_session_ends_its_old_one_at_once() {
     a.connect_via(b.name(), proxy.address()).expect("the new session is admitted");
     let down = ExitReason::NoConnection { node: a.name().to_owned(), why: NodeDownReason::ConnectionClosed };
     assert_eq!(b_watches.recv_timeout(BOUND), Ok(down));
-    let echo = b.spawn(|mut p| async move {
-        let (from, n): (Pid, u64) = p.expect().await?;
-        p.send(from, &n);
-        Ok::<(), ReceiveError>(())
-    });
-    let back = run(&a, move |mut p| async move {
-        p.send(echo, &(p.self_pid(), 3u64));
-        p.expect_timeout::<u64>(BOUND).await
-    });
-    assert_eq!(back, Ok(Ok(3)));
+    assert_eq!(round_trip(&a, &b, 3), Ok(Ok(3)));
 }

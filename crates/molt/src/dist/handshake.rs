@@ -183,13 +183,31 @@ pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     if name != expected {
         return Err(HandshakeError::NotThatNode { expected: expected.to_owned(), answered: name });
     }
-    write(stream, &Proof(proof(me.secret, b"molt client", &nonce_s, &nonce_c, me.name, &name, context))).await?;
+    write(
+        stream,
+        &Proof(proof(
+            me.secret,
+            View {
+                label: b"molt client",
+                challenge: &nonce_s,
+                own: &nonce_c,
+                prover: me.name,
+                verifier: &name,
+                context,
+            },
+        )),
+    )
+    .await?;
     let theirs = match read::<_, Verdict>(stream).await? {
         Verdict::Welcome(Proof(theirs)) => theirs,
         Verdict::Refused(Refusal::WrongSecret) => return Err(HandshakeError::WrongSecret),
         Verdict::Refused(refusal) => return Err(HandshakeError::Refused(refusal)),
     };
-    verify(me.secret, b"molt server", &nonce_c, &nonce_s, &name, me.name, context, &theirs)?;
+    verify(
+        me.secret,
+        View { label: b"molt server", challenge: &nonce_c, own: &nonce_s, prover: &name, verifier: me.name, context },
+        &theirs,
+    )?;
     Ok(Handshaken { name, creation, session, resume })
 }
 
@@ -221,7 +239,20 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin, T>(
     write(stream, &Answer::Challenge { name: me.name.to_owned(), creation: me.creation, nonce: nonce_s }).await?;
     let Proof(theirs) = read::<_, Proof>(stream).await?;
     let context = Context { session: hello.session, resume: hello.resume };
-    if verify(me.secret, b"molt client", &nonce_s, &hello.nonce, &hello.name, me.name, context, &theirs).is_err() {
+    if verify(
+        me.secret,
+        View {
+            label: b"molt client",
+            challenge: &nonce_s,
+            own: &hello.nonce,
+            prover: &hello.name,
+            verifier: me.name,
+            context,
+        },
+        &theirs,
+    )
+    .is_err()
+    {
         let _ = write(stream, &Verdict::Refused(Refusal::WrongSecret)).await;
         return Err(HandshakeError::WrongSecret);
     }
@@ -233,7 +264,17 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin, T>(
             return Err(HandshakeError::Refusing(refusal));
         }
     };
-    let welcome = Proof(proof(me.secret, b"molt server", &hello.nonce, &nonce_s, me.name, &peer.name, context));
+    let welcome = Proof(proof(
+        me.secret,
+        View {
+            label: b"molt server",
+            challenge: &hello.nonce,
+            own: &nonce_s,
+            prover: me.name,
+            verifier: &peer.name,
+            context,
+        },
+    ));
     let welcome = postcard::to_stdvec(&Verdict::Welcome(welcome)).map_err(|_| HandshakeError::Garbage)?;
     Ok((peer, taken, Bytes::from(welcome)))
 }
@@ -255,58 +296,41 @@ struct Context {
     resume: bool,
 }
 
-/// The MAC over one side's view of the handshake: a label for the side,
-/// both nonces (the other side's first, so each proof answers a challenge),
-/// both names, each with its length, and the session asked for.
-fn mac(
-    secret: &Secret,
-    label: &[u8],
-    challenge: &Nonce,
-    own: &Nonce,
-    prover: &str,
-    verifier: &str,
+/// One side's view of the handshake, which its proof covers: a label for
+/// the side, both nonces (the other side's first, so each proof answers a
+/// challenge), both names and the session asked for.
+#[derive(Debug, Clone, Copy)]
+struct View<'a> {
+    label: &'static [u8],
+    challenge: &'a Nonce,
+    own: &'a Nonce,
+    prover: &'a str,
+    verifier: &'a str,
     context: Context,
-) -> Hmac<Sha256> {
+}
+
+/// The MAC over a view; each name goes in with its length.
+fn mac(secret: &Secret, view: View<'_>) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes a key of any length");
-    mac.update(label);
-    mac.update(challenge);
-    mac.update(own);
-    for name in [prover, verifier] {
+    mac.update(view.label);
+    mac.update(view.challenge);
+    mac.update(view.own);
+    for name in [view.prover, view.verifier] {
         mac.update(&(name.len() as u64).to_le_bytes());
         mac.update(name.as_bytes());
     }
-    mac.update(&context.session.to_le_bytes());
-    mac.update(&[u8::from(context.resume)]);
+    mac.update(&view.context.session.to_le_bytes());
+    mac.update(&[u8::from(view.context.resume)]);
     mac
 }
 
-fn proof(
-    secret: &Secret,
-    label: &[u8],
-    challenge: &Nonce,
-    own: &Nonce,
-    prover: &str,
-    verifier: &str,
-    context: Context,
-) -> Vec<u8> {
-    mac(secret, label, challenge, own, prover, verifier, context).finalize().into_bytes().to_vec()
+fn proof(secret: &Secret, view: View<'_>) -> Vec<u8> {
+    mac(secret, view).finalize().into_bytes().to_vec()
 }
 
 /// Checks a proof in constant time.
-#[allow(clippy::too_many_arguments)] // one side's view of the handshake, as `mac` takes it
-fn verify(
-    secret: &Secret,
-    label: &[u8],
-    challenge: &Nonce,
-    own: &Nonce,
-    prover: &str,
-    verifier: &str,
-    context: Context,
-    proof: &[u8],
-) -> Result<(), HandshakeError> {
-    mac(secret, label, challenge, own, prover, verifier, context)
-        .verify_slice(proof)
-        .map_err(|_| HandshakeError::WrongSecret)
+fn verify(secret: &Secret, view: View<'_>, proof: &[u8]) -> Result<(), HandshakeError> {
+    mac(secret, view).verify_slice(proof).map_err(|_| HandshakeError::WrongSecret)
 }
 
 async fn write<S: AsyncRead + AsyncWrite + Unpin, T: Serialize>(
@@ -338,19 +362,26 @@ mod tests {
     fn a_proof_binds_the_secret_the_nonces_and_the_names() {
         let secret = Secret::new("one secret").unwrap();
         let (a, b) = ([1; 32], [2; 32]);
-        let c = Context { session: 5, resume: false };
-        let good = proof(&secret, b"molt client", &a, &b, "x@h:1", "y@h:2", c);
-        assert!(verify(&secret, b"molt client", &a, &b, "x@h:1", "y@h:2", c, &good).is_ok());
+        let context = Context { session: 5, resume: false };
+        let good_view =
+            View { label: b"molt client", challenge: &a, own: &b, prover: "x@h:1", verifier: "y@h:2", context };
+        let good = proof(&secret, good_view);
+        assert!(verify(&secret, good_view, &good).is_ok());
         let other = Secret::new("another").unwrap();
-        assert!(verify(&other, b"molt client", &a, &b, "x@h:1", "y@h:2", c, &good).is_err());
-        assert!(verify(&secret, b"molt server", &a, &b, "x@h:1", "y@h:2", c, &good).is_err());
-        assert!(verify(&secret, b"molt client", &b, &a, "x@h:1", "y@h:2", c, &good).is_err());
-        assert!(verify(&secret, b"molt client", &a, &b, "y@h:2", "x@h:1", c, &good).is_err());
-        // Names are length-prefixed: moving a character between them changes the proof.
-        assert!(verify(&secret, b"molt client", &a, &b, "x@h:1y", "@h:2", c, &good).is_err());
-        // The session asked for is bound too.
-        for other in [Context { session: 6, resume: false }, Context { session: 5, resume: true }] {
-            assert!(verify(&secret, b"molt client", &a, &b, "x@h:1", "y@h:2", other, &good).is_err());
+        assert!(verify(&other, good_view, &good).is_err());
+        let changed = [
+            View { label: b"molt server", ..good_view },
+            View { challenge: &b, own: &a, ..good_view },
+            View { prover: "y@h:2", verifier: "x@h:1", ..good_view },
+            // Names are length-prefixed: moving a character between them
+            // changes the proof.
+            View { prover: "x@h:1y", verifier: "@h:2", ..good_view },
+            // The session asked for is bound too.
+            View { context: Context { session: 6, resume: false }, ..good_view },
+            View { context: Context { session: 5, resume: true }, ..good_view },
+        ];
+        for view in changed {
+            assert!(verify(&secret, view, &good).is_err(), "{view:?}");
         }
     }
 }
