@@ -156,8 +156,11 @@ pub(super) async fn run(
                         }
                     }
                     if let Some(why) = farewell {
-                        // Then the write half closes, and the peer, having
-                        // read the goodbye, closes too (see below).
+                        // After a last word of what arrived, so that the
+                        // peer counts nothing of it as lost; then the write
+                        // half closes, and the peer, having read the
+                        // goodbye, closes too (see below).
+                        let _ = sink.feed(Bytes::from(Frame::Ack(delivered.load(Ordering::Relaxed)).encode().unwrap_or_default())).await;
                         if send(&mut sink, &Frame::Goodbye(why)).await.is_ok() {
                             let _ = sink.close().await;
                         }
