@@ -524,8 +524,11 @@ unsafe extern "C" fn nsend_on(handle: ProcessHandle, node: Str, name: Str, messa
         if let Some(to) = ctx.node.whereis(name) {
             ctx.node.send(to, envelope);
         }
-    } else if let Some(dist) = ctx.node.dist.get() {
-        dist.send_named(node, name, envelope);
+    } else if let Some(dist) = ctx.node.dist.get()
+        && let Some(backlog) = dist.send_named(node, name, envelope)
+    {
+        // Paused before its next poll, as a send by pid would be.
+        let _ = with_lent(ctx, |_, local| local.paused_on = Some(backlog));
     }
 }
 

@@ -20,6 +20,9 @@ pub enum ProcessStatus {
     Suspended = 4,
     /// Ending: its links and monitors are being told.
     Exiting = 5,
+    /// Paused by backpressure: it sent to a node whose backlog is over its
+    /// bound (`NodeConfig::max_backlog`), and runs again once that drains.
+    Backpressured = 6,
 }
 
 impl ProcessStatus {
@@ -30,6 +33,7 @@ impl ProcessStatus {
             2 => ProcessStatus::Waiting,
             3 => ProcessStatus::Sleeping,
             4 => ProcessStatus::Suspended,
+            6 => ProcessStatus::Backpressured,
             _ => ProcessStatus::Exiting,
         }
     }
@@ -44,6 +48,7 @@ impl std::fmt::Display for ProcessStatus {
             ProcessStatus::Sleeping => "sleeping",
             ProcessStatus::Suspended => "suspended",
             ProcessStatus::Exiting => "exiting",
+            ProcessStatus::Backpressured => "backpressured",
         })
     }
 }

@@ -100,6 +100,16 @@ impl NodeConfig {
         self
     }
 
+    /// The most bytes of messages towards one peer node that may wait,
+    /// queued or written and not yet acknowledged: 8 MiB unless set. A
+    /// process whose send goes over it pauses at its next receive or sleep
+    /// (`ProcessStatus::Backpressured`) until the backlog is down to half;
+    /// its messages are never dropped for it.
+    pub fn max_backlog(mut self, bytes: usize) -> NodeConfig {
+        self.dist.max_backlog = bytes.max(1);
+        self
+    }
+
     /// How many scheduler threads run the node's processes (Erlang `+S`):
     /// from 1 to [`MAX_WORKERS`], as Erlang's.
     pub fn workers(mut self, workers: usize) -> NodeConfig {

@@ -359,6 +359,10 @@ pub(crate) struct TaskLocal {
     /// A hot call the body asked for: (entry, state), carried out when the
     /// body next returns `Pending`.
     pub(crate) hot_call: Option<Box<(String, Vec<u8>)>>,
+    /// The backlog towards a peer node that a send of this process took
+    /// over its bound: the process pauses before its next poll until it
+    /// drains (see `dist/backlog.rs`).
+    pub(crate) paused_on: Option<Arc<crate::dist::Backlog>>,
 }
 
 impl TaskLocal {
@@ -366,6 +370,10 @@ impl TaskLocal {
     /// the process must yield) once the budget or the time slice is spent.
     #[inline]
     fn spend_budget(&mut self) -> bool {
+        // Paused by backpressure: it yields here, and its next poll waits.
+        if self.paused_on.is_some() {
+            return true;
+        }
         self.reductions += 1;
         self.reductions % CHECK_EVERY == 0 && self.budget_spent()
     }
@@ -387,6 +395,14 @@ impl TaskLocal {
     /// one-entry cache of the target.
     pub(crate) fn send(&mut self, node: &NodeInner, to: Pid, envelope: Envelope) {
         crate::executor::passing();
+        if to.node != node.id {
+            if let Some(dist) = node.dist.get()
+                && let Some(backlog) = dist.send(to, envelope)
+            {
+                self.paused_on = Some(backlog);
+            }
+            return;
+        }
         if let Some(target) = &self.send_target
             && target.pid == to
         {
@@ -641,6 +657,15 @@ impl Future for ProcessTask {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        // Paused by backpressure: woken when the peer's backlog drains (a
+        // kill still ends it, through the task's abort).
+        if let Some(backlog) = &this.local.paused_on {
+            if backlog.pause(cx.waker()) {
+                this.ctx.set_status(ProcessStatus::Backpressured);
+                return Poll::Pending;
+            }
+            this.local.paused_on = None;
+        }
         this.started = true;
         this.local.reductions = 0;
         this.local.slice_start = 0;

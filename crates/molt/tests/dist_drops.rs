@@ -1,8 +1,9 @@
-//! A connection between two nodes that breaks, through a test proxy that
-//! cuts it: back within the detection bound, the session resumes, every
+//! A connection between two nodes that breaks or stalls, through a test
+//! proxy: back within the detection bound, the session resumes, every
 //! message arrives once and in order and no link or monitor fires; away
 //! longer, the peer is declared down with the reason, and what could not
-//! be delivered is counted.
+//! be delivered is counted; stalled, a flood towards it pauses its sender
+//! within the node's bound on the backlog, and loses nothing.
 
 mod support;
 
@@ -11,23 +12,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant};
 
-use molt::{Down, ExitReason, Node, NodeConfig, NodeDown, NodeDownReason, Pid, Process, ReceiveError, Secret};
+use molt::{
+    Down, ExitReason, Node, NodeConfig, NodeDown, NodeDownReason, Pid, Process, ProcessStatus, ReceiveError, Secret,
+};
 use support::proxy::Proxy;
 use support::{BOUND, run};
 
-fn dist_node(name: &str, detection: Duration) -> Node {
-    let config = NodeConfig::new(name)
+fn config(name: &str, detection: Duration) -> NodeConfig {
+    NodeConfig::new(name)
         .workers(2)
         .listen("127.0.0.1:0")
         .secret(Secret::new("shared").unwrap())
         .detection(detection)
-        .handshake_timeout(Duration::from_millis(500));
-    Node::start(config).expect("a distributed node starts")
+        .handshake_timeout(Duration::from_millis(500))
 }
 
 /// Two nodes, `a` connected to `b` through a proxy.
 fn pair_through_proxy(detection: Duration) -> (Node, Node, Proxy) {
-    let (a, b) = (dist_node("a", detection), dist_node("b", detection));
+    pair_of(config("a", detection), config("b", detection))
+}
+
+fn pair_of(a: NodeConfig, b: NodeConfig) -> (Node, Node, Proxy) {
+    let (a, b) = (Node::start(a).unwrap(), Node::start(b).unwrap());
     let (_, address) = b.name().split_once('@').unwrap();
     let proxy = Proxy::start(address);
     a.connect_via(b.name(), proxy.address()).expect("a connects to b through the proxy");
@@ -255,4 +261,60 @@ fn a_peer_that_starts_a_new_session_ends_its_old_one_at_once() {
     let down = ExitReason::NoConnection { node: a.name().to_owned(), why: NodeDownReason::ConnectionClosed };
     assert_eq!(b_watches.recv_timeout(BOUND), Ok(down));
     assert_eq!(round_trip(&a, &b, 3), Ok(Ok(3)));
+}
+
+#[test]
+fn a_flood_towards_a_peer_that_stops_reading_pauses_its_sender_within_the_bound() {
+    const BOUND_BYTES: usize = 256 << 10;
+    const TOTAL: u64 = 5_000;
+    const PAYLOAD: usize = 1024;
+    // What a send may add past the bound before its process yields: ten
+    // messages, each its payload, its number and 32 bytes of frame.
+    const SLACK: usize = 10 * (PAYLOAD + 48);
+    // Nothing moves while the proxy stalls, heartbeats neither: a bound
+    // longer than the test.
+    let detection = Duration::from_secs(600);
+    let (a, b, proxy) = pair_of(config("a", detection).max_backlog(BOUND_BYTES), config("b", detection));
+    let got = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&got);
+    let collector = b.spawn(move |mut p| async move {
+        for expected in 1..=TOTAL {
+            let (n, bytes): (u64, Vec<u8>) = p.expect().await?;
+            if n != expected || bytes.len() != PAYLOAD {
+                return Err(ExitReason::error(format!("got {n}, expected {expected}")));
+            }
+            counted.store(n, Ordering::SeqCst);
+        }
+        Ok::<(), ExitReason>(())
+    });
+    proxy.stall();
+    let sent = Arc::new(AtomicU64::new(0));
+    let sending = Arc::clone(&sent);
+    let flooder = a.spawn(move |mut p| async move {
+        for n in 1..=TOTAL {
+            p.send(collector, &(n, vec![7u8; PAYLOAD]));
+            sending.store(n, Ordering::SeqCst);
+            if n % 10 == 0 {
+                p.sleep(Duration::ZERO).await;
+            }
+        }
+    });
+    let status = |node: &Node, pid: Pid| node.processes().iter().find(|info| info.pid == pid).map(|info| info.status);
+    eventually("the flooder is paused", || status(&a, flooder) == Some(ProcessStatus::Backpressured));
+    // Paused within the bound: everything it sent is still waiting (nothing
+    // is acknowledged through a stalled proxy), and that is at most the
+    // bound and what one step adds.
+    let (sent_then, waiting) = (sent.load(Ordering::SeqCst), queued_bytes(&a));
+    assert!(sent_then < TOTAL, "the flooder sent everything: nothing held it");
+    assert!(waiting > BOUND_BYTES && waiting <= BOUND_BYTES + SLACK, "{waiting} bytes waiting");
+    assert!(sent_then as usize * PAYLOAD <= BOUND_BYTES + SLACK, "{sent_then} sent");
+    // Resumed: every message arrives once and in order, none was dropped.
+    proxy.resume();
+    eventually("every message arrives", || got.load(Ordering::SeqCst) == TOTAL);
+    assert_eq!(sent.load(Ordering::SeqCst), TOTAL);
+    assert_eq!(a.dist_counts().0, 0);
+}
+
+fn queued_bytes(node: &Node) -> usize {
+    node.nodes().first().map_or(0, |peer| peer.queued_bytes)
 }

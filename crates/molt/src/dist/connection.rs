@@ -8,25 +8,25 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{SinkExt, StreamExt};
 use molt_abi::{NodeDownReason, NodeId};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::bytes::Bytes;
 
-use super::Dist;
 use super::frame::{Farewell, Frame};
 use super::handshake::HandshakeStream;
+use super::{Backlog, Dist};
 
 /// What outlives a connection: the queue towards the peer, what was
 /// written and not yet acknowledged, and what was delivered from the
 /// peer.
 pub(super) struct Session {
     pub(super) queue: mpsc::UnboundedReceiver<Frame>,
-    /// Numbered frames written and not acknowledged, encoded, oldest first:
-    /// the first is number `acked + 1`.
-    unacked: VecDeque<Bytes>,
+    /// Numbered frames written and not acknowledged, encoded, with their
+    /// weight in the backlog, oldest first: the first is number `acked + 1`.
+    unacked: VecDeque<(Bytes, usize)>,
     /// How many numbered frames the peer said it delivered.
     acked: u64,
     /// How many numbered frames from the peer were delivered here.
@@ -78,7 +78,7 @@ pub(super) async fn run(
     stream: HandshakeStream,
     welcome: Option<Bytes>,
     session: &mut Session,
-    queued: &AtomicUsize,
+    backlog: &Backlog,
     stop: &Notify,
     opened: impl FnOnce(),
 ) -> NodeDownReason {
@@ -94,6 +94,9 @@ pub(super) async fn run(
     // fired, so nothing more from the peer is delivered.
     let closing = std::sync::atomic::AtomicBool::new(false);
     let ack_due = Notify::new();
+    // The peer acknowledged more: what it has is let go at once, and the
+    // backlog with it (a sender paused on it may be waiting).
+    let acked_more = Notify::new();
     let writer = async {
         if let Some(welcome) = welcome
             && sink.send(welcome).await.is_err()
@@ -108,8 +111,8 @@ pub(super) async fn run(
         }
         first_ack.notified().await;
         opened();
-        trim(unacked, acked, peer_acked.load(Ordering::Relaxed), queued);
-        for frame in unacked.iter() {
+        trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
+        for (frame, _) in unacked.iter() {
             if sink.feed(frame.clone()).await.is_err() {
                 return NodeDownReason::ConnectionClosed;
             }
@@ -131,26 +134,29 @@ pub(super) async fn run(
                             Err(_) => break,
                         }
                     }
-                    let taken = batch.len();
-                    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), queued);
+                    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
                     // Numbered and kept before any is written: a write that
                     // fails leaves them all to the next connection.
                     let fresh = unacked.len();
                     let mut farewell = None;
+                    let (mut gone, mut gone_weight) = (0, 0);
                     for frame in batch {
+                        let weight = frame.weight();
                         match frame {
                             Frame::Goodbye(why) => farewell = Some(why),
                             frame => {
                                 if let Some(bytes) = encode(dist, &frame) {
-                                    unacked.push_back(bytes);
+                                    // In the backlog until acknowledged.
+                                    unacked.push_back((bytes, weight));
+                                    continue;
                                 }
                             }
                         }
+                        (gone, gone_weight) = (gone + 1, gone_weight + weight);
                     }
-                    // What is kept counts as queued until acknowledged.
-                    queued.fetch_sub(taken - (unacked.len() - fresh), Ordering::Relaxed);
+                    backlog.remove(gone, gone_weight);
                     written.store(*acked + unacked.len() as u64, Ordering::Relaxed);
-                    for frame in unacked.range(fresh..) {
+                    for (frame, _) in unacked.range(fresh..) {
                         if sink.feed(frame.clone()).await.is_err() {
                             return NodeDownReason::ConnectionClosed;
                         }
@@ -171,6 +177,9 @@ pub(super) async fn run(
                     }
                     wrote = true;
                 }
+                () = acked_more.notified() => {
+                    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
+                }
                 () = ack_due.notified() => {
                     acked_here = delivered.load(Ordering::Relaxed);
                     if send(&mut sink, &Frame::Ack(acked_here)).await.is_err() {
@@ -178,7 +187,7 @@ pub(super) async fn run(
                     }
                 }
                 _ = tick.tick() => {
-                    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), queued);
+                    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
                     let now = delivered.load(Ordering::Relaxed);
                     let said = if now > acked_here {
                         acked_here = now;
@@ -232,6 +241,8 @@ pub(super) async fn run(
                     peer_acked.store(n, Ordering::Relaxed);
                     if std::mem::take(&mut first) {
                         first_ack.notify_one();
+                    } else {
+                        acked_more.notify_one();
                     }
                 }
                 _ if closing.load(Ordering::Relaxed) => {}
@@ -278,16 +289,16 @@ pub(super) async fn run(
         () = stop.notified() => NodeDownReason::ConnectionClosed,
     };
     *received = delivered.load(Ordering::Relaxed);
-    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), queued);
+    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
     why
 }
 
 /// Forgets the frames the peer acknowledged.
-fn trim(unacked: &mut VecDeque<Bytes>, acked: &mut u64, peer_acked: u64, queued: &AtomicUsize) {
+fn trim(unacked: &mut VecDeque<(Bytes, usize)>, acked: &mut u64, peer_acked: u64, backlog: &Backlog) {
     let done = (peer_acked.saturating_sub(*acked) as usize).min(unacked.len());
-    unacked.drain(..done);
+    let weight = unacked.drain(..done).map(|(_, weight)| weight).sum();
     *acked += done as u64;
-    queued.fetch_sub(done, Ordering::Relaxed);
+    backlog.remove(done, weight);
 }
 
 /// A frame as written; `None` for a message over the frame limit, which

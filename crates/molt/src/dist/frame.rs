@@ -89,6 +89,17 @@ impl Frame {
     /// Whether the frame counts in its session: messages, signals and
     /// requests are numbered, acknowledged and resent after a break; the
     /// rest belongs to one connection.
+    /// What the frame counts for in a peer's backlog: its payload's bytes,
+    /// and a fixed 32 for the rest (pids, tags, lengths).
+    pub(crate) fn weight(&self) -> usize {
+        32 + match self {
+            Frame::Message { envelope, .. } => envelope.payload.len(),
+            Frame::Named { name, envelope } => name.len() + envelope.payload.len(),
+            Frame::Whereis { name, .. } => name.len(),
+            _ => 0,
+        }
+    }
+
     pub(crate) fn is_numbered(&self) -> bool {
         !matches!(self, Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_))
     }

@@ -19,6 +19,7 @@
 //! loses nothing and fires nothing. Only when the connection is not back
 //! within the detection bound is the peer declared down.
 
+mod backlog;
 mod connection;
 mod frame;
 #[cfg(test)]
@@ -39,6 +40,7 @@ pub use secret::{Secret, SecretError};
 
 use crate::node::NodeInner;
 use crate::signal::Signal;
+pub(crate) use backlog::Backlog;
 use connection::Session;
 use frame::{Farewell, Frame};
 use handshake::{HandshakeError, Handshaken, Me, Refusal};
@@ -53,6 +55,7 @@ pub(crate) struct DistConfig {
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_frame: usize,
     pub(crate) max_handshakes: usize,
+    pub(crate) max_backlog: usize,
 }
 
 impl Default for DistConfig {
@@ -64,6 +67,7 @@ impl Default for DistConfig {
             handshake_timeout: Duration::from_secs(5),
             max_frame: 64 << 20,
             max_handshakes: 64,
+            max_backlog: 8 << 20,
         }
     }
 }
@@ -104,6 +108,9 @@ pub struct PeerInfo {
     /// Messages and signals towards it not known to be delivered yet:
     /// queued, or written and not yet acknowledged.
     pub queued: usize,
+    /// Their bytes (payloads, and 32 for each frame's header): at most
+    /// about `NodeConfig::max_backlog`, senders pausing beyond it.
+    pub queued_bytes: usize,
     /// How many times its connection broke and came back within the
     /// detection bound, the session going on.
     pub reconnects: u64,
@@ -166,7 +173,7 @@ struct Peer {
     /// The session, while no connection carries it.
     pending: Option<Session>,
     state: PeerState,
-    queued: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
     reconnects: u64,
     /// The peer's creation, once a connection was made.
     creation: Option<u32>,
@@ -201,7 +208,7 @@ enum PeerState {
 }
 
 impl Peer {
-    fn new(name: &str) -> Peer {
+    fn new(name: &str, max_backlog: usize) -> Peer {
         static EPOCHS: AtomicU64 = AtomicU64::new(1);
         let (queue, pending) = mpsc::unbounded_channel();
         Peer {
@@ -214,7 +221,7 @@ impl Peer {
             queue: Some(queue),
             pending: Some(Session::new(pending)),
             state: PeerState::Connecting { outgoing: false, waiters: Vec::new() },
-            queued: Arc::new(AtomicUsize::new(0)),
+            backlog: Arc::new(Backlog::new(max_backlog)),
             reconnects: 0,
             creation: None,
             broke_at: None,
@@ -222,12 +229,14 @@ impl Peer {
         }
     }
 
-    /// Queues `frame`, or hands it back when the queue is closed.
-    fn push(&self, frame: Frame) -> Result<(), Frame> {
+    /// Queues `frame`, or hands it back when the queue is closed; whether
+    /// the backlog is over its bound now.
+    fn push(&self, frame: Frame) -> Result<bool, Frame> {
         let Some(queue) = &self.queue else { return Err(frame) };
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        queue.send(frame).map_err(|unsent| {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+        let weight = frame.weight();
+        let over = self.backlog.add(weight);
+        queue.send(frame).map(|()| over).map_err(|unsent| {
+            self.backlog.remove(1, weight);
             unsent.0
         })
     }
@@ -237,6 +246,7 @@ impl Peer {
     /// and whoever waited is handed back.
     fn going_down(&mut self, dropped: &AtomicU64) -> Vec<Waiter> {
         self.queue = None;
+        self.backlog.release();
         if let Some(mut pending) = self.pending.take() {
             dropped.fetch_add(pending.lose(), Ordering::Relaxed);
         }
@@ -253,7 +263,7 @@ struct Taken {
     epoch: u64,
     connection: u64,
     session: Session,
-    queued: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
     stop: Arc<Notify>,
 }
 
@@ -307,11 +317,17 @@ impl Dist {
 
     /// Queues a message for `to`, a process of another node; dropped (and
     /// counted) when there is no connection to that node, as Erlang drops
-    /// a message to an unreachable node.
-    pub(crate) fn send(&self, to: Pid, envelope: Envelope) {
-        let sent = self.peers().get(&to.node).is_some_and(|peer| peer.push(Frame::Message { to, envelope }).is_ok());
-        if !sent {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// a message to an unreachable node. The peer's backlog when it is over
+    /// its bound: a sending process pauses on it.
+    pub(crate) fn send(&self, to: Pid, envelope: Envelope) -> Option<Arc<Backlog>> {
+        let peers = self.peers();
+        match peers.get(&to.node).map(|peer| (peer, peer.push(Frame::Message { to, envelope }))) {
+            Some((peer, Ok(true))) => Some(Arc::clone(&peer.backlog)),
+            Some((_, Ok(false))) => None,
+            _ => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
         }
     }
 
@@ -323,7 +339,7 @@ impl Dist {
             let peers = self.peers();
             match peers.get(&to.node) {
                 Some(peer) => match peer.push(Frame::Signal { to, signal }) {
-                    Ok(()) => return,
+                    Ok(_) => return,
                     Err(Frame::Signal { signal, .. }) => (peer.name.clone(), signal),
                     Err(_) => unreachable!("the frame handed back is the one pushed"),
                 },
@@ -341,10 +357,14 @@ impl Dist {
     /// Sends to the process registered as `name` on the node `node`,
     /// connecting to it if need be; dropped (and counted) when it cannot be
     /// reached.
-    pub(crate) fn send_named(self: &Arc<Self>, node: &str, name: &str, envelope: Envelope) {
+    pub(crate) fn send_named(self: &Arc<Self>, node: &str, name: &str, envelope: Envelope) -> Option<Arc<Backlog>> {
         let frame = Frame::Named { name: name.to_owned(), envelope };
-        if !self.reach(node, |peer| peer.push(frame).is_ok()).unwrap_or(false) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        match self.reach(node, |peer| peer.push(frame).map(|over| over.then(|| Arc::clone(&peer.backlog)))) {
+            Ok(Ok(over)) => over,
+            _ => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
         }
     }
 
@@ -383,7 +403,7 @@ impl Dist {
         let id = NodeId::from_name(name);
         let (result, start) = {
             let mut peers = self.peers();
-            let peer = peers.entry(id).or_insert_with(|| Peer::new(name));
+            let peer = peers.entry(id).or_insert_with(|| Peer::new(name, self.config.max_backlog));
             let start = match &mut peer.state {
                 PeerState::GoingDown => {
                     return Err(NodeDownReason::Unreachable("its connection is being torn down".into()));
@@ -413,7 +433,7 @@ impl Dist {
         let (told, tell) = std::sync::mpsc::channel();
         let start = {
             let mut peers = self.peers();
-            let peer = peers.entry(id).or_insert_with(|| Peer::new(name));
+            let peer = peers.entry(id).or_insert_with(|| Peer::new(name, self.config.max_backlog));
             match &mut peer.state {
                 PeerState::Up { .. } | PeerState::Reconnecting => return Ok(()),
                 PeerState::GoingDown => {
@@ -575,7 +595,7 @@ impl Dist {
                 _ => Err(Refusal::UnknownSession),
             };
         }
-        let peer = peers.entry(id).or_insert_with(|| Peer::new(&hello.name));
+        let peer = peers.entry(id).or_insert_with(|| Peer::new(&hello.name, self.config.max_backlog));
         match &peer.state {
             PeerState::Reconnecting => {}
             PeerState::Up { .. } if peer.creation != Some(hello.creation) => {}
@@ -626,7 +646,7 @@ impl Dist {
             }
         }
         peer.connection += 1;
-        Some(Taken { epoch: peer.epoch, connection: peer.connection, session, queued: peer.queued.clone(), stop })
+        Some(Taken { epoch: peer.epoch, connection: peer.connection, session, backlog: peer.backlog.clone(), stop })
     }
 
     /// Our handshake with `id` failed (`error`), or the peer's connection
@@ -673,9 +693,9 @@ impl Dist {
         *self.live.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         let dist = Arc::clone(&self);
         self.handle.spawn(async move {
-            let Taken { epoch, connection, mut session, queued, stop } = taken;
+            let Taken { epoch, connection, mut session, backlog, stop } = taken;
             let opened = || dist.opened(id, epoch, connection);
-            let why = connection::run(&dist, id, stream, welcome, &mut session, &queued, &stop, opened).await;
+            let why = connection::run(&dist, id, stream, welcome, &mut session, &backlog, &stop, opened).await;
             dist.connection_ended(id, epoch, connection, why, session);
             let (count, emptied) = &dist.live;
             *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
@@ -927,7 +947,8 @@ impl Dist {
             .map(|peer| PeerInfo {
                 name: peer.name.clone(),
                 connected: matches!(peer.state, PeerState::Up { .. }),
-                queued: peer.queued.load(Ordering::Relaxed),
+                queued: peer.backlog.frames(),
+                queued_bytes: peer.backlog.bytes(),
                 reconnects: peer.reconnects,
             })
             .collect();
