@@ -4,7 +4,8 @@
 %% "bytes_per_process" (resident memory, as molt measures it).
 -module(bench).
 -export([run/1, round_trips/1, one_way/1, spawn/1, memory/1, selective_receive/1,
-         spawn_link_kill/1, monitor_demonitor/1, big_message/1, big_message_1m/1, big_bytes/1, timers_pending/1, parallel_pairs/1, ring/1, big_bang/1, fairness/1, burst_memory/1, load/1, purge_100k/1, pingpong_upgrades/1]).
+         spawn_link_kill/1, monitor_demonitor/1, big_message/1, big_message_1m/1, big_bytes/1, timers_pending/1, parallel_pairs/1, ring/1, big_bang/1, fairness/1, burst_memory/1, load/1, purge_100k/1, pingpong_upgrades/1,
+         remote_round_trips/1, remote_one_way/1, remote_bulk/1, remote_latency_under_bulk/1, detect_sigkill/1]).
 -compile({no_auto_import, [spawn/1]}).
 
 run([Workload, N]) ->
@@ -304,3 +305,83 @@ soft_purge_wait(Module) ->
         true -> ok;
         false -> erlang:yield(), soft_purge_wait(Module)
     end.
+
+%% Distribution: a peer node started on 127.0.0.1 (this VM runs with -name),
+%% loading this module from the same directory.
+start_peer() ->
+    Dir = filename:dirname(code:which(?MODULE)),
+    {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), host => "127.0.0.1", longnames => true,
+                                         args => ["-pa", Dir, "-setcookie", atom_to_list(erlang:get_cookie())]}),
+    {Peer, Node}.
+
+remote_echo(Node) ->
+    erlang:spawn(Node, fun Loop() -> receive {From, X} -> From ! X, Loop() end end).
+
+remote_round_trips(N) ->
+    {Peer, Node} = start_peer(),
+    Echo = remote_echo(Node),
+    ping(Echo, 0, 100),
+    Start = now_ns(),
+    ping(Echo, 0, N),
+    S = seconds(Start) / 1.0e9,
+    peer:stop(Peer),
+    [{seconds, S}].
+
+%% A counter on the peer: learns whom to tell, takes N messages, answers.
+remote_counter(Node, N) ->
+    erlang:spawn(Node, fun() -> receive {driver, D} -> count_any(N), D ! done end end).
+
+count_any(0) -> ok;
+count_any(N) -> receive _ -> count_any(N - 1) end.
+
+remote_one_way(N) ->
+    {Peer, Node} = start_peer(),
+    Sink = remote_counter(Node, N),
+    Sink ! {driver, self()},
+    Start = now_ns(),
+    send_all(Sink, 0, N),
+    receive done -> ok end,
+    S = seconds(Start) / 1.0e9,
+    peer:stop(Peer),
+    [{seconds, S}].
+
+remote_bulk(N) ->
+    {Peer, Node} = start_peer(),
+    Sink = remote_counter(Node, N),
+    Sink ! {driver, self()},
+    Chunk = binary:copy(<<7>>, 1 bsl 20),
+    Start = now_ns(),
+    [Sink ! Chunk || _ <- lists:seq(1, N)],
+    receive done -> ok end,
+    S = seconds(Start) / 1.0e9,
+    peer:stop(Peer),
+    [{seconds, S}].
+
+remote_latency_under_bulk(N) ->
+    {Peer, Node} = start_peer(),
+    Echo = remote_echo(Node),
+    Parent = self(),
+    Sink = erlang:spawn(Node, fun() -> receive {From, B} -> From ! {done, byte_size(B)} end end),
+    ping(Echo, 0, 100),
+    Big = binary:copy(<<7>>, N),
+    erlang:spawn(fun() -> Sink ! {Parent, Big} end),
+    Worst = lists:max(pings_until_done(Echo, 0, [])),
+    peer:stop(Peer),
+    [{seconds, Worst}].
+
+pings_until_done(Echo, I, Times) ->
+    Start = now_ns(),
+    Echo ! {self(), I},
+    receive I -> ok end,
+    T = seconds(Start) / 1.0e9,
+    receive {done, _} -> [T | Times] after 0 -> pings_until_done(Echo, I + 1, [T | Times]) end.
+
+detect_sigkill(_) ->
+    {Peer, Node} = start_peer(),
+    OsPid = erpc:call(Node, os, getpid, []),
+    unlink(Peer),
+    monitor_node(Node, true),
+    Start = now_ns(),
+    os:cmd("kill -9 " ++ OsPid),
+    receive {nodedown, Node} -> ok end,
+    [{seconds, seconds(Start) / 1.0e9}].

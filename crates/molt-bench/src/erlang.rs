@@ -39,7 +39,12 @@ impl Erlang {
 
     /// Runs one workload in a fresh VM and reads its JSON line.
     pub(crate) fn run(&self, workload: &str, n: u64) -> Result<Measurement, String> {
-        let output = Command::new("erl")
+        let mut erl = Command::new("erl");
+        // The distribution workloads start a second VM as a peer node.
+        if workload.starts_with("remote_") || workload == "detect_sigkill" {
+            erl.args(["-name", &format!("molt_bench_{}@127.0.0.1", std::process::id()), "-setcookie", "molt_bench"]);
+        }
+        let output = erl
             .args(["-noshell", "+P", "4000000", "-pa"])
             .arg(self.dir.as_os_str())
             .args(["-run", "bench", "run", workload, &n.to_string()])

@@ -20,6 +20,7 @@
 
 mod actix;
 mod code;
+mod dist;
 mod erlang;
 mod workloads;
 
@@ -108,6 +109,23 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload { name: "hot_call", n: 1_000, better: Better::Time, run: code::hot_call, erlang: false },
     Workload { name: "load_shapes_50", n: 200, better: Better::Time, run: code::load_shapes_50, erlang: false },
+    Workload {
+        name: "remote_round_trips",
+        n: 100_000,
+        better: Better::Rate,
+        run: dist::remote_round_trips,
+        erlang: true,
+    },
+    Workload { name: "remote_one_way", n: 1_000_000, better: Better::Rate, run: dist::remote_one_way, erlang: true },
+    Workload { name: "remote_bulk", n: 500, better: Better::Time, run: dist::remote_bulk, erlang: true },
+    Workload {
+        name: "remote_latency_under_bulk",
+        n: 64 << 20,
+        better: Better::Time,
+        run: dist::remote_latency_under_bulk,
+        erlang: true,
+    },
+    Workload { name: "detect_sigkill", n: 1, better: Better::Time, run: dist::detect_sigkill, erlang: true },
 ];
 
 #[derive(Parser)]
@@ -129,6 +147,10 @@ struct Args {
     /// harness runs a memory workload in a fresh process of its own.
     #[arg(long, hide = true, requires = "only")]
     one_run: bool,
+    /// Run a distributed node and wait to be killed: the victim of
+    /// `detect_sigkill`.
+    #[arg(long, hide = true)]
+    serve_node: bool,
 }
 
 /// A workload `NAME_contended` is `NAME` run while the harness keeps every
@@ -243,6 +265,9 @@ fn ratio(better: Better, molt: &Measurement, erlang: &Measurement) -> Option<f64
 
 fn main() {
     let args = Args::parse();
+    if args.serve_node {
+        dist::serve_node();
+    }
     let runs = args.runs.max(1);
     let erlang = if args.no_erlang {
         None

@@ -46,7 +46,12 @@ fn every_workload_prints_one_json_line() {
             "purge_100k",
             "pingpong_upgrades",
             "hot_call",
-            "load_shapes_50"
+            "load_shapes_50",
+            "remote_round_trips",
+            "remote_one_way",
+            "remote_bulk",
+            "remote_latency_under_bulk",
+            "detect_sigkill"
         ]
     );
     for line in &lines {
@@ -81,4 +86,16 @@ fn erlang_is_compared_where_it_is_installed() {
         assert!(line["erlang"].is_null() && line["ratio"].is_null(), "{line}");
         assert!(stderr.contains("no Erlang comparison"), "{stderr}");
     }
+}
+
+/// The distribution workloads' Erlang side starts a peer node (`peer`,
+/// under `-name`): it works where `erl` is installed.
+#[test]
+fn a_distribution_workload_runs_two_erlang_nodes_where_erlang_is_installed() {
+    let erl_installed = Command::new("erl").arg("-version").output().is_ok_and(|o| o.status.success());
+    if !erl_installed {
+        return;
+    }
+    let (lines, _) = bench(&["--runs", "1", "--n", "1000", "--only", "remote_round_trips"]);
+    assert!(lines[0]["erlang"]["seconds"].as_f64().is_some_and(|s| s > 0.0), "{}", lines[0]);
 }

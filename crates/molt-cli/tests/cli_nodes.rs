@@ -123,7 +123,8 @@ fn molt_ping_reaches_a_node_in_another_process_which_says_goodbye_when_stopped()
 #[test]
 fn a_node_killed_with_sigkill_is_declared_down_and_a_process_streaming_to_it_goes_on() {
     let mut remote = NodeProcess::start("k");
-    let detection = Duration::from_secs(1);
+    // Far longer than the test: a node that is gone is known at once.
+    let detection = Duration::from_secs(30);
     let node = local_node(detection);
     let (echo, told) = watch_echo(&node, &remote.name);
     // A stream of pings towards echo, answered until the kill; the streamer
@@ -153,8 +154,9 @@ fn a_node_killed_with_sigkill_is_declared_down_and_a_process_streaming_to_it_goe
     }
     remote.child.kill().expect("SIGKILL");
     let killed = Instant::now();
-    // Every relation across fires with a lost connection, once the bound
-    // passed (no goodbye: the node just vanished).
+    // Every relation across fires with a lost connection (no goodbye: the
+    // node just vanished), without waiting out the detection bound: this
+    // side dialed, and its first try to dial again is refused.
     assert_eq!(
         events(&told),
         [
@@ -164,7 +166,7 @@ fn a_node_killed_with_sigkill_is_declared_down_and_a_process_streaming_to_it_goe
         ]
         .map(|event| event.replace("NAME", &remote.name))
     );
-    assert!(killed.elapsed() >= detection, "declared down after {:?}", killed.elapsed());
+    assert!(killed.elapsed() < detection, "declared down after {:?}", killed.elapsed());
     // The streamer went on all along, and still answers.
     let told_to_stop = node.run(move |p| async move { p.send(streamer, &true) });
     assert!(told_to_stop.is_ok());

@@ -800,6 +800,10 @@ impl Dist {
                     }
                     // The peer declared this node down already.
                     Err(HandshakeError::Refused(Refusal::UnknownSession)) => break,
+                    // Nobody listens where the peer was: its node is gone
+                    // (a network that drops does not answer at all), and
+                    // waiting out the bound would only delay the news.
+                    Err(HandshakeError::Io(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => break,
                     Err(error) => {
                         tracing::debug!(node = %self.name, peer = %name, "could not resume yet: {error}");
                         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
