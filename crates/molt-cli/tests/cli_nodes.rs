@@ -67,6 +67,10 @@ fn watch_echo(node: &Node, remote: &str) -> (Pid, mpsc::Receiver<String>) {
         p.monitor(echo);
         p.link(echo);
         p.monitor_node(&remote);
+        // A round trip behind the link and the monitor, on the same
+        // connection: once it is back, both are in place over there.
+        p.send(echo, &(p.self_pid(), 0u64));
+        p.expect::<u64>().await?;
         let _ = found.send(echo);
         for _ in 0..3 {
             let event = p

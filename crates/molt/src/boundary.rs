@@ -283,13 +283,22 @@ unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, message: Outgoing) {
     // Through the task's send cache when the process's own body sends.
     let mut envelope = Some(envelope);
     let _ = with_lent(ctx, |_, local| {
-        if let Some(envelope) = envelope.take() {
-            local.send(&ctx.node, to, envelope);
+        if let Some(envelope) = envelope.take()
+            && let Some(backlog) = local.send(&ctx.node, to, envelope)
+        {
+            pause(ctx, local, backlog);
         }
     });
     if let Some(envelope) = envelope {
         ctx.node.send(to, envelope);
     }
+}
+
+/// A send of `ctx` took a peer's `backlog` over its bound: the process
+/// pauses before its next poll until it drains.
+fn pause(ctx: &ProcessCtx, local: &mut TaskLocal, backlog: std::sync::Arc<crate::dist::Backlog>) {
+    local.paused = true;
+    ctx.signals().relations().paused_on = Some(backlog);
 }
 
 unsafe extern "C" fn send_named(handle: ProcessHandle, name: Str, message: Outgoing) -> bool {
@@ -528,7 +537,7 @@ unsafe extern "C" fn nsend_on(handle: ProcessHandle, node: Str, name: Str, messa
         && let Some(backlog) = dist.send_named(node, name, envelope)
     {
         // Paused before its next poll, as a send by pid would be.
-        let _ = with_lent(ctx, |_, local| local.paused_on = Some(backlog));
+        let _ = with_lent(ctx, |_, local| pause(ctx, local, backlog));
     }
 }
 

@@ -139,6 +139,8 @@ pub(crate) struct Relations {
     /// `NodeDown` is delivered only while its monitor is here, and takes it
     /// out as it is queued.
     pub(crate) node_monitors: Vec<molt_abi::NodeId>,
+    /// The peer backlog this process pauses on (`TaskLocal::paused`).
+    pub(crate) paused_on: Option<Arc<crate::dist::Backlog>>,
     /// The `send_after` timers aimed at this process: cancelled when it
     /// ends. Swept lazily (see `timer.rs`): `timers_gone` of them fired or
     /// were cancelled since the last sweep.
@@ -359,10 +361,11 @@ pub(crate) struct TaskLocal {
     /// A hot call the body asked for: (entry, state), carried out when the
     /// body next returns `Pending`.
     pub(crate) hot_call: Option<Box<(String, Vec<u8>)>>,
-    /// The backlog towards a peer node that a send of this process took
-    /// over its bound: the process pauses before its next poll until it
-    /// drains (see `dist/backlog.rs`).
-    pub(crate) paused_on: Option<Arc<crate::dist::Backlog>>,
+    /// A send of this process took a peer node's backlog over its bound:
+    /// the process pauses before its next poll until it drains (see
+    /// `dist/backlog.rs`). The backlog itself is in its `Relations`, out of
+    /// the way of every process that never pauses.
+    pub(crate) paused: bool,
 }
 
 impl TaskLocal {
@@ -371,7 +374,7 @@ impl TaskLocal {
     #[inline]
     fn spend_budget(&mut self) -> bool {
         // Paused by backpressure: it yields here, and its next poll waits.
-        if self.paused_on.is_some() {
+        if self.paused {
             return true;
         }
         self.reductions += 1;
@@ -393,15 +396,15 @@ impl TaskLocal {
 
     /// Sends from the process's own task: as [`NodeInner::send`], with a
     /// one-entry cache of the target.
-    pub(crate) fn send(&mut self, node: &NodeInner, to: Pid, envelope: Envelope) {
+    /// Sends `envelope` to `to`; the backlog of `to`'s node when the send
+    /// took it over its bound, for the caller to pause on.
+    pub(crate) fn send(&mut self, node: &NodeInner, to: Pid, envelope: Envelope) -> Option<Arc<crate::dist::Backlog>> {
         crate::executor::passing();
         if to.node != node.id {
-            if let Some(dist) = node.dist.get()
-                && let Some(backlog) = dist.send(to, envelope)
-            {
-                self.paused_on = Some(backlog);
+            if let Some(dist) = node.dist.get() {
+                return dist.send(to, envelope);
             }
-            return;
+            return None;
         }
         if let Some(target) = &self.send_target
             && target.pid == to
@@ -412,20 +415,22 @@ impl TaskLocal {
             } else {
                 target.mailbox.push(envelope);
             }
-            return;
+            return None;
         }
         if self.last_miss != to.serial {
             self.last_miss = to.serial;
-            return node.send(to, envelope);
+            node.send(to, envelope);
+            return None;
         }
         match node.process(to) {
             Some(target) => {
                 target.mailbox.push(envelope);
                 self.send_target = Some(target);
             }
-            // Another node's process, or none.
+            // None alive.
             None => node.send(to, envelope),
         }
+        None
     }
 }
 
@@ -659,12 +664,16 @@ impl Future for ProcessTask {
         let this = &mut *self;
         // Paused by backpressure: woken when the peer's backlog drains (a
         // kill still ends it, through the task's abort).
-        if let Some(backlog) = &this.local.paused_on {
-            if backlog.pause(cx.waker()) {
+        if this.local.paused {
+            let backlog = this.ctx.signals().relations_mut().and_then(|relations| relations.paused_on.clone());
+            if backlog.is_some_and(|backlog| backlog.pause(cx.waker())) {
                 this.ctx.set_status(ProcessStatus::Backpressured);
                 return Poll::Pending;
             }
-            this.local.paused_on = None;
+            this.local.paused = false;
+            if let Some(relations) = this.ctx.signals().relations_mut() {
+                relations.paused_on = None;
+            }
         }
         this.started = true;
         this.local.reductions = 0;

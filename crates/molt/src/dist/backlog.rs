@@ -46,6 +46,11 @@ impl Backlog {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Whether senders pause on it: over half its bound.
+    pub(crate) fn holding(&self) -> bool {
+        self.bytes() > self.limit / 2
+    }
+
     /// Counts a frame of `weight` bytes in; whether the backlog is now over
     /// its bound (and the sender is to pause).
     pub(crate) fn add(&self, weight: usize) -> bool {

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::{SinkExt, StreamExt};
 use molt_abi::{NodeDownReason, NodeId};
@@ -80,6 +80,7 @@ pub(super) async fn run(
     session: &mut Session,
     backlog: &Backlog,
     stop: &Notify,
+    closed: &AtomicBool,
     opened: impl FnOnce(),
 ) -> NodeDownReason {
     let (mut sink, mut frames) = stream.split();
@@ -90,10 +91,13 @@ pub(super) async fn run(
     let peer_acked = AtomicU64::new(*acked);
     let written = AtomicU64::new(*acked + unacked.len() as u64);
     let first_ack = Notify::new();
-    // Set once this side said goodbye: its links and monitors across have
-    // fired, so nothing more from the peer is delivered.
-    let closing = std::sync::atomic::AtomicBool::new(false);
+    // Set once this side said goodbye, or gave the peer up: its links and
+    // monitors across have fired, so nothing more from the peer is
+    // delivered.
+    let closing = closed;
     let ack_due = Notify::new();
+    // Whether an `AckPlease` went out since the last acknowledgement.
+    let mut asked = false;
     // The peer acknowledged more: what it has is let go at once, and the
     // backlog with it (a sender paused on it may be waiting).
     let acked_more = Notify::new();
@@ -172,6 +176,11 @@ pub(super) async fn run(
                         }
                         return NodeDownReason::Disconnected;
                     }
+                    // Senders pause on what waits: the peer is asked to
+                    // acknowledge it now, not after its next 64 frames.
+                    if backlog.holding() && !std::mem::replace(&mut asked, true) {
+                        let _ = sink.feed(Bytes::from(Frame::AckPlease.encode().unwrap_or_default())).await;
+                    }
                     if sink.flush().await.is_err() {
                         return NodeDownReason::ConnectionClosed;
                     }
@@ -179,6 +188,12 @@ pub(super) async fn run(
                 }
                 () = acked_more.notified() => {
                     trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
+                    // What was written after the last request is still
+                    // held against the senders: asked for too.
+                    asked = backlog.holding() && !unacked.is_empty();
+                    if asked && send(&mut sink, &Frame::AckPlease).await.is_err() {
+                        return NodeDownReason::ConnectionClosed;
+                    }
                 }
                 () = ack_due.notified() => {
                     acked_here = delivered.load(Ordering::Relaxed);
@@ -231,6 +246,7 @@ pub(super) async fn run(
             match frame {
                 Frame::Goodbye(Farewell::Shutdown) => return NodeDownReason::PeerShutdown,
                 Frame::Goodbye(Farewell::Disconnect) => return NodeDownReason::Disconnected,
+                Frame::AckPlease => ack_due.notify_one(),
                 Frame::Ack(n) => {
                     let (before, sent) = (peer_acked.load(Ordering::Relaxed), written.load(Ordering::Relaxed));
                     if n < before || n > sent {
@@ -264,11 +280,9 @@ pub(super) async fn run(
             }
         }
     };
-    // Either half ending ends the connection. The reader first: a goodbye
-    // already read tells why better than a write that failed after it.
+    // Either half ending ends the connection.
     tokio::pin!(reader);
     let why = tokio::select! {
-        biased;
         why = &mut reader => why,
         why = writer => match why {
             // The peer may have said goodbye, and closed, before this

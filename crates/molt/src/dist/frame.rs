@@ -42,6 +42,9 @@ pub(crate) enum Frame {
     /// The sender ends the session on purpose: what links and monitors
     /// across it fires at once, not after the detection bound.
     Goodbye(Farewell),
+    /// The sender holds senders back on what it wrote: an `Ack` now, please,
+    /// rather than after the next 64 frames or heartbeat.
+    AckPlease,
 }
 
 /// Why a peer said goodbye.
@@ -101,7 +104,7 @@ impl Frame {
     }
 
     pub(crate) fn is_numbered(&self) -> bool {
-        !matches!(self, Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_))
+        !matches!(self, Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_) | Frame::AckPlease)
     }
 
     pub(crate) fn encode(&self) -> Result<Vec<u8>, postcard::Error> {

@@ -80,6 +80,7 @@ fn seeds(to: Pid, from: Pid) -> Vec<Vec<u8>> {
         Frame::Ack(9),
         Frame::Goodbye(Farewell::Shutdown),
         Frame::Goodbye(Farewell::Disconnect),
+        Frame::AckPlease,
     ];
     frames.iter().map(|frame| frame.encode().unwrap()).collect()
 }

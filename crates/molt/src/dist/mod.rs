@@ -27,7 +27,7 @@ mod fuzz;
 mod handshake;
 mod secret;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -174,6 +174,9 @@ struct Peer {
     pending: Option<Session>,
     state: PeerState,
     backlog: Arc<Backlog>,
+    /// Set when the entry goes down: its connection delivers nothing more
+    /// (links and monitors across it have fired).
+    closed: Arc<AtomicBool>,
     reconnects: u64,
     /// The peer's creation, once a connection was made.
     creation: Option<u32>,
@@ -222,6 +225,7 @@ impl Peer {
             pending: Some(Session::new(pending)),
             state: PeerState::Connecting { outgoing: false, waiters: Vec::new() },
             backlog: Arc::new(Backlog::new(max_backlog)),
+            closed: Arc::new(AtomicBool::new(false)),
             reconnects: 0,
             creation: None,
             broke_at: None,
@@ -246,6 +250,7 @@ impl Peer {
     /// and whoever waited is handed back.
     fn going_down(&mut self, dropped: &AtomicU64) -> Vec<Waiter> {
         self.queue = None;
+        self.closed.store(true, Ordering::Relaxed);
         self.backlog.release();
         if let Some(mut pending) = self.pending.take() {
             dropped.fetch_add(pending.lose(), Ordering::Relaxed);
@@ -264,6 +269,7 @@ struct Taken {
     connection: u64,
     session: Session,
     backlog: Arc<Backlog>,
+    closed: Arc<AtomicBool>,
     stop: Arc<Notify>,
 }
 
@@ -373,11 +379,17 @@ impl Dist {
     /// [`WhereisReply`]: from the node, or with the reason it went down.
     pub(crate) fn whereis(self: &Arc<Self>, node_name: &str, name: &str, reply_to: Pid, request: u64) {
         let frame = Frame::Whereis { name: name.to_owned(), reply_to, request };
-        let asked = self.reach(node_name, |peer| {
-            peer.requests.push((request, reply_to));
-            // The entry is not going down (`reach`): its queue is open.
-            let _ = peer.push(frame);
-        });
+        // A frame too big to be written would leave the request unanswered.
+        let too_long = (frame.weight() > self.config.max_frame / 2)
+            .then(|| NodeDownReason::Unreachable(format!("a name of {} bytes is too long to ask for", name.len())));
+        let asked = match too_long {
+            Some(why) => Err(why),
+            None => self.reach(node_name, |peer| {
+                peer.requests.push((request, reply_to));
+                // The entry is not going down (`reach`): its queue is open.
+                let _ = peer.push(frame);
+            }),
+        };
         if let (Err(why), Some(node)) = (asked, self.node.upgrade()) {
             node.send_message(reply_to, &WhereisReply { request, pid: Err(why) });
         }
@@ -646,7 +658,14 @@ impl Dist {
             }
         }
         peer.connection += 1;
-        Some(Taken { epoch: peer.epoch, connection: peer.connection, session, backlog: peer.backlog.clone(), stop })
+        Some(Taken {
+            epoch: peer.epoch,
+            connection: peer.connection,
+            session,
+            backlog: peer.backlog.clone(),
+            closed: peer.closed.clone(),
+            stop,
+        })
     }
 
     /// Our handshake with `id` failed (`error`), or the peer's connection
@@ -693,9 +712,9 @@ impl Dist {
         *self.live.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         let dist = Arc::clone(&self);
         self.handle.spawn(async move {
-            let Taken { epoch, connection, mut session, backlog, stop } = taken;
+            let Taken { epoch, connection, mut session, backlog, closed, stop } = taken;
             let opened = || dist.opened(id, epoch, connection);
-            let why = connection::run(&dist, id, stream, welcome, &mut session, &backlog, &stop, opened).await;
+            let why = connection::run(&dist, id, stream, welcome, &mut session, &backlog, &stop, &closed, opened).await;
             dist.connection_ended(id, epoch, connection, why, session);
             let (count, emptied) = &dist.live;
             *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
@@ -803,7 +822,14 @@ impl Dist {
                     // Nobody listens where the peer was: its node is gone
                     // (a network that drops does not answer at all), and
                     // waiting out the bound would only delay the news.
-                    Err(HandshakeError::Io(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                    // (Through a proxy or tunnel, `connect_via`, a refusal
+                    // may be the proxy's: waited out as any break.)
+                    Err(HandshakeError::Io(error))
+                        if error.kind() == std::io::ErrorKind::ConnectionRefused
+                            && parse_name(&name).is_ok_and(|(_, own)| own == address) =>
+                    {
+                        break;
+                    }
                     Err(error) => {
                         tracing::debug!(node = %self.name, peer = %name, "could not resume yet: {error}");
                         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
@@ -914,7 +940,7 @@ impl Dist {
                 }
                 node.send_message(reply_to, &WhereisReply { request, pid: Ok(pid) });
             }
-            Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_) => {}
+            Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_) | Frame::AckPlease => {}
         }
         Ok(())
     }
