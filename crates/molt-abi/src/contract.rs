@@ -357,6 +357,21 @@ pub struct ProcessVTable {
     pub monitor_node: unsafe extern "C" fn(ProcessHandle, node: Str),
     /// Removes one monitor of the node `node`; false if there was none.
     pub demonitor_node: unsafe extern "C" fn(ProcessHandle, node: Str) -> bool,
+    /// Asks the node `node` to spawn `module:entry` with `state` (postcard
+    /// bytes, copied), linked to and/or monitored by the caller as
+    /// `options` says: the answer comes as a
+    /// [`SpawnReply`](crate::SpawnReply) with the request number returned;
+    /// the monitor's id, when one is asked, is written to `monitor` now.
+    pub spawn_entry_on: unsafe extern "C" fn(
+        ProcessHandle,
+        node: Str,
+        module: Str,
+        entry: Str,
+        state: *const u8,
+        len: usize,
+        options: SpawnOptions,
+        monitor: *mut u64,
+    ) -> u64,
     /// A field no real contract has: a module built with `molt-abi`'s
     /// `test-skewed-layout` feature has a table of another shape under the
     /// same ABI version, which the core must refuse (molt's own tests).

@@ -81,6 +81,15 @@ pub enum SpawnError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The node asked to spawn could not be reached, or went down before
+    /// it answered.
+    #[error("could not spawn on node {node}: {why}")]
+    NoConnection {
+        /// The node.
+        node: String,
+        /// Why.
+        why: crate::NodeDownReason,
+    },
     /// The start argument does not decode as the entry's state type; nothing
     /// started.
     #[error(

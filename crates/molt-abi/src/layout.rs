@@ -28,7 +28,7 @@ const SHAPES: &[&[u64]] = &[
     shape!(ProcessVTable; abi_version, release, self_pid, now, send, send_named, receive, sleep_until, spawn,
         link, unlink, monitor, demonitor, exit, kill, trap_exit, register, unregister, whereis, send_after,
         send_after_named, cancel_timer, hot_call, spawn_entry, set_exit_reason, blocking, retain, wake, nsend_on,
-        whereis_on, monitor_node, demonitor_node),
+        whereis_on, monitor_node, demonitor_node, spawn_entry_on),
     shape!(BlockingJob; env, run, drop_env),
     shape!(ReceiveRequest; tags, tag_count, matcher, env, cursor, deadline),
     shape!(ProcessStart; env, start, drop_env, code),

@@ -28,7 +28,9 @@ pub use blocking::Blocking;
 pub use body::{body_future, install_module_panic_hook, panic_message};
 pub use error::{DecodeError, ReceiveError, RegisterError, SpawnError};
 pub use exit::{ExitReason, IntoExitReason, Never, NodeDownReason};
-pub use message::{Down, Envelope, Exit, Message, NodeDown, Payload, Tag, Upgrade, UpgradeFailed, WhereisReply};
+pub use message::{
+    Down, Envelope, Exit, Message, NodeDown, Payload, SpawnReply, Tag, Upgrade, UpgradeFailed, WhereisReply,
+};
 /// Derives [`Message`]: `#[derive(Message)] #[message(name = "myapp.Ping")]`.
 pub use molt_macros::Message;
 pub use pid::{MonitorRef, NodeId, Pid, TimerRef};

@@ -248,6 +248,23 @@ impl Message for WhereisReply {
     }
 }
 
+/// The answer to a [`Process::spawn_entry_on`](crate::Process::spawn_entry_on)
+/// request, which it takes from the mailbox itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnReply {
+    /// The request answered.
+    pub request: u64,
+    /// The new process, or why none started.
+    pub pid: Result<Pid, crate::SpawnError>,
+}
+
+impl Message for SpawnReply {
+    const TAG: Tag = Tag::named("molt.SpawnReply");
+    fn shape() -> Shape {
+        crate::shape::cached_shape!()
+    }
+}
+
 impl Message for UpgradeFailed {
     const TAG: Tag = Tag::named("molt.UpgradeFailed");
     fn shape() -> Shape {

@@ -20,7 +20,8 @@ use crate::module::Sink;
 use crate::outgoing::outgoing;
 use crate::receive::{Expect, NoArms, Receive};
 use crate::{
-    Down, ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, SpawnError, TimerRef, WhereisReply,
+    Down, ExitReason, IntoExitReason, Message, MonitorRef, Pid, RegisterError, SpawnError, SpawnReply, TimerRef,
+    WhereisReply,
 };
 
 /// A running process's view of itself and of the node: send, receive, spawn,
@@ -457,6 +458,51 @@ impl Process {
             SpawnStatus::Spawned => Ok((pid, options.monitor.then_some(monitor))),
             SpawnStatus::Refused => Err(postcard::from_bytes(&error).unwrap_or(SpawnError::ShuttingDown)),
         }
+    }
+
+    /// [`spawn_entry_with`](Self::spawn_entry_with) on the node `node`
+    /// (`name@host:port`; Erlang `spawn(Node, Module, Function, Args)` and
+    /// its link and monitor variants), connecting to it if need be; the
+    /// module must be loaded there. Waits for the answer, taking only it
+    /// from the mailbox. A link or monitor asked for is in place before the
+    /// new process runs: if it ends at once, the `Exit` or `Down` still
+    /// comes, with its reason. This node's own name spawns locally.
+    ///
+    /// # Errors
+    /// As [`spawn_entry`](Self::spawn_entry) there, or
+    /// [`SpawnError::NoConnection`] when the node cannot be reached or goes
+    /// down before it answers.
+    pub async fn spawn_entry_on<S: serde::Serialize>(
+        &mut self,
+        node: &str,
+        module: &str,
+        entry: &str,
+        argument: &S,
+        options: SpawnOptions,
+    ) -> Result<(Pid, Option<MonitorRef>), SpawnError> {
+        let mut monitor = 0;
+        let request = with_encoded(argument, |bytes| {
+            // SAFETY: `self` holds the handle; the strings and `bytes` are
+            // valid for the call (the core copies them); `monitor` is
+            // writable.
+            unsafe {
+                (self.vtable.spawn_entry_on)(
+                    self.handle,
+                    Str::new(node),
+                    Str::new(module),
+                    Str::new(entry),
+                    bytes.as_ptr(),
+                    bytes.len(),
+                    options,
+                    &mut monitor,
+                )
+            }
+        });
+        // The core answers every request: from the node, or when the node
+        // is declared down.
+        let reply = self.receive().on_if(move |reply: &SpawnReply| reply.request == request, |reply| reply.pid).await;
+        let pid = reply.map_err(|error| SpawnError::BadArgument { reason: error.to_string() })??;
+        Ok((pid, options.monitor.then_some(MonitorRef { id: monitor, target: pid })))
     }
 
     /// Leaves the code the process is running and continues in `entry` of

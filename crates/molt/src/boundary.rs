@@ -27,8 +27,9 @@ use molt_abi::contract::{
     ReceiveRequest, ReceiveStatus, RegisterStatus, SpawnOptions, SpawnStatus, Str, borrowed,
 };
 use molt_abi::module::Sink;
-use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, TimerRef};
+use molt_abi::{Envelope, ExitReason, MonitorRef, Payload, Pid, Process, RegisterError, SpawnError, TimerRef};
 
+use crate::node::Parent;
 use crate::process::{ProcessCtx, TaskLocal};
 use crate::signal::Signal;
 use crate::timer::TimerTarget;
@@ -66,6 +67,7 @@ static VTABLE: ProcessVTable = ProcessVTable {
     whereis_on,
     monitor_node,
     demonitor_node,
+    spawn_entry_on,
 };
 
 /// What a process's task lends the core during one poll of its body: the
@@ -695,7 +697,7 @@ unsafe extern "C" fn spawn_entry(
 ) -> SpawnStatus {
     // SAFETY: a live handle and valid buffers, per the contract.
     let (ctx, module, entry, state) = unsafe { (ctx(handle), module.as_str(), entry.as_str(), borrowed(ptr, len)) };
-    match ctx.node.spawn_entry(module, entry, state, Some(ctx), options) {
+    match ctx.node.spawn_entry(module, entry, state, Parent::Local(ctx), options) {
         Ok((spawned, made)) => {
             // SAFETY: the caller passes writable places for both.
             unsafe {
@@ -713,6 +715,45 @@ unsafe extern "C" fn spawn_entry(
             SpawnStatus::Refused
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)] // the contract's signature
+unsafe extern "C" fn spawn_entry_on(
+    handle: ProcessHandle,
+    node: Str,
+    module: Str,
+    entry: Str,
+    ptr: *const u8,
+    len: usize,
+    options: SpawnOptions,
+    monitor: *mut u64,
+) -> u64 {
+    // SAFETY: a live handle and valid buffers, per the contract.
+    let (ctx, node, module, entry, state) =
+        unsafe { (ctx(handle), node.as_str(), module.as_str(), entry.as_str(), borrowed(ptr, len)) };
+    let request = ctx.node.new_ref();
+    let answer = |pid| ctx.node.send_message(ctx.pid, &molt_abi::SpawnReply { request, pid });
+    if node == ctx.node.name {
+        let spawned = ctx.node.spawn_entry(module, entry, state, Parent::Local(ctx), options);
+        if let Ok((_, Some(made))) = &spawned {
+            // SAFETY: the caller passes a writable `u64`.
+            unsafe { monitor.write(made.id) };
+        }
+        answer(spawned.map(|(pid, _)| pid));
+        return request;
+    }
+    let Some(dist) = ctx.node.dist.get() else {
+        answer(Err(SpawnError::NoConnection { node: node.to_owned(), why: not_distributed() }));
+        return request;
+    };
+    // This node numbers the monitor, as every monitor its processes hold.
+    let id = options.monitor.then(|| ctx.node.new_ref());
+    if let Some(id) = id {
+        // SAFETY: the caller passes a writable `u64`.
+        unsafe { monitor.write(id) };
+    }
+    dist.spawn(node, module, entry, state.to_vec(), ctx.pid, request, options, id);
+    request
 }
 
 unsafe extern "C" fn retain(handle: ProcessHandle) {

@@ -61,5 +61,5 @@ pub use molt_abi::{
     NodeDownReason, NodeId, Pid, Process, Receive, ReceiveError, RegisterError, Shape, Sleep, SpawnError, Tag,
     TimerRef, TracedShape, Upgrade, UpgradeFailed, serde,
 };
-pub use molt_abi::{NodeDown, WhereisReply};
+pub use molt_abi::{NodeDown, SpawnReply, WhereisReply};
 pub use node::{MAX_WORKERS, Node, NodeConfig, NodeError};

@@ -387,7 +387,7 @@ impl Node {
     pub fn spawn_entry<S: serde::Serialize>(&self, module: &str, entry: &str, argument: &S) -> Result<Pid, SpawnError> {
         let state =
             postcard::to_allocvec(argument).map_err(|error| SpawnError::BadArgument { reason: error.to_string() })?;
-        self.inner.spawn_entry(module, entry, &state, None, SpawnOptions::default()).map(|(pid, _)| pid)
+        self.inner.spawn_entry(module, entry, &state, Parent::None, SpawnOptions::default()).map(|(pid, _)| pid)
     }
 
     /// Loads the module file at `path` as the module's new current version
@@ -699,7 +699,40 @@ impl NodeInner {
     pub(crate) fn instant_at(&self, nanos: u64) -> std::time::Instant {
         self.epoch + Duration::from_nanos(nanos)
     }
+}
 
+/// Who a new process is spawned for: the process its link and monitor
+/// options are about.
+#[derive(Clone, Copy)]
+pub(crate) enum Parent<'a> {
+    None,
+    /// A process of this node, spawning.
+    Local(&'a ProcessCtx),
+    /// A process of another node, which asked; its node numbered the
+    /// monitor, if one was asked.
+    Remote {
+        pid: Pid,
+        monitor: Option<u64>,
+    },
+}
+
+impl Parent<'_> {
+    fn pid(&self) -> Option<Pid> {
+        match self {
+            Parent::None => None,
+            Parent::Local(ctx) => Some(ctx.pid),
+            Parent::Remote { pid, .. } => Some(*pid),
+        }
+    }
+}
+
+impl<'a> From<Option<&'a ProcessCtx>> for Parent<'a> {
+    fn from(parent: Option<&'a ProcessCtx>) -> Parent<'a> {
+        parent.map_or(Parent::None, Parent::Local)
+    }
+}
+
+impl NodeInner {
     /// Starts a process running a closure; `parent` is the spawning
     /// process, if any, for the link and monitor options. A closure whose
     /// code lies in a module version runs under that version, wherever it
@@ -712,19 +745,37 @@ impl NodeInner {
     ) -> (Pid, Option<MonitorRef>) {
         match self.code.owner_of(start.code_address()) {
             // A closure's start decodes nothing, so it is never refused.
-            Ok(version) => match self.spawn_body(Body::Start(start, version), parent, options) {
+            Ok(version) => match self.spawn_body(Body::Start(start, version), parent.into(), options) {
                 Ok(spawned) => spawned,
-                Err(refused) => {
-                    self.stillborn(Stillborn(None, None), parent, options, ExitReason::Error(refused.to_string()))
-                }
+                Err(refused) => self.stillborn(
+                    Stillborn(None, None),
+                    parent.into(),
+                    options,
+                    ExitReason::Error(refused.to_string()),
+                ),
             },
             Err(reason) => {
                 // Its version is being closed: even the closure's drop code
                 // may be gone, so the closure is leaked, not dropped.
                 std::mem::forget(start);
-                self.stillborn(Stillborn(None, None), parent, options, reason)
+                self.stillborn(Stillborn(None, None), parent.into(), options, reason)
             }
         }
+    }
+
+    /// `spawn_entry` for a process of another node (`parent`), which links
+    /// to or monitors (its node numbered the monitor `monitor`) the new
+    /// process as `options` says: both are in place before it runs.
+    pub(crate) fn spawn_entry_for_remote(
+        self: &Arc<Self>,
+        module: &str,
+        entry: &str,
+        state: &[u8],
+        parent: Pid,
+        options: SpawnOptions,
+        monitor: Option<u64>,
+    ) -> Result<Pid, SpawnError> {
+        self.spawn_entry(module, entry, state, Parent::Remote { pid: parent, monitor }, options).map(|(pid, _)| pid)
     }
 
     /// Starts a process running `module:entry` of the module's current
@@ -734,7 +785,7 @@ impl NodeInner {
         module: &str,
         entry: &str,
         state: &[u8],
-        parent: Option<&ProcessCtx>,
+        parent: Parent<'_>,
         options: SpawnOptions,
     ) -> Result<(Pid, Option<MonitorRef>), SpawnError> {
         if self.stopping.load(Ordering::SeqCst) {
@@ -755,7 +806,7 @@ impl NodeInner {
     fn spawn_body(
         self: &Arc<Self>,
         body: Body<'_>,
-        parent: Option<&ProcessCtx>,
+        parent: Parent<'_>,
         options: SpawnOptions,
     ) -> Result<(Pid, Option<MonitorRef>), SpawnError> {
         if self.stopping.load(Ordering::SeqCst) {
@@ -781,10 +832,14 @@ impl NodeInner {
             return Ok(self.stillborn(body, parent, options, reason));
         }
         let scheduler = match parent {
-            Some(parent) => parent.scheduler(),
-            None => (self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len()) as u32,
+            Parent::Local(parent) => parent.scheduler(),
+            _ => (self.next_scheduler.fetch_add(1, Ordering::Relaxed) % self.schedulers.len()) as u32,
         };
-        let (parent_ctx, parent) = (parent, parent.map(|p| p.pid));
+        let (parent_ctx, parent_monitor, parent) = match parent {
+            Parent::None => (None, None, None),
+            Parent::Local(ctx) => (Some(ctx), None, Some(ctx.pid)),
+            Parent::Remote { pid, monitor } => (None, monitor, Some(pid)),
+        };
         let ctx = Arc::new(ProcessCtx::new(pid, self.clone(), code, scheduler));
         // An entry's state is decoded now: one that does not fit starts
         // nothing, and no link or monitor was made.
@@ -813,7 +868,9 @@ impl NodeInner {
                 }
             }
         };
-        let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
+        // A remote parent's node numbered its monitor.
+        let monitor =
+            options.monitor.then(|| MonitorRef { id: parent_monitor.unwrap_or_else(|| self.new_ref()), target: pid });
         if let (Some(parent), Some(monitor)) = (parent_ctx, monitor) {
             parent.signals().relations().monitoring.insert(monitor.id, pid);
         }
@@ -854,7 +911,7 @@ impl NodeInner {
     fn stillborn(
         &self,
         body: impl Into<Stillborn>,
-        parent: Option<&ProcessCtx>,
+        parent: Parent<'_>,
         options: SpawnOptions,
         reason: ExitReason,
     ) -> (Pid, Option<MonitorRef>) {
@@ -863,17 +920,25 @@ impl NodeInner {
         let serial = self.table.reserve();
         self.table.release(serial);
         let pid = Pid { node: self.id, creation: self.creation, serial };
-        let monitor = options.monitor.then(|| MonitorRef { id: self.new_ref(), target: pid });
+        let remote_monitor = match parent {
+            Parent::Remote { monitor, .. } => monitor,
+            _ => None,
+        };
+        let monitor =
+            options.monitor.then(|| MonitorRef { id: remote_monitor.unwrap_or_else(|| self.new_ref()), target: pid });
         if !matches!(reason, ExitReason::Noproc) {
             tracing::warn!(%pid, %reason, "a spawn was refused; the process ended at once");
         }
-        if let Some(parent) = parent.map(|p| p.pid) {
+        if let Some(parent) = parent.pid() {
             if options.link {
                 // As if linked, then ended: no link entry exists to remove.
                 self.signal(parent, Signal::Exit { from: pid, reason: reason.clone(), linked: false });
             }
-            if let Some(monitor) = monitor {
-                self.send_message(parent, &Down { monitor, pid, reason });
+            match (monitor, parent.node == self.id) {
+                (Some(monitor), true) => self.send_message(parent, &Down { monitor, pid, reason }),
+                // The parent's node holds the monitor, as its own.
+                (Some(monitor), false) => self.signal(parent, Signal::Down { id: monitor.id, target: pid, reason }),
+                (None, _) => {}
             }
         }
         (pid, monitor)

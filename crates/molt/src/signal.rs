@@ -181,6 +181,16 @@ impl NodeInner {
         }
     }
 
+    /// `watcher` monitors `target` as monitor `id` from now on (a process
+    /// spawned for it on another node, whose pid just came), if it is alive.
+    pub(crate) fn monitoring_now(&self, watcher: Pid, id: u64, target: Pid) {
+        let Some(ctx) = self.process(watcher) else { return };
+        let mut signals = ctx.signals();
+        if signals.alive {
+            signals.relations().monitoring.insert(id, target);
+        }
+    }
+
     /// Fires one of `ctx`'s monitors of the node `name`, if it still holds
     /// one: a node that could not be reached at all.
     pub(crate) fn node_unreachable(&self, ctx: &ProcessCtx, name: &str, why: NodeDownReason) {

@@ -4,7 +4,7 @@
 //! envelope in a local mailbox and on the wire); links, monitors and exits
 //! as the core's one [`Signal`] type.
 
-use molt_abi::{Envelope, Pid};
+use molt_abi::{Envelope, Pid, SpawnError};
 use serde::{Deserialize, Serialize};
 
 use crate::signal::Signal;
@@ -45,6 +45,21 @@ pub(crate) enum Frame {
     /// The sender holds senders back on what it wrote: an `Ack` now, please,
     /// rather than after the next 64 frames or heartbeat.
     AckPlease,
+    /// Spawn `module:entry` with `state` on the receiving node, linked to
+    /// and/or monitored (as monitor `monitor` of the sender's node) by
+    /// `reply_to`: request `request` of the sender's node.
+    Spawn {
+        module: String,
+        entry: String,
+        #[serde(with = "serde_bytes")]
+        state: Vec<u8>,
+        reply_to: Pid,
+        request: u64,
+        link: bool,
+        monitor: Option<u64>,
+    },
+    /// The answer to a `Spawn` (the error boxed: it is big, and rare).
+    SpawnReply { reply_to: Pid, request: u64, pid: Result<Pid, Box<SpawnError>> },
 }
 
 /// Why a peer said goodbye.
@@ -99,6 +114,7 @@ impl Frame {
             Frame::Message { envelope, .. } => envelope.payload.len(),
             Frame::Named { name, envelope } => name.len() + envelope.payload.len(),
             Frame::Whereis { name, .. } => name.len(),
+            Frame::Spawn { module, entry, state, .. } => module.len() + entry.len() + state.len(),
             _ => 0,
         }
     }

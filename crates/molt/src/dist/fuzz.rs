@@ -81,6 +81,16 @@ fn seeds(to: Pid, from: Pid) -> Vec<Vec<u8>> {
         Frame::Goodbye(Farewell::Shutdown),
         Frame::Goodbye(Farewell::Disconnect),
         Frame::AckPlease,
+        Frame::Spawn {
+            module: "testmod".into(),
+            entry: "echo".into(),
+            state: vec![0, 0, 0],
+            reply_to: from,
+            request: 6,
+            link: true,
+            monitor: Some(7),
+        },
+        Frame::SpawnReply { reply_to: to, request: 6, pid: Ok(from) },
     ];
     frames.iter().map(|frame| frame.encode().unwrap()).collect()
 }

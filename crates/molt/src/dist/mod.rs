@@ -31,7 +31,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use molt_abi::{Envelope, ExitReason, NodeDownReason, NodeId, Pid, WhereisReply};
+use molt_abi::contract::SpawnOptions;
+use molt_abi::{Envelope, ExitReason, NodeDownReason, NodeId, Pid, SpawnError, SpawnReply, WhereisReply};
 use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::bytes::Bytes;
@@ -184,9 +185,27 @@ struct Peer {
     /// the detection bound counts from the first break, however many
     /// connections fail to resume it meanwhile.
     broke_at: Option<Instant>,
-    /// `whereis_on` requests sent and not answered yet: (request, the
-    /// process waiting). Answered with the reason if the peer goes down.
-    requests: Vec<(u64, Pid)>,
+    /// `whereis_on` and `spawn_entry_on` requests sent and not answered
+    /// yet. Answered with the reason if the peer goes down.
+    requests: Vec<Request>,
+}
+
+/// A question asked of a peer, for a process of this node.
+struct Request {
+    id: u64,
+    reply_to: Pid,
+    asked: Asked,
+}
+
+enum Asked {
+    Whereis,
+    /// A spawn, monitored as `monitor`: a `Down` of it that comes before
+    /// the answer (the process ended at once) waits in `early_down` until
+    /// the monitor's target is known.
+    Spawn {
+        monitor: Option<u64>,
+        early_down: Option<(Pid, ExitReason)>,
+    },
 }
 
 /// Someone waiting in [`Node::connect`](crate::Node::connect): told
@@ -385,13 +404,59 @@ impl Dist {
         let asked = match too_long {
             Some(why) => Err(why),
             None => self.reach(node_name, |peer| {
-                peer.requests.push((request, reply_to));
+                peer.requests.push(Request { id: request, reply_to, asked: Asked::Whereis });
                 // The entry is not going down (`reach`): its queue is open.
                 let _ = peer.push(frame);
             }),
         };
         if let (Err(why), Some(node)) = (asked, self.node.upgrade()) {
             node.send_message(reply_to, &WhereisReply { request, pid: Err(why) });
+        }
+    }
+
+    /// Asks the node `node_name` to spawn `module:entry` with `state` for
+    /// `reply_to` (linked, and monitored as `monitor`, as `options` says),
+    /// as request `request`; `reply_to` gets the answer as a
+    /// [`SpawnReply`]: from the node, or with the reason it went down.
+    #[allow(clippy::too_many_arguments)] // what `spawn_entry_on` carries, each its own
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        node_name: &str,
+        module: &str,
+        entry: &str,
+        state: Vec<u8>,
+        reply_to: Pid,
+        request: u64,
+        options: SpawnOptions,
+        monitor: Option<u64>,
+    ) {
+        let frame = Frame::Spawn {
+            module: module.to_owned(),
+            entry: entry.to_owned(),
+            state,
+            reply_to,
+            request,
+            link: options.link,
+            monitor,
+        };
+        let refused = if frame.weight() > self.config.max_frame / 2 {
+            Err(SpawnError::BadArgument {
+                reason: format!("{} bytes are too many to send (NodeConfig::max_frame)", frame.weight()),
+            })
+        } else {
+            self.reach(node_name, |peer| {
+                peer.requests.push(Request {
+                    id: request,
+                    reply_to,
+                    asked: Asked::Spawn { monitor, early_down: None },
+                });
+                // The entry is not going down (`reach`): its queue is open.
+                let _ = peer.push(frame);
+            })
+            .map_err(|why| SpawnError::NoConnection { node: node_name.to_owned(), why })
+        };
+        if let (Err(refused), Some(node)) = (refused, self.node.upgrade()) {
+            node.send_message(reply_to, &SpawnReply { request, pid: Err(refused) });
         }
     }
 
@@ -883,8 +948,14 @@ impl Dist {
             }
         };
         if let Some(node) = self.node.upgrade() {
-            for (request, reply_to) in requests {
-                node.send_message(reply_to, &WhereisReply { request, pid: Err(why.clone()) });
+            for Request { id: request, reply_to, asked } in requests {
+                match asked {
+                    Asked::Whereis => node.send_message(reply_to, &WhereisReply { request, pid: Err(why.clone()) }),
+                    Asked::Spawn { .. } => {
+                        let pid = Err(SpawnError::NoConnection { node: name.to_owned(), why: why.clone() });
+                        node.send_message(reply_to, &SpawnReply { request, pid });
+                    }
+                }
             }
         }
         // Last: a waiter that tries again at once finds the entry gone.
@@ -910,7 +981,43 @@ impl Dist {
                 if signal.sender().is_some_and(|sender| sender.node != from) {
                     return Err(format!("a signal claiming to come from {:?}, not the peer", signal.sender()));
                 }
+                // The `Down` of a process spawned for `to` that ended before
+                // the answer came: kept until its monitor's target is known.
+                let signal = match signal {
+                    Signal::Down { id, target, reason } => match self.early_down(from, to, id, target, reason) {
+                        Some((target, reason)) => Signal::Down { id, target, reason },
+                        None => return Ok(()),
+                    },
+                    signal => signal,
+                };
                 node.signal(to, signal);
+            }
+            Frame::Spawn { module, entry, state, reply_to, request, link, monitor } => {
+                if reply_to.node != from {
+                    return Err(format!("a spawn for {reply_to:?}, which is not a process of the peer"));
+                }
+                let options = SpawnOptions { link, monitor: monitor.is_some() };
+                // The link and the monitor are in place before the process
+                // runs; its `Link` signal goes out before this answer.
+                let pid = node.spawn_entry_for_remote(&module, &entry, &state, reply_to, options, monitor);
+                if let Some(peer) = self.peers().get(&from) {
+                    let _ = peer.push(Frame::SpawnReply { reply_to, request, pid: pid.map_err(Box::new) });
+                }
+            }
+            Frame::SpawnReply { reply_to, request, pid } => {
+                if pid.as_ref().is_ok_and(|pid| pid.node != from) {
+                    return Err(format!("a spawn answered with {pid:?}, which is not a process of the peer"));
+                }
+                let Some(Asked::Spawn { monitor, early_down }) = self.answered(from, request, reply_to) else {
+                    return Err(format!("an answer to spawn request {request}, which was not asked"));
+                };
+                if let (Ok(pid), Some(id)) = (&pid, monitor) {
+                    node.monitoring_now(reply_to, id, *pid);
+                    if let Some((target, reason)) = early_down {
+                        node.signal(reply_to, Signal::Down { id, target, reason });
+                    }
+                }
+                node.send_message(reply_to, &SpawnReply { request, pid: pid.map_err(|error| *error) });
             }
             Frame::Named { name, envelope } => {
                 // As Erlang's `{Name, Node} ! Msg`: nobody by that name, no
@@ -930,19 +1037,45 @@ impl Dist {
             }
             Frame::WhereisReply { reply_to, request, pid } => {
                 // Only an answer to a question asked of this peer.
-                let asked = self.peers().get_mut(&from).is_some_and(|peer| {
-                    let before = peer.requests.len();
-                    peer.requests.retain(|&asked| asked != (request, reply_to));
-                    peer.requests.len() < before
-                });
-                if !asked {
-                    return Err(format!("an answer to request {request}, which was not asked"));
-                }
+                let Some(Asked::Whereis) = self.answered(from, request, reply_to) else {
+                    return Err(format!("an answer to whereis request {request}, which was not asked"));
+                };
                 node.send_message(reply_to, &WhereisReply { request, pid: Ok(pid) });
             }
             Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_) | Frame::AckPlease => {}
         }
         Ok(())
+    }
+
+    /// Takes request `request` of `reply_to`, asked of the peer `from`, as
+    /// answered; `None` if there is no such request.
+    fn answered(&self, from: NodeId, request: u64, reply_to: Pid) -> Option<Asked> {
+        let mut peers = self.peers();
+        let requests = &mut peers.get_mut(&from)?.requests;
+        let at = requests.iter().position(|asked| asked.id == request && asked.reply_to == reply_to)?;
+        Some(requests.swap_remove(at).asked)
+    }
+
+    /// A `Down` of monitor `id` of `to` from the peer `from`: kept, and
+    /// `None`, if it is the monitor of a spawn `to` asked for and the
+    /// answer has not come; else handed back.
+    fn early_down(&self, from: NodeId, to: Pid, id: u64, target: Pid, reason: ExitReason) -> Option<(Pid, ExitReason)> {
+        let mut peers = self.peers();
+        let waiting = peers.get_mut(&from).and_then(|peer| {
+            peer.requests.iter_mut().find_map(|request| match &mut request.asked {
+                Asked::Spawn { monitor: Some(monitor), early_down } if request.reply_to == to && *monitor == id => {
+                    Some(early_down)
+                }
+                _ => None,
+            })
+        });
+        match waiting {
+            Some(early_down) => {
+                *early_down = Some((target, reason));
+                None
+            }
+            None => Some((target, reason)),
+        }
     }
 
     /// Drops the connection to `name` (Erlang's `disconnect_node`): what
