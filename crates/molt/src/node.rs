@@ -883,10 +883,12 @@ impl NodeInner {
                 signals.relations().monitored_by.insert((monitor.id, parent.node), parent);
             }
         }
+        // In the table first: a node going down meanwhile finds the link
+        // (and an exit signal answering the `Link` finds the process).
+        self.table.insert(ctx.clone());
         if let (Some(parent), true) = (parent, options.link) {
             self.signal(parent, Signal::Link { from: pid });
         }
-        self.table.insert(ctx.clone());
         self.run_process(Box::new(Scheduled(Some(ProcessTask::new(ctx.clone(), body)))), ctx.scheduler());
         if self.stopping.load(Ordering::SeqCst) {
             ctx.kill_with(ExitReason::Shutdown);

@@ -182,13 +182,15 @@ impl NodeInner {
     }
 
     /// `watcher` monitors `target` as monitor `id` from now on (a process
-    /// spawned for it on another node, whose pid just came), if it is alive.
-    pub(crate) fn monitoring_now(&self, watcher: Pid, id: u64, target: Pid) {
-        let Some(ctx) = self.process(watcher) else { return };
+    /// spawned for it on another node, whose pid just came), if it is
+    /// alive; whether it is.
+    pub(crate) fn monitoring_now(&self, watcher: Pid, id: u64, target: Pid) -> bool {
+        let Some(ctx) = self.process(watcher) else { return false };
         let mut signals = ctx.signals();
         if signals.alive {
             signals.relations().monitoring.insert(id, target);
         }
+        signals.alive
     }
 
     /// Fires one of `ctx`'s monitors of the node `name`, if it still holds

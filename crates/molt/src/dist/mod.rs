@@ -965,7 +965,7 @@ impl Dist {
     }
     /// A frame from the peer `from`: delivered to its process here, or a
     /// protocol error that ends the connection.
-    fn deliver(&self, from: NodeId, frame: Frame) -> Result<(), String> {
+    fn deliver(self: &Arc<Self>, from: NodeId, frame: Frame) -> Result<(), String> {
         let Some(node) = self.node.upgrade() else { return Err("this node is shutting down".into()) };
         match frame {
             Frame::Message { to, envelope } => {
@@ -997,24 +997,36 @@ impl Dist {
                     return Err(format!("a spawn for {reply_to:?}, which is not a process of the peer"));
                 }
                 let options = SpawnOptions { link, monitor: monitor.is_some() };
+                // Off the I/O thread: the module's code decodes the state.
                 // The link and the monitor are in place before the process
                 // runs; its `Link` signal goes out before this answer.
-                let pid = node.spawn_entry_for_remote(&module, &entry, &state, reply_to, options, monitor);
-                if let Some(peer) = self.peers().get(&from) {
-                    let _ = peer.push(Frame::SpawnReply { reply_to, request, pid: pid.map_err(Box::new) });
-                }
+                let dist = Arc::clone(self);
+                self.handle.spawn_blocking(move || {
+                    let pid = node.spawn_entry_for_remote(&module, &entry, &state, reply_to, options, monitor);
+                    if let Some(peer) = dist.peers().get(&from) {
+                        let _ = peer.push(Frame::SpawnReply { reply_to, request, pid: pid.map_err(Box::new) });
+                    }
+                });
             }
             Frame::SpawnReply { reply_to, request, pid } => {
                 if pid.as_ref().is_ok_and(|pid| pid.node != from) {
                     return Err(format!("a spawn answered with {pid:?}, which is not a process of the peer"));
                 }
-                let Some(Asked::Spawn { monitor, early_down }) = self.answered(from, request, reply_to) else {
+                let spawn = |asked: &Asked| matches!(asked, Asked::Spawn { .. });
+                let Some(Asked::Spawn { monitor, early_down }) = self.answered(from, request, reply_to, spawn) else {
                     return Err(format!("an answer to spawn request {request}, which was not asked"));
                 };
                 if let (Ok(pid), Some(id)) = (&pid, monitor) {
-                    node.monitoring_now(reply_to, id, *pid);
-                    if let Some((target, reason)) = early_down {
+                    if !node.monitoring_now(reply_to, id, *pid) {
+                        // Nobody to tell: the monitor goes from over there.
+                        node.signal(*pid, Signal::Demonitor { id, watcher: reply_to });
+                    } else if let Some((target, reason)) = early_down {
                         node.signal(reply_to, Signal::Down { id, target, reason });
+                    } else if let Some(name) = self.gone(from) {
+                        // The peer went down while this answer was read: its
+                        // monitors fired before this one was in place.
+                        let reason = ExitReason::NoConnection { node: name, why: NodeDownReason::ConnectionClosed };
+                        node.signal(reply_to, Signal::Down { id, target: *pid, reason });
                     }
                 }
                 node.send_message(reply_to, &SpawnReply { request, pid: pid.map_err(|error| *error) });
@@ -1037,7 +1049,8 @@ impl Dist {
             }
             Frame::WhereisReply { reply_to, request, pid } => {
                 // Only an answer to a question asked of this peer.
-                let Some(Asked::Whereis) = self.answered(from, request, reply_to) else {
+                let whereis = |asked: &Asked| matches!(asked, Asked::Whereis);
+                let Some(Asked::Whereis) = self.answered(from, request, reply_to, whereis) else {
                     return Err(format!("an answer to whereis request {request}, which was not asked"));
                 };
                 node.send_message(reply_to, &WhereisReply { request, pid: Ok(pid) });
@@ -1047,12 +1060,23 @@ impl Dist {
         Ok(())
     }
 
-    /// Takes request `request` of `reply_to`, asked of the peer `from`, as
-    /// answered; `None` if there is no such request.
-    fn answered(&self, from: NodeId, request: u64, reply_to: Pid) -> Option<Asked> {
+    /// The peer `from`'s name if it is going down or gone.
+    fn gone(&self, from: NodeId) -> Option<String> {
+        match self.peers().get(&from) {
+            Some(peer) if !peer.closed.load(Ordering::Relaxed) => None,
+            Some(peer) => Some(peer.name.clone()),
+            None => Some(format!("{from:?}")),
+        }
+    }
+
+    /// Takes request `request` of `reply_to`, of the `kind` given, asked of
+    /// the peer `from`, as answered; `None` if there is no such request.
+    fn answered(&self, from: NodeId, request: u64, reply_to: Pid, kind: impl Fn(&Asked) -> bool) -> Option<Asked> {
         let mut peers = self.peers();
         let requests = &mut peers.get_mut(&from)?.requests;
-        let at = requests.iter().position(|asked| asked.id == request && asked.reply_to == reply_to)?;
+        let at = requests
+            .iter()
+            .position(|asked| asked.id == request && asked.reply_to == reply_to && kind(&asked.asked))?;
         Some(requests.swap_remove(at).asked)
     }
 
