@@ -12,19 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant};
 
-use molt::{
-    Down, ExitReason, Node, NodeConfig, NodeDown, NodeDownReason, Pid, Process, ProcessStatus, ReceiveError, Secret,
-};
+use molt::{ExitReason, Node, NodeConfig, NodeDown, NodeDownReason, Pid, Process, ProcessStatus, ReceiveError};
+use support::dist::{dist_config, eventually, round_trip, watch};
 use support::proxy::Proxy;
 use support::{BOUND, run};
 
 fn config(name: &str, detection: Duration) -> NodeConfig {
-    NodeConfig::new(name)
-        .workers(2)
-        .listen("127.0.0.1:0")
-        .secret(Secret::new("shared").unwrap())
-        .detection(detection)
-        .handshake_timeout(Duration::from_millis(500))
+    dist_config(name).detection(detection)
 }
 
 /// Two nodes, `a` connected to `b` through a proxy.
@@ -38,14 +32,6 @@ fn pair_of(a: NodeConfig, b: NodeConfig) -> (Node, Node, Proxy) {
     let proxy = Proxy::start(address);
     a.connect_via(b.name(), proxy.address()).expect("a connects to b through the proxy");
     (a, b, proxy)
-}
-
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + BOUND;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// A collector on `node` that takes 1, 2, 3, ... in order (and ends with
@@ -95,22 +81,6 @@ fn tell(node: &Node, to: Pid, k: u64) {
     run(node, move |p| async move { p.send(to, &k) }).unwrap();
 }
 
-/// Spawns on `node` a process that monitors `target` and reports the
-/// reason of its `Down`; returns once the monitor is made.
-fn watch(node: &Node, target: Pid) -> std::sync::mpsc::Receiver<ExitReason> {
-    let (tell, told) = std::sync::mpsc::channel();
-    let (ready, is_ready) = std::sync::mpsc::channel();
-    node.spawn(move |mut p: Process| async move {
-        p.monitor(target);
-        let _ = ready.send(());
-        let down = p.receive().on_if(move |d: &Down| d.pid == target, |d| d.reason).await?;
-        let _ = tell.send(down);
-        Ok::<(), ReceiveError>(())
-    });
-    is_ready.recv_timeout(BOUND).expect("the watcher starts");
-    told
-}
-
 /// Spawns on `node` a process that monitors the node `other` and reports
 /// its `NodeDown`; returns once the monitor is made.
 fn watch_node(node: &Node, other: &Node) -> std::sync::mpsc::Receiver<NodeDown> {
@@ -125,19 +95,6 @@ fn watch_node(node: &Node, other: &Node) -> std::sync::mpsc::Receiver<NodeDown> 
     });
     is_ready.recv_timeout(BOUND).expect("the watcher starts");
     told
-}
-
-/// `n`, sent from a process of `a` to an echo on `b`, and back.
-fn round_trip(a: &Node, b: &Node, n: u64) -> Result<Result<u64, ReceiveError>, ExitReason> {
-    let echo = b.spawn(|mut p| async move {
-        let (from, n): (Pid, u64) = p.expect().await?;
-        p.send(from, &n);
-        Ok::<(), ReceiveError>(())
-    });
-    run(a, move |mut p| async move {
-        p.send(echo, &(p.self_pid(), n));
-        p.expect_timeout::<u64>(BOUND).await
-    })
 }
 
 fn reconnects(node: &Node) -> u64 {

@@ -7,56 +7,24 @@
 mod support;
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use molt::{
-    ConnectError, Down, Exit, ExitReason, Node, NodeConfig, NodeDown, NodeDownReason, Pid, Process, ReceiveError,
-    Secret,
+    ConnectError, Exit, ExitReason, Node, NodeConfig, NodeDown, NodeDownReason, Pid, Process, ReceiveError, Secret,
 };
+use support::dist::{dist_config, dist_node, down_of, echo, eventually, watch};
 use support::{BOUND, run};
 
-fn dist_node(name: &str, secret: &str) -> Node {
-    let config = NodeConfig::new(name)
-        .workers(2)
-        .listen("127.0.0.1:0")
-        .secret(Secret::new(secret).unwrap())
-        .handshake_timeout(Duration::from_millis(500));
-    Node::start(config).expect("a distributed node starts")
+/// A node with its own `secret`.
+fn node_with_secret(name: &str, secret: &str) -> Node {
+    Node::start(dist_config(name).secret(Secret::new(secret).unwrap())).expect("a distributed node starts")
 }
 
 /// Two connected nodes.
 fn pair() -> (Node, Node) {
-    let (a, b) = (dist_node("a", "shared"), dist_node("b", "shared"));
+    let (a, b) = (dist_node("a"), dist_node("b"));
     a.connect(b.name()).expect("a connects to b");
     (a, b)
-}
-
-/// Waits, with the test's bound, until `done` holds.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + BOUND;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-async fn down_of(p: &mut Process, pid: Pid) -> ExitReason {
-    p.receive_timeout(BOUND).on_if(move |d: &Down| d.pid == pid, |d| d.reason).await.expect("a Down")
-}
-
-/// Spawns on `node` a process that monitors `target` and reports the
-/// reason of its `Down`; returns once the monitor is made.
-fn watch(node: &Node, target: Pid) -> std::sync::mpsc::Receiver<ExitReason> {
-    let (tell, told) = std::sync::mpsc::channel();
-    let (ready, is_ready) = std::sync::mpsc::channel();
-    node.spawn(move |mut p| async move {
-        p.monitor(target);
-        let _ = ready.send(());
-        let _ = tell.send(down_of(&mut p, target).await);
-        Ok::<(), ReceiveError>(())
-    });
-    is_ready.recv_timeout(BOUND).expect("the watcher starts");
-    told
 }
 
 async fn exit_of(p: &mut Process, pid: Pid) -> ExitReason {
@@ -69,17 +37,9 @@ async fn wait_forever(mut p: Process) -> Result<(), ReceiveError> {
     }
 }
 
-/// Answers every `(from, n)` with `n`.
-async fn echo(mut p: Process) -> Result<(), ReceiveError> {
-    loop {
-        let (from, n): (Pid, u64) = p.expect().await?;
-        p.send(from, &n);
-    }
-}
-
 #[test]
 fn a_node_that_listens_is_named_after_its_address_and_a_local_node_stays_local() {
-    let a = dist_node("a", "shared");
+    let a = dist_node("a");
     let (short, port) = a.name().split_once("@127.0.0.1:").expect("name@127.0.0.1:port");
     assert_eq!(short, "a");
     assert_ne!(port.parse::<u16>().unwrap(), 0, "port 0 picks a free port, which the name reports");
@@ -194,7 +154,7 @@ fn a_link_or_monitor_to_a_remote_process_that_is_gone_answers_noproc() {
 
 #[test]
 fn a_monitor_on_a_process_of_a_node_never_connected_fires_noconnection_at_once() {
-    let a = dist_node("a", "shared");
+    let a = dist_node("a");
     let stranger = Pid { node: molt::NodeId::from_name("nobody@127.0.0.1:1"), creation: 1, serial: 7 };
     let down = run(&a, move |mut p| async move {
         p.monitor(stranger);
@@ -254,15 +214,15 @@ fn a_lost_connection_fires_every_link_and_monitor_across_it_on_both_sides() {
 
 #[test]
 fn a_wrong_secret_is_refused_by_name_and_both_nodes_go_on() {
-    let a = dist_node("a", "right");
-    let stranger = dist_node("s", "wrong");
+    let a = node_with_secret("a", "right");
+    let stranger = node_with_secret("s", "wrong");
     let error = stranger.connect(a.name()).unwrap_err();
     assert!(error.to_string().contains("authentication failed"), "{error}");
     assert!(stranger.nodes().is_empty());
     eventually("a counts the refusal", || a.dist_counts().1 >= 1);
     assert!(a.nodes().is_empty());
     // Both go on: a connects to a node with the right secret.
-    let b = dist_node("b", "right");
+    let b = node_with_secret("b", "right");
     b.connect(a.name()).unwrap();
     let remote = a.spawn(echo);
     let back = run(&b, move |mut p| async move {
@@ -274,7 +234,7 @@ fn a_wrong_secret_is_refused_by_name_and_both_nodes_go_on() {
 
 #[test]
 fn garbage_and_silence_at_the_door_are_refused_and_counted() {
-    let a = dist_node("a", "shared");
+    let a = dist_node("a");
     let address = a.name().split_once('@').unwrap().1.to_owned();
     // Garbage: a length prefix and bytes that are no hello.
     let mut garbage = std::net::TcpStream::connect(&address).unwrap();
@@ -288,7 +248,7 @@ fn garbage_and_silence_at_the_door_are_refused_and_counted() {
     eventually("the three are refused", || a.dist_counts().1 >= 3);
     drop((garbage, huge, silent));
     // The node goes on.
-    let b = dist_node("b", "shared");
+    let b = dist_node("b");
     b.connect(a.name()).unwrap();
     assert_eq!(a.nodes().len(), 1);
 }
@@ -296,7 +256,7 @@ fn garbage_and_silence_at_the_door_are_refused_and_counted() {
 #[test]
 fn simultaneous_connects_from_both_sides_end_with_one_connection() {
     for _ in 0..10 {
-        let (a, b) = (dist_node("a", "shared"), dist_node("b", "shared"));
+        let (a, b) = (dist_node("a"), dist_node("b"));
         let (first, second) = std::thread::scope(|scope| {
             let first = scope.spawn(|| a.connect(b.name()));
             let second = scope.spawn(|| b.connect(a.name()));
@@ -333,7 +293,7 @@ fn a_node_shutting_down_ends_its_processes_and_tells_its_peers() {
 
 #[test]
 fn a_name_on_another_node_is_looked_up_and_sent_to_and_its_first_use_connects() {
-    let (a, b) = (dist_node("a", "shared"), dist_node("b", "shared"));
+    let (a, b) = (dist_node("a"), dist_node("b"));
     let echo_on_b = b.spawn(echo);
     run(&b, move |p| async move { p.register("echo", echo_on_b) }).unwrap().unwrap();
     let local = a.spawn(wait_forever);

@@ -5,22 +5,10 @@
 
 mod support;
 
-use std::time::Duration;
-
-use molt::{
-    Down, Exit, ExitReason, Node, NodeConfig, NodeDownReason, Pid, ReceiveError, Secret, SpawnError, SpawnOptions,
-};
+use molt::{Down, Exit, ExitReason, NodeDownReason, SpawnError, SpawnOptions};
+use support::dist::{dist_node, round_trip};
 use support::modules::{Counter, ask, testmod};
 use support::{BOUND, run};
-
-fn dist_node(name: &str) -> Node {
-    let config = NodeConfig::new(name)
-        .workers(2)
-        .listen("127.0.0.1:0")
-        .secret(Secret::new("shared").unwrap())
-        .handshake_timeout(Duration::from_millis(500));
-    Node::start(config).expect("a distributed node starts")
-}
 
 const PLAIN: SpawnOptions = SpawnOptions { link: false, monitor: false };
 const LINKED_AND_MONITORED: SpawnOptions = SpawnOptions { link: true, monitor: true };
@@ -97,14 +85,5 @@ fn a_spawn_that_cannot_start_says_why() {
     );
     assert_eq!(here, Err(SpawnError::NoModule { module: "testmod".into() }));
     // The nodes go on.
-    let echo = b.spawn(|mut p| async move {
-        let (from, n): (Pid, u64) = p.expect().await?;
-        p.send(from, &n);
-        Ok::<(), ReceiveError>(())
-    });
-    let back = run(&a, move |mut p| async move {
-        p.send(echo, &(p.self_pid(), 9u64));
-        p.expect_timeout::<u64>(BOUND).await
-    });
-    assert_eq!(back, Ok(Ok(9)));
+    assert_eq!(round_trip(&a, &b, 9), Ok(Ok(9)));
 }

@@ -5,6 +5,7 @@
 
 pub mod allocations;
 pub mod child;
+pub mod dist;
 pub mod modules;
 pub mod proxy;
 
