@@ -334,28 +334,24 @@ remote_counter(Node, N) ->
 count_any(0) -> ok;
 count_any(N) -> receive _ -> count_any(N - 1) end.
 
-remote_one_way(N) ->
+%% Streams N messages, which Send(Sink) sends, to a counter on a peer node.
+stream_to_peer(N, Send) ->
     {Peer, Node} = start_peer(),
     Sink = remote_counter(Node, N),
     Sink ! {driver, self()},
     Start = now_ns(),
-    send_all(Sink, 0, N),
+    Send(Sink),
     receive done -> ok end,
     S = seconds(Start) / 1.0e9,
     peer:stop(Peer),
     [{seconds, S}].
 
+remote_one_way(N) ->
+    stream_to_peer(N, fun(Sink) -> send_all(Sink, 0, N) end).
+
 remote_bulk(N) ->
-    {Peer, Node} = start_peer(),
-    Sink = remote_counter(Node, N),
-    Sink ! {driver, self()},
     Chunk = binary:copy(<<7>>, 1 bsl 20),
-    Start = now_ns(),
-    [Sink ! Chunk || _ <- lists:seq(1, N)],
-    receive done -> ok end,
-    S = seconds(Start) / 1.0e9,
-    peer:stop(Peer),
-    [{seconds, S}].
+    stream_to_peer(N, fun(Sink) -> [Sink ! Chunk || _ <- lists:seq(1, N)] end).
 
 remote_latency_under_bulk(N) ->
     {Peer, Node} = start_peer(),

@@ -20,15 +20,14 @@ use std::time::{Duration, Instant};
 use molt::{Node, NodeConfig, NodeDown, Pid, Process, ReceiveError, Secret};
 use serde::{Deserialize, Serialize};
 
-use crate::workloads::Measurement;
+use crate::workloads::{Measurement, run, workers};
 
 const SECRET: &str = "molt-bench";
 
 fn dist_node(name: &str) -> Node {
-    let workers = std::env::var("MOLT_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     // Frames up to 256 MiB: a 64 MiB message crosses whole (no chunking yet).
     let config = NodeConfig::new(name)
-        .workers(workers)
+        .workers(workers())
         .listen("127.0.0.1:0")
         .secret(Secret::new(SECRET).expect("a secret"))
         .max_frame(256 << 20);
@@ -40,13 +39,6 @@ fn pair() -> (Node, Node) {
     let (a, b) = (dist_node("a"), dist_node("b"));
     a.connect(b.name()).expect("a connects to b");
     (a, b)
-}
-
-fn run<R: Send + 'static, Fut>(node: &Node, body: impl FnOnce(Process) -> Fut + Send + 'static) -> R
-where
-    Fut: std::future::Future<Output = R> + Send + 'static,
-{
-    node.run(body).expect("the benchmark's driver process returns")
 }
 
 async fn echo(mut p: Process) -> Result<(), ReceiveError> {

@@ -19,7 +19,7 @@ pub(crate) struct Measurement {
 }
 
 /// The schedulers a workload's node runs (`MOLT_WORKERS`, 2 unless set).
-fn workers() -> usize {
+pub(crate) fn workers() -> usize {
     std::env::var("MOLT_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2)
 }
 
@@ -27,7 +27,7 @@ fn node() -> Node {
     Node::start(NodeConfig::new("bench").workers(workers())).expect("a node starts")
 }
 
-fn run<R: Send + 'static, Fut>(node: &Node, body: impl FnOnce(molt::Process) -> Fut + Send + 'static) -> R
+pub(crate) fn run<R: Send + 'static, Fut>(node: &Node, body: impl FnOnce(molt::Process) -> Fut + Send + 'static) -> R
 where
     Fut: std::future::Future<Output = R> + Send + 'static,
 {

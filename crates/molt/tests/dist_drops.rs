@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use molt::{ExitReason, Node, NodeConfig, NodeDown, NodeDownReason, Pid, Process, ProcessStatus, ReceiveError};
 use support::dist::{dist_config, eventually, round_trip, watch};
 use support::proxy::Proxy;
-use support::{BOUND, run};
+use support::{BOUND, run, wait_forever};
 
 fn config(name: &str, detection: Duration) -> NodeConfig {
     dist_config(name).detection(detection)
@@ -153,13 +153,7 @@ fn a_connection_away_longer_than_the_bound_fires_monitors_and_counts_what_was_lo
     let (a, b, proxy) = pair_through_proxy(detection);
     let (on_b, into_b) = collector(&b);
     let (from_a, sent) = streamer(&a, on_b);
-    let on_a = a.spawn(|mut p| async move {
-        loop {
-            p.expect::<u64>().await?;
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), ReceiveError>(())
-    });
+    let on_a = a.spawn(wait_forever);
     let (a_watches, b_watches) = (watch(&a, on_b), watch(&b, on_a));
     let (a_watches_b, b_watches_a) = (watch_node(&a, &b), watch_node(&b, &a));
     tell(&a, from_a, 10_000);
@@ -198,13 +192,7 @@ fn a_connection_away_longer_than_the_bound_fires_monitors_and_counts_what_was_lo
 fn a_peer_that_starts_a_new_session_ends_its_old_one_at_once() {
     // A bound far longer than the test: nothing here waits for it.
     let (a, b, proxy) = pair_through_proxy(Duration::from_secs(600));
-    let on_a = a.spawn(|mut p| async move {
-        loop {
-            p.expect::<u64>().await?;
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), ReceiveError>(())
-    });
+    let on_a = a.spawn(wait_forever);
     let b_watches = watch(&b, on_a);
     // The connection breaks, and a gives its session up while b still
     // waits for it to resume (as a node that crashed and restarted would).

@@ -12,8 +12,8 @@ use std::time::Duration;
 use molt::{
     ConnectError, Exit, ExitReason, Node, NodeConfig, NodeDown, NodeDownReason, Pid, Process, ReceiveError, Secret,
 };
-use support::dist::{dist_config, dist_node, down_of, echo, eventually, watch};
-use support::{BOUND, run};
+use support::dist::{dist_config, dist_node, echo, eventually, round_trip, watch};
+use support::{BOUND, down_of, run, wait_forever};
 
 /// A node with its own `secret`.
 fn node_with_secret(name: &str, secret: &str) -> Node {
@@ -29,12 +29,6 @@ fn pair() -> (Node, Node) {
 
 async fn exit_of(p: &mut Process, pid: Pid) -> ExitReason {
     p.receive_timeout(BOUND).on_if(move |e: &Exit| e.from == pid, |e| e.reason).await.expect("an Exit")
-}
-
-async fn wait_forever(mut p: Process) -> Result<(), ReceiveError> {
-    loop {
-        p.expect::<u64>().await?;
-    }
 }
 
 #[test]
@@ -224,12 +218,7 @@ fn a_wrong_secret_is_refused_by_name_and_both_nodes_go_on() {
     // Both go on: a connects to a node with the right secret.
     let b = node_with_secret("b", "right");
     b.connect(a.name()).unwrap();
-    let remote = a.spawn(echo);
-    let back = run(&b, move |mut p| async move {
-        p.send(remote, &(p.self_pid(), 42u64));
-        p.expect_timeout::<u64>(BOUND).await
-    });
-    assert_eq!(back, Ok(Ok(42)));
+    assert_eq!(round_trip(&b, &a, 42), Ok(Ok(42)));
 }
 
 #[test]
@@ -267,12 +256,7 @@ fn simultaneous_connects_from_both_sides_end_with_one_connection() {
         eventually("both sides list the one connection", || {
             names(&a) == vec![(b.name().to_owned(), true)] && names(&b) == vec![(a.name().to_owned(), true)]
         });
-        let remote = b.spawn(echo);
-        let back = run(&a, move |mut p| async move {
-            p.send(remote, &(p.self_pid(), 7u64));
-            p.expect_timeout::<u64>(BOUND).await
-        });
-        assert_eq!(back, Ok(Ok(7)));
+        assert_eq!(round_trip(&a, &b, 7), Ok(Ok(7)));
     }
 }
 

@@ -7,24 +7,13 @@ mod support;
 use std::future::pending;
 
 use molt::{Down, Exit, ExitReason, Pid, Process, ReceiveError};
-use support::{answers, node, ponger, run};
-
-/// Waits for the `Down` of the monitor on `pid`.
-async fn down_of(p: &mut Process, pid: Pid) -> ExitReason {
-    p.receive_timeout(support::BOUND).on_if(move |d: &Down| d.pid == pid, |d| d.reason).await.expect("a Down")
-}
+use support::{answers, down_of, node, ponger, run, wait_forever};
 
 /// A pid that is certainly dead: its process ended and its monitor fired.
 async fn dead_pid(p: &mut Process) -> Pid {
     let (pid, _) = p.spawn_monitor(|_| async {});
     assert_eq!(down_of(p, pid).await, ExitReason::Normal);
     pid
-}
-
-async fn wait_forever(mut p: Process) -> Result<(), ReceiveError> {
-    loop {
-        p.expect::<u64>().await?;
-    }
 }
 
 #[test]

@@ -70,7 +70,8 @@ pub(super) fn resumable(why: &NodeDownReason) -> bool {
 
 /// Runs the connection to `peer` until it ends, or `stop` is notified (a
 /// resumed connection replaces it): why it ended. `opened` runs once both
-/// sides said where they stand.
+/// sides said where they stand; once `closed` is set, nothing read is
+/// delivered.
 #[allow(clippy::too_many_arguments)] // the connection's parts, each from its owner
 pub(super) async fn run(
     dist: &Arc<Dist>,
@@ -91,10 +92,6 @@ pub(super) async fn run(
     let peer_acked = AtomicU64::new(*acked);
     let written = AtomicU64::new(*acked + unacked.len() as u64);
     let first_ack = Notify::new();
-    // Set once this side said goodbye, or gave the peer up: its links and
-    // monitors across have fired, so nothing more from the peer is
-    // delivered.
-    let closing = closed;
     let ack_due = Notify::new();
     // Whether an `AckPlease` went out since the last acknowledgement.
     let mut asked = false;
@@ -170,7 +167,7 @@ pub(super) async fn run(
                         // peer counts nothing of it as lost; then the write
                         // half closes, and the peer, having read the
                         // goodbye, closes too (see below).
-                        let _ = sink.feed(Bytes::from(Frame::Ack(delivered.load(Ordering::Relaxed)).encode().unwrap_or_default())).await;
+                        let _ = feed(&mut sink, &Frame::Ack(delivered.load(Ordering::Relaxed))).await;
                         if send(&mut sink, &Frame::Goodbye(why)).await.is_ok() {
                             let _ = sink.close().await;
                         }
@@ -179,7 +176,7 @@ pub(super) async fn run(
                     // Senders pause on what waits: the peer is asked to
                     // acknowledge it now, not after its next 64 frames.
                     if backlog.holding() && !std::mem::replace(&mut asked, true) {
-                        let _ = sink.feed(Bytes::from(Frame::AckPlease.encode().unwrap_or_default())).await;
+                        let _ = feed(&mut sink, &Frame::AckPlease).await;
                     }
                     if sink.flush().await.is_err() {
                         return NodeDownReason::ConnectionClosed;
@@ -261,7 +258,9 @@ pub(super) async fn run(
                         acked_more.notify_one();
                     }
                 }
-                _ if closing.load(Ordering::Relaxed) => {}
+                // This side said goodbye, or gave the peer up: its links and
+                // monitors across have fired, so nothing more is delivered.
+                _ if closed.load(Ordering::Relaxed) => {}
                 frame => {
                     let numbered = frame.is_numbered();
                     if let Err(what) = dist.deliver(peer, frame) {
@@ -294,7 +293,7 @@ pub(super) async fn run(
             // then keeps the socket from closing with unread bytes, which
             // would reset the connection and could lose the goodbye.
             NodeDownReason::Disconnected => {
-                closing.store(true, Ordering::Relaxed);
+                closed.store(true, Ordering::Relaxed);
                 let _ = tokio::time::timeout(GRACE, &mut reader).await;
                 NodeDownReason::Disconnected
             }
@@ -334,9 +333,21 @@ fn encode(dist: &Dist, frame: &Frame) -> Option<Bytes> {
     Some(Bytes::from(bytes))
 }
 
+/// Writes one of the connection's own frames (an ack, a tick, a goodbye)
+/// into the sink's buffer, to go out with the next flush.
+async fn feed<S>(sink: &mut S, frame: &Frame) -> Result<(), std::io::Error>
+where
+    S: futures::Sink<Bytes, Error = std::io::Error> + Unpin,
+{
+    // The core's own frames always encode.
+    sink.feed(Bytes::from(frame.encode().unwrap_or_default())).await
+}
+
+/// [`feed`], then flushes.
 async fn send<S>(sink: &mut S, frame: &Frame) -> Result<(), std::io::Error>
 where
     S: futures::Sink<Bytes, Error = std::io::Error> + Unpin,
 {
-    sink.send(Bytes::from(frame.encode().unwrap_or_default())).await
+    feed(sink, frame).await?;
+    sink.flush().await
 }

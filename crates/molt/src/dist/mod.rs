@@ -208,6 +208,14 @@ enum Asked {
     },
 }
 
+/// Why a question was not asked of a peer.
+enum NotAsked {
+    /// Its frame would be over the frame limit.
+    TooBig,
+    /// The node cannot be reached.
+    Unreachable(NodeDownReason),
+}
+
 /// Someone waiting in [`Node::connect`](crate::Node::connect): told
 /// through a std channel, which works from any thread (a tokio runtime's
 /// included).
@@ -250,6 +258,12 @@ impl Peer {
             broke_at: None,
             requests: Vec::new(),
         }
+    }
+
+    /// Whether this is entry `epoch`, its current connection number
+    /// `connection`: a late word about another must not touch it.
+    fn carries(&self, epoch: u64, connection: u64) -> bool {
+        self.epoch == epoch && self.connection == connection
     }
 
     /// Queues `frame`, or hands it back when the queue is closed; whether
@@ -398,20 +412,33 @@ impl Dist {
     /// [`WhereisReply`]: from the node, or with the reason it went down.
     pub(crate) fn whereis(self: &Arc<Self>, node_name: &str, name: &str, reply_to: Pid, request: u64) {
         let frame = Frame::Whereis { name: name.to_owned(), reply_to, request };
-        // A frame too big to be written would leave the request unanswered.
-        let too_long = (frame.weight() > self.config.max_frame / 2)
-            .then(|| NodeDownReason::Unreachable(format!("a name of {} bytes is too long to ask for", name.len())));
-        let asked = match too_long {
-            Some(why) => Err(why),
-            None => self.reach(node_name, |peer| {
-                peer.requests.push(Request { id: request, reply_to, asked: Asked::Whereis });
-                // The entry is not going down (`reach`): its queue is open.
-                let _ = peer.push(frame);
-            }),
+        let asked = self.ask(node_name, Request { id: request, reply_to, asked: Asked::Whereis }, frame);
+        let why = match asked {
+            Ok(()) => return,
+            Err(NotAsked::TooBig) => {
+                NodeDownReason::Unreachable(format!("a name of {} bytes is too long to ask for", name.len()))
+            }
+            Err(NotAsked::Unreachable(why)) => why,
         };
-        if let (Err(why), Some(node)) = (asked, self.node.upgrade()) {
+        if let Some(node) = self.node.upgrade() {
             node.send_message(reply_to, &WhereisReply { request, pid: Err(why) });
         }
+    }
+
+    /// Sends `frame`, which asks the node `node_name` a question, keeping
+    /// `request` until the answer comes (or the node goes down, when
+    /// `give_up` answers it); why not, when it cannot be asked.
+    fn ask(self: &Arc<Self>, node_name: &str, request: Request, frame: Frame) -> Result<(), NotAsked> {
+        // A frame too big to be written would leave the request unanswered.
+        if frame.weight() > self.config.max_frame / 2 {
+            return Err(NotAsked::TooBig);
+        }
+        self.reach(node_name, |peer| {
+            peer.requests.push(request);
+            // The entry is not going down (`reach`): its queue is open.
+            let _ = peer.push(frame);
+        })
+        .map_err(NotAsked::Unreachable)
     }
 
     /// Asks the node `node_name` to spawn `module:entry` with `state` for
@@ -439,23 +466,16 @@ impl Dist {
             link: options.link,
             monitor,
         };
-        let refused = if frame.weight() > self.config.max_frame / 2 {
-            Err(SpawnError::BadArgument {
-                reason: format!("{} bytes are too many to send (NodeConfig::max_frame)", frame.weight()),
-            })
-        } else {
-            self.reach(node_name, |peer| {
-                peer.requests.push(Request {
-                    id: request,
-                    reply_to,
-                    asked: Asked::Spawn { monitor, early_down: None },
-                });
-                // The entry is not going down (`reach`): its queue is open.
-                let _ = peer.push(frame);
-            })
-            .map_err(|why| SpawnError::NoConnection { node: node_name.to_owned(), why })
+        let weight = frame.weight();
+        let asked = Asked::Spawn { monitor, early_down: None };
+        let refused = match self.ask(node_name, Request { id: request, reply_to, asked }, frame) {
+            Ok(()) => return,
+            Err(NotAsked::TooBig) => SpawnError::BadArgument {
+                reason: format!("{weight} bytes are too many to send (NodeConfig::max_frame)"),
+            },
+            Err(NotAsked::Unreachable(why)) => SpawnError::NoConnection { node: node_name.to_owned(), why },
         };
-        if let (Err(refused), Some(node)) = (refused, self.node.upgrade()) {
+        if let Some(node) = self.node.upgrade() {
             node.send_message(reply_to, &SpawnReply { request, pid: Err(refused) });
         }
     }
@@ -477,13 +497,26 @@ impl Dist {
         if name == self.name {
             return Err(not_a_node());
         }
+        self.reach_at(name, address, with)
+    }
+
+    /// [`reach`](Self::reach) for a name known to be another node's, a
+    /// connection started dialing `address`.
+    fn reach_at<R>(
+        self: &Arc<Self>,
+        name: &str,
+        address: &str,
+        with: impl FnOnce(&mut Peer) -> R,
+    ) -> Result<R, NodeDownReason> {
         let id = NodeId::from_name(name);
         let (result, start) = {
             let mut peers = self.peers();
             let peer = peers.entry(id).or_insert_with(|| Peer::new(name, self.config.max_backlog));
             let start = match &mut peer.state {
                 PeerState::GoingDown => {
-                    return Err(NodeDownReason::Unreachable("its connection is being torn down".into()));
+                    return Err(NodeDownReason::Unreachable(
+                        "its previous connection is still being torn down; try again".into(),
+                    ));
                 }
                 PeerState::Connecting { outgoing, .. } => {
                     (!std::mem::replace(outgoing, true)).then_some((peer.epoch, peer.session))
@@ -505,28 +538,18 @@ impl Dist {
         if name == self.name {
             return Err(ConnectError::BadName(name.to_owned()));
         }
-        let address = via.unwrap_or(address);
-        let id = NodeId::from_name(name);
         let (told, tell) = std::sync::mpsc::channel();
-        let start = {
-            let mut peers = self.peers();
-            let peer = peers.entry(id).or_insert_with(|| Peer::new(name, self.config.max_backlog));
-            match &mut peer.state {
-                PeerState::Up { .. } | PeerState::Reconnecting => return Ok(()),
-                PeerState::GoingDown => {
-                    return Err(ConnectError::Failed {
-                        node: name.to_owned(),
-                        reason: "its previous connection is still being torn down; try again".into(),
-                    });
-                }
-                PeerState::Connecting { outgoing, waiters } => {
+        let waiting = self
+            .reach_at(name, via.unwrap_or(address), |peer| match &mut peer.state {
+                PeerState::Connecting { waiters, .. } => {
                     waiters.push(told);
-                    (!std::mem::replace(outgoing, true)).then_some((peer.epoch, peer.session))
+                    true
                 }
-            }
-        };
-        if let Some((epoch, session)) = start {
-            self.handle.spawn(Arc::clone(self).connect_task(name.to_owned(), address.to_owned(), epoch, session));
+                PeerState::Up { .. } | PeerState::Reconnecting | PeerState::GoingDown => false,
+            })
+            .map_err(|why| ConnectError::Failed { node: name.to_owned(), reason: why.to_string() })?;
+        if !waiting {
+            return Ok(());
         }
         match tell.recv() {
             Ok(Ok(())) => Ok(()),
@@ -792,7 +815,7 @@ impl Dist {
     /// behind it.
     fn opened(&self, id: NodeId, epoch: u64, connection: u64) {
         let mut peers = self.peers();
-        if let Some(peer) = peers.get_mut(&id).filter(|peer| peer.epoch == epoch && peer.connection == connection)
+        if let Some(peer) = peers.get_mut(&id).filter(|peer| peer.carries(epoch, connection))
             && peer.broke_at.take().is_some()
         {
             peer.reconnects += 1;
@@ -813,11 +836,7 @@ impl Dist {
         let name = {
             let mut peers = self.peers();
             match peers.get_mut(&id) {
-                Some(peer)
-                    if peer.epoch == epoch
-                        && peer.connection == connection
-                        && matches!(peer.state, PeerState::Up { .. }) =>
-                {
+                Some(peer) if peer.carries(epoch, connection) && matches!(peer.state, PeerState::Up { .. }) => {
                     if connection::resumable(&why) {
                         peer.state = PeerState::Reconnecting;
                         peer.pending = Some(session);
@@ -868,9 +887,7 @@ impl Dist {
                 // Given up meanwhile (a disconnect): dialing on would only
                 // leave the peer a connection nobody carries.
                 let waiting = self.peers().get(&id).is_some_and(|peer| {
-                    peer.epoch == epoch
-                        && peer.connection == connection
-                        && matches!(peer.state, PeerState::Reconnecting)
+                    peer.carries(epoch, connection) && matches!(peer.state, PeerState::Reconnecting)
                 });
                 if !waiting {
                     return;
@@ -908,11 +925,7 @@ impl Dist {
         let waited = {
             let mut peers = self.peers();
             match peers.get_mut(&id) {
-                Some(peer)
-                    if peer.epoch == epoch
-                        && peer.connection == connection
-                        && matches!(peer.state, PeerState::Reconnecting) =>
-                {
+                Some(peer) if peer.carries(epoch, connection) && matches!(peer.state, PeerState::Reconnecting) => {
                     peer.going_down(&self.dropped);
                     Some(peer.name.clone())
                 }
@@ -929,7 +942,7 @@ impl Dist {
     /// `connection` broke succeeded: the new connection takes the session.
     fn take_back(&self, id: NodeId, epoch: u64, connection: u64) -> Option<Taken> {
         let mut peers = self.peers();
-        let peer = peers.get_mut(&id).filter(|peer| peer.epoch == epoch && peer.connection == connection)?;
+        let peer = peers.get_mut(&id).filter(|peer| peer.carries(epoch, connection))?;
         self.take_over(peer)
     }
 

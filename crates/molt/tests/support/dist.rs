@@ -5,9 +5,9 @@
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use molt::{Down, ExitReason, Node, NodeConfig, Pid, Process, ReceiveError, Secret};
+use molt::{ExitReason, Node, NodeConfig, Pid, Process, ReceiveError, Secret};
 
-use super::{BOUND, run};
+use super::{BOUND, down_of, run};
 
 /// A distributed node's configuration: 127.0.0.1, the tests' secret, a
 /// short handshake deadline.
@@ -30,11 +30,6 @@ pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-/// The reason of `pid`'s `Down`, within the tests' bound.
-pub async fn down_of(p: &mut Process, pid: Pid) -> ExitReason {
-    p.receive_timeout(BOUND).on_if(move |d: &Down| d.pid == pid, |d| d.reason).await.expect("a Down")
 }
 
 /// Spawns on `node` a process that monitors `target` and reports the

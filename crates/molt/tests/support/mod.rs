@@ -47,6 +47,18 @@ where
     })
 }
 
+/// The reason of `pid`'s `Down`, within `BOUND`.
+pub async fn down_of(p: &mut Process, pid: molt::Pid) -> ExitReason {
+    p.receive_timeout(BOUND).on_if(move |d: &molt::Down| d.pid == pid, |d| d.reason).await.expect("a Down")
+}
+
+/// Takes `u64`s until it is killed or the node stops.
+pub async fn wait_forever(mut p: Process) -> Result<(), molt::ReceiveError> {
+    loop {
+        p.expect::<u64>().await?;
+    }
+}
+
 /// A numbered message of one kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct A(pub u32);
