@@ -25,7 +25,7 @@ use crate::workloads::{Measurement, run, workers};
 const SECRET: &str = "molt-bench";
 
 fn dist_node(name: &str) -> Node {
-    // Frames up to 256 MiB: a 64 MiB message crosses whole (no chunking yet).
+    // Messages up to 256 MiB: the 64 MiB one (and its frame) fits.
     let config = NodeConfig::new(name)
         .workers(workers())
         .listen("127.0.0.1:0")

@@ -286,21 +286,21 @@ unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, message: Outgoing) {
     let mut envelope = Some(envelope);
     let _ = with_lent(ctx, |_, local| {
         if let Some(envelope) = envelope.take()
-            && let Some(backlog) = local.send(&ctx.node, to, envelope)
+            && let Some(backlog) = local.send(&ctx.node, ctx.pid, to, envelope)
         {
             pause(ctx, local, backlog);
         }
     });
     if let Some(envelope) = envelope {
-        ctx.node.send(to, envelope);
+        ctx.node.send(Some(ctx.pid), to, envelope);
     }
 }
 
 /// A send of `ctx` took a peer's `backlog` over its bound: the process
 /// pauses before its next poll until it drains.
-fn pause(ctx: &ProcessCtx, local: &mut TaskLocal, backlog: std::sync::Arc<crate::dist::Backlog>) {
+fn pause(ctx: &ProcessCtx, local: &mut TaskLocal, pause: crate::dist::Pause) {
     local.paused = true;
-    ctx.signals().relations().paused_on = Some(backlog);
+    ctx.signals().relations().paused_on = Some(pause);
 }
 
 unsafe extern "C" fn send_named(handle: ProcessHandle, name: Str, message: Outgoing) -> bool {
@@ -313,7 +313,7 @@ unsafe extern "C" fn send_named(handle: ProcessHandle, name: Str, message: Outgo
         Some(to) => {
             // SAFETY: a valid message, per the contract.
             if let Some(envelope) = unsafe { envelope(message) } {
-                ctx.node.send(to, envelope);
+                ctx.node.send(Some(ctx.pid), to, envelope);
             }
             true
         }
@@ -533,10 +533,10 @@ unsafe extern "C" fn nsend_on(handle: ProcessHandle, node: Str, name: Str, messa
     let Some(envelope) = (unsafe { envelope(message) }) else { return };
     if node == ctx.node.name {
         if let Some(to) = ctx.node.whereis(name) {
-            ctx.node.send(to, envelope);
+            ctx.node.send(Some(ctx.pid), to, envelope);
         }
     } else if let Some(dist) = ctx.node.dist.get()
-        && let Some(backlog) = dist.send_named(node, name, envelope)
+        && let Some(backlog) = dist.send_named(Some(ctx.pid), node, name, envelope)
     {
         // Paused before its next poll, as a send by pid would be.
         let _ = with_lent(ctx, |_, local| pause(ctx, local, backlog));

@@ -140,7 +140,7 @@ pub(crate) struct Relations {
     /// out as it is queued.
     pub(crate) node_monitors: Vec<molt_abi::NodeId>,
     /// The peer backlog this process pauses on (`TaskLocal::paused`).
-    pub(crate) paused_on: Option<Arc<crate::dist::Backlog>>,
+    pub(crate) paused_on: Option<crate::dist::Pause>,
     /// The `send_after` timers aimed at this process: cancelled when it
     /// ends. Swept lazily (see `timer.rs`): `timers_gone` of them fired or
     /// were cancelled since the last sweep.
@@ -394,15 +394,21 @@ impl TaskLocal {
         spent
     }
 
-    /// Sends from the process's own task: as [`NodeInner::send`], with a
-    /// one-entry cache of the target.
-    /// Sends `envelope` to `to`; the backlog of `to`'s node when the send
-    /// took it over its bound, for the caller to pause on.
-    pub(crate) fn send(&mut self, node: &NodeInner, to: Pid, envelope: Envelope) -> Option<Arc<crate::dist::Backlog>> {
+    /// Sends `envelope` from `from`, the process whose task this is, to
+    /// `to`: as [`NodeInner::send`], with a one-entry cache of the target;
+    /// the backlog of `to`'s node when the send took it over its bound, for
+    /// the caller to pause on.
+    pub(crate) fn send(
+        &mut self,
+        node: &NodeInner,
+        from: Pid,
+        to: Pid,
+        envelope: Envelope,
+    ) -> Option<crate::dist::Pause> {
         crate::executor::passing();
         if to.node != node.id {
             if let Some(dist) = node.dist.get() {
-                return dist.send(to, envelope);
+                return dist.send(Some(from), to, envelope);
             }
             return None;
         }
@@ -419,7 +425,7 @@ impl TaskLocal {
         }
         if self.last_miss != to.serial {
             self.last_miss = to.serial;
-            node.send(to, envelope);
+            node.send(Some(from), to, envelope);
             return None;
         }
         match node.process(to) {
@@ -428,7 +434,7 @@ impl TaskLocal {
                 self.send_target = Some(target);
             }
             // None alive.
-            None => node.send(to, envelope),
+            None => node.send(Some(from), to, envelope),
         }
         None
     }
@@ -665,8 +671,8 @@ impl Future for ProcessTask {
         // Paused by backpressure: woken when the peer's backlog drains (a
         // kill still ends it, through the task's abort).
         if this.local.paused {
-            let backlog = this.ctx.signals().relations_mut().and_then(|relations| relations.paused_on.clone());
-            if backlog.is_some_and(|backlog| backlog.pause(cx.waker())) {
+            let pause = this.ctx.signals().relations_mut().and_then(|relations| relations.paused_on.clone());
+            if pause.is_some_and(|pause| pause.holds(cx.waker())) {
                 this.ctx.set_status(ProcessStatus::Backpressured);
                 return Poll::Pending;
             }

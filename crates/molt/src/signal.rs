@@ -228,19 +228,20 @@ impl NodeInner {
     }
 
     /// Queues an envelope in `to`'s mailbox; a no-op if `to` is not alive.
-    pub(crate) fn send(&self, to: Pid, envelope: Envelope) {
+    /// `from` is the sending process, if one sends (see `Dist::send`).
+    pub(crate) fn send(&self, from: Option<Pid>, to: Pid, envelope: Envelope) {
         if let Some(ctx) = self.table_entry(to) {
             ctx.mailbox.push(envelope);
         } else if to.node != self.id
             && let Some(dist) = self.dist.get()
         {
-            dist.send(to, envelope);
+            dist.send(from, to, envelope);
         }
     }
 
     /// Sends a message made by the core itself.
     pub(crate) fn send_message<M: Message>(&self, to: Pid, message: &M) {
-        self.send(to, self.encode(message));
+        self.send(None, to, self.encode(message));
     }
 
     /// Encodes a message made by the core itself.

@@ -423,7 +423,7 @@ pub(crate) async fn fire_timers(node: Weak<NodeInner>, wheel: Arc<TimerWheel>) {
             match name {
                 Some(name) => {
                     if let Some(pid) = inner.whereis(&name) {
-                        inner.send(pid, envelope);
+                        inner.send(None, pid, envelope);
                     }
                 }
                 None => {

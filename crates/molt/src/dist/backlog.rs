@@ -7,14 +7,23 @@
 //! suspends a process sending to a busy distribution port, and runs again
 //! once the backlog is down to half the bound (or the peer is gone). The
 //! message itself always goes: nothing is lost to backpressure.
+//!
+//! A big message (one that goes in parts, `parts.rs`) counts in full, and
+//! holds up its own sender until the backlog is down again, as Erlang's
+//! sender of a fragmented message waits for its fragments to go; but it
+//! does not hold up the others: a small message is measured against the
+//! small ones only, so that a process sending small messages is not paused
+//! for the whole of another's big transfer.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
 pub(crate) struct Backlog {
     frames: AtomicUsize,
     bytes: AtomicUsize,
+    /// Of `bytes`, those of big messages.
+    big: AtomicUsize,
     limit: usize,
     /// The peer is gone: nobody waits for it any more.
     released: AtomicBool,
@@ -32,6 +41,7 @@ impl Backlog {
         Backlog {
             frames: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
+            big: AtomicUsize::new(0),
             limit,
             released: AtomicBool::new(false),
             paused: Mutex::new(Vec::new()),
@@ -51,36 +61,56 @@ impl Backlog {
         self.bytes() > self.limit / 2
     }
 
-    /// Counts a frame of `weight` bytes in; whether the backlog is now over
-    /// its bound (and the sender is to pause).
-    pub(crate) fn add(&self, weight: usize) -> bool {
+    /// Whether a frame of `weight` bytes counts as big.
+    pub(crate) fn is_big(weight: usize) -> bool {
+        weight > super::parts::PART
+    }
+
+    /// What the sender of a frame of `weight` bytes waits for: the bytes
+    /// it is measured against.
+    fn measure(&self, big: bool) -> usize {
+        let bytes = self.bytes();
+        if big { bytes } else { bytes.saturating_sub(self.big.load(Ordering::Relaxed)) }
+    }
+
+    /// Counts a frame of `weight` bytes in; the sender's pause when the
+    /// backlog is now over its bound for it.
+    pub(crate) fn add(self: &Arc<Self>, weight: usize) -> Option<Pause> {
+        let big = Backlog::is_big(weight);
         self.frames.fetch_add(1, Ordering::Relaxed);
-        let bytes = self.bytes.fetch_add(weight, Ordering::Relaxed) + weight;
-        bytes > self.limit
+        if big {
+            self.big.fetch_add(weight, Ordering::Relaxed);
+        }
+        self.bytes.fetch_add(weight, Ordering::Relaxed);
+        (self.measure(big) > self.limit).then(|| Pause { backlog: Arc::clone(self), big })
     }
 
     /// Counts frames of `weight` bytes in all out (written and
-    /// acknowledged, or given up); wakes the paused processes once the
-    /// backlog is down to half the bound.
-    pub(crate) fn remove(&self, frames: usize, weight: usize) {
+    /// acknowledged, or given up), `big` of them those of big messages;
+    /// wakes the paused processes once the backlog is down to half the
+    /// bound for some of them.
+    pub(crate) fn remove(&self, frames: usize, weight: usize, big: usize) {
         if frames == 0 {
             return;
         }
-        self.frames.fetch_sub(frames, Ordering::Relaxed);
-        let before = self.bytes.fetch_sub(weight, Ordering::Relaxed);
         let low = self.limit / 2;
-        if before > low && before - weight <= low {
+        let small_before = self.measure(false);
+        self.frames.fetch_sub(frames, Ordering::Relaxed);
+        self.big.fetch_sub(big, Ordering::Relaxed);
+        let before = self.bytes.fetch_sub(weight, Ordering::Relaxed);
+        let small_after = self.measure(false);
+        if (before > low && before - weight <= low) || (small_before > low && small_after <= low) {
             self.wake_all();
         }
     }
 
     /// Pauses the process of `waker` while the backlog is over half its
-    /// bound; false if it need not wait.
-    pub(crate) fn pause(&self, waker: &Waker) -> bool {
+    /// bound for it; false if it need not wait.
+    fn pause(&self, waker: &Waker, big: bool) -> bool {
         let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
         // Read under the lock `remove` takes to wake: no wake-up is lost
         // between this check and the waker being kept.
-        if self.released.load(Ordering::Acquire) || self.bytes() <= self.limit / 2 {
+        if self.released.load(Ordering::Acquire) || self.measure(big) <= self.limit / 2 {
             return false;
         }
         if !paused.iter().any(|kept| kept.will_wake(waker)) {
@@ -101,5 +131,22 @@ impl Backlog {
         for waker in paused {
             waker.wake();
         }
+    }
+}
+
+/// A sender's pause on a backlog, from the send that took the backlog over
+/// its bound for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Pause {
+    backlog: Arc<Backlog>,
+    /// Whether that send was a big message.
+    big: bool,
+}
+
+impl Pause {
+    /// Keeps the process of `waker` paused while the backlog is over half
+    /// its bound for it; false once it may go on.
+    pub(crate) fn holds(&self, waker: &Waker) -> bool {
+        self.backlog.pause(waker, self.big)
     }
 }

@@ -4,7 +4,8 @@
 //! signals are numbered per session and kept until the peer acknowledges
 //! them, so a session outlives a connection that breaks: the next one
 //! opens with each side's count of what it delivered, and the writer
-//! resends the rest, in order, once.
+//! resends the rest, in order, once. Big frames go in parts between the
+//! small ones (`parts.rs`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,32 +18,49 @@ use tokio_util::bytes::Bytes;
 
 use super::frame::{Farewell, Frame};
 use super::handshake::HandshakeStream;
+use super::parts::{Codec, Item, Joiner, Lane, Numbered, Out, Outbox};
 use super::{Backlog, Dist};
+
+/// What the node queues for a peer: a frame, and the lane it keeps its
+/// order in.
+pub(super) type Queued = (Lane, Frame);
 
 /// What outlives a connection: the queue towards the peer, what was
 /// written and not yet acknowledged, and what was delivered from the
 /// peer.
 pub(super) struct Session {
-    pub(super) queue: mpsc::UnboundedReceiver<Frame>,
-    /// Numbered frames written and not acknowledged, encoded, with their
-    /// weight in the backlog, oldest first: the first is number `acked + 1`.
-    unacked: VecDeque<(Bytes, usize)>,
-    /// How many numbered frames the peer said it delivered.
+    pub(super) queue: mpsc::UnboundedReceiver<Queued>,
+    /// Big frames going out in parts, and the frames behind them.
+    outbox: Outbox,
+    /// Numbered items written and not acknowledged, oldest first: the
+    /// first is number `acked + 1`.
+    unacked: VecDeque<Numbered>,
+    /// How many numbered items the peer said it delivered.
     acked: u64,
-    /// How many numbered frames from the peer were delivered here.
+    /// How many numbered items from the peer were delivered here.
     received: u64,
+    /// Big frames from the peer coming in parts.
+    joiner: Joiner,
 }
 
 impl Session {
-    pub(super) fn new(queue: mpsc::UnboundedReceiver<Frame>) -> Session {
-        Session { queue, unacked: VecDeque::new(), acked: 0, received: 0 }
+    pub(super) fn new(queue: mpsc::UnboundedReceiver<Queued>, max_frame: usize) -> Session {
+        Session {
+            queue,
+            outbox: Outbox::new(max_frame),
+            unacked: VecDeque::new(),
+            acked: 0,
+            received: 0,
+            joiner: Joiner::default(),
+        }
     }
 
     /// Empties a session nobody will carry on: how many frames in it were
     /// not known to be delivered (queued, or written and unacknowledged).
     pub(super) fn lose(&mut self) -> u64 {
-        let mut lost = self.unacked.len() as u64;
+        let mut lost = self.unacked.iter().map(|numbered| numbered.frames as u64).sum::<u64>();
         self.unacked.clear();
+        lost += self.outbox.lose();
         while self.queue.try_recv().is_ok() {
             lost += 1;
         }
@@ -57,7 +75,13 @@ const BATCH: usize = 64;
 /// this many bytes, from it: what the writer keeps for a resend stays
 /// small.
 const ACK_FRAMES: u64 = 64;
-const ACK_BYTES: usize = 1 << 20;
+const ACK_BYTES: usize = WINDOW / 4;
+
+/// The bytes of big frames' parts written and not acknowledged at most:
+/// past it, parts wait for the peer's acknowledgement, and small frames
+/// find at most this much ahead of them in the sockets' buffers (which
+/// over loopback grow to tens of megabytes).
+const WINDOW: usize = 1 << 20;
 
 /// How long a connection whose writer ended goes on reading, for the
 /// peer's last words.
@@ -84,9 +108,10 @@ pub(super) async fn run(
     closed: &AtomicBool,
     opened: impl FnOnce(),
 ) -> NodeDownReason {
+    let stream = stream.map_codec(|_| Codec::new());
     let (mut sink, mut frames) = stream.split();
     let detection = dist.config.detection;
-    let Session { queue, unacked, acked, received } = session;
+    let Session { queue, outbox, unacked, acked, received, joiner } = session;
     // Shared by the two halves (one task: no lock).
     let delivered = AtomicU64::new(*received);
     let peer_acked = AtomicU64::new(*acked);
@@ -100,7 +125,7 @@ pub(super) async fn run(
     let acked_more = Notify::new();
     let writer = async {
         if let Some(welcome) = welcome
-            && sink.send(welcome).await.is_err()
+            && sink.send(Item::whole(welcome)).await.is_err()
         {
             return NodeDownReason::ConnectionClosed;
         }
@@ -113,8 +138,8 @@ pub(super) async fn run(
         first_ack.notified().await;
         opened();
         trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
-        for (frame, _) in unacked.iter() {
-            if sink.feed(frame.clone()).await.is_err() {
+        for numbered in unacked.iter() {
+            if sink.feed(numbered.item.clone()).await.is_err() {
                 return NodeDownReason::ConnectionClosed;
             }
         }
@@ -124,64 +149,29 @@ pub(super) async fn run(
         let mut tick = tokio::time::interval(detection / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut wrote = false;
+        let mut out = Out::default();
         loop {
+            let mut farewell = None;
             tokio::select! {
                 frame = queue.recv() => {
                     let Some(frame) = frame else { return NodeDownReason::Disconnected };
-                    let mut batch = vec![frame];
-                    while batch.len() < BATCH {
-                        match queue.try_recv() {
-                            Ok(frame) => batch.push(frame),
-                            Err(_) => break,
-                        }
-                    }
-                    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
-                    // Numbered and kept before any is written: a write that
-                    // fails leaves them all to the next connection.
-                    let fresh = unacked.len();
-                    let mut farewell = None;
-                    let (mut gone, mut gone_weight) = (0, 0);
-                    for frame in batch {
-                        let weight = frame.weight();
+                    let mut next = Some(frame);
+                    for _ in 0..BATCH {
+                        let Some((lane, frame)) = next.take().or_else(|| queue.try_recv().ok()) else { break };
                         match frame {
                             Frame::Goodbye(why) => farewell = Some(why),
-                            frame => {
-                                if let Some(bytes) = encode(dist, &frame) {
-                                    // In the backlog until acknowledged.
-                                    unacked.push_back((bytes, weight));
-                                    continue;
-                                }
-                            }
-                        }
-                        (gone, gone_weight) = (gone + 1, gone_weight + weight);
-                    }
-                    backlog.remove(gone, gone_weight);
-                    written.store(*acked + unacked.len() as u64, Ordering::Relaxed);
-                    for (frame, _) in unacked.range(fresh..) {
-                        if sink.feed(frame.clone()).await.is_err() {
-                            return NodeDownReason::ConnectionClosed;
+                            frame => outbox.push(lane, frame, &mut out),
                         }
                     }
-                    if let Some(why) = farewell {
-                        // After a last word of what arrived, so that the
-                        // peer counts nothing of it as lost; then the write
-                        // half closes, and the peer, having read the
-                        // goodbye, closes too (see below).
-                        let _ = feed(&mut sink, &Frame::Ack(delivered.load(Ordering::Relaxed))).await;
-                        if send(&mut sink, &Frame::Goodbye(why)).await.is_ok() {
-                            let _ = sink.close().await;
+                    if farewell.is_some() {
+                        // The goodbye goes after everything before it.
+                        while outbox.has_parts() {
+                            outbox.parts(&mut out);
                         }
-                        return NodeDownReason::Disconnected;
                     }
-                    // Senders pause on what waits: the peer is asked to
-                    // acknowledge it now, not after its next 64 frames.
-                    if backlog.holding() && !std::mem::replace(&mut asked, true) {
-                        let _ = feed(&mut sink, &Frame::AckPlease).await;
-                    }
-                    if sink.flush().await.is_err() {
-                        return NodeDownReason::ConnectionClosed;
-                    }
-                    wrote = true;
+                }
+                () = std::future::ready(()), if outbox.has_parts() && in_parts(unacked) < WINDOW => {
+                    outbox.parts(&mut out);
                 }
                 () = acked_more.notified() => {
                     trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
@@ -191,12 +181,14 @@ pub(super) async fn run(
                     if asked && send(&mut sink, &Frame::AckPlease).await.is_err() {
                         return NodeDownReason::ConnectionClosed;
                     }
+                    continue;
                 }
                 () = ack_due.notified() => {
                     acked_here = delivered.load(Ordering::Relaxed);
                     if send(&mut sink, &Frame::Ack(acked_here)).await.is_err() {
                         return NodeDownReason::ConnectionClosed;
                     }
+                    continue;
                 }
                 _ = tick.tick() => {
                     trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
@@ -212,7 +204,49 @@ pub(super) async fn run(
                     if said.is_err() {
                         return NodeDownReason::ConnectionClosed;
                     }
+                    continue;
                 }
+            }
+            // What the outbox made of it: numbered and kept before any is
+            // written, so that a write that fails leaves them all to the
+            // next connection.
+            trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
+            if out.dropped > 0 {
+                dropped(dist, &out, backlog);
+            }
+            let fresh = unacked.len();
+            unacked.extend(std::mem::take(&mut out).items);
+            written.store(*acked + unacked.len() as u64, Ordering::Relaxed);
+            for numbered in unacked.range(fresh..) {
+                if sink.feed(numbered.item.clone()).await.is_err() {
+                    return NodeDownReason::ConnectionClosed;
+                }
+            }
+            if let Some(why) = farewell {
+                // After a last word of what arrived, so that the peer
+                // counts nothing of it as lost; then the write half
+                // closes, and the peer, having read the goodbye, closes
+                // too (see below).
+                let _ = feed(&mut sink, &Frame::Ack(delivered.load(Ordering::Relaxed))).await;
+                if send(&mut sink, &Frame::Goodbye(why)).await.is_ok() {
+                    let _ = sink.close().await;
+                }
+                return NodeDownReason::Disconnected;
+            }
+            // Senders pause on what waits: the peer is asked to
+            // acknowledge it now, not after its next 64 frames.
+            if backlog.holding() && !std::mem::replace(&mut asked, true) {
+                let _ = feed(&mut sink, &Frame::AckPlease).await;
+            }
+            if sink.flush().await.is_err() {
+                return NodeDownReason::ConnectionClosed;
+            }
+            wrote = true;
+            // The reader shares this task: while parts keep the socket
+            // writable, it gets a turn after each round of them, so that a
+            // small answer is not read only after megabytes were written.
+            if outbox.has_parts() {
+                tokio::task::yield_now().await;
             }
         }
     };
@@ -220,22 +254,21 @@ pub(super) async fn run(
         let mut first = true;
         let (mut since_ack, mut bytes_since_ack) = (0, 0);
         loop {
-            let frame = match tokio::time::timeout(detection, frames.next()).await {
+            let item = match tokio::time::timeout(detection, frames.next()).await {
                 Err(_) => return NodeDownReason::HeartbeatTimeout,
                 Ok(None) => return NodeDownReason::ConnectionClosed,
                 Ok(Some(Err(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
                     return NodeDownReason::ProtocolError(format!(
-                        "a frame over the limit of {} bytes",
-                        dist.config.max_frame
+                        "an item over the limit of {} bytes",
+                        super::parts::MAX_ITEM
                     ));
                 }
                 Ok(Some(Err(_))) => return NodeDownReason::ConnectionClosed,
                 Ok(Some(Ok(bytes))) => bytes,
             };
-            let len = frame.len();
-            let frame = match Frame::decode(&frame) {
+            let (frame, raw) = match Frame::decode(&item) {
                 Err(_) => return NodeDownReason::ProtocolError("a frame that is not one of the protocol's".into()),
-                Ok(frame) => frame,
+                Ok(decoded) => decoded,
             };
             if first && !matches!(frame, Frame::Ack(_)) {
                 return NodeDownReason::ProtocolError("a connection that does not open with an acknowledgement".into());
@@ -263,17 +296,35 @@ pub(super) async fn run(
                 _ if closed.load(Ordering::Relaxed) => {}
                 frame => {
                     let numbered = frame.is_numbered();
-                    if let Err(what) = dist.deliver(peer, frame) {
+                    let part = matches!(frame, Frame::Part { .. });
+                    let whole = match frame {
+                        Frame::Open { stream, head, body } => {
+                            joiner.open(stream, head, body, dist.config.max_frame).map(|()| None)
+                        }
+                        Frame::Part { stream } => joiner.part(stream, raw),
+                        frame => Ok(Some(frame)),
+                    };
+                    let delivery = match whole {
+                        Ok(Some(frame)) => dist.deliver(peer, frame),
+                        Ok(None) => Ok(()),
+                        Err(what) => Err(what),
+                    };
+                    if let Err(what) = delivery {
                         return NodeDownReason::ProtocolError(what);
                     }
                     if numbered {
                         delivered.fetch_add(1, Ordering::Relaxed);
                         since_ack += 1;
-                        bytes_since_ack += len;
+                        bytes_since_ack += item.len();
                         if since_ack >= ACK_FRAMES || bytes_since_ack >= ACK_BYTES {
                             (since_ack, bytes_since_ack) = (0, 0);
                             ack_due.notify_one();
                         }
+                    }
+                    // The writer shares this task: after each part read, it
+                    // gets a turn (see the writer's own).
+                    if part {
+                        tokio::task::yield_now().await;
                     }
                 }
             }
@@ -306,47 +357,62 @@ pub(super) async fn run(
     why
 }
 
-/// Forgets the frames the peer acknowledged.
-fn trim(unacked: &mut VecDeque<(Bytes, usize)>, acked: &mut u64, peer_acked: u64, backlog: &Backlog) {
-    let done = (peer_acked.saturating_sub(*acked) as usize).min(unacked.len());
-    let weight = unacked.drain(..done).map(|(_, weight)| weight).sum();
-    *acked += done as u64;
-    backlog.remove(done, weight);
+/// The bytes of parts among `unacked`.
+fn in_parts(unacked: &VecDeque<Numbered>) -> usize {
+    // Parts are the newest items, mostly: counted from the back, up to
+    // the window.
+    let mut bytes = 0;
+    for numbered in unacked.iter().rev() {
+        bytes += numbered.item.raw.len();
+        if bytes >= WINDOW {
+            break;
+        }
+    }
+    bytes
 }
 
-/// A frame as written; `None` for a message over the frame limit, which
-/// would end the connection (the peer refuses it): it alone is dropped,
-/// counted and named.
-fn encode(dist: &Dist, frame: &Frame) -> Option<Bytes> {
-    // The core's own frames always encode.
-    let bytes = frame.encode().ok()?;
-    if bytes.len() > dist.config.max_frame {
-        dist.dropped.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            node = %dist.name,
-            bytes = bytes.len(),
-            limit = dist.config.max_frame,
-            "dropped a message over the frame limit (NodeConfig::max_frame)"
-        );
-        return None;
+/// Forgets the items the peer acknowledged.
+fn trim(unacked: &mut VecDeque<Numbered>, acked: &mut u64, peer_acked: u64, backlog: &Backlog) {
+    let done = (peer_acked.saturating_sub(*acked) as usize).min(unacked.len());
+    let (mut frames, mut weight, mut big) = (0, 0, 0);
+    for numbered in unacked.drain(..done) {
+        (frames, weight) = (frames + numbered.frames, weight + numbered.weight);
+        if Backlog::is_big(numbered.weight) {
+            big += numbered.weight;
+        }
     }
-    Some(Bytes::from(bytes))
+    *acked += done as u64;
+    backlog.remove(frames, weight, big);
+}
+
+/// Messages over the frame limit would end the connection (the peer
+/// refuses them): they alone are dropped, counted and named.
+fn dropped(dist: &Dist, out: &Out, backlog: &Backlog) {
+    backlog.remove(out.dropped, out.dropped_weight, out.dropped_big);
+    dist.dropped.fetch_add(out.dropped as u64, Ordering::Relaxed);
+    tracing::warn!(
+        node = %dist.name,
+        messages = out.dropped,
+        bytes = out.biggest_dropped,
+        limit = dist.config.max_frame,
+        "dropped a message over the frame limit (NodeConfig::max_frame)"
+    );
 }
 
 /// Writes one of the connection's own frames (an ack, a tick, a goodbye)
 /// into the sink's buffer, to go out with the next flush.
 async fn feed<S>(sink: &mut S, frame: &Frame) -> Result<(), std::io::Error>
 where
-    S: futures::Sink<Bytes, Error = std::io::Error> + Unpin,
+    S: futures::Sink<Item, Error = std::io::Error> + Unpin,
 {
     // The core's own frames always encode.
-    sink.feed(Bytes::from(frame.encode().unwrap_or_default())).await
+    sink.feed(Item::whole(frame.encode().unwrap_or_default())).await
 }
 
 /// [`feed`], then flushes.
 async fn send<S>(sink: &mut S, frame: &Frame) -> Result<(), std::io::Error>
 where
-    S: futures::Sink<Bytes, Error = std::io::Error> + Unpin,
+    S: futures::Sink<Item, Error = std::io::Error> + Unpin,
 {
     feed(sink, frame).await?;
     sink.flush().await

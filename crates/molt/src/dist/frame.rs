@@ -60,6 +60,13 @@ pub(crate) enum Frame {
     },
     /// The answer to a `Spawn` (the error boxed: it is big, and rare).
     SpawnReply { reply_to: Pid, request: u64, pid: Result<Pid, Box<SpawnError>> },
+    /// A frame too big to go whole follows in parts, as stream `stream`:
+    /// `head` bytes of its encoding (without its payload), then `body`
+    /// bytes of payload (see `parts.rs`).
+    Open { stream: u64, head: u64, body: u64 },
+    /// The next bytes of stream `stream`: they follow this frame's
+    /// encoding in the same item, raw.
+    Part { stream: u64 },
 }
 
 /// Why a peer said goodbye.
@@ -104,9 +111,6 @@ mod wire_envelope {
 }
 
 impl Frame {
-    /// Whether the frame counts in its session: messages, signals and
-    /// requests are numbered, acknowledged and resent after a break; the
-    /// rest belongs to one connection.
     /// What the frame counts for in a peer's backlog: its payload's bytes,
     /// and a fixed 32 for the rest (pids, tags, lengths).
     pub(crate) fn weight(&self) -> usize {
@@ -119,16 +123,62 @@ impl Frame {
         }
     }
 
+    /// Whether the frame counts in its session: messages, signals and
+    /// requests are numbered, acknowledged and resent after a break; the
+    /// rest belongs to one connection.
     pub(crate) fn is_numbered(&self) -> bool {
         !matches!(self, Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_) | Frame::AckPlease)
+    }
+
+    /// The payload's length (a message's, a spawn's start state).
+    pub(crate) fn body_len(&self) -> usize {
+        match self {
+            Frame::Message { envelope, .. } | Frame::Named { envelope, .. } => envelope.payload.len(),
+            Frame::Spawn { state, .. } => state.len(),
+            _ => 0,
+        }
+    }
+
+    /// Takes out the payload (a message's, a spawn's start state), to go
+    /// raw after the rest of the frame; `None` for a frame without one.
+    pub(crate) fn take_body(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Frame::Message { envelope, .. } | Frame::Named { envelope, .. } => {
+                Some(std::mem::take(&mut envelope.payload).into_vec())
+            }
+            Frame::Spawn { state, .. } => Some(std::mem::take(state)),
+            _ => None,
+        }
+    }
+
+    /// Puts back a payload taken out by [`Frame::take_body`]; false when
+    /// the frame has no room for one.
+    pub(crate) fn put_body(&mut self, body: Vec<u8>) -> bool {
+        match self {
+            Frame::Message { envelope, .. } | Frame::Named { envelope, .. } if envelope.payload.is_empty() => {
+                envelope.payload = molt_abi::Payload::from_vec(body);
+                true
+            }
+            Frame::Spawn { state, .. } if state.is_empty() => {
+                *state = body;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
         postcard::to_stdvec(self)
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Frame, postcard::Error> {
-        postcard::from_bytes(bytes)
+    /// The frame an item opens with, and the raw bytes after it, which
+    /// only a `Part` has.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<(Frame, &[u8]), postcard::Error> {
+        let (frame, rest) = postcard::take_from_bytes(bytes)?;
+        match (&frame, rest) {
+            (Frame::Part { .. }, _) | (_, []) => Ok((frame, rest)),
+            _ => Err(postcard::Error::DeserializeBadEncoding),
+        }
     }
 }
 
@@ -146,7 +196,7 @@ mod tests {
             let payload: Payload = (0..len).map(|i| i as u8).collect();
             let envelope = Envelope { tag: Tag(11), shape: Shape(13), payload };
             let bytes = Frame::Message { to, envelope: envelope.clone() }.encode().unwrap();
-            let Ok(Frame::Message { to: back_to, envelope: back }) = Frame::decode(&bytes) else {
+            let Ok((Frame::Message { to: back_to, envelope: back }, [])) = Frame::decode(&bytes) else {
                 panic!("a message frame")
             };
             assert_eq!((back_to, back), (to, envelope), "length {len}");

@@ -18,6 +18,7 @@ use tokio_util::bytes::Bytes;
 
 use super::frame::{Farewell, Frame};
 use super::handshake::{self, Handshaken, Me, Refusal};
+use super::parts::{Joiner, PART};
 use super::{Secret, parse_name};
 use crate::signal::Signal;
 use crate::{Node, NodeConfig};
@@ -91,8 +92,14 @@ fn seeds(to: Pid, from: Pid) -> Vec<Vec<u8>> {
             monitor: Some(7),
         },
         Frame::SpawnReply { reply_to: to, request: 6, pid: Ok(from) },
+        Frame::Open { stream: 8, head: 12, body: PART as u64 },
     ];
-    frames.iter().map(|frame| frame.encode().unwrap()).collect()
+    let mut seeds: Vec<Vec<u8>> = frames.iter().map(|frame| frame.encode().unwrap()).collect();
+    // A part: its frame, then raw bytes.
+    let mut part = Frame::Part { stream: 8 }.encode().unwrap();
+    part.extend_from_slice(&[5; 40]);
+    seeds.push(part);
+    seeds
 }
 
 /// Mutated frames and random bytes, decoded and delivered to a real node
@@ -128,14 +135,27 @@ fn frames_from_a_peer_decode_or_fail_and_the_node_stays_up() {
             }),
             proptest::collection::vec(any::<u8>(), 0..48),
         ];
+        let joiner = std::cell::RefCell::new(Joiner::default());
         let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
         runner
             .run(&strategy, |bytes| {
-                if let Ok(frame) = Frame::decode(&bytes) {
+                if let Ok((frame, raw)) = Frame::decode(&bytes) {
                     decoded.set(decoded.get() + 1);
                     // What decodes encodes again.
                     prop_assert!(frame.encode().is_ok());
-                    delivered.set(delivered.get() + u64::from(dist.deliver(peer, frame).is_ok()));
+                    // Parts go through a joiner, as on a connection.
+                    let mut joiner = joiner.borrow_mut();
+                    let whole = match frame {
+                        Frame::Open { stream, head, body } => joiner.open(stream, head, body, 64 << 20).map(|()| None),
+                        Frame::Part { stream } => joiner.part(stream, raw),
+                        frame => Ok(Some(frame)),
+                    };
+                    let done = match whole {
+                        Ok(Some(frame)) => dist.deliver(peer, frame).is_ok(),
+                        Ok(None) => true,
+                        Err(_) => false,
+                    };
+                    delivered.set(delivered.get() + u64::from(done));
                 }
                 Ok(())
             })

@@ -25,6 +25,7 @@ mod frame;
 #[cfg(test)]
 mod fuzz;
 mod handshake;
+mod parts;
 mod secret;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -41,7 +42,7 @@ pub use secret::{Secret, SecretError};
 
 use crate::node::NodeInner;
 use crate::signal::Signal;
-pub(crate) use backlog::Backlog;
+pub(crate) use backlog::{Backlog, Pause};
 use connection::Session;
 use frame::{Farewell, Frame};
 use handshake::{HandshakeError, Handshaken, Me, Refusal};
@@ -170,7 +171,7 @@ struct Peer {
     /// dials there again (the other side waits).
     dialed: Option<String>,
     /// Frames towards the peer; `None` once the entry is going down.
-    queue: Option<mpsc::UnboundedSender<Frame>>,
+    queue: Option<mpsc::UnboundedSender<connection::Queued>>,
     /// The session, while no connection carries it.
     pending: Option<Session>,
     state: PeerState,
@@ -238,7 +239,7 @@ enum PeerState {
 }
 
 impl Peer {
-    fn new(name: &str, max_backlog: usize) -> Peer {
+    fn new(name: &str, config: &DistConfig) -> Peer {
         static EPOCHS: AtomicU64 = AtomicU64::new(1);
         let (queue, pending) = mpsc::unbounded_channel();
         Peer {
@@ -249,9 +250,9 @@ impl Peer {
             connection: 0,
             dialed: None,
             queue: Some(queue),
-            pending: Some(Session::new(pending)),
+            pending: Some(Session::new(pending, config.max_frame)),
             state: PeerState::Connecting { outgoing: false, waiters: Vec::new() },
-            backlog: Arc::new(Backlog::new(max_backlog)),
+            backlog: Arc::new(Backlog::new(config.max_backlog)),
             closed: Arc::new(AtomicBool::new(false)),
             reconnects: 0,
             creation: None,
@@ -266,15 +267,16 @@ impl Peer {
         self.epoch == epoch && self.connection == connection
     }
 
-    /// Queues `frame`, or hands it back when the queue is closed; whether
-    /// the backlog is over its bound now.
-    fn push(&self, frame: Frame) -> Result<bool, Frame> {
+    /// Queues `frame`, in order with the others of `lane`, or hands it
+    /// back when the queue is closed; the sender's pause when the backlog
+    /// is over its bound for it now.
+    fn push(&self, lane: Option<Pid>, frame: Frame) -> Result<Option<Pause>, Frame> {
         let Some(queue) = &self.queue else { return Err(frame) };
         let weight = frame.weight();
-        let over = self.backlog.add(weight);
-        queue.send(frame).map(|()| over).map_err(|unsent| {
-            self.backlog.remove(1, weight);
-            unsent.0
+        let pause = self.backlog.add(weight);
+        queue.send((lane, frame)).map(|()| pause).map_err(|unsent| {
+            self.backlog.remove(1, weight, if Backlog::is_big(weight) { weight } else { 0 });
+            unsent.0.1
         })
     }
 
@@ -356,13 +358,14 @@ impl Dist {
 
     /// Queues a message for `to`, a process of another node; dropped (and
     /// counted) when there is no connection to that node, as Erlang drops
-    /// a message to an unreachable node. The peer's backlog when it is over
-    /// its bound: a sending process pauses on it.
-    pub(crate) fn send(&self, to: Pid, envelope: Envelope) -> Option<Arc<Backlog>> {
+    /// a message to an unreachable node. The sender's pause when the peer's
+    /// backlog is over its bound for it. `from` is the sending
+    /// process (`None`: the node or the host), whose messages keep their
+    /// order.
+    pub(crate) fn send(&self, from: Option<Pid>, to: Pid, envelope: Envelope) -> Option<Pause> {
         let peers = self.peers();
-        match peers.get(&to.node).map(|peer| (peer, peer.push(Frame::Message { to, envelope }))) {
-            Some((peer, Ok(true))) => Some(Arc::clone(&peer.backlog)),
-            Some((_, Ok(false))) => None,
+        match peers.get(&to.node).map(|peer| peer.push(from, Frame::Message { to, envelope })) {
+            Some(Ok(pause)) => pause,
             _ => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 None
@@ -377,7 +380,9 @@ impl Dist {
         let (answer, signal) = {
             let peers = self.peers();
             match peers.get(&to.node) {
-                Some(peer) => match peer.push(Frame::Signal { to, signal }) {
+                // A kill names no sender: its target ends, whatever it
+                // overtakes.
+                Some(peer) => match peer.push(signal.sender(), Frame::Signal { to, signal }) {
                     Ok(_) => return,
                     Err(Frame::Signal { signal, .. }) => (peer.name.clone(), signal),
                     Err(_) => unreachable!("the frame handed back is the one pushed"),
@@ -396,10 +401,16 @@ impl Dist {
     /// Sends to the process registered as `name` on the node `node`,
     /// connecting to it if need be; dropped (and counted) when it cannot be
     /// reached.
-    pub(crate) fn send_named(self: &Arc<Self>, node: &str, name: &str, envelope: Envelope) -> Option<Arc<Backlog>> {
+    pub(crate) fn send_named(
+        self: &Arc<Self>,
+        from: Option<Pid>,
+        node: &str,
+        name: &str,
+        envelope: Envelope,
+    ) -> Option<Pause> {
         let frame = Frame::Named { name: name.to_owned(), envelope };
-        match self.reach(node, |peer| peer.push(frame).map(|over| over.then(|| Arc::clone(&peer.backlog)))) {
-            Ok(Ok(over)) => over,
+        match self.reach(node, |peer| peer.push(from, frame)) {
+            Ok(Ok(pause)) => pause,
             _ => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 None
@@ -434,9 +445,10 @@ impl Dist {
             return Err(NotAsked::TooBig);
         }
         self.reach(node_name, |peer| {
+            let lane = Some(request.reply_to);
             peer.requests.push(request);
             // The entry is not going down (`reach`): its queue is open.
-            let _ = peer.push(frame);
+            let _ = peer.push(lane, frame);
         })
         .map_err(NotAsked::Unreachable)
     }
@@ -511,7 +523,7 @@ impl Dist {
         let id = NodeId::from_name(name);
         let (result, start) = {
             let mut peers = self.peers();
-            let peer = peers.entry(id).or_insert_with(|| Peer::new(name, self.config.max_backlog));
+            let peer = peers.entry(id).or_insert_with(|| Peer::new(name, &self.config));
             let start = match &mut peer.state {
                 PeerState::GoingDown => {
                     return Err(NodeDownReason::Unreachable(
@@ -695,7 +707,7 @@ impl Dist {
                 _ => Err(Refusal::UnknownSession),
             };
         }
-        let peer = peers.entry(id).or_insert_with(|| Peer::new(&hello.name, self.config.max_backlog));
+        let peer = peers.entry(id).or_insert_with(|| Peer::new(&hello.name, &self.config));
         match &peer.state {
             PeerState::Reconnecting => {}
             PeerState::Up { .. } if peer.creation != Some(hello.creation) => {}
@@ -783,7 +795,7 @@ impl Dist {
     fn established(
         self: Arc<Self>,
         peer: Handshaken,
-        mut stream: handshake::HandshakeStream,
+        stream: handshake::HandshakeStream,
         taken: Taken,
         welcome: Option<Bytes>,
     ) {
@@ -796,7 +808,6 @@ impl Dist {
             resumed = peer.resume,
             "connected"
         );
-        stream.codec_mut().set_max_frame_length(self.config.max_frame);
         *self.live.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         let dist = Arc::clone(&self);
         self.handle.spawn(async move {
@@ -985,7 +996,7 @@ impl Dist {
                 if to.node != self.id {
                     return Err(format!("a message for {to:?}, which is not a process of this node"));
                 }
-                node.send(to, envelope);
+                node.send(None, to, envelope);
             }
             Frame::Signal { to, signal } => {
                 if to.node != self.id {
@@ -1017,7 +1028,7 @@ impl Dist {
                 self.handle.spawn_blocking(move || {
                     let pid = node.spawn_entry_for_remote(&module, &entry, &state, reply_to, options, monitor);
                     if let Some(peer) = dist.peers().get(&from) {
-                        let _ = peer.push(Frame::SpawnReply { reply_to, request, pid: pid.map_err(Box::new) });
+                        let _ = peer.push(None, Frame::SpawnReply { reply_to, request, pid: pid.map_err(Box::new) });
                     }
                 });
             }
@@ -1048,7 +1059,7 @@ impl Dist {
                 // As Erlang's `{Name, Node} ! Msg`: nobody by that name, no
                 // delivery.
                 if let Some(to) = node.whereis(&name) {
-                    node.send(to, envelope);
+                    node.send(None, to, envelope);
                 }
             }
             Frame::Whereis { name, reply_to, request } => {
@@ -1057,7 +1068,7 @@ impl Dist {
                 }
                 let pid = node.whereis(&name);
                 if let Some(peer) = self.peers().get(&from) {
-                    let _ = peer.push(Frame::WhereisReply { reply_to, request, pid });
+                    let _ = peer.push(None, Frame::WhereisReply { reply_to, request, pid });
                 }
             }
             Frame::WhereisReply { reply_to, request, pid } => {
@@ -1069,6 +1080,8 @@ impl Dist {
                 node.send_message(reply_to, &WhereisReply { request, pid: Ok(pid) });
             }
             Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_) | Frame::AckPlease => {}
+            // The connection joins these (`parts.rs`) before delivery.
+            Frame::Open { .. } | Frame::Part { .. } => return Err("a stream's frame outside its stream".into()),
         }
         Ok(())
     }
@@ -1130,7 +1143,7 @@ impl Dist {
             // closes: the connection's writer ends, and the socket with it;
             // a handshake under way finds the entry gone.
             if matches!(peer.state, PeerState::Up { .. }) {
-                let _ = peer.push(Frame::Goodbye(Farewell::Disconnect));
+                let _ = peer.push(None, Frame::Goodbye(Farewell::Disconnect));
             }
             (peer.epoch, peer.going_down(&self.dropped))
         };
@@ -1175,7 +1188,7 @@ impl Dist {
             match &mut peer.pending {
                 // A session no connection carries is lost with the node.
                 Some(session) => drop(self.dropped.fetch_add(session.lose(), Ordering::Relaxed)),
-                None => drop(peer.push(Frame::Goodbye(Farewell::Shutdown))),
+                None => drop(peer.push(None, Frame::Goodbye(Farewell::Shutdown))),
             }
         }
         // The queues close with the table: each connection writes what is

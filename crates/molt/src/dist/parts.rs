@@ -1,0 +1,427 @@
+//! Big frames in parts, so that one big message does not hold up the small
+//! ones behind it for its whole transfer (what Erlang's fragmentation,
+//! OTP 22, is for). On the way out the [`Outbox`] writes a small frame as
+//! it comes and opens a stream for a big one: its head (the frame without
+//! its payload), then its payload, a part at a time, in turn with the other
+//! open streams and the small frames. A process's frames keep their order:
+//! while one of them goes in parts, the ones it sent after it wait behind
+//! it. On the way in the [`Joiner`] puts each stream back into its frame,
+//! the payload copied once, into the buffer the receiver gets. Both live
+//! in the session: a stream goes on across a resumed connection.
+
+use std::collections::VecDeque;
+
+use molt_abi::Pid;
+use rustc_hash::FxHashMap;
+use tokio_util::bytes::{BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use super::frame::Frame;
+
+/// The bytes of one part; a frame whose encoding is no longer goes whole.
+pub(super) const PART: usize = 64 << 10;
+
+/// Streams open at once, each way: a peer that opens more breaks the
+/// protocol; a writer with this many open keeps the next big frame waiting
+/// (the small ones still go).
+pub(super) const STREAMS: usize = 16;
+
+/// The longest item on a connection: a part and its frame.
+pub(super) const MAX_ITEM: usize = PART + 32;
+
+/// One item on a connection: a frame's encoding, and after it, for a part,
+/// raw bytes (a slice of the payload: not copied until written).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Item {
+    pub(super) frame: Bytes,
+    pub(super) raw: Bytes,
+}
+
+impl Item {
+    pub(super) fn whole(frame: impl Into<Bytes>) -> Item {
+        Item { frame: frame.into(), raw: Bytes::new() }
+    }
+}
+
+/// The connection's codec: items length-delimited as in the handshake
+/// (tokio-util's codec), each written from its two halves without joining
+/// them first, and none read longer than [`MAX_ITEM`].
+pub(super) struct Codec(LengthDelimitedCodec);
+
+impl Codec {
+    pub(super) fn new() -> Codec {
+        Codec(LengthDelimitedCodec::builder().max_frame_length(MAX_ITEM).new_codec())
+    }
+}
+
+impl Decoder for Codec {
+    type Item = BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, std::io::Error> {
+        self.0.decode(src)
+    }
+}
+
+impl Encoder<Item> for Codec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: Item, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        let len = item.frame.len() + item.raw.len();
+        let prefix = u32::try_from(len).map_err(|_| std::io::Error::other("an item over 4 GiB"))?;
+        dst.reserve(4 + len);
+        dst.put_u32(prefix);
+        dst.extend_from_slice(&item.frame);
+        dst.extend_from_slice(&item.raw);
+        Ok(())
+    }
+}
+
+/// Whose frames keep their order among themselves: a sending process's,
+/// or (`None`) those of the node itself and of the host.
+pub(super) type Lane = Option<Pid>;
+
+/// An item to be numbered and written, with what it takes off the backlog
+/// once acknowledged: its frame's weight and one frame, for the item that
+/// completes a frame; nothing for the others.
+#[derive(Debug)]
+pub(super) struct Numbered {
+    pub(super) item: Item,
+    pub(super) weight: usize,
+    pub(super) frames: usize,
+}
+
+/// What the outbox made of the frames it was given.
+#[derive(Debug, Default)]
+pub(super) struct Out {
+    /// Items to write, in order.
+    pub(super) items: Vec<Numbered>,
+    /// Frames over the frame limit, dropped: how many, their weight, and
+    /// the biggest one's size.
+    pub(super) dropped: usize,
+    pub(super) dropped_weight: usize,
+    pub(super) dropped_big: usize,
+    pub(super) biggest_dropped: usize,
+}
+
+/// The writer's side: which item goes next.
+#[derive(Debug)]
+pub(super) struct Outbox {
+    /// The lanes whose first frame goes in parts, or waits for a stream,
+    /// each with the frames behind it.
+    lanes: FxHashMap<Lane, Held>,
+    /// The lanes with an open stream, in turn.
+    open: VecDeque<Lane>,
+    /// The lanes waiting for a stream, in order.
+    waiting: VecDeque<Lane>,
+    next_stream: u64,
+    max_frame: usize,
+}
+
+#[derive(Debug)]
+struct Held {
+    stream: Stream,
+    behind: VecDeque<Frame>,
+}
+
+/// A big frame: its head and its payload, and how much of them went.
+#[derive(Debug)]
+struct Stream {
+    id: u64,
+    head: Bytes,
+    body: Bytes,
+    sent: usize,
+    weight: usize,
+}
+
+impl Outbox {
+    pub(super) fn new(max_frame: usize) -> Outbox {
+        Outbox {
+            lanes: FxHashMap::default(),
+            open: VecDeque::new(),
+            waiting: VecDeque::new(),
+            next_stream: 0,
+            max_frame,
+        }
+    }
+
+    /// Whether a stream has a part to write.
+    pub(super) fn has_parts(&self) -> bool {
+        !self.open.is_empty()
+    }
+
+    /// Takes `frame`, sent on `lane`: its items go into `out` now, or once
+    /// the lane's frames before it went.
+    pub(super) fn push(&mut self, lane: Lane, frame: Frame, out: &mut Out) {
+        match self.lanes.get_mut(&lane) {
+            Some(held) => held.behind.push_back(frame),
+            None => self.start(lane, frame, out),
+        }
+    }
+
+    /// `frame` is its lane's first: written whole, or opened as a stream
+    /// (or left to wait for one).
+    fn start(&mut self, lane: Lane, mut frame: Frame, out: &mut Out) {
+        let weight = frame.weight();
+        let body = if frame.body_len() > PART { frame.take_body().map(Bytes::from) } else { None };
+        let body = body.unwrap_or_default();
+        // The core's own frames always encode.
+        let head = Bytes::from(frame.encode().unwrap_or_default());
+        let size = head.len() + body.len();
+        if size > self.max_frame {
+            out.dropped += 1;
+            out.dropped_weight += weight;
+            if super::Backlog::is_big(weight) {
+                out.dropped_big += weight;
+            }
+            out.biggest_dropped = out.biggest_dropped.max(size);
+            return;
+        }
+        if size <= PART {
+            out.items.push(Numbered { item: Item::whole(head), weight, frames: 1 });
+            return;
+        }
+        let stream = Stream { id: 0, head, body, sent: 0, weight };
+        self.lanes.insert(lane, Held { stream, behind: VecDeque::new() });
+        if self.open.len() < STREAMS {
+            self.open(lane, out);
+        } else {
+            self.waiting.push_back(lane);
+        }
+    }
+
+    /// Opens the stream of `lane`'s first frame.
+    fn open(&mut self, lane: Lane, out: &mut Out) {
+        let Some(held) = self.lanes.get_mut(&lane) else { return };
+        let stream = &mut held.stream;
+        stream.id = self.next_stream;
+        self.next_stream += 1;
+        let open = Frame::Open { stream: stream.id, head: stream.head.len() as u64, body: stream.body.len() as u64 };
+        // The core's own frames always encode.
+        out.items.push(Numbered { item: Item::whole(open.encode().unwrap_or_default()), weight: 0, frames: 0 });
+        self.open.push_back(lane);
+    }
+
+    /// One part of each open stream, in turn; a stream that ends lets the
+    /// frames behind it go, and a waiting one open.
+    pub(super) fn parts(&mut self, out: &mut Out) {
+        for _ in 0..self.open.len() {
+            let Some(lane) = self.open.pop_front() else { return };
+            let Some(held) = self.lanes.get_mut(&lane) else { continue };
+            let stream = &mut held.stream;
+            let (from, at) = match stream.sent.checked_sub(stream.head.len()) {
+                None => (&stream.head, stream.sent),
+                Some(at) => (&stream.body, at),
+            };
+            let raw = from.slice(at..from.len().min(at + PART));
+            stream.sent += raw.len();
+            let done = stream.sent == stream.head.len() + stream.body.len();
+            // The core's own frames always encode.
+            let frame = Frame::Part { stream: stream.id }.encode().unwrap_or_default();
+            let (weight, frames) = if done { (stream.weight, 1) } else { (0, 0) };
+            out.items.push(Numbered { item: Item { frame: frame.into(), raw }, weight, frames });
+            if !done {
+                self.open.push_back(lane);
+                continue;
+            }
+            let Some(held) = self.lanes.remove(&lane) else { continue };
+            for frame in held.behind {
+                self.push(lane, frame, out);
+            }
+            while self.open.len() < STREAMS
+                && let Some(next) = self.waiting.pop_front()
+            {
+                self.open(next, out);
+            }
+        }
+    }
+
+    /// Empties an outbox nobody will write: how many frames were in it.
+    pub(super) fn lose(&mut self) -> u64 {
+        let lost = self.lanes.values().map(|held| 1 + held.behind.len() as u64).sum();
+        self.lanes.clear();
+        self.open.clear();
+        self.waiting.clear();
+        lost
+    }
+}
+
+/// The reader's side: the streams being put back together.
+#[derive(Debug, Default)]
+pub(super) struct Joiner {
+    streams: FxHashMap<u64, Joining>,
+    /// The last stream opened: ids only grow.
+    last: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Joining {
+    head: Vec<u8>,
+    head_len: usize,
+    body: Vec<u8>,
+    body_len: usize,
+}
+
+impl Joiner {
+    /// The peer opens stream `stream`, of `head` and `body` bytes; what
+    /// breaks the protocol, if it does.
+    pub(super) fn open(&mut self, stream: u64, head: u64, body: u64, max_frame: usize) -> Result<(), String> {
+        if let Some(last) = self.last
+            && stream <= last
+        {
+            return Err(format!("stream {stream} opened after stream {last}"));
+        }
+        if self.streams.len() >= STREAMS {
+            return Err(format!("more than {STREAMS} streams open at once"));
+        }
+        let size = head.saturating_add(body);
+        if head == 0 || size > max_frame as u64 || size <= PART as u64 {
+            return Err(format!(
+                "a stream of {size} bytes (a frame goes whole up to {PART}, up to {max_frame} in parts)"
+            ));
+        }
+        let (head_len, body_len) = (head as usize, body as usize);
+        // The payload's buffer is the one the receiver gets: made once, at
+        // its size (its pages are only touched as parts fill them).
+        let joining = Joining {
+            head: Vec::with_capacity(head_len.min(PART)),
+            head_len,
+            body: Vec::with_capacity(body_len),
+            body_len,
+        };
+        self.streams.insert(stream, joining);
+        self.last = Some(stream);
+        Ok(())
+    }
+
+    /// The next bytes of stream `stream`: its frame, once complete.
+    pub(super) fn part(&mut self, stream: u64, raw: &[u8]) -> Result<Option<Frame>, String> {
+        let Some(joining) = self.streams.get_mut(&stream) else {
+            return Err(format!("a part of stream {stream}, which is not open"));
+        };
+        let into_head = (joining.head_len - joining.head.len()).min(raw.len());
+        let (to_head, to_body) = raw.split_at(into_head);
+        if raw.is_empty() || to_body.len() > joining.body_len - joining.body.len() {
+            return Err(format!("a part of {} bytes, not what stream {stream} still lacks", raw.len()));
+        }
+        joining.head.extend_from_slice(to_head);
+        joining.body.extend_from_slice(to_body);
+        if joining.head.len() < joining.head_len || joining.body.len() < joining.body_len {
+            return Ok(None);
+        }
+        let Some(Joining { head, body, body_len, .. }) = self.streams.remove(&stream) else { return Ok(None) };
+        let mut frame = match Frame::decode(&head) {
+            Ok((frame, _)) if frame.is_numbered() && !matches!(frame, Frame::Open { .. } | Frame::Part { .. }) => frame,
+            _ => return Err(format!("stream {stream} is not a frame that goes in parts")),
+        };
+        if body_len > 0 && !frame.put_body(body) {
+            return Err(format!("stream {stream} has a payload for a frame without room for one"));
+        }
+        Ok(Some(frame))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use molt_abi::{Envelope, NodeId, Payload, Pid, Shape, Tag};
+
+    use super::*;
+
+    fn pid(serial: u64) -> Pid {
+        Pid { node: NodeId(7), creation: 1, serial }
+    }
+
+    fn message(to: u64, len: usize, fill: u8) -> Frame {
+        let envelope = Envelope { tag: Tag(1), shape: Shape(2), payload: Payload::from_vec(vec![fill; len]) };
+        Frame::Message { to: pid(to), envelope }
+    }
+
+    /// Runs the items through a joiner: the frames that come out, as
+    /// (target, payload length, first byte).
+    fn join(items: &[Numbered], joiner: &mut Joiner) -> Vec<(u64, usize, u8)> {
+        let mut frames = Vec::new();
+        for numbered in items {
+            let mut bytes = numbered.item.frame.to_vec();
+            bytes.extend_from_slice(&numbered.item.raw);
+            assert!(bytes.len() <= MAX_ITEM);
+            let frame = match Frame::decode(&bytes).unwrap() {
+                (Frame::Open { stream, head, body }, _) => {
+                    joiner.open(stream, head, body, 64 << 20).unwrap();
+                    None
+                }
+                (Frame::Part { stream }, raw) => joiner.part(stream, raw).unwrap(),
+                (frame, _) => Some(frame),
+            };
+            if let Some(Frame::Message { to, envelope }) = frame {
+                frames.push((to.serial, envelope.payload.len(), envelope.payload.first().copied().unwrap_or(0)));
+            }
+        }
+        frames
+    }
+
+    /// A big message goes in parts, small ones of other lanes overtake it,
+    /// the ones of its own lane wait behind it, and every one comes back
+    /// whole.
+    #[test]
+    fn small_frames_overtake_a_big_one_of_another_lane_only() {
+        let mut outbox = Outbox::new(64 << 20);
+        let mut out = Out::default();
+        outbox.push(Some(pid(1)), message(10, 1 << 20, 1), &mut out);
+        outbox.push(Some(pid(1)), message(11, 5, 2), &mut out);
+        outbox.push(Some(pid(2)), message(12, 5, 3), &mut out);
+        outbox.parts(&mut out);
+        outbox.push(Some(pid(2)), message(13, 5, 4), &mut out);
+        while outbox.has_parts() {
+            outbox.parts(&mut out);
+        }
+        let frames = join(&out.items, &mut Joiner::default());
+        assert_eq!(frames, [(12, 5, 3), (13, 5, 4), (10, 1 << 20, 1), (11, 5, 2)]);
+        assert_eq!(out.items.iter().map(|n| n.frames).sum::<usize>(), 4);
+        assert_eq!(outbox.lose(), 0);
+    }
+
+    /// Past the number of open streams, a big frame waits for one, and
+    /// still goes, in order.
+    #[test]
+    fn big_frames_past_the_open_streams_wait_their_turn() {
+        let mut outbox = Outbox::new(64 << 20);
+        let mut out = Out::default();
+        for lane in 0..STREAMS as u64 + 3 {
+            outbox.push(Some(pid(lane)), message(lane, PART * 2 + 1, lane as u8), &mut out);
+        }
+        outbox.push(Some(pid(0)), message(99, 1, 0), &mut out);
+        while outbox.has_parts() {
+            outbox.parts(&mut out);
+        }
+        let frames = join(&out.items, &mut Joiner::default());
+        assert_eq!(frames.len(), STREAMS + 4);
+        let zero = frames.iter().position(|f| f.0 == 0).unwrap();
+        let after = frames.iter().position(|f| f.0 == 99).unwrap();
+        assert!(zero < after, "a lane's frames stay in order: {frames:?}");
+        assert!(frames.iter().all(|&(to, len, first)| to == 99 || (len == PART * 2 + 1 && first == to as u8)));
+    }
+
+    /// A frame over the limit is dropped and counted, alone.
+    #[test]
+    fn a_frame_over_the_limit_is_dropped_alone() {
+        let mut outbox = Outbox::new(1 << 20);
+        let mut out = Out::default();
+        outbox.push(None, message(1, 2 << 20, 1), &mut out);
+        outbox.push(None, message(2, 3, 1), &mut out);
+        assert_eq!((out.dropped, out.items.len()), (1, 1));
+        assert!(out.biggest_dropped > 2 << 20);
+    }
+
+    /// What breaks the protocol is named: a part of a stream never opened,
+    /// a part past its end, a stream opened twice or over the limit.
+    #[test]
+    fn a_joiner_refuses_what_breaks_the_protocol() {
+        let mut joiner = Joiner::default();
+        assert!(joiner.part(3, b"x").unwrap_err().contains("not open"));
+        joiner.open(3, 10, PART as u64, 1 << 20).unwrap();
+        assert!(joiner.open(3, 10, PART as u64, 1 << 20).unwrap_err().contains("after stream 3"));
+        assert!(joiner.open(4, 10, 2 << 20, 1 << 20).unwrap_err().contains("bytes"));
+        assert!(joiner.part(3, &vec![0; PART + 11]).unwrap_err().contains("still lacks"));
+        assert!(joiner.part(3, &[]).is_err());
+    }
+}
