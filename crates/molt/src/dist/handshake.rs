@@ -40,7 +40,7 @@ use super::Secret;
 
 /// The distribution protocol this node speaks; a peer that speaks another
 /// is refused by name.
-pub(crate) const PROTOCOL: u32 = 4;
+pub(crate) const PROTOCOL: u32 = 5;
 
 /// The longest handshake message: names are short, and a stranger must
 /// not make a pending handshake hold much memory.
