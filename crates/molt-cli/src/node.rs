@@ -10,13 +10,14 @@
 //! `echo` there, pings it and prints each round trip.
 //!
 //! Both take the node group's secret from `--secret-file` (a file only its
-//! owner can read) or the `MOLT_SECRET` environment variable.
+//! owner can read) or the `MOLT_SECRET` environment variable, and mutual
+//! TLS from `--tls-cert`, `--tls-key` and `--tls-ca` (PEM files).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use molt::{Down, Node, NodeConfig, Pid, ReceiveError, Secret};
+use molt::{Down, Node, NodeConfig, Pid, ReceiveError, Secret, Tls};
 
 /// Where a node's secret comes from.
 #[derive(Debug, clap::Args)]
@@ -33,6 +34,31 @@ impl SecretArgs {
             Some(path) => Secret::from_file(path).map_err(|e| e.to_string()),
             None => Secret::from_env("MOLT_SECRET")
                 .map_err(|e| format!("{e}: give the node group's secret with --secret-file PATH or in MOLT_SECRET")),
+        }
+    }
+}
+
+/// Mutual TLS for a node's connections: all three, or none.
+#[derive(Debug, clap::Args)]
+pub struct TlsArgs {
+    /// The node's certificate chain (PEM), for the host it listens on.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The authority whose certificates peers must present (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn tls(&self) -> Result<Option<Tls>, String> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Tls::from_pem_files(cert, key, ca).map(Some).map_err(|e| e.to_string())
+            }
+            _ => Ok(None),
         }
     }
 }
@@ -56,10 +82,15 @@ pub struct NodeArgs {
     detection_ms: u64,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
-fn start(name: &str, listen: &str, detection: Duration, secret: &SecretArgs) -> Result<Node, String> {
-    let config = NodeConfig::new(name).listen(listen).secret(secret.secret()?).detection(detection);
+fn start(name: &str, listen: &str, detection: Duration, secret: &SecretArgs, tls: &TlsArgs) -> Result<Node, String> {
+    let mut config = NodeConfig::new(name).listen(listen).secret(secret.secret()?).detection(detection);
+    if let Some(tls) = tls.tls()? {
+        config = config.tls(tls);
+    }
     Node::start(config).map_err(|e| e.to_string())
 }
 
@@ -76,7 +107,8 @@ pub fn run_node(args: &NodeArgs) -> Result<(), String> {
     // What the node says of its peers (connected, refused, down) goes to
     // standard error.
     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
-    let node = start(&args.name, &args.listen, Duration::from_millis(args.detection_ms), &args.secret)?;
+    let detection = Duration::from_millis(args.detection_ms);
+    let node = start(&args.name, &args.listen, detection, &args.secret, &args.tls)?;
     let server = node.spawn(echo);
     node.run(move |p| async move { p.register("echo", server) })
         .map_err(|e| format!("the echo process ended: {e}"))?
@@ -108,11 +140,13 @@ pub struct PingArgs {
     count: u64,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// `molt ping`: pings the `echo` of another node, one round trip at a time.
 pub fn run_ping(args: &PingArgs) -> Result<(), String> {
-    let node = start("ping", "127.0.0.1:0", Duration::from_secs(4), &args.secret)?;
+    let node = start("ping", "127.0.0.1:0", Duration::from_secs(4), &args.secret, &args.tls)?;
     node.connect(&args.node).map_err(|e| e.to_string())?;
     let (target, count) = (args.node.clone(), args.count);
     let outcome = node.run(move |mut p| async move {

@@ -2,7 +2,7 @@
 //! by `molt ping` (another child) and by a node in this test process;
 //! stopped cleanly (its peers hear it shut down) and killed with SIGKILL
 //! (its peers declare it down with the reason, and a process streaming to
-//! it goes on).
+//! it goes on); and both over mutual TLS, from certificate files.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -22,8 +22,13 @@ struct NodeProcess {
 
 impl NodeProcess {
     fn start(short: &str) -> NodeProcess {
+        NodeProcess::start_with(short, &[])
+    }
+
+    fn start_with(short: &str, more: &[&str]) -> NodeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_molt"))
             .args(["node", short, "--listen", "127.0.0.1:0"])
+            .args(more)
             .env("MOLT_SECRET", SECRET)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -178,4 +183,60 @@ fn a_node_killed_with_sigkill_is_declared_down_and_a_process_streaming_to_it_goe
     assert!(sent >= 100, "{sent}");
     let (dropped, _) = node.dist_counts();
     assert!(dropped > 0, "what was sent into the dead connection is counted");
+}
+
+/// PEM files for mutual TLS in a fresh directory: an authority, and a
+/// certificate for 127.0.0.1 it signed, with its key; the `--tls-*`
+/// arguments that name them.
+fn tls_files() -> Vec<String> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = std::env::temp_dir().join(format!("molt-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let certificate = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let mut args = Vec::new();
+    for (flag, file, pem) in [
+        ("--tls-cert", "node.pem", certificate.pem()),
+        ("--tls-key", "node.key", key.serialize_pem()),
+        ("--tls-ca", "ca.pem", ca_pem),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, pem).unwrap();
+        args.extend([flag.to_owned(), path.display().to_string()]);
+    }
+    args
+}
+
+#[test]
+fn molt_ping_reaches_a_node_in_another_process_over_mutual_tls() {
+    let tls = tls_files();
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let remote = NodeProcess::start_with("t", &tls);
+    let ping = Command::new(env!("CARGO_BIN_EXE_molt"))
+        .args(["ping", &remote.name, "--count", "3"])
+        .args(&tls)
+        .env("MOLT_SECRET", SECRET)
+        .output()
+        .expect("molt ping runs");
+    let stdout = String::from_utf8_lossy(&ping.stdout);
+    assert!(ping.status.success(), "{stdout}{}", String::from_utf8_lossy(&ping.stderr));
+    assert!(stdout.contains("DONE: 3 pings, 3 pongs, median round trip "), "{stdout}");
+    // Without TLS, the same secret is not enough.
+    let plain = Command::new(env!("CARGO_BIN_EXE_molt"))
+        .args(["ping", &remote.name])
+        .env("MOLT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(stderr.contains("could not connect to t@127.0.0.1:"), "{stderr}");
+    // Half the TLS arguments are refused by name.
+    let half = Command::new(env!("CARGO_BIN_EXE_molt")).args(["ping", &remote.name]).args(&tls[..2]).output().unwrap();
+    assert!(!half.status.success());
+    assert!(String::from_utf8_lossy(&half.stderr).contains("--tls-ca"), "{}", String::from_utf8_lossy(&half.stderr));
 }

@@ -51,7 +51,7 @@ pub use code::{
     BuildError, BuildOptions, LoadError, LoadOptions, Loaded, ModuleInfo, ProcessUpgrade, PurgeError, PurgeReport,
     ShapeChange, UnloadedVersion, UpgradeOutcome, VersionInfo, build_module,
 };
-pub use dist::{ConnectError, PeerInfo, Secret, SecretError};
+pub use dist::{ConnectError, PeerInfo, Secret, SecretError, Tls, TlsError};
 pub use info::{ProcessInfo, ProcessStatus};
 pub use molt_abi::contract::ABI_VERSION;
 pub use molt_abi::contract::SpawnOptions;

@@ -22,7 +22,7 @@ use crate::code::{
     BuildError, BuildOptions, CodeServer, LoadError, LoadOptions, Loaded, ModuleInfo, PurgeError, PurgeReport,
     UnloadedVersion, Version, VersionInfo,
 };
-use crate::dist::{ConnectError, Dist, DistConfig, PeerInfo, Secret};
+use crate::dist::{ConnectError, Dist, DistConfig, PeerInfo, Secret, Tls};
 use crate::info::ProcessInfo;
 use crate::placement::{Placement, Scheduled};
 use crate::process::{CLOSURE, CodeRef, ProcessCtx, ProcessTask, RunningBody};
@@ -74,6 +74,14 @@ impl NodeConfig {
     /// [`Secret`]).
     pub fn secret(mut self, secret: Secret) -> NodeConfig {
         self.dist.secret = Some(secret);
+        self
+    }
+
+    /// Mutual TLS on every connection (see [`Tls`]), for links between
+    /// machines; every node of the group needs it. The secret is still
+    /// needed, and still checked, inside.
+    pub fn tls(mut self, tls: Tls) -> NodeConfig {
+        self.dist.tls = Some(tls);
         self
     }
 

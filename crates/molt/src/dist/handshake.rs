@@ -32,7 +32,6 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_util::bytes::Bytes;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -131,6 +130,11 @@ pub(crate) enum HandshakeError {
     NotThatNode { expected: String, answered: String },
     #[error("the handshake did not finish within its deadline")]
     Timeout,
+    #[error(
+        "TLS failed: {0} (each node needs a certificate for the host in its name, signed by an authority \
+         the other trusts: see NodeConfig::tls)"
+    )]
+    Tls(#[source] std::io::Error),
 }
 
 /// A peer that passed the handshake.
@@ -145,7 +149,7 @@ pub(crate) struct Handshaken {
 }
 
 /// A length-delimited connection during the handshake.
-pub(crate) type HandshakeStream = Wire<TcpStream>;
+pub(crate) type HandshakeStream = Wire<Box<dyn super::tls::Transport>>;
 
 /// Length-delimited frames over any byte stream (a TCP connection, or an
 /// in-memory pipe in the fuzz tests).

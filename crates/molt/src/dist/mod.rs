@@ -27,6 +27,7 @@ mod fuzz;
 mod handshake;
 mod parts;
 mod secret;
+mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -39,6 +40,7 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::bytes::Bytes;
 
 pub use secret::{Secret, SecretError};
+pub use tls::{Tls, TlsError};
 
 use crate::node::NodeInner;
 use crate::signal::Signal;
@@ -58,6 +60,7 @@ pub(crate) struct DistConfig {
     pub(crate) max_frame: usize,
     pub(crate) max_handshakes: usize,
     pub(crate) max_backlog: usize,
+    pub(crate) tls: Option<Tls>,
 }
 
 impl Default for DistConfig {
@@ -70,6 +73,7 @@ impl Default for DistConfig {
             max_frame: 64 << 20,
             max_handshakes: 64,
             max_backlog: 8 << 20,
+            tls: None,
         }
     }
 }
@@ -583,6 +587,17 @@ impl Dist {
         let attempt = async {
             let stream = tokio::net::TcpStream::connect(address).await?;
             stream.set_nodelay(true)?;
+            let stream: Box<dyn tls::Transport> = match &self.config.tls {
+                // The certificate must be for the host the name says, not
+                // for whatever address (a proxy's, say) was dialed.
+                Some(tls) => {
+                    let host = parse_name(name).map_or("", |(_, address)| address);
+                    let host = host.rsplit_once(':').map_or(host, |(host, _)| host);
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    tls.connect(host, stream).await.map_err(HandshakeError::Tls)?
+                }
+                None => Box::new(stream),
+            };
             let mut stream = handshake::framed(stream);
             let peer = handshake::connect(&mut stream, &self.me(), name, session, resume).await?;
             Ok::<_, HandshakeError>((stream, peer))
@@ -654,12 +669,20 @@ impl Dist {
     }
 
     async fn accept_one(self: Arc<Self>, stream: tokio::net::TcpStream, from: std::net::SocketAddr) {
-        let mut stream = handshake::framed(stream);
         let me = self.me();
-        // Only a peer that proved it holds the secret gets this far: a
-        // stranger changes nothing of the node's state.
+        // Only a peer that proved it holds the secret (and, with TLS, a
+        // certificate) gets this far: a stranger changes nothing of the
+        // node's state.
         let mut abandoned = None;
-        let handshake = handshake::accept(&mut stream, &me, |peer| self.admit(peer, &mut abandoned));
+        let handshake = async {
+            let stream: Box<dyn tls::Transport> = match &self.config.tls {
+                Some(tls) => tls.accept(stream).await.map_err(HandshakeError::Tls)?,
+                None => Box::new(stream),
+            };
+            let mut stream = handshake::framed(stream);
+            let admitted = handshake::accept(&mut stream, &me, |peer| self.admit(peer, &mut abandoned)).await?;
+            Ok((stream, admitted))
+        };
         let result = tokio::time::timeout(self.config.handshake_timeout, handshake)
             .await
             .unwrap_or(Err(HandshakeError::Timeout));
@@ -668,7 +691,7 @@ impl Dist {
             self.give_up(id, epoch, &name, waiters, NodeDownReason::ConnectionClosed);
         }
         match result {
-            Ok((peer, taken, welcome)) => self.established(peer, stream, taken, Some(welcome)),
+            Ok((stream, (peer, taken, welcome))) => self.established(peer, stream, taken, Some(welcome)),
             // A resumption that came before this side saw the old
             // connection break: the peer tries again at once.
             Err(HandshakeError::Refusing(Refusal::Busy)) => {}
