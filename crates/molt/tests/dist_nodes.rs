@@ -67,6 +67,13 @@ fn messages_to_a_process_of_another_node_arrive_once_and_in_order_both_ways() {
     assert!(a.nodes()[0].connected);
     assert_eq!(a.nodes()[0].name, b.name());
     assert_eq!(b.nodes()[0].name, a.name(), "the accepting side lists the connection too");
+    // Each side has timed a ping's round trip (one goes as the connection
+    // opens), and it is within the bound of a loopback connection.
+    for node in [&a, &b] {
+        eventually("a round trip is timed", || node.nodes()[0].round_trip.is_some());
+        let timed = node.nodes()[0].round_trip.unwrap();
+        assert!(timed > Duration::ZERO && timed < BOUND, "{timed:?}");
+    }
 }
 
 #[test]

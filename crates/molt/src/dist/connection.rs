@@ -106,6 +106,7 @@ pub(super) async fn run(
     backlog: &Backlog,
     stop: &Notify,
     closed: &AtomicBool,
+    round_trip: &AtomicU64,
     opened: impl FnOnce(),
 ) -> NodeDownReason {
     let stream = stream.map_codec(|_| Codec::new());
@@ -123,6 +124,10 @@ pub(super) async fn run(
     // The peer acknowledged more: what it has is let go at once, and the
     // backlog with it (a sender paused on it may be waiting).
     let acked_more = Notify::new();
+    // The last ping, and when it went (since `born`); the ping to answer.
+    let born = std::time::Instant::now();
+    let (ping_id, ping_at) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (pong_due, pong) = (AtomicU64::new(0), Notify::new());
     let writer = async {
         if let Some(welcome) = welcome
             && sink.send(Item::whole(welcome)).await.is_err()
@@ -146,9 +151,9 @@ pub(super) async fn run(
         if sink.flush().await.is_err() {
             return NodeDownReason::ConnectionClosed;
         }
+        // The first tick is at once: the round trip is known from the start.
         let mut tick = tokio::time::interval(detection / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut wrote = false;
         let mut out = Out::default();
         loop {
             let mut farewell = None;
@@ -190,18 +195,23 @@ pub(super) async fn run(
                     }
                     continue;
                 }
+                () = pong.notified() => {
+                    if send(&mut sink, &Frame::Pong(pong_due.load(Ordering::Relaxed))).await.is_err() {
+                        return NodeDownReason::ConnectionClosed;
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {
                     trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
                     let now = delivered.load(Ordering::Relaxed);
-                    let said = if now > acked_here {
+                    if now > acked_here {
                         acked_here = now;
-                        send(&mut sink, &Frame::Ack(now)).await
-                    } else if !std::mem::take(&mut wrote) {
-                        send(&mut sink, &Frame::Tick).await
-                    } else {
-                        Ok(())
-                    };
-                    if said.is_err() {
+                        let _ = feed(&mut sink, &Frame::Ack(now)).await;
+                    }
+                    let id = ping_id.load(Ordering::Relaxed) + 1;
+                    ping_at.store(born.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    ping_id.store(id, Ordering::Relaxed);
+                    if send(&mut sink, &Frame::Ping(id)).await.is_err() {
                         return NodeDownReason::ConnectionClosed;
                     }
                     continue;
@@ -241,7 +251,6 @@ pub(super) async fn run(
             if sink.flush().await.is_err() {
                 return NodeDownReason::ConnectionClosed;
             }
-            wrote = true;
             // The reader shares this task: while parts keep the socket
             // writable, it gets a turn after each round of them, so that a
             // small answer is not read only after megabytes were written.
@@ -277,6 +286,16 @@ pub(super) async fn run(
                 Frame::Goodbye(Farewell::Shutdown) => return NodeDownReason::PeerShutdown,
                 Frame::Goodbye(Farewell::Disconnect) => return NodeDownReason::Disconnected,
                 Frame::AckPlease => ack_due.notify_one(),
+                Frame::Ping(n) => {
+                    pong_due.store(n, Ordering::Relaxed);
+                    pong.notify_one();
+                }
+                Frame::Pong(n) => {
+                    if n == ping_id.load(Ordering::Relaxed) {
+                        let took = (born.elapsed().as_nanos() as u64).saturating_sub(ping_at.load(Ordering::Relaxed));
+                        round_trip.store((took / 1000).max(1), Ordering::Relaxed);
+                    }
+                }
                 Frame::Ack(n) => {
                     let (before, sent) = (peer_acked.load(Ordering::Relaxed), written.load(Ordering::Relaxed));
                     if n < before || n > sent {

@@ -32,9 +32,11 @@ pub(crate) enum Frame {
     Whereis { name: String, reply_to: Pid, request: u64 },
     /// The answer to a `Whereis`.
     WhereisReply { reply_to: Pid, request: u64, pid: Option<Pid> },
-    /// Nothing but "still here": sent when the connection was otherwise
-    /// quiet for a tick, so that silence means trouble.
-    Tick,
+    /// "Still here", every quarter of the detection bound, so that silence
+    /// means trouble; answered with `Pong(n)`, which times the round trip.
+    Ping(u64),
+    /// The answer to `Ping(n)`.
+    Pong(u64),
     /// The sender delivered the first `n` messages and signals this
     /// connection's session carried towards it (every connection opens
     /// with one: where a resumed session picks up).
@@ -127,7 +129,7 @@ impl Frame {
     /// requests are numbered, acknowledged and resent after a break; the
     /// rest belongs to one connection.
     pub(crate) fn is_numbered(&self) -> bool {
-        !matches!(self, Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_) | Frame::AckPlease)
+        !matches!(self, Frame::Ping(_) | Frame::Pong(_) | Frame::Ack(_) | Frame::Goodbye(_) | Frame::AckPlease)
     }
 
     /// The payload's length (a message's, a spawn's start state).

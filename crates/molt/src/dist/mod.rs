@@ -120,6 +120,10 @@ pub struct PeerInfo {
     /// How many times its connection broke and came back within the
     /// detection bound, the session going on.
     pub reconnects: u64,
+    /// The last round trip of a heartbeat's ping (every quarter of the
+    /// detection bound, and one as the connection opens); `None` before
+    /// the first came back.
+    pub round_trip: Option<Duration>,
 }
 
 /// `name@host:port` split into the name and the address.
@@ -183,6 +187,8 @@ struct Peer {
     /// Set when the entry goes down: its connection delivers nothing more
     /// (links and monitors across it have fired).
     closed: Arc<AtomicBool>,
+    /// The last round trip of a ping, in microseconds (0: none yet).
+    round_trip: Arc<AtomicU64>,
     reconnects: u64,
     /// The peer's creation, once a connection was made.
     creation: Option<u32>,
@@ -258,6 +264,7 @@ impl Peer {
             state: PeerState::Connecting { outgoing: false, waiters: Vec::new() },
             backlog: Arc::new(Backlog::new(config.max_backlog)),
             closed: Arc::new(AtomicBool::new(false)),
+            round_trip: Arc::new(AtomicU64::new(0)),
             reconnects: 0,
             creation: None,
             broke_at: None,
@@ -309,6 +316,7 @@ struct Taken {
     session: Session,
     backlog: Arc<Backlog>,
     closed: Arc<AtomicBool>,
+    round_trip: Arc<AtomicU64>,
     stop: Arc<Notify>,
 }
 
@@ -787,6 +795,7 @@ impl Dist {
             session,
             backlog: peer.backlog.clone(),
             closed: peer.closed.clone(),
+            round_trip: peer.round_trip.clone(),
             stop,
         })
     }
@@ -834,9 +843,21 @@ impl Dist {
         *self.live.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         let dist = Arc::clone(&self);
         self.handle.spawn(async move {
-            let Taken { epoch, connection, mut session, backlog, closed, stop } = taken;
+            let Taken { epoch, connection, mut session, backlog, closed, round_trip, stop } = taken;
             let opened = || dist.opened(id, epoch, connection);
-            let why = connection::run(&dist, id, stream, welcome, &mut session, &backlog, &stop, &closed, opened).await;
+            let why = connection::run(
+                &dist,
+                id,
+                stream,
+                welcome,
+                &mut session,
+                &backlog,
+                &stop,
+                &closed,
+                &round_trip,
+                opened,
+            )
+            .await;
             dist.connection_ended(id, epoch, connection, why, session);
             let (count, emptied) = &dist.live;
             *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
@@ -1102,7 +1123,7 @@ impl Dist {
                 };
                 node.send_message(reply_to, &WhereisReply { request, pid: Ok(pid) });
             }
-            Frame::Tick | Frame::Ack(_) | Frame::Goodbye(_) | Frame::AckPlease => {}
+            Frame::Ping(_) | Frame::Pong(_) | Frame::Ack(_) | Frame::Goodbye(_) | Frame::AckPlease => {}
             // The connection joins these (`parts.rs`) before delivery.
             Frame::Open { .. } | Frame::Part { .. } => return Err("a stream's frame outside its stream".into()),
         }
@@ -1186,6 +1207,10 @@ impl Dist {
                 queued: peer.backlog.frames(),
                 queued_bytes: peer.backlog.bytes(),
                 reconnects: peer.reconnects,
+                round_trip: match peer.round_trip.load(Ordering::Relaxed) {
+                    0 => None,
+                    micros => Some(Duration::from_micros(micros)),
+                },
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
