@@ -396,6 +396,10 @@ impl Process {
     }
 
     /// Delivers `message` to `to` after `delay` (Erlang `erlang:send_after/3`).
+    /// The timer is cancelled if `to`, a process of this node, ends first;
+    /// `to` may be a process of another node (as Cloud Haskell's
+    /// `sendAfter`; Erlang refuses one), which the message is sent to when
+    /// the timer fires.
     pub fn send_after<M: Message>(&self, delay: Duration, to: Pid, message: &M) -> TimerRef {
         // SAFETY: `self` holds the handle; the message is valid for the call.
         outgoing(message, |message| unsafe { (self.vtable.send_after)(self.handle, nanos(delay), to, message) })

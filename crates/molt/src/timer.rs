@@ -40,7 +40,9 @@ const REBUILD_SLACK: usize = 64;
 
 /// Whom a `send_after` is for.
 pub(crate) enum TimerTarget {
-    /// A process of this node: the timer is cancelled if it ends first.
+    /// A process of this node: the timer is cancelled if it ends first. A
+    /// process of another node: the message goes there when the timer
+    /// fires (as Cloud Haskell's `sendAfter`; Erlang refuses a remote pid).
     Pid(Pid),
     /// Whoever has the name when the timer fires.
     Name(Box<str>),
@@ -77,8 +79,9 @@ struct Slab {
     /// armed and fired over and over does not allocate a chunk each time.
     spare: Option<u32>,
     heap: BinaryHeap<Due>,
-    /// The names of the pending timers aimed at a name, by slot.
-    names: FxHashMap<u32, Box<str>>,
+    /// The targets of the pending timers aimed at a name or at a process
+    /// of another node, by slot.
+    names: FxHashMap<u32, TimerTarget>,
     pending: usize,
     /// Ties between equal deadlines fire in the order they were armed.
     sequence: u32,
@@ -135,7 +138,7 @@ impl PartialOrd for Due {
 /// A timer that fired, to be delivered outside the wheel's lock.
 struct Fired {
     target: u64,
-    name: Option<Box<str>>,
+    name: Option<TimerTarget>,
     envelope: Envelope,
 }
 
@@ -150,7 +153,14 @@ impl TimerWheel {
 
     /// Arms a timer: `id` due at `deadline` for the process with serial
     /// `target` (0 with a `name`). Returns its slot.
-    pub(crate) fn arm(&self, id: u64, deadline: u64, target: u64, name: Option<Box<str>>, envelope: Envelope) -> u32 {
+    pub(crate) fn arm(
+        &self,
+        id: u64,
+        deadline: u64,
+        target: u64,
+        name: Option<TimerTarget>,
+        envelope: Envelope,
+    ) -> u32 {
         let mut slab = self.lock();
         let slot = slab.reserve();
         *slab.slot_mut(slot) = Slot { id, deadline, target, envelope: Some(envelope) };
@@ -421,11 +431,12 @@ pub(crate) async fn fire_timers(node: Weak<NodeInner>, wheel: Arc<TimerWheel>) {
         let next = wheel.take_due(now, &mut fired);
         for Fired { target, name, envelope } in fired.drain(..) {
             match name {
-                Some(name) => {
+                Some(TimerTarget::Name(name)) => {
                     if let Some(pid) = inner.whereis(&name) {
                         inner.send(None, pid, envelope);
                     }
                 }
+                Some(TimerTarget::Pid(remote)) => inner.send(None, remote, envelope),
                 None => {
                     if let Some(ctx) = inner.process(inner.local_pid(target)) {
                         ctx.mailbox.push(envelope);
@@ -468,9 +479,10 @@ impl NodeInner {
         let id = new_timer_id();
         let (target, name) = match to {
             TimerTarget::Pid(pid) if self.is_local(pid) => (Some(pid), None),
-            // Not a process of this node: it cannot be alive here.
+            TimerTarget::Pid(pid) if pid.node != self.id => (None, Some(TimerTarget::Pid(pid))),
+            // Of an earlier life of this node: it cannot be alive.
             TimerTarget::Pid(_) => return never_armed(id),
-            TimerTarget::Name(name) => (None, Some(name)),
+            name @ TimerTarget::Name(_) => (None, Some(name)),
         };
         let slot = wheel.arm(id, deadline, target.map_or(0, |pid| pid.serial), name, envelope);
         let timer = TimerRef { id, slot, scheduler };

@@ -352,3 +352,22 @@ fn a_node_monitor_fires_once_per_monitor_with_the_reason() {
     // The fired monitors are gone; the monitor of its own node stays.
     assert_eq!((b_left, a_left), (false, true));
 }
+
+#[test]
+fn a_timer_aimed_at_a_process_of_another_node_sends_when_it_fires() {
+    let (a, b) = pair();
+    let (tell, told) = std::sync::mpsc::channel();
+    let remote = b.spawn(move |mut p| async move {
+        let n: u64 = p.expect().await?;
+        let _ = tell.send(n);
+        Ok::<(), ReceiveError>(())
+    });
+    let fired = run(&a, move |p| async move {
+        // One cancelled before it fires, one that fires.
+        let cancelled = p.send_after(Duration::from_secs(600), remote, &1u64);
+        p.send_after(Duration::from_millis(1), remote, &2u64);
+        p.cancel_timer(cancelled).is_some()
+    });
+    assert_eq!(fired, Ok(true), "the first timer was pending, and is cancelled");
+    assert_eq!(told.recv_timeout(BOUND), Ok(2));
+}
