@@ -300,7 +300,9 @@ unsafe extern "C" fn send(handle: ProcessHandle, to: Pid, message: Outgoing) {
 /// pauses before its next poll until it drains.
 fn pause(ctx: &ProcessCtx, local: &mut TaskLocal, pause: crate::dist::Pause) {
     local.paused = true;
-    ctx.signals().relations().paused_on = Some(pause);
+    let mut signals = ctx.signals();
+    let paused_on = &mut signals.relations().paused_on;
+    *paused_on = Some(pause.longer(paused_on.take()));
 }
 
 unsafe extern "C" fn send_named(handle: ProcessHandle, name: Str, message: Outgoing) -> bool {
@@ -459,7 +461,7 @@ unsafe extern "C" fn kill(handle: ProcessHandle, to: Pid) -> u8 {
     if ended_itself(ctx) {
         return 0;
     }
-    ctx.node.signal(to, Signal::Kill);
+    ctx.node.signal(to, Signal::Kill { from: ctx.pid });
     ended_caller(ctx, to)
 }
 

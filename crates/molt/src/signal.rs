@@ -26,8 +26,8 @@ use crate::process::{ProcessCtx, Relations};
 pub(crate) enum Signal {
     /// `exit(pid, reason)`, or the exit of a linked process (`linked`).
     Exit { from: Pid, reason: ExitReason, linked: bool },
-    /// `kill(pid)`: untrappable.
-    Kill,
+    /// `kill(pid)` by `from`: untrappable.
+    Kill { from: Pid },
     /// The other half of `link(pid)`.
     Link { from: Pid },
     /// The other half of `unlink(pid)`.
@@ -43,14 +43,14 @@ pub(crate) enum Signal {
 }
 
 impl Signal {
-    /// The process on whose behalf the signal is sent, when it names one:
-    /// a signal from another node must come from a process of that node.
-    pub(crate) fn sender(&self) -> Option<Pid> {
-        match self {
-            Signal::Exit { from, .. } | Signal::Link { from } | Signal::Unlink { from } => Some(*from),
-            Signal::Monitor { watcher, .. } | Signal::Demonitor { watcher, .. } => Some(*watcher),
-            Signal::Down { target, .. } => Some(*target),
-            Signal::Kill => None,
+    /// The process on whose behalf the signal is sent: a signal from
+    /// another node must come from a process of that node, and keeps its
+    /// order with that process's messages.
+    pub(crate) fn sender(&self) -> Pid {
+        match *self {
+            Signal::Exit { from, .. } | Signal::Kill { from } | Signal::Link { from } | Signal::Unlink { from } => from,
+            Signal::Monitor { watcher, .. } | Signal::Demonitor { watcher, .. } => watcher,
+            Signal::Down { target, .. } => target,
         }
     }
 }
@@ -89,7 +89,7 @@ impl NodeInner {
                 }
                 ProcessCtx::die(&mut signals, reason)
             }
-            Signal::Kill => ProcessCtx::die(&mut signals, ExitReason::Killed),
+            Signal::Kill { .. } => ProcessCtx::die(&mut signals, ExitReason::Killed),
             Signal::Link { from } => {
                 signals.relations().links.insert(from);
                 None
@@ -126,7 +126,7 @@ impl NodeInner {
             }
             Signal::Monitor { id, watcher } => self.down(watcher, id, to, ExitReason::Noproc),
             Signal::Exit { .. }
-            | Signal::Kill
+            | Signal::Kill { .. }
             | Signal::Unlink { .. }
             | Signal::Demonitor { .. }
             | Signal::Down { .. } => {}

@@ -21,8 +21,9 @@ use std::task::Waker;
 
 pub(crate) struct Backlog {
     frames: AtomicUsize,
-    bytes: AtomicUsize,
-    /// Of `bytes`, those of big messages.
+    /// The bytes of small messages, and of big ones: kept apart, so that
+    /// a small sender's measure is one counter, read at once.
+    small: AtomicUsize,
     big: AtomicUsize,
     limit: usize,
     /// The peer is gone: nobody waits for it any more.
@@ -40,7 +41,7 @@ impl Backlog {
     pub(crate) fn new(limit: usize) -> Backlog {
         Backlog {
             frames: AtomicUsize::new(0),
-            bytes: AtomicUsize::new(0),
+            small: AtomicUsize::new(0),
             big: AtomicUsize::new(0),
             limit,
             released: AtomicBool::new(false),
@@ -53,7 +54,7 @@ impl Backlog {
     }
 
     pub(crate) fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
+        self.small.load(Ordering::Relaxed) + self.big.load(Ordering::Relaxed)
     }
 
     /// Whether senders pause on it: over half its bound.
@@ -66,11 +67,10 @@ impl Backlog {
         weight > super::parts::PART
     }
 
-    /// What the sender of a frame of `weight` bytes waits for: the bytes
-    /// it is measured against.
+    /// The bytes the sender of a big message, or of a small one, is
+    /// measured against.
     fn measure(&self, big: bool) -> usize {
-        let bytes = self.bytes();
-        if big { bytes } else { bytes.saturating_sub(self.big.load(Ordering::Relaxed)) }
+        if big { self.bytes() } else { self.small.load(Ordering::Relaxed) }
     }
 
     /// Counts a frame of `weight` bytes in; the sender's pause when the
@@ -78,28 +78,24 @@ impl Backlog {
     pub(crate) fn add(self: &Arc<Self>, weight: usize) -> Option<Pause> {
         let big = Backlog::is_big(weight);
         self.frames.fetch_add(1, Ordering::Relaxed);
-        if big {
-            self.big.fetch_add(weight, Ordering::Relaxed);
-        }
-        self.bytes.fetch_add(weight, Ordering::Relaxed);
+        let counter = if big { &self.big } else { &self.small };
+        counter.fetch_add(weight, Ordering::Relaxed);
         (self.measure(big) > self.limit).then(|| Pause { backlog: Arc::clone(self), big })
     }
 
     /// Counts frames of `weight` bytes in all out (written and
     /// acknowledged, or given up), `big` of them those of big messages;
     /// wakes the paused processes once the backlog is down to half the
-    /// bound for some of them.
+    /// bound for some of them (each checks its own measure again).
     pub(crate) fn remove(&self, frames: usize, weight: usize, big: usize) {
         if frames == 0 {
             return;
         }
-        let low = self.limit / 2;
-        let small_before = self.measure(false);
         self.frames.fetch_sub(frames, Ordering::Relaxed);
+        self.small.fetch_sub(weight - big, Ordering::Relaxed);
         self.big.fetch_sub(big, Ordering::Relaxed);
-        let before = self.bytes.fetch_sub(weight, Ordering::Relaxed);
-        let small_after = self.measure(false);
-        if (before > low && before - weight <= low) || (small_before > low && small_after <= low) {
+        let low = self.limit / 2;
+        if self.measure(false) <= low || self.measure(true) <= low {
             self.wake_all();
         }
     }
@@ -108,8 +104,8 @@ impl Backlog {
     /// bound for it; false if it need not wait.
     fn pause(&self, waker: &Waker, big: bool) -> bool {
         let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
-        // Read under the lock `remove` takes to wake: no wake-up is lost
-        // between this check and the waker being kept.
+        // Read under the lock `wake_all` takes: a removal that brings the
+        // measure down after this check finds the waker kept.
         if self.released.load(Ordering::Acquire) || self.measure(big) <= self.limit / 2 {
             return false;
         }
@@ -144,6 +140,15 @@ pub(crate) struct Pause {
 }
 
 impl Pause {
+    /// Of two pauses of one process, the one that holds it longer: a big
+    /// message's, which waits for everything.
+    pub(crate) fn longer(self, other: Option<Pause>) -> Pause {
+        match other {
+            Some(other) if other.big && !self.big => other,
+            _ => self,
+        }
+    }
+
     /// Keeps the process of `waker` paused while the backlog is over half
     /// its bound for it; false once it may go on.
     pub(crate) fn holds(&self, waker: &Waker) -> bool {

@@ -32,11 +32,7 @@ pub(super) struct Session {
     pub(super) queue: mpsc::UnboundedReceiver<Queued>,
     /// Big frames going out in parts, and the frames behind them.
     outbox: Outbox,
-    /// Numbered items written and not acknowledged, oldest first: the
-    /// first is number `acked + 1`.
-    unacked: VecDeque<Numbered>,
-    /// How many numbered items the peer said it delivered.
-    acked: u64,
+    unacked: Unacked,
     /// How many numbered items from the peer were delivered here.
     received: u64,
     /// Big frames from the peer coming in parts.
@@ -48,8 +44,7 @@ impl Session {
         Session {
             queue,
             outbox: Outbox::new(max_frame),
-            unacked: VecDeque::new(),
-            acked: 0,
+            unacked: Unacked::default(),
             received: 0,
             joiner: Joiner::default(),
         }
@@ -58,12 +53,63 @@ impl Session {
     /// Empties a session nobody will carry on: how many frames in it were
     /// not known to be delivered (queued, or written and unacknowledged).
     pub(super) fn lose(&mut self) -> u64 {
-        let mut lost = self.unacked.iter().map(|numbered| numbered.frames as u64).sum::<u64>();
-        self.unacked.clear();
+        let mut lost = self.unacked.lose();
         lost += self.outbox.lose();
         while self.queue.try_recv().is_ok() {
             lost += 1;
         }
+        lost
+    }
+}
+
+/// Numbered items written and not acknowledged, oldest first.
+#[derive(Default)]
+struct Unacked {
+    items: VecDeque<Numbered>,
+    /// How many numbered items the peer said it delivered: the first item
+    /// is number `acked + 1`.
+    acked: u64,
+    /// The bytes of parts among the items.
+    in_parts: usize,
+}
+
+impl Unacked {
+    /// How many numbered items were written in the session.
+    fn written(&self) -> u64 {
+        self.acked + self.items.len() as u64
+    }
+
+    /// Keeps `items`, written next; where they start among the items.
+    fn extend(&mut self, items: Vec<Numbered>) -> usize {
+        let fresh = self.items.len();
+        self.in_parts += items.iter().map(|numbered| numbered.item.raw.len()).sum::<usize>();
+        self.items.extend(items);
+        fresh
+    }
+
+    /// Forgets what the peer acknowledged (`peer_acked` items in all),
+    /// taking it off the backlog; how many items that was.
+    fn trim(&mut self, peer_acked: u64, backlog: &Backlog) -> usize {
+        let done = (peer_acked.saturating_sub(self.acked) as usize).min(self.items.len());
+        let (mut frames, mut weight, mut big) = (0, 0, 0);
+        for numbered in self.items.drain(..done) {
+            (frames, weight) = (frames + numbered.frames, weight + numbered.weight);
+            if Backlog::is_big(numbered.weight) {
+                big += numbered.weight;
+            }
+            self.in_parts -= numbered.item.raw.len();
+        }
+        self.acked += done as u64;
+        backlog.remove(frames, weight, big);
+        done
+    }
+
+    /// Empties it: how many frames it held (a frame in parts counts once,
+    /// with the item that completes it).
+    fn lose(&mut self) -> u64 {
+        let lost = self.items.iter().map(|numbered| numbered.frames as u64).sum();
+        self.items.clear();
+        self.in_parts = 0;
         lost
     }
 }
@@ -77,11 +123,19 @@ const BATCH: usize = 64;
 const ACK_FRAMES: u64 = 64;
 const ACK_BYTES: usize = WINDOW / 4;
 
-/// The bytes of big frames' parts written and not acknowledged at most:
-/// past it, parts wait for the peer's acknowledgement, and small frames
-/// find at most this much ahead of them in the sockets' buffers (which
-/// over loopback grow to tens of megabytes).
+/// The bytes of big frames' parts written and not acknowledged at most
+/// (the window): past it, parts wait for the peer's acknowledgement, and
+/// small frames find at most this much ahead of them in the sockets'
+/// buffers (which over loopback grow to tens of megabytes). What 1 GB/s
+/// moves in a round trip of the connection's pings, within these bounds:
+/// a megabyte over loopback, 50 over a link of 50 ms.
 const WINDOW: usize = 1 << 20;
+const MAX_WINDOW: usize = 64 << 20;
+
+/// The window for a round trip of `micros` microseconds (0: none timed).
+fn window(micros: u64) -> usize {
+    usize::try_from(micros.saturating_mul(1000)).unwrap_or(MAX_WINDOW).clamp(WINDOW, MAX_WINDOW)
+}
 
 /// How long a connection whose writer ended goes on reading, for the
 /// peer's last words.
@@ -112,15 +166,18 @@ pub(super) async fn run(
     let stream = stream.map_codec(|_| Codec::new());
     let (mut sink, mut frames) = stream.split();
     let detection = dist.config.detection;
-    let Session { queue, outbox, unacked, acked, received, joiner } = session;
+    let Session { queue, outbox, unacked, received, joiner } = session;
     // Shared by the two halves (one task: no lock).
     let delivered = AtomicU64::new(*received);
-    let peer_acked = AtomicU64::new(*acked);
-    let written = AtomicU64::new(*acked + unacked.len() as u64);
+    // How many of those this side acknowledged.
+    let acked_here = AtomicU64::new(*received);
+    let peer_acked = AtomicU64::new(unacked.acked);
+    let written = AtomicU64::new(unacked.written());
     let first_ack = Notify::new();
     let ack_due = Notify::new();
-    // Whether an `AckPlease` went out since the last acknowledgement.
-    let mut asked = false;
+    // Whether an `AckPlease` went out that the peer did not answer yet
+    // (it answers with the next acknowledgement that moves).
+    let asked = AtomicBool::new(false);
     // The peer acknowledged more: what it has is let go at once, and the
     // backlog with it (a sender paused on it may be waiting).
     let acked_more = Notify::new();
@@ -136,14 +193,13 @@ pub(super) async fn run(
         }
         // Where this side stands, then where the peer does: what it lacks
         // is written again, in order, before anything new.
-        let mut acked_here = delivered.load(Ordering::Relaxed);
-        if send(&mut sink, &Frame::Ack(acked_here)).await.is_err() {
+        if send(&mut sink, &Frame::Ack(acked_here.load(Ordering::Relaxed))).await.is_err() {
             return NodeDownReason::ConnectionClosed;
         }
         first_ack.notified().await;
         opened();
-        trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
-        for numbered in unacked.iter() {
+        unacked.trim(peer_acked.load(Ordering::Relaxed), backlog);
+        for numbered in unacked.items.iter() {
             if sink.feed(numbered.item.clone()).await.is_err() {
                 return NodeDownReason::ConnectionClosed;
             }
@@ -164,7 +220,10 @@ pub(super) async fn run(
                     for _ in 0..BATCH {
                         let Some((lane, frame)) = next.take().or_else(|| queue.try_recv().ok()) else { break };
                         match frame {
-                            Frame::Goodbye(why) => farewell = Some(why),
+                            Frame::Goodbye(why) => {
+                                backlog.remove(1, frame.weight(), 0);
+                                farewell = Some(why);
+                            }
                             frame => outbox.push(lane, frame, &mut out),
                         }
                     }
@@ -175,22 +234,27 @@ pub(super) async fn run(
                         }
                     }
                 }
-                () = std::future::ready(()), if outbox.has_parts() && in_parts(unacked) < WINDOW => {
+                () = std::future::ready(()),
+                    if outbox.has_parts() && unacked.in_parts < window(round_trip.load(Ordering::Relaxed)) =>
+                {
                     outbox.parts(&mut out);
                 }
                 () = acked_more.notified() => {
-                    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
                     // What was written after the last request is still
                     // held against the senders: asked for too.
-                    asked = backlog.holding() && !unacked.is_empty();
-                    if asked && send(&mut sink, &Frame::AckPlease).await.is_err() {
+                    unacked.trim(peer_acked.load(Ordering::Relaxed), backlog);
+                    if backlog.holding() && !unacked.items.is_empty() && !asked.swap(true, Ordering::Relaxed)
+                        && send(&mut sink, &Frame::AckPlease).await.is_err()
+                    {
                         return NodeDownReason::ConnectionClosed;
                     }
                     continue;
                 }
                 () = ack_due.notified() => {
-                    acked_here = delivered.load(Ordering::Relaxed);
-                    if send(&mut sink, &Frame::Ack(acked_here)).await.is_err() {
+                    let now = delivered.load(Ordering::Relaxed);
+                    if now > acked_here.swap(now, Ordering::Relaxed)
+                        && send(&mut sink, &Frame::Ack(now)).await.is_err()
+                    {
                         return NodeDownReason::ConnectionClosed;
                     }
                     continue;
@@ -202,10 +266,9 @@ pub(super) async fn run(
                     continue;
                 }
                 _ = tick.tick() => {
-                    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
+                    unacked.trim(peer_acked.load(Ordering::Relaxed), backlog);
                     let now = delivered.load(Ordering::Relaxed);
-                    if now > acked_here {
-                        acked_here = now;
+                    if now > acked_here.swap(now, Ordering::Relaxed) {
                         let _ = feed(&mut sink, &Frame::Ack(now)).await;
                     }
                     let id = ping_id.load(Ordering::Relaxed) + 1;
@@ -220,14 +283,13 @@ pub(super) async fn run(
             // What the outbox made of it: numbered and kept before any is
             // written, so that a write that fails leaves them all to the
             // next connection.
-            trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
+            unacked.trim(peer_acked.load(Ordering::Relaxed), backlog);
             if out.dropped > 0 {
                 dropped(dist, &out, backlog);
             }
-            let fresh = unacked.len();
-            unacked.extend(std::mem::take(&mut out).items);
-            written.store(*acked + unacked.len() as u64, Ordering::Relaxed);
-            for numbered in unacked.range(fresh..) {
+            let fresh = unacked.extend(std::mem::take(&mut out).items);
+            written.store(unacked.written(), Ordering::Relaxed);
+            for numbered in unacked.items.range(fresh..) {
                 if sink.feed(numbered.item.clone()).await.is_err() {
                     return NodeDownReason::ConnectionClosed;
                 }
@@ -245,7 +307,7 @@ pub(super) async fn run(
             }
             // Senders pause on what waits: the peer is asked to
             // acknowledge it now, not after its next 64 frames.
-            if backlog.holding() && !std::mem::replace(&mut asked, true) {
+            if backlog.holding() && !asked.swap(true, Ordering::Relaxed) {
                 let _ = feed(&mut sink, &Frame::AckPlease).await;
             }
             if sink.flush().await.is_err() {
@@ -262,6 +324,9 @@ pub(super) async fn run(
     let reader = async {
         let mut first = true;
         let (mut since_ack, mut bytes_since_ack) = (0, 0);
+        // The peer asked for an acknowledgement when there was nothing new
+        // to acknowledge: it goes with the next item delivered.
+        let mut ack_wanted = false;
         loop {
             let item = match tokio::time::timeout(detection, frames.next()).await {
                 Err(_) => return NodeDownReason::HeartbeatTimeout,
@@ -279,13 +344,26 @@ pub(super) async fn run(
                 Err(_) => return NodeDownReason::ProtocolError("a frame that is not one of the protocol's".into()),
                 Ok(decoded) => decoded,
             };
+            // A part is bounded by its stream; a whole frame by the limit.
+            if item.len() > dist.config.max_frame && !matches!(frame, Frame::Part { .. }) {
+                return NodeDownReason::ProtocolError(format!(
+                    "a frame of {} bytes, over the limit of {}",
+                    item.len(),
+                    dist.config.max_frame
+                ));
+            }
             if first && !matches!(frame, Frame::Ack(_)) {
                 return NodeDownReason::ProtocolError("a connection that does not open with an acknowledgement".into());
             }
             match frame {
                 Frame::Goodbye(Farewell::Shutdown) => return NodeDownReason::PeerShutdown,
                 Frame::Goodbye(Farewell::Disconnect) => return NodeDownReason::Disconnected,
-                Frame::AckPlease => ack_due.notify_one(),
+                Frame::AckPlease => {
+                    ack_wanted = delivered.load(Ordering::Relaxed) == acked_here.load(Ordering::Relaxed);
+                    if !ack_wanted {
+                        ack_due.notify_one();
+                    }
+                }
                 Frame::Ping(n) => {
                     pong_due.store(n, Ordering::Relaxed);
                     pong.notify_one();
@@ -304,6 +382,9 @@ pub(super) async fn run(
                         ));
                     }
                     peer_acked.store(n, Ordering::Relaxed);
+                    if n > before {
+                        asked.store(false, Ordering::Relaxed);
+                    }
                     if std::mem::take(&mut first) {
                         first_ack.notify_one();
                     } else {
@@ -335,7 +416,7 @@ pub(super) async fn run(
                         delivered.fetch_add(1, Ordering::Relaxed);
                         since_ack += 1;
                         bytes_since_ack += item.len();
-                        if since_ack >= ACK_FRAMES || bytes_since_ack >= ACK_BYTES {
+                        if since_ack >= ACK_FRAMES || bytes_since_ack >= ACK_BYTES || std::mem::take(&mut ack_wanted) {
                             (since_ack, bytes_since_ack) = (0, 0);
                             ack_due.notify_one();
                         }
@@ -372,36 +453,8 @@ pub(super) async fn run(
         () = stop.notified() => NodeDownReason::ConnectionClosed,
     };
     *received = delivered.load(Ordering::Relaxed);
-    trim(unacked, acked, peer_acked.load(Ordering::Relaxed), backlog);
+    unacked.trim(peer_acked.load(Ordering::Relaxed), backlog);
     why
-}
-
-/// The bytes of parts among `unacked`.
-fn in_parts(unacked: &VecDeque<Numbered>) -> usize {
-    // Parts are the newest items, mostly: counted from the back, up to
-    // the window.
-    let mut bytes = 0;
-    for numbered in unacked.iter().rev() {
-        bytes += numbered.item.raw.len();
-        if bytes >= WINDOW {
-            break;
-        }
-    }
-    bytes
-}
-
-/// Forgets the items the peer acknowledged.
-fn trim(unacked: &mut VecDeque<Numbered>, acked: &mut u64, peer_acked: u64, backlog: &Backlog) {
-    let done = (peer_acked.saturating_sub(*acked) as usize).min(unacked.len());
-    let (mut frames, mut weight, mut big) = (0, 0, 0);
-    for numbered in unacked.drain(..done) {
-        (frames, weight) = (frames + numbered.frames, weight + numbered.weight);
-        if Backlog::is_big(numbered.weight) {
-            big += numbered.weight;
-        }
-    }
-    *acked += done as u64;
-    backlog.remove(frames, weight, big);
 }
 
 /// Messages over the frame limit would end the connection (the peer

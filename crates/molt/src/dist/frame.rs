@@ -153,20 +153,26 @@ impl Frame {
         }
     }
 
+    /// Whether the frame has room for a payload: one of the kinds that
+    /// carry one, with none.
+    pub(crate) fn takes_body(&self) -> bool {
+        matches!(self, Frame::Message { .. } | Frame::Named { .. } | Frame::Spawn { .. }) && self.body_len() == 0
+    }
+
     /// Puts back a payload taken out by [`Frame::take_body`]; false when
     /// the frame has no room for one.
     pub(crate) fn put_body(&mut self, body: Vec<u8>) -> bool {
-        match self {
-            Frame::Message { envelope, .. } | Frame::Named { envelope, .. } if envelope.payload.is_empty() => {
-                envelope.payload = molt_abi::Payload::from_vec(body);
-                true
-            }
-            Frame::Spawn { state, .. } if state.is_empty() => {
-                *state = body;
-                true
-            }
-            _ => false,
+        if !self.takes_body() {
+            return false;
         }
+        match self {
+            Frame::Message { envelope, .. } | Frame::Named { envelope, .. } => {
+                envelope.payload = molt_abi::Payload::from_vec(body);
+            }
+            Frame::Spawn { state, .. } => *state = body,
+            _ => {}
+        }
+        true
     }
 
     pub(crate) fn encode(&self) -> Result<Vec<u8>, postcard::Error> {

@@ -68,7 +68,7 @@ fn seeds(to: Pid, from: Pid) -> Vec<Vec<u8>> {
         Frame::Message { to, envelope: envelope.clone() },
         Frame::Signal { to, signal: Signal::Exit { from, reason: ExitReason::error("boom"), linked: false } },
         Frame::Signal { to, signal: Signal::Exit { from, reason, linked: true } },
-        Frame::Signal { to, signal: Signal::Kill },
+        Frame::Signal { to, signal: Signal::Kill { from } },
         Frame::Signal { to, signal: Signal::Link { from } },
         Frame::Signal { to, signal: Signal::Unlink { from } },
         Frame::Signal { to, signal: Signal::Monitor { id: 3, watcher: from } },
@@ -161,7 +161,7 @@ fn frames_from_a_peer_decode_or_fail_and_the_node_stays_up() {
                 Ok(())
             })
             .unwrap();
-        node.inner.signal(to, Signal::Kill);
+        node.inner.signal(to, Signal::Kill { from: to });
     }
     let (decoded, delivered) = (decoded.get(), delivered.get());
     assert!(decoded > 0 && delivered > 0, "the mutations reach the delivery ({decoded} decoded)");

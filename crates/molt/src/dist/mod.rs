@@ -392,9 +392,7 @@ impl Dist {
         let (answer, signal) = {
             let peers = self.peers();
             match peers.get(&to.node) {
-                // A kill names no sender: its target ends, whatever it
-                // overtakes.
-                Some(peer) => match peer.push(signal.sender(), Frame::Signal { to, signal }) {
+                Some(peer) => match peer.push(Some(signal.sender()), Frame::Signal { to, signal }) {
                     Ok(_) => return,
                     Err(Frame::Signal { signal, .. }) => (peer.name.clone(), signal),
                     Err(_) => unreachable!("the frame handed back is the one pushed"),
@@ -1046,7 +1044,7 @@ impl Dist {
                 if to.node != self.id {
                     return Err(format!("a signal for {to:?}, which is not a process of this node"));
                 }
-                if signal.sender().is_some_and(|sender| sender.node != from) {
+                if signal.sender().node != from {
                     return Err(format!("a signal claiming to come from {:?}, not the peer", signal.sender()));
                 }
                 // The `Down` of a process spawned for `to` that ended before
@@ -1071,8 +1069,11 @@ impl Dist {
                 let dist = Arc::clone(self);
                 self.handle.spawn_blocking(move || {
                     let pid = node.spawn_entry_for_remote(&module, &entry, &state, reply_to, options, monitor);
+                    // On the asker's lane: behind nothing a big message
+                    // of another process holds up.
                     if let Some(peer) = dist.peers().get(&from) {
-                        let _ = peer.push(None, Frame::SpawnReply { reply_to, request, pid: pid.map_err(Box::new) });
+                        let _ = peer
+                            .push(Some(reply_to), Frame::SpawnReply { reply_to, request, pid: pid.map_err(Box::new) });
                     }
                 });
             }
@@ -1112,7 +1113,7 @@ impl Dist {
                 }
                 let pid = node.whereis(&name);
                 if let Some(peer) = self.peers().get(&from) {
-                    let _ = peer.push(None, Frame::WhereisReply { reply_to, request, pid });
+                    let _ = peer.push(Some(reply_to), Frame::WhereisReply { reply_to, request, pid });
                 }
             }
             Frame::WhereisReply { reply_to, request, pid } => {

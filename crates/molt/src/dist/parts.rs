@@ -183,7 +183,8 @@ impl Outbox {
         }
         let stream = Stream { id: 0, head, body, sent: 0, weight };
         self.lanes.insert(lane, Held { stream, behind: VecDeque::new() });
-        if self.open.len() < STREAMS {
+        // Those already waiting go first.
+        if self.open.len() < STREAMS && self.waiting.is_empty() {
             self.open(lane, out);
         } else {
             self.waiting.push_back(lane);
@@ -224,14 +225,16 @@ impl Outbox {
                 self.open.push_back(lane);
                 continue;
             }
+            // The stream waiting longest takes its place; then the frames
+            // behind this one go (a big one waits its turn after the others).
             let Some(held) = self.lanes.remove(&lane) else { continue };
-            for frame in held.behind {
-                self.push(lane, frame, out);
-            }
             while self.open.len() < STREAMS
                 && let Some(next) = self.waiting.pop_front()
             {
                 self.open(next, out);
+            }
+            for frame in held.behind {
+                self.push(lane, frame, out);
             }
         }
     }
@@ -258,9 +261,15 @@ pub(super) struct Joiner {
 struct Joining {
     head: Vec<u8>,
     head_len: usize,
+    /// The head decoded, once complete.
+    frame: Option<Frame>,
     body: Vec<u8>,
     body_len: usize,
 }
+
+/// The most a stream's buffers are given before its bytes come: a peer's
+/// word for the rest is not taken (the buffers grow as parts fill them).
+const FIRST_ROOM: usize = 1 << 20;
 
 impl Joiner {
     /// The peer opens stream `stream`, of `head` and `body` bytes; what
@@ -275,18 +284,19 @@ impl Joiner {
             return Err(format!("more than {STREAMS} streams open at once"));
         }
         let size = head.saturating_add(body);
-        if head == 0 || size > max_frame as u64 || size <= PART as u64 {
+        // A writer takes a payload out only when it is over a part.
+        if head == 0 || size > max_frame as u64 || size <= PART as u64 || (body > 0 && body <= PART as u64) {
             return Err(format!(
-                "a stream of {size} bytes (a frame goes whole up to {PART}, up to {max_frame} in parts)"
+                "a stream of {head} + {body} bytes (a frame goes whole up to {PART}, up to {max_frame} in parts)"
             ));
         }
         let (head_len, body_len) = (head as usize, body as usize);
-        // The payload's buffer is the one the receiver gets: made once, at
-        // its size (its pages are only touched as parts fill them).
+        // The payload's buffer is the one the receiver gets.
         let joining = Joining {
-            head: Vec::with_capacity(head_len.min(PART)),
+            head: Vec::with_capacity(head_len.min(FIRST_ROOM)),
             head_len,
-            body: Vec::with_capacity(body_len),
+            frame: None,
+            body: Vec::with_capacity(body_len.min(FIRST_ROOM)),
             body_len,
         };
         self.streams.insert(stream, joining);
@@ -305,17 +315,30 @@ impl Joiner {
             return Err(format!("a part of {} bytes, not what stream {stream} still lacks", raw.len()));
         }
         joining.head.extend_from_slice(to_head);
+        if joining.frame.is_none() && joining.head.len() == joining.head_len {
+            // Decoded as soon as it is whole: a head that is not a frame
+            // of the kinds that go in parts, or has no room for the
+            // payload announced, is refused before the payload comes.
+            let frame = match Frame::decode(&joining.head) {
+                Ok((frame, _)) if frame.is_numbered() && !matches!(frame, Frame::Open { .. } | Frame::Part { .. }) => {
+                    frame
+                }
+                _ => return Err(format!("stream {stream} is not a frame that goes in parts")),
+            };
+            if joining.body_len > 0 && !frame.takes_body() {
+                return Err(format!("stream {stream} has a payload for a frame without room for one"));
+            }
+            joining.frame = Some(frame);
+        }
         joining.body.extend_from_slice(to_body);
-        if joining.head.len() < joining.head_len || joining.body.len() < joining.body_len {
+        if joining.frame.is_none() || joining.body.len() < joining.body_len {
             return Ok(None);
         }
-        let Some(Joining { head, body, body_len, .. }) = self.streams.remove(&stream) else { return Ok(None) };
-        let mut frame = match Frame::decode(&head) {
-            Ok((frame, _)) if frame.is_numbered() && !matches!(frame, Frame::Open { .. } | Frame::Part { .. }) => frame,
-            _ => return Err(format!("stream {stream} is not a frame that goes in parts")),
+        let Some(Joining { frame: Some(mut frame), body, body_len, .. }) = self.streams.remove(&stream) else {
+            return Ok(None);
         };
-        if body_len > 0 && !frame.put_body(body) {
-            return Err(format!("stream {stream} has a payload for a frame without room for one"));
+        if body_len > 0 {
+            frame.put_body(body);
         }
         Ok(Some(frame))
     }
@@ -401,6 +424,27 @@ mod tests {
         assert!(frames.iter().all(|&(to, len, first)| to == 99 || (len == PART * 2 + 1 && first == to as u8)));
     }
 
+    /// A stream that waited for a free one goes before the next big frame
+    /// of a lane whose stream just ended.
+    #[test]
+    fn a_waiting_stream_goes_before_a_lanes_next_big_one() {
+        let mut outbox = Outbox::new(64 << 20);
+        let mut out = Out::default();
+        for lane in 0..STREAMS as u64 {
+            outbox.push(Some(pid(lane)), message(lane, PART * 2 + 1, 1), &mut out);
+            outbox.push(Some(pid(lane)), message(100 + lane, PART * 2 + 1, 1), &mut out);
+        }
+        let late = STREAMS as u64;
+        outbox.push(Some(pid(late)), message(late, PART * 2 + 1, 1), &mut out);
+        while outbox.has_parts() {
+            outbox.parts(&mut out);
+        }
+        let frames = join(&out.items, &mut Joiner::default());
+        assert_eq!(frames.len(), 2 * STREAMS + 1);
+        let at = |to: u64| frames.iter().position(|f| f.0 == to).unwrap();
+        assert!(at(late) < at(100), "{frames:?}");
+    }
+
     /// A frame over the limit is dropped and counted, alone.
     #[test]
     fn a_frame_over_the_limit_is_dropped_alone() {
@@ -418,10 +462,22 @@ mod tests {
     fn a_joiner_refuses_what_breaks_the_protocol() {
         let mut joiner = Joiner::default();
         assert!(joiner.part(3, b"x").unwrap_err().contains("not open"));
-        joiner.open(3, 10, PART as u64, 1 << 20).unwrap();
-        assert!(joiner.open(3, 10, PART as u64, 1 << 20).unwrap_err().contains("after stream 3"));
+        joiner.open(3, 10, PART as u64 + 1, 1 << 20).unwrap();
+        assert!(joiner.open(3, 10, PART as u64 + 1, 1 << 20).unwrap_err().contains("after stream 3"));
         assert!(joiner.open(4, 10, 2 << 20, 1 << 20).unwrap_err().contains("bytes"));
-        assert!(joiner.part(3, &vec![0; PART + 11]).unwrap_err().contains("still lacks"));
+        // A payload no bigger than a part is never taken out of its frame.
+        assert!(joiner.open(5, PART as u64, 1, 1 << 20).unwrap_err().contains("bytes"));
+        assert!(joiner.part(3, &vec![0; PART + 12]).unwrap_err().contains("still lacks"));
         assert!(joiner.part(3, &[]).is_err());
+        // A head that is not a frame is refused once whole, before the
+        // payload comes.
+        assert!(joiner.part(3, &[0xff; 10]).unwrap_err().contains("not a frame"));
+        // A head with no room for the payload announced, too.
+        let head = Frame::Ping(1).encode().unwrap();
+        joiner.open(6, head.len() as u64, PART as u64 + 1, 1 << 20).unwrap();
+        assert!(joiner.part(6, &head).unwrap_err().contains("not a frame"));
+        let head = Frame::Signal { to: pid(1), signal: crate::signal::Signal::Kill { from: pid(2) } }.encode().unwrap();
+        joiner.open(7, head.len() as u64, PART as u64 + 1, 1 << 20).unwrap();
+        assert!(joiner.part(7, &head).unwrap_err().contains("without room"));
     }
 }
