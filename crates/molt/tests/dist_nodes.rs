@@ -371,3 +371,40 @@ fn a_timer_aimed_at_a_process_of_another_node_sends_when_it_fires() {
     assert_eq!(fired, Ok(true), "the first timer was pending, and is cancelled");
     assert_eq!(told.recv_timeout(BOUND), Ok(2));
 }
+
+#[test]
+fn a_pid_of_a_third_node_passed_on_in_a_message_is_reached_by_its_name() {
+    // a knows b, b knows c; a never names c.
+    let (a, b, c) = (dist_node("a"), dist_node("b"), dist_node("c"));
+    a.connect(b.name()).expect("a connects to b");
+    b.connect(c.name()).expect("b connects to c");
+    let on_c = c.spawn(echo);
+    let on_c_watched = c.spawn(wait_forever);
+    // b hands c's pids to a process of a.
+    let (tell, told) = std::sync::mpsc::channel();
+    let (tell_exit, told_exit) = std::sync::mpsc::channel();
+    let on_a = a.spawn(move |mut p| async move {
+        let (echo, watched): (Pid, Pid) = p.expect().await?;
+        // A message to a pid of c connects a to c, and comes back.
+        p.send(echo, &(p.self_pid(), 7u64));
+        let back: u64 = p.expect_timeout(BOUND).await?;
+        // A link to one: it fires with the exact reason when it is killed.
+        p.trap_exit(true);
+        p.link(watched);
+        let _ = tell.send(back);
+        let _ = tell_exit.send(exit_of(&mut p, watched).await);
+        Ok::<(), ReceiveError>(())
+    });
+    run(&b, move |p| async move { p.send(on_a, &(on_c, on_c_watched)) }).unwrap();
+    assert_eq!(told.recv_timeout(BOUND), Ok(7));
+    assert!(a.nodes().iter().any(|peer| peer.name == c.name() && peer.connected), "a connected to c");
+    run(&a, move |p| async move { p.kill(on_c_watched) }).unwrap();
+    assert_eq!(told_exit.recv_timeout(BOUND), Ok(ExitReason::Killed));
+    // A pid of a node nobody told of stays unreachable, and says so.
+    let stranger = Pid { node: molt::NodeId(12345), creation: 1, serial: 1 };
+    let down = run(&a, move |mut p| async move {
+        p.monitor(stranger);
+        down_of(&mut p, stranger).await
+    });
+    assert!(matches!(down, Ok(ExitReason::NoConnection { .. })), "{down:?}");
+}

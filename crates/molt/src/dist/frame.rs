@@ -69,6 +69,9 @@ pub(crate) enum Frame {
     /// The next bytes of stream `stream`: they follow this frame's
     /// encoding in the same item, raw.
     Part { stream: u64 },
+    /// Names of nodes the sender knows: a pid of one of them, passed on
+    /// in a message, is reached by its name.
+    Nodes(Vec<String>),
 }
 
 /// Why a peer said goodbye.
@@ -120,6 +123,7 @@ impl Frame {
             Frame::Message { envelope, .. } => envelope.payload.len(),
             Frame::Named { name, envelope } => name.len() + envelope.payload.len(),
             Frame::Whereis { name, .. } => name.len(),
+            Frame::Nodes(names) => names.iter().map(String::len).sum(),
             Frame::Spawn { module, entry, state, .. } => module.len() + entry.len() + state.len(),
             _ => 0,
         }

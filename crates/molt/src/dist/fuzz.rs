@@ -78,6 +78,7 @@ fn seeds(to: Pid, from: Pid) -> Vec<Vec<u8>> {
         Frame::Whereis { name: "fuzzed".into(), reply_to: from, request: 5 },
         Frame::WhereisReply { reply_to: to, request: 5, pid: Some(from) },
         Frame::Ping(3),
+        Frame::Nodes(vec!["c@127.0.0.1:9".into()]),
         Frame::Pong(3),
         Frame::Ack(9),
         Frame::Goodbye(Farewell::Shutdown),

@@ -137,6 +137,9 @@ pub(crate) fn parse_name(name: &str) -> Result<(&str, &str), ConnectError> {
     Ok((short, address))
 }
 
+/// The most node names a peer may tell in one frame, and this node keeps.
+const MAX_NAMES: usize = 4096;
+
 /// The distribution of one node.
 pub(crate) struct Dist {
     node: Weak<NodeInner>,
@@ -148,6 +151,9 @@ pub(crate) struct Dist {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
     peers: Mutex<FxHashMap<NodeId, Peer>>,
+    /// The names of the nodes this one heard of: its peers', and those its
+    /// peers told it of (a pid names its node by a hash of the name only).
+    directory: Mutex<FxHashMap<NodeId, String>>,
     handshakes: Arc<Semaphore>,
     /// Connection tasks still running, for shutdown to wait on.
     live: (Mutex<usize>, Condvar),
@@ -190,6 +196,9 @@ struct Peer {
     /// The last round trip of a ping, in microseconds (0: none yet).
     round_trip: Arc<AtomicU64>,
     reconnects: u64,
+    /// Whether the first connection opened, and the two sides told each
+    /// other of the nodes they know.
+    introduced: bool,
     /// The peer's creation, once a connection was made.
     creation: Option<u32>,
     /// When the session's connection broke, until a new one carries it:
@@ -266,6 +275,7 @@ impl Peer {
             closed: Arc::new(AtomicBool::new(false)),
             round_trip: Arc::new(AtomicU64::new(0)),
             reconnects: 0,
+            introduced: false,
             creation: None,
             broke_at: None,
             requests: Vec::new(),
@@ -347,6 +357,7 @@ impl Dist {
             runtime: Mutex::new(Some(runtime)),
             handle,
             peers: Mutex::new(FxHashMap::default()),
+            directory: Mutex::new(FxHashMap::default()),
             live: (Mutex::new(0), Condvar::new()),
             dropped: AtomicU64::new(0),
             refused: AtomicUsize::new(0),
@@ -374,31 +385,54 @@ impl Dist {
     /// backlog is over its bound for it. `from` is the sending
     /// process (`None`: the node or the host), whose messages keep their
     /// order.
-    pub(crate) fn send(&self, from: Option<Pid>, to: Pid, envelope: Envelope) -> Option<Pause> {
-        let peers = self.peers();
-        match peers.get(&to.node).map(|peer| peer.push(from, Frame::Message { to, envelope })) {
-            Some(Ok(pause)) => pause,
-            _ => {
+    pub(crate) fn send(self: &Arc<Self>, from: Option<Pid>, to: Pid, envelope: Envelope) -> Option<Pause> {
+        match self.push_to(to.node, from, Frame::Message { to, envelope }) {
+            Ok(pause) => pause,
+            Err(_) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
     }
 
+    /// Queues `frame` on `lane` for the node `id`: to its entry, or, for a
+    /// node heard of by name, to a new one (the first use of a pid of a
+    /// third node connects to it). The frame back, with the node's name if
+    /// known, when it cannot be queued (boxed: it is big, and rare).
+    fn push_to(
+        self: &Arc<Self>,
+        id: NodeId,
+        lane: Option<Pid>,
+        frame: Frame,
+    ) -> Result<Option<Pause>, Box<(Frame, Option<String>)>> {
+        let frame = match self.peers().get(&id) {
+            Some(peer) => return peer.push(lane, frame).map_err(|frame| Box::new((frame, Some(peer.name.clone())))),
+            None => frame,
+        };
+        let Some(name) = self.directory().get(&id).cloned() else { return Err(Box::new((frame, None))) };
+        let mut unsent = Some(frame);
+        let pushed = self.reach(&name, |peer| unsent.take().map(|frame| peer.push(lane, frame)));
+        match (pushed, unsent) {
+            (Ok(Some(Ok(pause))), _) => Ok(pause),
+            (Ok(Some(Err(frame))), _) | (_, Some(frame)) => Err(Box::new((frame, Some(name)))),
+            (_, None) => unreachable!("a frame not pushed is still here"),
+        }
+    }
+
+    fn directory(&self) -> std::sync::MutexGuard<'_, FxHashMap<NodeId, String>> {
+        self.directory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Queues a signal for `to`, a process of another node; with no
     /// connection to it, answers as a lost connection would (a link or a
     /// monitor fires with `noconnection`).
-    pub(crate) fn signal(&self, node: &NodeInner, to: Pid, signal: Signal) {
-        let (answer, signal) = {
-            let peers = self.peers();
-            match peers.get(&to.node) {
-                Some(peer) => match peer.push(Some(signal.sender()), Frame::Signal { to, signal }) {
-                    Ok(_) => return,
-                    Err(Frame::Signal { signal, .. }) => (peer.name.clone(), signal),
-                    Err(_) => unreachable!("the frame handed back is the one pushed"),
-                },
-                None => (format!("{:?}", to.node), signal),
-            }
+    pub(crate) fn signal(self: &Arc<Self>, node: &NodeInner, to: Pid, signal: Signal) {
+        let (answer, signal) = match self.push_to(to.node, Some(signal.sender()), Frame::Signal { to, signal }) {
+            Ok(_) => return,
+            Err(unsent) => match *unsent {
+                (Frame::Signal { signal, .. }, name) => (name.unwrap_or_else(|| format!("{:?}", to.node)), signal),
+                _ => unreachable!("the frame handed back is the one pushed"),
+            },
         };
         self.dropped.fetch_add(1, Ordering::Relaxed);
         let reason = ExitReason::NoConnection {
@@ -868,10 +902,30 @@ impl Dist {
     /// behind it.
     fn opened(&self, id: NodeId, epoch: u64, connection: u64) {
         let mut peers = self.peers();
-        if let Some(peer) = peers.get_mut(&id).filter(|peer| peer.carries(epoch, connection))
-            && peer.broke_at.take().is_some()
-        {
+        let Some(peer) = peers.get_mut(&id).filter(|peer| peer.carries(epoch, connection)) else { return };
+        if peer.broke_at.take().is_some() {
             peer.reconnects += 1;
+        }
+        if std::mem::replace(&mut peer.introduced, true) {
+            return;
+        }
+        // The new peer hears of the nodes this one knows, and this one's
+        // other peers of it (Erlang's nodes learn of each other through
+        // `global`; here a name is learnt, and dialed at its first use).
+        let name = peer.name.clone();
+        let known: Vec<String> = {
+            let mut directory = self.directory();
+            let known = directory.iter().filter(|(known, _)| **known != id).map(|(_, name)| name.clone()).collect();
+            directory.insert(id, name.clone());
+            known
+        };
+        if !known.is_empty() {
+            let _ = peer.push(None, Frame::Nodes(known));
+        }
+        for (other, peer) in peers.iter() {
+            if *other != id && matches!(peer.state, PeerState::Up { .. }) {
+                let _ = peer.push(None, Frame::Nodes(vec![name.clone()]));
+            }
         }
     }
 
@@ -1125,6 +1179,21 @@ impl Dist {
                 node.send_message(reply_to, &WhereisReply { request, pid: Ok(pid) });
             }
             Frame::Ping(_) | Frame::Pong(_) | Frame::Ack(_) | Frame::Goodbye(_) | Frame::AckPlease => {}
+            Frame::Nodes(names) => {
+                if names.len() > MAX_NAMES {
+                    return Err(format!("{} node names in one frame, over {MAX_NAMES}", names.len()));
+                }
+                let mut directory = self.directory();
+                for name in names {
+                    if name.len() > 255 || parse_name(&name).is_err() {
+                        return Err(format!("{name:?} told as a node name"));
+                    }
+                    let id = NodeId::from_name(&name);
+                    if name != self.name && (directory.len() < MAX_NAMES || directory.contains_key(&id)) {
+                        directory.insert(id, name);
+                    }
+                }
+            }
             // The connection joins these (`parts.rs`) before delivery.
             Frame::Open { .. } | Frame::Part { .. } => return Err("a stream's frame outside its stream".into()),
         }
