@@ -11,14 +11,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use molt_abi::{NodeDownReason, NodeId};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::bytes::Bytes;
 
 use super::frame::{Farewell, Frame};
 use super::handshake::HandshakeStream;
-use super::parts::{Codec, Item, Joiner, Lane, Numbered, Out, Outbox};
+use super::parts::{Joiner, Lane, Numbered, Out, Outbox};
+use super::wire::{self, Item, Writer};
 use super::{Backlog, Dist};
 
 /// What the node queues for a peer: a frame, and the lane it keeps its
@@ -163,8 +164,13 @@ pub(super) async fn run(
     round_trip: &AtomicU64,
     opened: impl FnOnce(),
 ) -> NodeDownReason {
-    let stream = stream.map_codec(|_| Codec::new());
-    let (mut sink, mut frames) = stream.split();
+    // The halves apart: a reader with what the handshake read ahead, and
+    // a writer.
+    let parts = stream.into_parts();
+    let (read_half, write_half) = tokio::io::split(parts.io);
+    let mut frames = tokio_util::codec::FramedRead::new(read_half, wire::codec());
+    *frames.read_buffer_mut() = parts.read_buf;
+    let mut sink = Writer::new(write_half);
     let detection = dist.config.detection;
     let Session { queue, outbox, unacked, received, joiner } = session;
     // Shared by the two halves (one task: no lock).
@@ -186,10 +192,8 @@ pub(super) async fn run(
     let (ping_id, ping_at) = (AtomicU64::new(0), AtomicU64::new(0));
     let (pong_due, pong) = (AtomicU64::new(0), Notify::new());
     let writer = async {
-        if let Some(welcome) = welcome
-            && sink.send(Item::whole(welcome)).await.is_err()
-        {
-            return NodeDownReason::ConnectionClosed;
+        if let Some(welcome) = welcome {
+            sink.feed(Item::whole(welcome));
         }
         // Where this side stands, then where the peer does: what it lacks
         // is written again, in order, before anything new.
@@ -200,9 +204,7 @@ pub(super) async fn run(
         opened();
         unacked.trim(peer_acked.load(Ordering::Relaxed), backlog);
         for numbered in unacked.items.iter() {
-            if sink.feed(numbered.item.clone()).await.is_err() {
-                return NodeDownReason::ConnectionClosed;
-            }
+            sink.feed(numbered.item.clone());
         }
         if sink.flush().await.is_err() {
             return NodeDownReason::ConnectionClosed;
@@ -269,7 +271,7 @@ pub(super) async fn run(
                     unacked.trim(peer_acked.load(Ordering::Relaxed), backlog);
                     let now = delivered.load(Ordering::Relaxed);
                     if now > acked_here.swap(now, Ordering::Relaxed) {
-                        let _ = feed(&mut sink, &Frame::Ack(now)).await;
+                        feed(&mut sink, &Frame::Ack(now));
                     }
                     let id = ping_id.load(Ordering::Relaxed) + 1;
                     ping_at.store(born.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -290,16 +292,14 @@ pub(super) async fn run(
             let fresh = unacked.extend(std::mem::take(&mut out).items);
             written.store(unacked.written(), Ordering::Relaxed);
             for numbered in unacked.items.range(fresh..) {
-                if sink.feed(numbered.item.clone()).await.is_err() {
-                    return NodeDownReason::ConnectionClosed;
-                }
+                sink.feed(numbered.item.clone());
             }
             if let Some(why) = farewell {
                 // After a last word of what arrived, so that the peer
                 // counts nothing of it as lost; then the write half
                 // closes, and the peer, having read the goodbye, closes
                 // too (see below).
-                let _ = feed(&mut sink, &Frame::Ack(delivered.load(Ordering::Relaxed))).await;
+                feed(&mut sink, &Frame::Ack(delivered.load(Ordering::Relaxed)));
                 if send(&mut sink, &Frame::Goodbye(why)).await.is_ok() {
                     let _ = sink.close().await;
                 }
@@ -308,7 +308,7 @@ pub(super) async fn run(
             // Senders pause on what waits: the peer is asked to
             // acknowledge it now, not after its next 64 frames.
             if backlog.holding() && !asked.swap(true, Ordering::Relaxed) {
-                let _ = feed(&mut sink, &Frame::AckPlease).await;
+                feed(&mut sink, &Frame::AckPlease);
             }
             if sink.flush().await.is_err() {
                 return NodeDownReason::ConnectionClosed;
@@ -334,7 +334,7 @@ pub(super) async fn run(
                 Ok(Some(Err(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
                     return NodeDownReason::ProtocolError(format!(
                         "an item over the limit of {} bytes",
-                        super::parts::MAX_ITEM
+                        wire::MAX_ITEM
                     ));
                 }
                 Ok(Some(Err(_))) => return NodeDownReason::ConnectionClosed,
@@ -471,21 +471,15 @@ fn dropped(dist: &Dist, out: &Out, backlog: &Backlog) {
     );
 }
 
-/// Writes one of the connection's own frames (an ack, a tick, a goodbye)
-/// into the sink's buffer, to go out with the next flush.
-async fn feed<S>(sink: &mut S, frame: &Frame) -> Result<(), std::io::Error>
-where
-    S: futures::Sink<Item, Error = std::io::Error> + Unpin,
-{
+/// Writes one of the connection's own frames (an ack, a ping, a goodbye)
+/// into the writer, to go out with the next flush.
+fn feed<W: tokio::io::AsyncWrite + Unpin>(sink: &mut Writer<W>, frame: &Frame) {
     // The core's own frames always encode.
-    sink.feed(Item::whole(frame.encode().unwrap_or_default())).await
+    sink.feed(Item::whole(frame.encode().unwrap_or_default()));
 }
 
 /// [`feed`], then flushes.
-async fn send<S>(sink: &mut S, frame: &Frame) -> Result<(), std::io::Error>
-where
-    S: futures::Sink<Item, Error = std::io::Error> + Unpin,
-{
-    feed(sink, frame).await?;
+async fn send<W: tokio::io::AsyncWrite + Unpin>(sink: &mut Writer<W>, frame: &Frame) -> Result<(), std::io::Error> {
+    feed(sink, frame);
     sink.flush().await
 }

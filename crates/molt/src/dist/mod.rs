@@ -28,6 +28,7 @@ mod handshake;
 mod parts;
 mod secret;
 mod tls;
+mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};

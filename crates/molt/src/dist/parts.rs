@@ -13,10 +13,10 @@ use std::collections::VecDeque;
 
 use molt_abi::Pid;
 use rustc_hash::FxHashMap;
-use tokio_util::bytes::{BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use tokio_util::bytes::Bytes;
 
 use super::frame::Frame;
+use super::wire::Item;
 
 /// The bytes of one part; a frame whose encoding is no longer goes whole.
 pub(super) const PART: usize = 64 << 10;
@@ -25,57 +25,6 @@ pub(super) const PART: usize = 64 << 10;
 /// protocol; a writer with this many open keeps the next big frame waiting
 /// (the small ones still go).
 pub(super) const STREAMS: usize = 16;
-
-/// The longest item on a connection: a part and its frame.
-pub(super) const MAX_ITEM: usize = PART + 32;
-
-/// One item on a connection: a frame's encoding, and after it, for a part,
-/// raw bytes (a slice of the payload: not copied until written).
-#[derive(Clone, Debug, Default)]
-pub(super) struct Item {
-    pub(super) frame: Bytes,
-    pub(super) raw: Bytes,
-}
-
-impl Item {
-    pub(super) fn whole(frame: impl Into<Bytes>) -> Item {
-        Item { frame: frame.into(), raw: Bytes::new() }
-    }
-}
-
-/// The connection's codec: items length-delimited as in the handshake
-/// (tokio-util's codec), each written from its two halves without joining
-/// them first, and none read longer than [`MAX_ITEM`].
-pub(super) struct Codec(LengthDelimitedCodec);
-
-impl Codec {
-    pub(super) fn new() -> Codec {
-        Codec(LengthDelimitedCodec::builder().max_frame_length(MAX_ITEM).new_codec())
-    }
-}
-
-impl Decoder for Codec {
-    type Item = BytesMut;
-    type Error = std::io::Error;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, std::io::Error> {
-        self.0.decode(src)
-    }
-}
-
-impl Encoder<Item> for Codec {
-    type Error = std::io::Error;
-
-    fn encode(&mut self, item: Item, dst: &mut BytesMut) -> Result<(), std::io::Error> {
-        let len = item.frame.len() + item.raw.len();
-        let prefix = u32::try_from(len).map_err(|_| std::io::Error::other("an item over 4 GiB"))?;
-        dst.reserve(4 + len);
-        dst.put_u32(prefix);
-        dst.extend_from_slice(&item.frame);
-        dst.extend_from_slice(&item.raw);
-        Ok(())
-    }
-}
 
 /// Whose frames keep their order among themselves: a sending process's,
 /// or (`None`) those of the node itself and of the host.
@@ -268,8 +217,10 @@ struct Joining {
 }
 
 /// The most a stream's buffers are given before its bytes come: a peer's
-/// word for the rest is not taken (the buffers grow as parts fill them).
-const FIRST_ROOM: usize = 1 << 20;
+/// word for more is not taken (the buffers grow as parts fill them). It
+/// is address space only until parts fill it, and a payload under it is
+/// never moved as it grows.
+const FIRST_ROOM: usize = 16 << 20;
 
 impl Joiner {
     /// The peer opens stream `stream`, of `head` and `body` bytes; what
@@ -366,7 +317,7 @@ mod tests {
         for numbered in items {
             let mut bytes = numbered.item.frame.to_vec();
             bytes.extend_from_slice(&numbered.item.raw);
-            assert!(bytes.len() <= MAX_ITEM);
+            assert!(bytes.len() <= crate::dist::wire::MAX_ITEM);
             let frame = match Frame::decode(&bytes).unwrap() {
                 (Frame::Open { stream, head, body }, _) => {
                     joiner.open(stream, head, body, 64 << 20).unwrap();
