@@ -73,16 +73,21 @@ fn a_certificate_from_another_authority_is_refused_both_ways() {
 }
 
 #[test]
-fn a_certificate_for_another_host_is_refused_by_the_dialer() {
+fn a_certificate_for_another_host_is_refused_both_ways() {
     let (issuer, pem) = authority();
     let a = tls_node("a", tls_for(&issuer, &pem, "127.0.0.1"));
-    // b's certificate is for another address than its name says.
+    // b's certificate is for another address than its name says: the
+    // dialer refuses it, and so does the side it dials once b says its
+    // name (a certificate only makes a node of its own host).
     let b = tls_node("b", tls_for(&issuer, &pem, "10.1.2.3"));
     let refused = a.connect(b.name()).unwrap_err();
     assert!(refused.to_string().contains("TLS"), "{refused}");
-    // b is a good dialer: a's certificate is for the host a's name says.
-    b.connect(a.name()).expect("b connects to a");
-    assert_eq!(round_trip(&b, &a, 6), Ok(Ok(6)));
+    let refused = b.connect(a.name()).unwrap_err();
+    assert!(refused.to_string().contains("its TLS certificate is not for the host in its node name"), "{refused}");
+    eventually("a counts the refusal", || a.dist_counts().1 == 1);
+    let c = tls_node("c", tls_for(&issuer, &pem, "127.0.0.1"));
+    c.connect(a.name()).expect("c connects to a");
+    assert_eq!(round_trip(&c, &a, 6), Ok(Ok(6)));
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::StreamExt;
 use molt_abi::{NodeDownReason, NodeId};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::bytes::Bytes;
 
@@ -128,8 +129,8 @@ const ACK_BYTES: usize = WINDOW / 4;
 /// (the window): past it, parts wait for the peer's acknowledgement, and
 /// small frames find at most this much ahead of them in the sockets'
 /// buffers (which over loopback grow to tens of megabytes). What 1 GB/s
-/// moves in a round trip of the connection's pings, within these bounds:
-/// a megabyte over loopback, 50 over a link of 50 ms.
+/// moves in the least round trip of the connection's pings, within these
+/// bounds: a megabyte over loopback, 50 over a link of 50 ms.
 const WINDOW: usize = 1 << 20;
 const MAX_WINDOW: usize = 64 << 20;
 
@@ -168,8 +169,10 @@ pub(super) async fn run(
     // a writer.
     let parts = stream.into_parts();
     let (read_half, write_half) = tokio::io::split(parts.io);
-    let mut frames = tokio_util::codec::FramedRead::new(read_half, wire::codec());
-    *frames.read_buffer_mut() = parts.read_buf;
+    // Read first, before the socket: a reader told of buffered bytes only
+    // looks at them after its next read.
+    let read_ahead = std::io::Cursor::new(parts.read_buf);
+    let mut frames = tokio_util::codec::FramedRead::new(read_ahead.chain(read_half), wire::codec());
     let mut sink = Writer::new(write_half);
     let detection = dist.config.detection;
     let Session { queue, outbox, unacked, received, joiner } = session;
@@ -190,6 +193,10 @@ pub(super) async fn run(
     // The last ping, and when it went (since `born`); the ping to answer.
     let born = std::time::Instant::now();
     let (ping_id, ping_at) = (AtomicU64::new(0), AtomicU64::new(0));
+    // The least round trip of the connection, in microseconds: the window
+    // is sized from it (a ping behind a window of parts would time the
+    // window, and grow it).
+    let least_round_trip = AtomicU64::new(0);
     let (pong_due, pong) = (AtomicU64::new(0), Notify::new());
     let writer = async {
         if let Some(welcome) = welcome {
@@ -237,7 +244,7 @@ pub(super) async fn run(
                     }
                 }
                 () = std::future::ready(()),
-                    if outbox.has_parts() && unacked.in_parts < window(round_trip.load(Ordering::Relaxed)) =>
+                    if outbox.has_parts() && unacked.in_parts < window(least_round_trip.load(Ordering::Relaxed)) =>
                 {
                     outbox.parts(&mut out);
                 }
@@ -369,9 +376,16 @@ pub(super) async fn run(
                     pong.notify_one();
                 }
                 Frame::Pong(n) => {
-                    if n == ping_id.load(Ordering::Relaxed) {
-                        let took = (born.elapsed().as_nanos() as u64).saturating_sub(ping_at.load(Ordering::Relaxed));
-                        round_trip.store((took / 1000).max(1), Ordering::Relaxed);
+                    // The answer to the last ping, once.
+                    if n == ping_id.load(Ordering::Relaxed) && ping_at.load(Ordering::Relaxed) != u64::MAX {
+                        let took = (born.elapsed().as_nanos() as u64)
+                            .saturating_sub(ping_at.swap(u64::MAX, Ordering::Relaxed));
+                        let micros = (took / 1000).max(1);
+                        round_trip.store(micros, Ordering::Relaxed);
+                        let least = least_round_trip.load(Ordering::Relaxed);
+                        if least == 0 || micros < least {
+                            least_round_trip.store(micros, Ordering::Relaxed);
+                        }
                     }
                 }
                 Frame::Ack(n) => {

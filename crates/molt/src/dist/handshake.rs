@@ -39,7 +39,7 @@ use super::Secret;
 
 /// The distribution protocol this node speaks; a peer that speaks another
 /// is refused by name.
-pub(crate) const PROTOCOL: u32 = 5;
+pub(crate) const PROTOCOL: u32 = 6;
 
 /// The longest handshake message: names are short, and a stranger must
 /// not make a pending handshake hold much memory.
@@ -91,6 +91,8 @@ pub(crate) enum Refusal {
     Busy,
     /// There is no session to resume: the peer declared this node down.
     UnknownSession,
+    /// Its TLS certificate is not for the host in the name it gave.
+    CertificateName,
 }
 
 impl fmt::Display for Refusal {
@@ -103,6 +105,7 @@ impl fmt::Display for Refusal {
             Refusal::WrongSecret => f.write_str("authentication failed: the secrets differ"),
             Refusal::Busy => f.write_str("the session's previous connection is still closing; try again"),
             Refusal::UnknownSession => f.write_str("there is no such session to resume any more"),
+            Refusal::CertificateName => f.write_str("its TLS certificate is not for the host in its node name"),
         }
     }
 }

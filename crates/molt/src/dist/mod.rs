@@ -138,8 +138,25 @@ pub(crate) fn parse_name(name: &str) -> Result<(&str, &str), ConnectError> {
     Ok((short, address))
 }
 
-/// The most node names a peer may tell in one frame, and this node keeps.
+/// The most node names a peer may tell in one frame, and this node keeps
+/// of those it heard of (its own peers are always kept).
 const MAX_NAMES: usize = 4096;
+
+/// The longest node name told to a peer or taken from one.
+const MAX_NAME: usize = 255;
+
+/// A node this one heard of.
+#[derive(Debug)]
+struct Known {
+    name: String,
+    /// Where this side dialed it, when not at its name's address
+    /// (`Node::connect_via`): a pid of it is reached there too.
+    via: Option<String>,
+    /// When it was last declared down: a pid of it does not dial it again
+    /// within the detection bound (a dead node's pids would dial at every
+    /// send).
+    down_at: Option<Instant>,
+}
 
 /// The distribution of one node.
 pub(crate) struct Dist {
@@ -154,7 +171,9 @@ pub(crate) struct Dist {
     peers: Mutex<FxHashMap<NodeId, Peer>>,
     /// The names of the nodes this one heard of: its peers', and those its
     /// peers told it of (a pid names its node by a hash of the name only).
-    directory: Mutex<FxHashMap<NodeId, String>>,
+    directory: Mutex<FxHashMap<NodeId, Known>>,
+    /// Set as the node shuts down: nothing connects any more.
+    stopping: AtomicBool,
     handshakes: Arc<Semaphore>,
     /// Connection tasks still running, for shutdown to wait on.
     live: (Mutex<usize>, Condvar),
@@ -359,6 +378,7 @@ impl Dist {
             handle,
             peers: Mutex::new(FxHashMap::default()),
             directory: Mutex::new(FxHashMap::default()),
+            stopping: AtomicBool::new(false),
             live: (Mutex::new(0), Condvar::new()),
             dropped: AtomicU64::new(0),
             refused: AtomicUsize::new(0),
@@ -410,9 +430,23 @@ impl Dist {
             Some(peer) => return peer.push(lane, frame).map_err(|frame| Box::new((frame, Some(peer.name.clone())))),
             None => frame,
         };
-        let Some(name) = self.directory().get(&id).cloned() else { return Err(Box::new((frame, None))) };
+        let known = self.directory().get(&id).map(|known| {
+            let resting = known.down_at.is_some_and(|at| at.elapsed() < self.config.detection);
+            (known.name.clone(), known.via.clone(), resting)
+        });
+        let Some((name, via, resting)) = known else { return Err(Box::new((frame, None))) };
+        if resting {
+            return Err(Box::new((frame, Some(name))));
+        }
         let mut unsent = Some(frame);
-        let pushed = self.reach(&name, |peer| unsent.take().map(|frame| peer.push(lane, frame)));
+        let address = match via {
+            Some(via) => Ok(via),
+            None => parse_name(&name).map(|(_, address)| address.to_owned()),
+        };
+        let pushed = match address {
+            Ok(address) => self.reach_at(&name, &address, |peer| unsent.take().map(|frame| peer.push(lane, frame))),
+            Err(_) => Err(NodeDownReason::Unreachable(format!("{name:?} is not a node name"))),
+        };
         match (pushed, unsent) {
             (Ok(Some(Ok(pause))), _) => Ok(pause),
             (Ok(Some(Err(frame))), _) | (_, Some(frame)) => Err(Box::new((frame, Some(name)))),
@@ -420,7 +454,7 @@ impl Dist {
         }
     }
 
-    fn directory(&self) -> std::sync::MutexGuard<'_, FxHashMap<NodeId, String>> {
+    fn directory(&self) -> std::sync::MutexGuard<'_, FxHashMap<NodeId, Known>> {
         self.directory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -565,6 +599,9 @@ impl Dist {
         address: &str,
         with: impl FnOnce(&mut Peer) -> R,
     ) -> Result<R, NodeDownReason> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(NodeDownReason::Unreachable("this node is shutting down".into()));
+        }
         let id = NodeId::from_name(name);
         let (result, start) = {
             let mut peers = self.peers();
@@ -629,14 +666,7 @@ impl Dist {
             let stream = tokio::net::TcpStream::connect(address).await?;
             stream.set_nodelay(true)?;
             let stream: Box<dyn tls::Transport> = match &self.config.tls {
-                // The certificate must be for the host the name says, not
-                // for whatever address (a proxy's, say) was dialed.
-                Some(tls) => {
-                    let host = parse_name(name).map_or("", |(_, address)| address);
-                    let host = host.rsplit_once(':').map_or(host, |(host, _)| host);
-                    let host = host.trim_start_matches('[').trim_end_matches(']');
-                    tls.connect(host, stream).await.map_err(HandshakeError::Tls)?
-                }
+                Some(tls) => tls.connect(name, stream).await.map_err(HandshakeError::Tls)?,
                 None => Box::new(stream),
             };
             let mut stream = handshake::framed(stream);
@@ -655,6 +685,15 @@ impl Dist {
                 // The peer is ending the session of our previous life (or
                 // of one it gave up): in a moment it is gone.
                 Err(HandshakeError::Refused(Refusal::Busy)) if !left.is_zero() => {
+                    tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+                }
+                // The peer has not seen the old connection break yet (this
+                // side gave its session up first): it will, at once or
+                // within the detection bound. Unless a connection of the
+                // peer's took this entry up meanwhile, try again.
+                Err(HandshakeError::Refused(Refusal::AlreadyConnected))
+                    if !left.is_zero() && self.still_connecting(NodeId::from_name(&name), epoch) =>
+                {
                     tokio::time::sleep(Duration::from_millis(20).min(left)).await;
                 }
                 result => break result,
@@ -680,6 +719,13 @@ impl Dist {
                 self.outgoing_failed(id, epoch, Some(error));
             }
         }
+    }
+
+    /// Whether entry `epoch` of `id` still waits for a connection.
+    fn still_connecting(&self, id: NodeId, epoch: u64) -> bool {
+        self.peers()
+            .get(&id)
+            .is_some_and(|peer| peer.epoch == epoch && matches!(peer.state, PeerState::Connecting { .. }))
     }
 
     async fn accept_loop(dist: Weak<Dist>, listener: tokio::net::TcpListener) {
@@ -716,12 +762,16 @@ impl Dist {
         // node's state.
         let mut abandoned = None;
         let handshake = async {
-            let stream: Box<dyn tls::Transport> = match &self.config.tls {
+            let (stream, certificate): (Box<dyn tls::Transport>, _) = match &self.config.tls {
                 Some(tls) => tls.accept(stream).await.map_err(HandshakeError::Tls)?,
-                None => Box::new(stream),
+                None => (Box::new(stream), None),
             };
             let mut stream = handshake::framed(stream);
-            let admitted = handshake::accept(&mut stream, &me, |peer| self.admit(peer, &mut abandoned)).await?;
+            let admit = |peer: &Handshaken| match &certificate {
+                Some(certificate) if !tls::is_for(certificate, &peer.name) => Err(Refusal::CertificateName),
+                _ => self.admit(peer, &mut abandoned),
+            };
+            let admitted = handshake::accept(&mut stream, &me, admit).await?;
             Ok((stream, admitted))
         };
         let result = tokio::time::timeout(self.config.handshake_timeout, handshake)
@@ -914,17 +964,29 @@ impl Dist {
         // other peers of it (Erlang's nodes learn of each other through
         // `global`; here a name is learnt, and dialed at its first use).
         let name = peer.name.clone();
+        let dialed = peer.dialed.clone().filter(|dialed| parse_name(&name).is_ok_and(|(_, address)| address != dialed));
         let known: Vec<String> = {
             let mut directory = self.directory();
-            let known = directory.iter().filter(|(known, _)| **known != id).map(|(_, name)| name.clone()).collect();
-            directory.insert(id, name.clone());
+            let known = directory
+                .iter()
+                .filter(|(known, entry)| **known != id && entry.name.len() <= MAX_NAME)
+                .map(|(_, entry)| entry.name.clone())
+                .take(MAX_NAMES)
+                .collect();
+            // Its own peer: what it says about itself wins over hearsay.
+            let entry = directory.entry(id).or_insert(Known { name: name.clone(), via: None, down_at: None });
+            entry.name.clone_from(&name);
+            entry.down_at = None;
+            if dialed.is_some() {
+                entry.via = dialed;
+            }
             known
         };
         if !known.is_empty() {
             let _ = peer.push(None, Frame::Nodes(known));
         }
         for (other, peer) in peers.iter() {
-            if *other != id && matches!(peer.state, PeerState::Up { .. }) {
+            if *other != id && matches!(peer.state, PeerState::Up { .. }) && name.len() <= MAX_NAME {
                 let _ = peer.push(None, Frame::Nodes(vec![name.clone()]));
             }
         }
@@ -1058,6 +1120,9 @@ impl Dist {
     /// across it fires, then the entry goes, so a new connection can come,
     /// and whoever waited to connect is told.
     fn give_up(&self, id: NodeId, epoch: u64, name: &str, waiters: Vec<Waiter>, why: NodeDownReason) {
+        if let Some(known) = self.directory().get_mut(&id) {
+            known.down_at = Some(Instant::now());
+        }
         if let Some(node) = self.node.upgrade() {
             node.node_down(id, name, why.clone());
         }
@@ -1184,14 +1249,17 @@ impl Dist {
                 if names.len() > MAX_NAMES {
                     return Err(format!("{} node names in one frame, over {MAX_NAMES}", names.len()));
                 }
+                // Hearsay: a name already known (a peer's own, above all)
+                // is kept as it is, and one that is not a node's is passed
+                // over.
                 let mut directory = self.directory();
                 for name in names {
-                    if name.len() > 255 || parse_name(&name).is_err() {
-                        return Err(format!("{name:?} told as a node name"));
+                    if name.len() > MAX_NAME || parse_name(&name).is_err() || name == self.name {
+                        continue;
                     }
                     let id = NodeId::from_name(&name);
-                    if name != self.name && (directory.len() < MAX_NAMES || directory.contains_key(&id)) {
-                        directory.insert(id, name);
+                    if directory.len() < MAX_NAMES && !directory.contains_key(&id) {
+                        directory.insert(id, Known { name, via: None, down_at: None });
                     }
                 }
             }
@@ -1302,6 +1370,7 @@ impl Dist {
     /// written, and stops the I/O thread. Called once the node's processes
     /// are gone (their last exit signals are queued before the goodbyes).
     pub(crate) fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         let mut peers = std::mem::take(&mut *self.peers());
         for peer in peers.values_mut() {
             match &mut peer.pending {

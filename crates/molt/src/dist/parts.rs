@@ -243,13 +243,8 @@ impl Joiner {
         }
         let (head_len, body_len) = (head as usize, body as usize);
         // The payload's buffer is the one the receiver gets.
-        let joining = Joining {
-            head: Vec::with_capacity(head_len.min(FIRST_ROOM)),
-            head_len,
-            frame: None,
-            body: Vec::with_capacity(body_len.min(FIRST_ROOM)),
-            body_len,
-        };
+        let joining =
+            Joining { head: Vec::with_capacity(head_len.min(PART)), head_len, frame: None, body: Vec::new(), body_len };
         self.streams.insert(stream, joining);
         self.last = Some(stream);
         Ok(())
@@ -280,6 +275,7 @@ impl Joiner {
                 return Err(format!("stream {stream} has a payload for a frame without room for one"));
             }
             joining.frame = Some(frame);
+            joining.body.reserve_exact(joining.body_len.min(FIRST_ROOM));
         }
         joining.body.extend_from_slice(to_body);
         if joining.frame.is_none() || joining.body.len() < joining.body_len {

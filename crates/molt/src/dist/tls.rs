@@ -109,24 +109,48 @@ impl Tls {
         })
     }
 
-    /// Opens TLS over a connection dialed to `host` (the host of the
-    /// peer's name, which its certificate must be for).
-    pub(crate) async fn connect(&self, host: &str, stream: TcpStream) -> std::io::Result<Box<dyn Transport>> {
-        let name = ServerName::try_from(host.to_owned()).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host:?} is not a host name TLS can check"))
+    /// Opens TLS over a connection dialed to the node `name`, whose
+    /// certificate must be for the host in the name (not for whatever
+    /// address, a proxy's say, was dialed).
+    pub(crate) async fn connect(&self, name: &str, stream: TcpStream) -> std::io::Result<Box<dyn Transport>> {
+        let host = host_of(name).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{name:?} has no host TLS can check"))
         })?;
-        Ok(Box::new(self.connector.connect(name, stream).await?))
+        Ok(Box::new(self.connector.connect(host, stream).await?))
     }
 
-    /// Opens TLS over an accepted connection.
-    pub(crate) async fn accept(&self, stream: TcpStream) -> std::io::Result<Box<dyn Transport>> {
-        Ok(Box::new(self.acceptor.accept(stream).await?))
+    /// Opens TLS over an accepted connection; the peer's certificate, for
+    /// [`is_for`] once the peer says its name.
+    pub(crate) async fn accept(
+        &self,
+        stream: TcpStream,
+    ) -> std::io::Result<(Box<dyn Transport>, Option<CertificateDer<'static>>)> {
+        let stream = self.acceptor.accept(stream).await?;
+        let certificate = stream.get_ref().1.peer_certificates().and_then(<[_]>::first).map(|c| c.clone().into_owned());
+        Ok((Box::new(stream), certificate))
     }
+}
+
+/// The host in a node name (`name@host:port`), as TLS checks it.
+fn host_of(name: &str) -> Option<ServerName<'static>> {
+    let (_, address) = name.split_once('@')?;
+    let (host, _) = address.rsplit_once(':')?;
+    ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_owned()).ok()
+}
+
+/// Whether `certificate` (which the authority signed: TLS checked) is for
+/// the host in the node name `name`: a machine that holds a certificate
+/// may only call itself a node of its own host.
+pub(crate) fn is_for(certificate: &CertificateDer<'_>, name: &str) -> bool {
+    let Some(host) = host_of(name) else { return false };
+    webpki::EndEntityCert::try_from(certificate).is_ok_and(|end| end.verify_is_valid_for_subject_name(&host).is_ok())
 }
 
 /// Every certificate in a PEM text; at least one.
 fn certificates(pem: &[u8], file: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let chain: Vec<_> = CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect();
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| TlsError::Missing { what: "certificate", file })?;
     if chain.is_empty() {
         return Err(TlsError::Missing { what: "certificate", file });
     }
