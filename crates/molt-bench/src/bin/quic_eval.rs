@@ -185,10 +185,14 @@ async fn quic_bulk() -> f64 {
     let (near, far, _client, _server) = quic_pair().await;
     let (near_send, near_recv) = near.open_bi().await.unwrap();
     let mut near_send = near_send;
-    // The far side sees the stream once bytes come: accepted as they do.
-    let accept = tokio::spawn(async move { far.accept_bi().await.unwrap() });
+    // The far side sees the stream once bytes come: accepted as they do
+    // (its connection kept: dropping the last handle closes it).
+    let accept = tokio::spawn(async move {
+        let streams = far.accept_bi().await.unwrap();
+        (far, streams)
+    });
     near_send.write_all(&[0]).await.unwrap();
-    let (far_send, mut far_recv) = accept.await.unwrap();
+    let (_far, (far_send, mut far_recv)) = accept.await.unwrap();
     let mut zero = [0u8];
     far_recv.read_exact(&mut zero).await.unwrap();
     bulk(near_send, far_recv, far_send, near_recv).await
@@ -201,7 +205,6 @@ async fn quic_latency_under_bulk() -> f64 {
     let far_side = tokio::spawn(async move {
         // The first stream echoes, the second takes the big transfer.
         let (mut echo_send, mut echo_recv) = far.accept_bi().await.unwrap();
-        let (mut big_send, mut big_recv) = far.accept_bi().await.unwrap();
         let echo = tokio::spawn(async move {
             let mut buffer = [0u8; 8];
             while echo_recv.read_exact(&mut buffer).await.is_ok() {
@@ -210,6 +213,7 @@ async fn quic_latency_under_bulk() -> f64 {
                 }
             }
         });
+        let (mut big_send, mut big_recv) = far.accept_bi().await.unwrap();
         let mut buffer = vec![0u8; MIB];
         let mut left = BIG + 1;
         while left > 0 {
