@@ -96,10 +96,16 @@ impl Unacked {
         let (mut frames, mut weight, mut big) = (0, 0, 0);
         for numbered in self.items.drain(..done) {
             (frames, weight) = (frames + numbered.frames, weight + numbered.weight);
+            self.in_parts -= numbered.item.raw.len();
             if Backlog::is_big(numbered.weight) {
                 big += numbered.weight;
+                // The last part of a big message: the payload goes with it,
+                // freed off this thread (unmapping megabytes takes
+                // milliseconds the connections' other frames would wait).
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn_blocking(move || drop(numbered));
+                }
             }
-            self.in_parts -= numbered.item.raw.len();
         }
         self.acked += done as u64;
         backlog.remove(frames, weight, big);
