@@ -494,8 +494,7 @@ fn dropped(dist: &Dist, out: &Out, backlog: &Backlog) {
 /// Writes one of the connection's own frames (an ack, a ping, a goodbye)
 /// into the writer, to go out with the next flush.
 fn feed<W: tokio::io::AsyncWrite + Unpin>(sink: &mut Writer<W>, frame: &Frame) {
-    // The core's own frames always encode.
-    sink.feed(Item::whole(frame.encode().unwrap_or_default()));
+    sink.feed(Item::whole(frame.bytes()));
 }
 
 /// [`feed`], then flushes.

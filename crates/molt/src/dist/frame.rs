@@ -183,6 +183,12 @@ impl Frame {
         postcard::to_stdvec(self)
     }
 
+    /// The frame as written. The core's own frames always encode: postcard
+    /// fails only on what it cannot represent, and no frame holds any.
+    pub(crate) fn bytes(&self) -> tokio_util::bytes::Bytes {
+        self.encode().unwrap_or_default().into()
+    }
+
     /// The frame an item opens with, and the raw bytes after it, which
     /// only a `Part` has.
     pub(crate) fn decode(bytes: &[u8]) -> Result<(Frame, &[u8]), postcard::Error> {

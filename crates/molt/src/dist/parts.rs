@@ -114,8 +114,7 @@ impl Outbox {
         let weight = frame.weight();
         let body = if frame.body_len() > PART { frame.take_body().map(Bytes::from) } else { None };
         let body = body.unwrap_or_default();
-        // The core's own frames always encode.
-        let head = Bytes::from(frame.encode().unwrap_or_default());
+        let head = frame.bytes();
         let size = head.len() + body.len();
         if size > self.max_frame {
             out.dropped += 1;
@@ -147,8 +146,7 @@ impl Outbox {
         stream.id = self.next_stream;
         self.next_stream += 1;
         let open = Frame::Open { stream: stream.id, head: stream.head.len() as u64, body: stream.body.len() as u64 };
-        // The core's own frames always encode.
-        out.items.push(Numbered { item: Item::whole(open.encode().unwrap_or_default()), weight: 0, frames: 0 });
+        out.items.push(Numbered { item: Item::whole(open.bytes()), weight: 0, frames: 0 });
         self.open.push_back(lane);
     }
 
@@ -166,10 +164,9 @@ impl Outbox {
             let raw = from.slice(at..from.len().min(at + PART));
             stream.sent += raw.len();
             let done = stream.sent == stream.head.len() + stream.body.len();
-            // The core's own frames always encode.
-            let frame = Frame::Part { stream: stream.id }.encode().unwrap_or_default();
+            let frame = Frame::Part { stream: stream.id }.bytes();
             let (weight, frames) = if done { (stream.weight, 1) } else { (0, 0) };
-            out.items.push(Numbered { item: Item { frame: frame.into(), raw }, weight, frames });
+            out.items.push(Numbered { item: Item { frame, raw }, weight, frames });
             if !done {
                 self.open.push_back(lane);
                 continue;

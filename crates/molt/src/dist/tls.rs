@@ -133,7 +133,7 @@ impl Tls {
 
 /// The host in a node name (`name@host:port`), as TLS checks it.
 fn host_of(name: &str) -> Option<ServerName<'static>> {
-    let (_, address) = name.split_once('@')?;
+    let (_, address) = super::parse_name(name).ok()?;
     let (host, _) = address.rsplit_once(':')?;
     ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_owned()).ok()
 }
