@@ -682,6 +682,9 @@ impl Future for ProcessTask {
             }
         }
         this.started = true;
+        // What its sends to other nodes gathered is written when the poll
+        // ends (dist/link.rs).
+        let _turn = crate::dist::Turn::start();
         this.local.reductions = 0;
         this.local.slice_start = 0;
         this.local.spent = false;

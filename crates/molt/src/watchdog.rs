@@ -7,7 +7,9 @@
 //! many polls it has started and which process it polls now; a thread of
 //! the node's own looks at them every half threshold and logs a warning
 //! when a scheduler has been in the same poll for longer than the
-//! threshold (once per such poll).
+//! threshold (once per such poll). A poll seen in progress twice also has
+//! what its process sent to other nodes written (`Dist::flush_gathered`):
+//! that waits for the end of the poll otherwise.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -72,6 +74,11 @@ fn watch(node: &Weak<NodeInner>, threshold: Duration) {
             }
             match seen {
                 Some((p, c, since, reported)) if *p == polls && *c == current => {
+                    // What it sent to other nodes waits for its poll to
+                    // end: written now.
+                    if let Some(dist) = node.dist.get() {
+                        dist.flush_gathered();
+                    }
                     let held = since.elapsed();
                     if !*reported && held >= threshold {
                         *reported = true;

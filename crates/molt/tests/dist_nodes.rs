@@ -96,6 +96,102 @@ fn a_link_and_a_monitor_across_nodes_fire_with_the_exact_reason() {
     assert_eq!(down, ExitReason::Error("boom".into()));
 }
 
+/// What a process sends to another node, small messages (which its
+/// scheduler writes itself while the connection's writer is idle), big
+/// ones (which go in parts through the writer) and its exit, arrives in
+/// the order it was sent, whether it sent in one turn or across many.
+#[test]
+fn a_processs_small_and_big_messages_and_its_exit_arrive_in_the_order_sent() {
+    const ROUNDS: u64 = 60;
+    const SMALL: u64 = 20;
+    const BIG: usize = 200 << 10;
+    enum Got {
+        Message(u64, usize, bool),
+        Exit(Pid, ExitReason),
+    }
+    let (a, b) = pair();
+    let (tell, told) = std::sync::mpsc::channel();
+    let receiver = b.spawn(move |mut p| async move {
+        p.trap_exit(true);
+        loop {
+            let got = p
+                .receive_timeout(BOUND)
+                .on(|(n, bytes): (u64, Vec<u8>)| Got::Message(n, bytes.len(), bytes.iter().all(|&b| b == n as u8)))
+                .on(|exit: Exit| Got::Exit(exit.from, exit.reason))
+                .await
+                .expect("a message or the exit");
+            let last = matches!(got, Got::Exit(..));
+            let _ = tell.send(got);
+            if last {
+                return;
+            }
+        }
+    });
+    let sender = a.spawn(move |mut p| async move {
+        p.link(receiver);
+        let mut n: u64 = 0;
+        for round in 0..ROUNDS {
+            for k in 0..SMALL {
+                // A big one in the middle of every third round.
+                let len = if round % 3 == 0 && k == SMALL / 2 { BIG } else { 8 };
+                p.send(receiver, &(n, vec![n as u8; len]));
+                n += 1;
+            }
+            // Every other round ends the turn: the next starts with the
+            // connection's writer idle.
+            if round % 2 == 0 {
+                p.sleep(Duration::ZERO).await;
+            }
+        }
+        ExitReason::error("done")
+    });
+    let mut expected = 0;
+    loop {
+        match told.recv_timeout(BOUND).expect("the receiver reports") {
+            Got::Message(n, len, intact) => {
+                assert_eq!(n, expected, "in the order sent");
+                assert!(intact, "message {n} arrives intact");
+                let round = n / SMALL;
+                let big = round % 3 == 0 && n % SMALL == SMALL / 2;
+                assert_eq!(len, if big { BIG } else { 8 }, "message {n}");
+                expected += 1;
+            }
+            Got::Exit(from, reason) => {
+                assert_eq!((from, reason), (sender, ExitReason::Error("done".into())));
+                break;
+            }
+        }
+    }
+    assert_eq!(expected, ROUNDS * SMALL, "every message before the exit");
+}
+
+/// A process that sends to another node and then keeps its scheduler
+/// without yielding (here a blocking sleep) does not hold its message for
+/// as long: the watchdog writes it (heartbeats, which would too, are a
+/// minute apart here).
+#[test]
+fn a_message_of_a_process_that_does_not_yield_goes_out_anyway() {
+    let config = |name| dist_config(name).detection(Duration::from_secs(240)).long_schedule(Duration::from_millis(50));
+    let (a, b) = (Node::start(config("a")).unwrap(), Node::start(config("b")).unwrap());
+    a.connect(b.name()).unwrap();
+    let (tell, told) = std::sync::mpsc::channel();
+    let receiver = b.spawn(move |mut p| async move {
+        let n: u64 = p.expect().await?;
+        let _ = tell.send(n);
+        Ok::<(), ReceiveError>(())
+    });
+    let (done, finished) = std::sync::mpsc::channel();
+    a.spawn(move |p| async move {
+        p.send(receiver, &7u64);
+        // Long past the bound below; the blocked turn ends only then.
+        std::thread::sleep(Duration::from_secs(4));
+        let _ = done.send(());
+    });
+    assert_eq!(told.recv_timeout(Duration::from_secs(2)), Ok(7), "written before the turn ends");
+    assert!(finished.try_recv().is_err(), "the sender was still blocked");
+    finished.recv_timeout(BOUND).unwrap();
+}
+
 #[test]
 fn a_remote_process_linked_to_a_local_one_goes_down_with_it() {
     let (a, b) = pair();

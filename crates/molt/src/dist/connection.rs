@@ -14,11 +14,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use futures::StreamExt;
 use molt_abi::{NodeDownReason, NodeId};
 use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::bytes::Bytes;
 
 use super::frame::{Farewell, Frame};
 use super::handshake::HandshakeStream;
+use super::link::{Link, LinkWrite};
 use super::parts::{Joiner, Lane, Numbered, Out, Outbox};
 use super::wire::{self, Item, Writer};
 use super::{Backlog, Dist};
@@ -32,6 +34,8 @@ pub(super) type Queued = (Lane, Frame);
 /// peer.
 pub(super) struct Session {
     pub(super) queue: mpsc::UnboundedReceiver<Queued>,
+    /// Where senders write while the connection's writer is idle.
+    pub(super) link: Arc<Link>,
     /// Big frames going out in parts, and the frames behind them.
     outbox: Outbox,
     unacked: Unacked,
@@ -42,9 +46,10 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub(super) fn new(queue: mpsc::UnboundedReceiver<Queued>, max_frame: usize) -> Session {
+    pub(super) fn new(queue: mpsc::UnboundedReceiver<Queued>, link: Arc<Link>, max_frame: usize) -> Session {
         Session {
             queue,
+            link,
             outbox: Outbox::new(max_frame),
             unacked: Unacked::default(),
             received: 0,
@@ -55,6 +60,7 @@ impl Session {
     /// Empties a session nobody will carry on: how many frames in it were
     /// not known to be delivered (queued, or written and unacknowledged).
     pub(super) fn lose(&mut self) -> u64 {
+        self.unacked.absorb(self.link.detach().numbered);
         let mut lost = self.unacked.lose();
         lost += self.outbox.lose();
         while self.queue.try_recv().is_ok() {
@@ -89,6 +95,12 @@ impl Unacked {
         fresh
     }
 
+    /// Keeps `items`, which senders numbered and wrote (or handed over to
+    /// be written) themselves.
+    fn absorb(&mut self, items: Vec<Numbered>) {
+        self.items.extend(items);
+    }
+
     /// Forgets what the peer acknowledged (`peer_acked` items in all),
     /// taking it off the backlog; how many items that was.
     fn trim(&mut self, peer_acked: u64, backlog: &Backlog) -> usize {
@@ -120,6 +132,22 @@ impl Unacked {
         self.in_parts = 0;
         lost
     }
+}
+
+/// What woke a connection's writer.
+enum Event {
+    /// Frames were queued.
+    Queued,
+    /// Parts may go.
+    Parts,
+    /// The peer acknowledged more.
+    AckedMore,
+    /// This side has more to acknowledge.
+    AckDue,
+    /// The peer pinged.
+    Pong,
+    /// Time to ping.
+    Tick,
 }
 
 /// Frames written before a flush: a burst goes out in few system calls.
@@ -171,23 +199,35 @@ pub(super) async fn run(
     round_trip: &AtomicU64,
     opened: impl FnOnce(),
 ) -> NodeDownReason {
+    let Session { queue, link, outbox, unacked, received, joiner } = session;
     // The halves apart: a reader with what the handshake read ahead, and
-    // a writer.
+    // a writer; over plain TCP, the link's, which senders write to too.
     let parts = stream.into_parts();
-    let (read_half, write_half) = tokio::io::split(parts.io);
+    let (read_half, write_half): (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>) =
+        match super::tls::plain(parts.io) {
+            Ok(socket) => {
+                let (read_half, write_half) = socket.into_split();
+                link.attach(write_half);
+                (Box::new(read_half), Box::new(LinkWrite(Arc::clone(link))))
+            }
+            Err(io) => {
+                let (read_half, write_half) = tokio::io::split(io);
+                (Box::new(read_half), Box::new(write_half))
+            }
+        };
     // Read first, before the socket: a reader told of buffered bytes only
     // looks at them after its next read.
     let read_ahead = std::io::Cursor::new(parts.read_buf);
     let mut frames = tokio_util::codec::FramedRead::new(read_ahead.chain(read_half), wire::codec());
     let mut sink = Writer::new(write_half);
     let detection = dist.config.detection;
-    let Session { queue, outbox, unacked, received, joiner } = session;
     // Shared by the two halves (one task: no lock).
     let delivered = AtomicU64::new(*received);
     // How many of those this side acknowledged.
     let acked_here = AtomicU64::new(*received);
     let peer_acked = AtomicU64::new(unacked.acked);
-    let written = AtomicU64::new(unacked.written());
+    let written = &link.written;
+    written.store(unacked.written(), Ordering::Release);
     let first_ack = Notify::new();
     let ack_due = Notify::new();
     // Whether an `AckPlease` went out that the peer did not answer yet
@@ -226,18 +266,42 @@ pub(super) async fn run(
         let mut tick = tokio::time::interval(detection / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut out = Out::default();
+        // What was queued while no connection carried the session.
+        link.wanted.notify_one();
         loop {
-            let mut farewell = None;
-            tokio::select! {
-                frame = queue.recv() => {
-                    let Some(frame) = frame else { return NodeDownReason::Disconnected };
-                    let mut next = Some(frame);
+            let (mut farewell, mut queue_closed) = (None, false);
+            let event = tokio::select! {
+                () = link.wanted.notified() => Event::Queued,
+                () = std::future::ready(()),
+                    if outbox.has_parts() && unacked.in_parts < window(least_round_trip.load(Ordering::Relaxed)) =>
+                {
+                    Event::Parts
+                }
+                () = acked_more.notified() => Event::AckedMore,
+                () = ack_due.notified() => Event::AckDue,
+                () = pong.notified() => Event::Pong,
+                _ = tick.tick() => Event::Tick,
+            };
+            // Senders stop writing; what they numbered goes first.
+            let handed = link.take_over();
+            unacked.absorb(handed.numbered);
+            sink.feed_encoded(handed.unwritten);
+            match event {
+                Event::Queued => {
                     for _ in 0..BATCH {
-                        let Some((lane, frame)) = next.take().or_else(|| queue.try_recv().ok()) else { break };
+                        let (lane, frame) = match queue.try_recv() {
+                            Ok(queued) => queued,
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                queue_closed = true;
+                                break;
+                            }
+                        };
                         match frame {
                             Frame::Goodbye(why) => {
                                 backlog.remove(1, frame.weight(), 0);
                                 farewell = Some(why);
+                                break;
                             }
                             frame => outbox.push(lane, frame, &mut out),
                         }
@@ -249,39 +313,23 @@ pub(super) async fn run(
                         }
                     }
                 }
-                () = std::future::ready(()),
-                    if outbox.has_parts() && unacked.in_parts < window(least_round_trip.load(Ordering::Relaxed)) =>
-                {
-                    outbox.parts(&mut out);
-                }
-                () = acked_more.notified() => {
+                Event::Parts => outbox.parts(&mut out),
+                Event::AckedMore => {
                     // What was written after the last request is still
                     // held against the senders: asked for too.
                     unacked.trim(peer_acked.load(Ordering::Relaxed), backlog);
-                    if backlog.holding() && !unacked.items.is_empty() && !asked.swap(true, Ordering::Relaxed)
-                        && send(&mut sink, &Frame::AckPlease).await.is_err()
-                    {
-                        return NodeDownReason::ConnectionClosed;
+                    if backlog.holding() && !unacked.items.is_empty() && !asked.swap(true, Ordering::Relaxed) {
+                        feed(&mut sink, &Frame::AckPlease);
                     }
-                    continue;
                 }
-                () = ack_due.notified() => {
+                Event::AckDue => {
                     let now = delivered.load(Ordering::Relaxed);
-                    if now > acked_here.swap(now, Ordering::Relaxed)
-                        && send(&mut sink, &Frame::Ack(now)).await.is_err()
-                    {
-                        return NodeDownReason::ConnectionClosed;
+                    if now > acked_here.swap(now, Ordering::Relaxed) {
+                        feed(&mut sink, &Frame::Ack(now));
                     }
-                    continue;
                 }
-                () = pong.notified() => {
-                    if send(&mut sink, &Frame::Pong(pong_due.load(Ordering::Relaxed))).await.is_err() {
-                        return NodeDownReason::ConnectionClosed;
-                    }
-                    continue;
-                }
-                _ = tick.tick() => {
-                    unacked.trim(peer_acked.load(Ordering::Relaxed), backlog);
+                Event::Pong => feed(&mut sink, &Frame::Pong(pong_due.load(Ordering::Relaxed))),
+                Event::Tick => {
                     let now = delivered.load(Ordering::Relaxed);
                     if now > acked_here.swap(now, Ordering::Relaxed) {
                         feed(&mut sink, &Frame::Ack(now));
@@ -289,10 +337,7 @@ pub(super) async fn run(
                     let id = ping_id.load(Ordering::Relaxed) + 1;
                     ping_at.store(born.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     ping_id.store(id, Ordering::Relaxed);
-                    if send(&mut sink, &Frame::Ping(id)).await.is_err() {
-                        return NodeDownReason::ConnectionClosed;
-                    }
-                    continue;
+                    feed(&mut sink, &Frame::Ping(id));
                 }
             }
             // What the outbox made of it: numbered and kept before any is
@@ -303,7 +348,12 @@ pub(super) async fn run(
                 dropped(dist, &out, backlog);
             }
             let fresh = unacked.extend(std::mem::take(&mut out).items);
-            written.store(unacked.written(), Ordering::Relaxed);
+            written.store(unacked.written(), Ordering::Release);
+            if queue_closed {
+                // The entry is going down: what was taken is counted with
+                // the rest of the session as lost.
+                return NodeDownReason::Disconnected;
+            }
             for numbered in unacked.items.range(fresh..) {
                 sink.feed(numbered.item.clone());
             }
@@ -320,11 +370,17 @@ pub(super) async fn run(
             }
             // Senders pause on what waits: the peer is asked to
             // acknowledge it now, not after its next 64 frames.
-            if backlog.holding() && !asked.swap(true, Ordering::Relaxed) {
+            if backlog.holding() && !unacked.items.is_empty() && !asked.swap(true, Ordering::Relaxed) {
                 feed(&mut sink, &Frame::AckPlease);
             }
             if sink.flush().await.is_err() {
                 return NodeDownReason::ConnectionClosed;
+            }
+            // Everything is written: senders write again, unless frames
+            // wait here (left for the next round).
+            let released = outbox.is_empty() && link.release(|| queue.is_empty());
+            if !released && !queue.is_empty() {
+                link.wanted.notify_one();
             }
             // The reader shares this task: while parts keep the socket
             // writable, it gets a turn after each round of them, so that a
@@ -395,7 +451,7 @@ pub(super) async fn run(
                     }
                 }
                 Frame::Ack(n) => {
-                    let (before, sent) = (peer_acked.load(Ordering::Relaxed), written.load(Ordering::Relaxed));
+                    let (before, sent) = (peer_acked.load(Ordering::Relaxed), written.load(Ordering::Acquire));
                     if n < before || n > sent {
                         return NodeDownReason::ProtocolError(format!(
                             "an acknowledgement of {n} frames, after {before}, of {sent} written"
@@ -473,6 +529,9 @@ pub(super) async fn run(
         () = stop.notified() => NodeDownReason::ConnectionClosed,
     };
     *received = delivered.load(Ordering::Relaxed);
+    // What senders numbered on this connection goes on the next one, with
+    // the rest of what the peer did not acknowledge.
+    unacked.absorb(link.detach().numbered);
     unacked.trim(peer_acked.load(Ordering::Relaxed), backlog);
     why
 }

@@ -25,6 +25,7 @@ mod frame;
 #[cfg(test)]
 mod fuzz;
 mod handshake;
+mod link;
 mod parts;
 mod secret;
 mod tls;
@@ -49,6 +50,7 @@ pub(crate) use backlog::{Backlog, Pause};
 use connection::Session;
 use frame::{Farewell, Frame};
 use handshake::{HandshakeError, Handshaken, Me, Refusal};
+pub(crate) use link::Turn;
 
 /// How a node takes part in distribution (set through
 /// [`NodeConfig`](crate::NodeConfig)).
@@ -166,7 +168,8 @@ pub(crate) struct Dist {
     creation: u32,
     secret: Secret,
     config: DistConfig,
-    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    /// Stops the I/O thread's runtime (dropped: the same).
+    runtime: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     handle: tokio::runtime::Handle,
     peers: Mutex<FxHashMap<NodeId, Peer>>,
     /// The names of the nodes this one heard of: its peers', and those its
@@ -206,6 +209,9 @@ struct Peer {
     dialed: Option<String>,
     /// Frames towards the peer; `None` once the entry is going down.
     queue: Option<mpsc::UnboundedSender<connection::Queued>>,
+    /// Where a process's small frames go while the connection's writer is
+    /// idle (`link.rs`); the session's.
+    link: Arc<link::Link>,
     /// The session, while no connection carries it.
     pending: Option<Session>,
     state: PeerState,
@@ -281,6 +287,7 @@ impl Peer {
     fn new(name: &str, config: &DistConfig) -> Peer {
         static EPOCHS: AtomicU64 = AtomicU64::new(1);
         let (queue, pending) = mpsc::unbounded_channel();
+        let link = Arc::new(link::Link::new(config.max_frame));
         Peer {
             name: name.to_owned(),
             epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
@@ -289,7 +296,8 @@ impl Peer {
             connection: 0,
             dialed: None,
             queue: Some(queue),
-            pending: Some(Session::new(pending, config.max_frame)),
+            pending: Some(Session::new(pending, Arc::clone(&link), config.max_frame)),
+            link,
             state: PeerState::Connecting { outgoing: false, waiters: Vec::new() },
             backlog: Arc::new(Backlog::new(config.max_backlog)),
             closed: Arc::new(AtomicBool::new(false)),
@@ -315,10 +323,19 @@ impl Peer {
         let Some(queue) = &self.queue else { return Err(frame) };
         let weight = frame.weight();
         let pause = self.backlog.add(weight);
-        queue.send((lane, frame)).map(|()| pause).map_err(|unsent| {
-            self.backlog.remove(1, weight, if Backlog::is_big(weight) { weight } else { 0 });
-            unsent.0.1
-        })
+        let queue = |frame| queue.send((lane, frame)).map_err(|unsent| unsent.0.1);
+        match self.link.take_or_queue(frame, weight, self.backlog.holding(), queue) {
+            Ok(gathered) => {
+                if gathered {
+                    link::cork(&self.link);
+                }
+                Ok(pause)
+            }
+            Err(frame) => {
+                self.backlog.remove(1, weight, if Backlog::is_big(weight) { weight } else { 0 });
+                Err(frame)
+            }
+        }
     }
 
     /// Starts going down: the queue closes (a connection's writer ends),
@@ -326,6 +343,8 @@ impl Peer {
     /// and whoever waited is handed back.
     fn going_down(&mut self, dropped: &AtomicU64) -> Vec<Waiter> {
         self.queue = None;
+        // A writer waiting for frames finds the queue closed.
+        self.link.wanted.notify_one();
         self.closed.store(true, Ordering::Relaxed);
         self.backlog.release();
         if let Some(mut pending) = self.pending.take() {
@@ -359,13 +378,16 @@ impl Dist {
         config: DistConfig,
         secret: Secret,
     ) -> std::io::Result<Arc<Dist>> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(format!("molt-dist-{}", node.name))
-            .enable_io()
-            .enable_time()
-            .build()?;
+        // One thread, driving a current-thread runtime: the connections'
+        // tasks, their sockets and timers (leaner per wake-up than a
+        // multi-thread runtime with one worker).
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
         let handle = runtime.handle().clone();
+        let (stop_io, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new().name(format!("molt-dist-{}", node.name)).spawn(move || {
+            let _ = runtime.block_on(stopped);
+            runtime.shutdown_background();
+        })?;
         let dist = Arc::new(Dist {
             node: Arc::downgrade(node),
             name: node.name.clone(),
@@ -374,7 +396,7 @@ impl Dist {
             secret,
             handshakes: Arc::new(Semaphore::new(config.max_handshakes)),
             config,
-            runtime: Mutex::new(Some(runtime)),
+            runtime: Mutex::new(Some(stop_io)),
             handle,
             peers: Mutex::new(FxHashMap::default()),
             directory: Mutex::new(FxHashMap::default()),
@@ -407,7 +429,9 @@ impl Dist {
     /// process (`None`: the node or the host), whose messages keep their
     /// order.
     pub(crate) fn send(self: &Arc<Self>, from: Option<Pid>, to: Pid, envelope: Envelope) -> Option<Pause> {
-        match self.push_to(to.node, from, Frame::Message { to, envelope }) {
+        let pushed = self.push_to(to.node, from, Frame::Message { to, envelope });
+        link::settle();
+        match pushed {
             Ok(pause) => pause,
             Err(_) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -462,7 +486,9 @@ impl Dist {
     /// connection to it, answers as a lost connection would (a link or a
     /// monitor fires with `noconnection`).
     pub(crate) fn signal(self: &Arc<Self>, node: &NodeInner, to: Pid, signal: Signal) {
-        let (answer, signal) = match self.push_to(to.node, Some(signal.sender()), Frame::Signal { to, signal }) {
+        let pushed = self.push_to(to.node, Some(signal.sender()), Frame::Signal { to, signal });
+        link::settle();
+        let (answer, signal) = match pushed {
             Ok(_) => return,
             Err(unsent) => match *unsent {
                 (Frame::Signal { signal, .. }, name) => (name.unwrap_or_else(|| format!("{:?}", to.node)), signal),
@@ -488,7 +514,9 @@ impl Dist {
         envelope: Envelope,
     ) -> Option<Pause> {
         let frame = Frame::Named { name: name.to_owned(), envelope };
-        match self.reach(node, |peer| peer.push(from, frame)) {
+        let pushed = self.reach(node, |peer| peer.push(from, frame));
+        link::settle();
+        match pushed {
             Ok(Ok(pause)) => pause,
             _ => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -512,6 +540,17 @@ impl Dist {
         };
         if let Some(node) = self.node.upgrade() {
             node.send_message(reply_to, &WhereisReply { request, pid: Err(why) });
+        }
+    }
+
+    /// Writes now what senders gathered towards each peer while their
+    /// connections' writers were idle: the watchdog's, for a process that
+    /// sent and then kept its scheduler without yielding (what it sent
+    /// would otherwise wait for its turn to end).
+    pub(crate) fn flush_gathered(&self) {
+        let links: Vec<Arc<link::Link>> = self.peers().values().map(|peer| Arc::clone(&peer.link)).collect();
+        for link in links {
+            link.flush();
         }
     }
 
@@ -1392,8 +1431,8 @@ impl Dist {
     fn stop_runtime(&self) {
         // In the background: this may run on any thread, the I/O thread's
         // own included, where waiting for the runtime would deadlock.
-        if let Some(runtime) = self.runtime.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            runtime.shutdown_background();
+        if let Some(stop_io) = self.runtime.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = stop_io.send(());
         }
     }
 }

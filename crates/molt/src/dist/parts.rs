@@ -99,6 +99,11 @@ impl Outbox {
         !self.open.is_empty()
     }
 
+    /// Whether no frame is held here (none goes in parts, none waits).
+    pub(super) fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
+    }
+
     /// Takes `frame`, sent on `lane`: its items go into `out` now, or once
     /// the lane's frames before it went.
     pub(super) fn push(&mut self, lane: Lane, frame: Frame, out: &mut Out) {

@@ -16,9 +16,19 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// A byte stream a connection runs over: plain TCP, or TLS over it.
-pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin + std::any::Any {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+
+/// The TCP stream `io` is, when it is plain TCP (senders may then write
+/// to it themselves, `link.rs`); else `io` back.
+pub(crate) fn plain(io: Box<dyn Transport>) -> Result<TcpStream, Box<dyn Transport>> {
+    if !(&*io as &dyn std::any::Any).is::<TcpStream>() {
+        return Err(io);
+    }
+    let io: Box<dyn std::any::Any> = io;
+    Ok(*io.downcast::<TcpStream>().unwrap_or_else(|_| unreachable!("checked to be a TcpStream")))
+}
 
 /// A node's side of mutual TLS: its certificate and key, and the authority
 /// whose certificates it accepts from its peers. Give it to

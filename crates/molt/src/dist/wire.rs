@@ -72,6 +72,18 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         self.pending.push_back(item.raw);
     }
 
+    /// Takes bytes already laid out as items are (see `link.rs`), to go
+    /// out with the next flush, after what was fed before.
+    pub(super) fn feed_encoded(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if !self.gathered.is_empty() {
+            self.pending.push_back(self.gathered.split().freeze());
+        }
+        self.pending.push_back(bytes);
+    }
+
     /// Writes everything fed.
     pub(super) async fn flush(&mut self) -> std::io::Result<()> {
         if !self.gathered.is_empty() {
