@@ -431,6 +431,7 @@ impl Dist {
     pub(crate) fn send(self: &Arc<Self>, from: Option<Pid>, to: Pid, envelope: Envelope) -> Option<Pause> {
         let pushed = self.push_to(to.node, from, Frame::Message { to, envelope });
         link::settle();
+        crate::executor::awaits_the_network();
         match pushed {
             Ok(pause) => pause,
             Err(_) => {
