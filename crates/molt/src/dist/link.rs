@@ -63,6 +63,14 @@ struct Shared {
     numbered: Vec<Numbered>,
 }
 
+impl Shared {
+    /// Senders stop writing, and hand over what they numbered.
+    fn hand_over(&mut self) -> Handed {
+        self.idle = false;
+        Handed { numbered: std::mem::take(&mut self.numbered), unwritten: self.unwritten.split().freeze() }
+    }
+}
+
 /// What senders numbered while the task was idle: its to keep, and (the
 /// bytes) to write before anything else.
 #[derive(Default)]
@@ -149,9 +157,7 @@ impl Link {
     /// The task starts writing: senders queue from now on; what they
     /// numbered and left unwritten is handed over.
     pub(super) fn take_over(&self) -> Handed {
-        let mut shared = self.shared();
-        shared.idle = false;
-        Handed { numbered: std::mem::take(&mut shared.numbered), unwritten: shared.unwritten.split().freeze() }
+        self.shared().hand_over()
     }
 
     /// The task wrote everything: senders write again, if `nothing_queued`
@@ -179,8 +185,7 @@ impl Link {
     pub(super) fn detach(&self) -> Handed {
         let mut shared = self.shared();
         shared.socket = None;
-        shared.idle = false;
-        Handed { numbered: std::mem::take(&mut shared.numbered), unwritten: shared.unwritten.split().freeze() }
+        shared.hand_over()
     }
 }
 

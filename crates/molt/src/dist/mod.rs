@@ -169,7 +169,7 @@ pub(crate) struct Dist {
     secret: Secret,
     config: DistConfig,
     /// Stops the I/O thread's runtime (dropped: the same).
-    runtime: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    stop_io: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     handle: tokio::runtime::Handle,
     peers: Mutex<FxHashMap<NodeId, Peer>>,
     /// The names of the nodes this one heard of: its peers', and those its
@@ -396,7 +396,7 @@ impl Dist {
             secret,
             handshakes: Arc::new(Semaphore::new(config.max_handshakes)),
             config,
-            runtime: Mutex::new(Some(stop_io)),
+            stop_io: Mutex::new(Some(stop_io)),
             handle,
             peers: Mutex::new(FxHashMap::default()),
             directory: Mutex::new(FxHashMap::default()),
@@ -1432,7 +1432,7 @@ impl Dist {
     fn stop_runtime(&self) {
         // In the background: this may run on any thread, the I/O thread's
         // own included, where waiting for the runtime would deadlock.
-        if let Some(stop_io) = self.runtime.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(stop_io) = self.stop_io.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = stop_io.send(());
         }
     }
