@@ -14,7 +14,10 @@
 //! turn — molt, Erlang, molt, Erlang, … — `--runs` pairs, because these
 //! machines' speed drifts from one second to the next: `ratio` is the
 //! median of the pairs' ratios and `ratio_spread` their range; each side's
-//! figures are its medians. Progress goes to stderr.
+//! figures are its medians. A workload measured against a baseline of its
+//! own (`remote_bulk`: raw TCP) adds `"of_baseline"`, the median of the
+//! runs' baseline time over molt's, and `"of_baseline_spread"`. Progress
+//! goes to stderr.
 
 #![forbid(unsafe_code)]
 
@@ -321,6 +324,11 @@ fn main() {
             }
             molt_runs.push(molt);
         }
+        // The share of the baseline's speed, run by run (the baseline
+        // varies as much as molt does on a shared machine: a ratio of
+        // medians would pair a fast one with a slow one).
+        let of_baseline = molt_runs.iter().filter_map(|m| Some(m.baseline_seconds? / m.seconds)).collect();
+        let (of_baseline, of_baseline_spread) = median_and_spread(of_baseline);
         let molt = median(molt_runs);
         let erlang_side = (!erlang_runs.is_empty()).then(|| median(erlang_runs));
         let (ratio, ratio_spread) = median_and_spread(ratios);
@@ -333,6 +341,10 @@ fn main() {
             "ratio": ratio,
             "ratio_spread": ratio_spread,
         });
+        if of_baseline.is_some() {
+            line["of_baseline"] = json!(of_baseline);
+            line["of_baseline_spread"] = json!(of_baseline_spread);
+        }
         if !actix_runs.is_empty() {
             let (ratio, spread) = median_and_spread(actix_ratios);
             line["actix"] = figures(workload, n, &median(actix_runs));

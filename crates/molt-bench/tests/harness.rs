@@ -65,6 +65,9 @@ fn every_workload_prints_one_json_line() {
         }
         assert!(line["molt"]["seconds"].as_f64().is_some_and(|s| s > 0.0), "{line}");
         assert!(line["molt"]["rate"].as_f64().is_some_and(|r| r > 0.0), "{line}");
+        // A baseline comes with molt's share of its speed.
+        let baseline = line["molt"]["baseline_seconds"].as_f64();
+        assert_eq!(baseline.is_some(), line["of_baseline"].as_f64().is_some_and(|r| r > 0.0), "{line}");
         assert!(line["erlang"].is_null() && line["ratio"].is_null(), "{line}");
         assert!(line["cpu"].as_str().is_some_and(|cpu| cpu.contains("cores")), "{line}");
     }

@@ -153,6 +153,13 @@ enum Event {
 /// Frames written before a flush: a burst goes out in few system calls.
 const BATCH: usize = 64;
 
+/// The parts' bytes written in one go (several rounds of the open
+/// streams): 512 KiB take a quarter of a millisecond over loopback, what
+/// a small frame queued meanwhile waits at most behind them; one part at
+/// a time, 1 MiB messages went at 61% of raw TCP's speed, eight at
+/// 80-90%.
+const PARTS_WRITE: usize = 512 << 10;
+
 /// The peer is asked for an acknowledgement after this many frames, or
 /// this many bytes, from it: what the writer keeps for a resend stays
 /// small.
@@ -218,7 +225,7 @@ pub(super) async fn run(
     // Read first, before the socket: a reader told of buffered bytes only
     // looks at them after its next read.
     let read_ahead = std::io::Cursor::new(parts.read_buf);
-    let mut frames = tokio_util::codec::FramedRead::new(read_ahead.chain(read_half), wire::codec());
+    let mut frames = wire::reader(read_ahead.chain(read_half));
     let mut sink = Writer::new(write_half);
     let detection = dist.config.detection;
     // Shared by the two halves (one task: no lock).
@@ -313,7 +320,17 @@ pub(super) async fn run(
                         }
                     }
                 }
-                Event::Parts => outbox.parts(&mut out),
+                Event::Parts => {
+                    // Rounds of parts up to a write's worth, within the
+                    // window: one system call carries several.
+                    let room = window(least_round_trip.load(Ordering::Relaxed)).saturating_sub(unacked.in_parts);
+                    let mut taken = 0;
+                    while outbox.has_parts() && taken < room.min(PARTS_WRITE) {
+                        let before = out.items.len();
+                        outbox.parts(&mut out);
+                        taken += out.items[before..].iter().map(|numbered| numbered.item.raw.len()).sum::<usize>();
+                    }
+                }
                 Event::AckedMore => {
                     // What was written after the last request is still
                     // held against the senders: asked for too.

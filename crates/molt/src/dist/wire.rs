@@ -7,9 +7,9 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::LengthDelimitedCodec;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use super::parts::PART;
 
@@ -33,6 +33,17 @@ impl Item {
 /// The reading side's codec.
 pub(super) fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder().max_frame_length(MAX_ITEM).new_codec()
+}
+
+/// What one read may take from the socket: several parts, so that a
+/// stream of them costs few system calls and wake-ups. (With the codec's
+/// default of 8 KiB a read took little more than one part: 1 MiB
+/// messages went at 59% of raw TCP's speed instead of 80-90%.)
+const READ_BUFFER: usize = 256 << 10;
+
+/// The reading side: items read from `io`, whole.
+pub(super) fn reader<R: AsyncRead>(io: R) -> FramedRead<R, LengthDelimitedCodec> {
+    FramedRead::with_capacity(io, codec(), READ_BUFFER)
 }
 
 /// Raw bytes at least this long are written from where they are; shorter
@@ -118,7 +129,6 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 #[cfg(test)]
 mod tests {
     use futures::StreamExt;
-    use tokio_util::codec::FramedRead;
 
     use super::*;
 
@@ -145,7 +155,7 @@ mod tests {
                 writer.close().await.unwrap();
             };
             let reading = async move {
-                let frames = FramedRead::new(far, codec());
+                let frames = reader(far);
                 frames.map(|item| item.unwrap().to_vec()).collect::<Vec<_>>().await
             };
             let ((), read) = tokio::join!(writing, reading);
