@@ -141,6 +141,9 @@ impl NodeConfig {
     /// thread: blocking code belongs in `p.blocking(|| ...)`.
     pub fn long_schedule(mut self, threshold: Duration) -> NodeConfig {
         self.long_schedule = threshold;
+        // The watchdog also writes what such a process sent to other
+        // nodes; without it, the connections' writers do.
+        self.dist.watched = !threshold.is_zero();
         self
     }
 

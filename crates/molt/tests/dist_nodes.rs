@@ -167,29 +167,52 @@ fn a_processs_small_and_big_messages_and_its_exit_arrive_in_the_order_sent() {
 
 /// A process that sends to another node and then keeps its scheduler
 /// without yielding (here a blocking sleep) does not hold its message for
-/// as long: the watchdog writes it (heartbeats, which would too, are a
-/// minute apart here).
+/// as long: the watchdog writes it, or, on a node without one, the
+/// connection's writer does (heartbeats, which would too, are minutes
+/// apart here). The pings that open the connection are answered first,
+/// and a round trip leaves it idle, as it is between messages: nothing
+/// else wakes the writer. Both nodes' senders block at once.
 #[test]
 fn a_message_of_a_process_that_does_not_yield_goes_out_anyway() {
-    let config = |name| dist_config(name).detection(Duration::from_secs(240)).long_schedule(Duration::from_millis(50));
-    let (a, b) = (Node::start(config("a")).unwrap(), Node::start(config("b")).unwrap());
-    a.connect(b.name()).unwrap();
-    let (tell, told) = std::sync::mpsc::channel();
-    let receiver = b.spawn(move |mut p| async move {
-        let n: u64 = p.expect().await?;
-        let _ = tell.send(n);
-        Ok::<(), ReceiveError>(())
+    let watched = [Duration::from_millis(50), Duration::ZERO].map(|long_schedule| {
+        let config = |name| dist_config(name).detection(Duration::from_secs(240)).long_schedule(long_schedule);
+        let (a, b) = (Node::start(config("a")).unwrap(), Node::start(config("b")).unwrap());
+        a.connect(b.name()).unwrap();
+        for node in [&a, &b] {
+            eventually("the opening ping is answered", || node.nodes()[0].round_trip.is_some());
+        }
+        let (tell, told) = std::sync::mpsc::channel();
+        let receiver = b.spawn(move |mut p| async move {
+            let (from, n): (Pid, u64) = p.expect().await?;
+            p.send(from, &n);
+            let (_, n): (Pid, u64) = p.expect().await?;
+            let _ = tell.send(n);
+            Ok::<(), ReceiveError>(())
+        });
+        let (done, finished) = std::sync::mpsc::channel();
+        a.spawn(move |mut p| async move {
+            let me = p.self_pid();
+            p.send(receiver, &(me, 1u64));
+            let _: u64 = p.expect().await?;
+            p.send(receiver, &(me, 7u64));
+            // Long past the bound below; the blocked turn ends only then.
+            std::thread::sleep(Duration::from_secs(3));
+            let _ = done.send(());
+            Ok::<(), ReceiveError>(())
+        });
+        (long_schedule, told, finished, a, b)
     });
-    let (done, finished) = std::sync::mpsc::channel();
-    a.spawn(move |p| async move {
-        p.send(receiver, &7u64);
-        // Long past the bound below; the blocked turn ends only then.
-        std::thread::sleep(Duration::from_secs(4));
-        let _ = done.send(());
-    });
-    assert_eq!(told.recv_timeout(Duration::from_secs(2)), Ok(7), "written before the turn ends");
-    assert!(finished.try_recv().is_err(), "the sender was still blocked");
-    finished.recv_timeout(BOUND).unwrap();
+    for (long_schedule, told, finished, ..) in &watched {
+        assert_eq!(
+            told.recv_timeout(Duration::from_millis(1500)),
+            Ok(7),
+            "written before the turn ends (long_schedule {long_schedule:?})"
+        );
+        assert!(finished.try_recv().is_err(), "the sender was still blocked");
+    }
+    for (_, _, finished, ..) in &watched {
+        finished.recv_timeout(BOUND).unwrap();
+    }
 }
 
 #[test]

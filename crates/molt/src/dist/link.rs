@@ -40,6 +40,10 @@ pub(crate) struct Link {
     shared: Mutex<Shared>,
     /// A frame longer is not the senders' to write (the writer drops it).
     max_frame: usize,
+    /// Whether senders gather at all: only where the node's watchdog
+    /// writes what a process that does not yield gathered (else it would
+    /// wait for the next heartbeat).
+    gathers: bool,
     /// The writer task is wanted: a frame was queued for it, or a sender
     /// could not write everything.
     pub(super) wanted: Notify,
@@ -80,16 +84,17 @@ pub(super) struct Handed {
 }
 
 impl Link {
-    pub(super) fn new(max_frame: usize) -> Link {
-        Link { shared: Mutex::new(Shared::default()), max_frame, wanted: Notify::new(), written: AtomicU64::new(0) }
+    pub(super) fn new(max_frame: usize, gathers: bool) -> Link {
+        let shared = Mutex::new(Shared::default());
+        Link { shared, max_frame, gathers, wanted: Notify::new(), written: AtomicU64::new(0) }
     }
 
     fn shared(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes `frame` if the task is idle, a process sends it (in its turn)
-    /// and it is small: numbered and gathered, to be written by
+    /// Takes `frame` if senders gather, the task is idle, a process sends
+    /// it (in its turn) and it is small: numbered and gathered, to be written by
     /// [`Link::flush`]. Otherwise (or if the backlog is `holding` senders:
     /// the task asks the peer to acknowledge) `queue` gets it, the task is
     /// told, and it is `false`; `queue` handing it back is an error.
@@ -101,7 +106,7 @@ impl Link {
         queue: impl FnOnce(Frame) -> Result<(), Frame>,
     ) -> Result<bool, Frame> {
         let mut shared = self.shared();
-        if shared.idle && !holding && in_turn() && frame.is_numbered() && frame.body_len() < PART / 2 {
+        if self.gathers && shared.idle && !holding && in_turn() && frame.is_numbered() && frame.body_len() < PART / 2 {
             let bytes = frame.bytes();
             if bytes.len() <= PART.min(self.max_frame) {
                 shared.unwritten.put_u32(bytes.len() as u32);

@@ -64,6 +64,9 @@ pub(crate) struct DistConfig {
     pub(crate) max_handshakes: usize,
     pub(crate) max_backlog: usize,
     pub(crate) tls: Option<Tls>,
+    /// Whether a watchdog writes what a process that does not yield sent
+    /// (`watchdog.rs`): senders write to idle connections only then.
+    pub(crate) watched: bool,
 }
 
 impl Default for DistConfig {
@@ -77,6 +80,7 @@ impl Default for DistConfig {
             max_handshakes: 64,
             max_backlog: 8 << 20,
             tls: None,
+            watched: true,
         }
     }
 }
@@ -287,7 +291,7 @@ impl Peer {
     fn new(name: &str, config: &DistConfig) -> Peer {
         static EPOCHS: AtomicU64 = AtomicU64::new(1);
         let (queue, pending) = mpsc::unbounded_channel();
-        let link = Arc::new(link::Link::new(config.max_frame));
+        let link = Arc::new(link::Link::new(config.max_frame, config.watched));
         Peer {
             name: name.to_owned(),
             epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
