@@ -43,16 +43,18 @@ impl SchedulerWatch {
     }
 }
 
-/// Starts the node's watchdog thread; it ends when the node does.
-pub(crate) fn start(node: &Arc<NodeInner>, threshold: Duration) {
+/// Starts the node's watchdog thread; it ends when the node does. Whether
+/// it runs.
+pub(crate) fn start(node: &Arc<NodeInner>, threshold: Duration) -> bool {
     if threshold.is_zero() {
-        return;
+        return false;
     }
     let node = Arc::downgrade(node);
     let started = std::thread::Builder::new().name("molt-watchdog".into()).spawn(move || watch(&node, threshold));
-    if let Err(error) = started {
+    if let Err(error) = &started {
         tracing::warn!(%error, "no watchdog thread: processes that block their scheduler will not be named");
     }
+    started.is_ok()
 }
 
 fn watch(node: &Weak<NodeInner>, threshold: Duration) {

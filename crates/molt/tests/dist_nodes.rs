@@ -171,10 +171,11 @@ fn a_processs_small_and_big_messages_and_its_exit_arrive_in_the_order_sent() {
 /// connection's writer does (heartbeats, which would too, are minutes
 /// apart here). The pings that open the connection are answered first,
 /// and a round trip leaves it idle, as it is between messages: nothing
-/// else wakes the writer. Both nodes' senders block at once.
+/// else wakes the writer. The second node's sender blocks while the first's does.
 #[test]
 fn a_message_of_a_process_that_does_not_yield_goes_out_anyway() {
-    let watched = [Duration::from_millis(50), Duration::ZERO].map(|long_schedule| {
+    let mut blocked = Vec::new();
+    for long_schedule in [Duration::from_millis(50), Duration::ZERO] {
         let config = |name| dist_config(name).detection(Duration::from_secs(240)).long_schedule(long_schedule);
         let (a, b) = (Node::start(config("a")).unwrap(), Node::start(config("b")).unwrap());
         a.connect(b.name()).unwrap();
@@ -200,17 +201,13 @@ fn a_message_of_a_process_that_does_not_yield_goes_out_anyway() {
             let _ = done.send(());
             Ok::<(), ReceiveError>(())
         });
-        (long_schedule, told, finished, a, b)
-    });
-    for (long_schedule, told, finished, ..) in &watched {
-        assert_eq!(
-            told.recv_timeout(Duration::from_millis(1500)),
-            Ok(7),
-            "written before the turn ends (long_schedule {long_schedule:?})"
-        );
+        let written = told.recv_timeout(Duration::from_millis(1500));
+        assert_eq!(written, Ok(7), "written before the turn ends (long_schedule {long_schedule:?})");
         assert!(finished.try_recv().is_err(), "the sender was still blocked");
+        // The next node's sender blocks meanwhile.
+        blocked.push((finished, a, b));
     }
-    for (_, _, finished, ..) in &watched {
+    for (finished, ..) in &blocked {
         finished.recv_timeout(BOUND).unwrap();
     }
 }

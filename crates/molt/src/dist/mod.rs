@@ -64,8 +64,9 @@ pub(crate) struct DistConfig {
     pub(crate) max_handshakes: usize,
     pub(crate) max_backlog: usize,
     pub(crate) tls: Option<Tls>,
-    /// Whether a watchdog writes what a process that does not yield sent
-    /// (`watchdog.rs`): senders write to idle connections only then.
+    /// Whether the node's watchdog runs (set as the node starts): it
+    /// writes what a process that does not yield sent (`watchdog.rs`), so
+    /// senders write to idle connections only then.
     pub(crate) watched: bool,
 }
 

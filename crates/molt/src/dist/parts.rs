@@ -155,11 +155,17 @@ impl Outbox {
         self.open.push_back(lane);
     }
 
-    /// One part of each open stream, in turn; a stream that ends lets the
-    /// frames behind it go, and a waiting one open.
-    pub(super) fn parts(&mut self, out: &mut Out) {
+    /// One part of each open stream, in turn, until `budget` bytes of
+    /// them are out (the part that crosses it goes whole); a stream that
+    /// ends lets the frames behind it go, and a waiting one open. The
+    /// bytes of parts put out.
+    pub(super) fn parts(&mut self, out: &mut Out, budget: usize) -> usize {
+        let mut taken = 0;
         for _ in 0..self.open.len() {
-            let Some(lane) = self.open.pop_front() else { return };
+            if taken >= budget {
+                break;
+            }
+            let Some(lane) = self.open.pop_front() else { break };
             let Some(held) = self.lanes.get_mut(&lane) else { continue };
             let stream = &mut held.stream;
             let (from, at) = match stream.sent.checked_sub(stream.head.len()) {
@@ -168,6 +174,7 @@ impl Outbox {
             };
             let raw = from.slice(at..from.len().min(at + PART));
             stream.sent += raw.len();
+            taken += raw.len();
             let done = stream.sent == stream.head.len() + stream.body.len();
             let frame = Frame::Part { stream: stream.id }.bytes();
             let (weight, frames) = if done { (stream.weight, 1) } else { (0, 0) };
@@ -188,6 +195,7 @@ impl Outbox {
                 self.push(lane, frame, out);
             }
         }
+        taken
     }
 
     /// Empties an outbox nobody will write: how many frames were in it.
@@ -341,10 +349,10 @@ mod tests {
         outbox.push(Some(pid(1)), message(10, 1 << 20, 1), &mut out);
         outbox.push(Some(pid(1)), message(11, 5, 2), &mut out);
         outbox.push(Some(pid(2)), message(12, 5, 3), &mut out);
-        outbox.parts(&mut out);
+        outbox.parts(&mut out, usize::MAX);
         outbox.push(Some(pid(2)), message(13, 5, 4), &mut out);
         while outbox.has_parts() {
-            outbox.parts(&mut out);
+            outbox.parts(&mut out, usize::MAX);
         }
         let frames = join(&out.items, &mut Joiner::default());
         assert_eq!(frames, [(12, 5, 3), (13, 5, 4), (10, 1 << 20, 1), (11, 5, 2)]);
@@ -363,7 +371,7 @@ mod tests {
         }
         outbox.push(Some(pid(0)), message(99, 1, 0), &mut out);
         while outbox.has_parts() {
-            outbox.parts(&mut out);
+            outbox.parts(&mut out, usize::MAX);
         }
         let frames = join(&out.items, &mut Joiner::default());
         assert_eq!(frames.len(), STREAMS + 4);
@@ -386,7 +394,7 @@ mod tests {
         let late = STREAMS as u64;
         outbox.push(Some(pid(late)), message(late, PART * 2 + 1, 1), &mut out);
         while outbox.has_parts() {
-            outbox.parts(&mut out);
+            outbox.parts(&mut out, usize::MAX);
         }
         let frames = join(&out.items, &mut Joiner::default());
         assert_eq!(frames.len(), 2 * STREAMS + 1);

@@ -37,8 +37,8 @@ pub(super) fn codec() -> LengthDelimitedCodec {
 
 /// What one read may take from the socket: several parts, so that a
 /// stream of them costs few system calls and wake-ups. (With the codec's
-/// default of 8 KiB a read took little more than one part: 1 MiB
-/// messages went at 59% of raw TCP's speed instead of 80-90%.)
+/// default of 8 KiB a read took little more than one part: 500 MiB in
+/// 1 MiB messages took 21,300 reads; now 6,000.)
 const READ_BUFFER: usize = 256 << 10;
 
 /// The reading side: items read from `io`, whole.
