@@ -106,14 +106,20 @@ pub fn build_versions(crate_dir: &Path, keep: &Path, say: &dyn Fn(String)) -> Re
 pub fn build_kept(crate_dir: &Path, features: &[&str], keep: &Path, say: &dyn Fn(String)) -> Result<PathBuf, String> {
     let name = crate_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     say(format!("building {name}{} with cargo…", features.first().map(|f| format!(" ({f})")).unwrap_or_default()));
-    // One target directory per crate and feature set: cargo locks a build,
-    // but not the file it leaves, and another run building another feature
-    // set into the same directory would overwrite it before it is kept.
-    let flavour = if features.is_empty() { "default".to_owned() } else { features.join("+") };
+    // One target directory for every module crate and feature set, so that
+    // their dependencies compile once (five directories took the harness's
+    // fresh builds three minutes). Cargo locks a build, but not the file it
+    // leaves, which a build of another feature set overwrites: builds take
+    // turns under a lock of our own, held until the file is kept.
+    let target_dir = crate_dir.join("../../target/molt-demo");
+    std::fs::create_dir_all(&target_dir).map_err(|e| format!("cannot create {}: {e}", target_dir.display()))?;
+    let lock_path = target_dir.join("build.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    lock.lock().map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
     let options = BuildOptions {
         features: features.iter().map(|f| f.to_string()).collect(),
         release: true,
-        target_dir: Some(crate_dir.join("../../target/molt-demo").join(format!("{name}-{flavour}"))),
+        target_dir: Some(target_dir),
         show_progress: true,
         strip: true,
     };
@@ -121,6 +127,7 @@ pub fn build_kept(crate_dir: &Path, features: &[&str], keep: &Path, say: &dyn Fn
     std::fs::create_dir_all(keep).map_err(|e| format!("cannot create {}: {e}", keep.display()))?;
     let kept = keep.join(built.file_name().unwrap_or_default());
     std::fs::copy(&built, &kept).map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
+    drop(lock);
     Ok(kept)
 }
 

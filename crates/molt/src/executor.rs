@@ -378,7 +378,7 @@ impl Scheduler {
         let mut turn = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
             turn = turn.wrapping_add(1);
-            if turn % CHECK_EVERY == 0 {
+            if turn.is_multiple_of(CHECK_EVERY) {
                 let waiting = LOCAL.with_borrow(|local| local.queue.len());
                 self.take_remote();
                 fire_due_sleeps(Instant::now());
@@ -466,7 +466,7 @@ impl Scheduler {
             }
             std::hint::spin_loop();
             spins += 1;
-            if spins % 64 == 0 && Instant::now() >= spin_until {
+            if spins.is_multiple_of(64) && Instant::now() >= spin_until {
                 break;
             }
         }
@@ -510,7 +510,7 @@ pub(crate) fn passing() {
         passed.set(n);
         n
     });
-    if passed % LONG_POLL == 0 {
+    if passed.is_multiple_of(LONG_POLL) {
         share_with_an_idle_sibling(Share::Any);
     }
 }

@@ -93,7 +93,7 @@ impl spin::relax::RelaxStrategy for Backoff {
             waited.set(round);
             round
         });
-        if round % SPINS_BEFORE_YIELD == 0 {
+        if round.is_multiple_of(SPINS_BEFORE_YIELD) {
             std::thread::yield_now();
         } else {
             for _ in 0..PAUSES_PER_ROUND {

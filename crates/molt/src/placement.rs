@@ -53,7 +53,7 @@ impl Placement {
     /// Whether a process whose `polls`-th poll left it pending must move
     /// anyway (see `migrate_every`), and where.
     pub(crate) fn forced_move(&self, polls: u32, scheduler: u32, counted: &mut Option<SchedulerIndex>) -> Option<u32> {
-        if self.migrate_every == 0 || self.busy.len() < 2 || polls % self.migrate_every != 0 {
+        if self.migrate_every == 0 || self.busy.len() < 2 || !polls.is_multiple_of(self.migrate_every) {
             return None;
         }
         let to = (scheduler + 1) % self.busy.len() as u32;

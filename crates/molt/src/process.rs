@@ -378,7 +378,7 @@ impl TaskLocal {
             return true;
         }
         self.reductions += 1;
-        self.reductions % CHECK_EVERY == 0 && self.budget_spent()
+        self.reductions.is_multiple_of(CHECK_EVERY) && self.budget_spent()
     }
 
     /// Every [`CHECK_EVERY`] receives: whether the budget or the slice is

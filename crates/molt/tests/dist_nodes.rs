@@ -152,7 +152,7 @@ fn a_processs_small_and_big_messages_and_its_exit_arrive_in_the_order_sent() {
                 assert_eq!(n, expected, "in the order sent");
                 assert!(intact, "message {n} arrives intact");
                 let round = n / SMALL;
-                let big = round % 3 == 0 && n % SMALL == SMALL / 2;
+                let big = round.is_multiple_of(3) && n % SMALL == SMALL / 2;
                 assert_eq!(len, if big { BIG } else { 8 }, "message {n}");
                 expected += 1;
             }

@@ -38,7 +38,7 @@ fn receive_in_two_passes(sent: Vec<Sent>, evens_of_b_first: bool) -> (Vec<Sent>,
             if evens_of_b_first {
                 let evens = p.expect::<u64>().await? as usize;
                 for _ in 0..evens {
-                    first.push(p.receive().on_if(|b: &B| b.0 % 2 == 0, |b| Sent::B(b.0)).await?);
+                    first.push(p.receive().on_if(|b: &B| b.0.is_multiple_of(2), |b| Sent::B(b.0)).await?);
                 }
             } else {
                 let a_count = p.expect::<u64>().await? as usize;
