@@ -37,13 +37,14 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use crate::poller::Poller;
 use crate::process::sparse;
 
 /// A task: a future the executor polls, which may be able to continue on
@@ -102,6 +103,15 @@ impl Task for Fixed {}
 /// it parks.
 const SPIN: Duration = Duration::from_micros(20);
 
+/// How long an idle scheduler that reads sockets (`poller.rs`) watches
+/// them, without sleeping, after one of its processes sent to another
+/// node: an answer over loopback often comes sooner, and then costs
+/// neither side a wake-up from sleep (an interrupt between the cores,
+/// which on these virtual machines is most of a round trip). Remote
+/// round trips on two cores: 19-22 k/s without, 37-44 k/s with 30 to
+/// 100 µs. Erlang's schedulers busy-wait in the same way.
+const NET_SPIN: Duration = Duration::from_micros(50);
+
 thread_local! {
     /// A process of this scheduler sent to another node since it last
     /// went idle: see [`awaits_the_network`].
@@ -109,10 +119,11 @@ thread_local! {
 }
 
 /// For the core to call when a process sends to another node: the
-/// scheduler, once idle, parks without spinning. An answer takes a round
-/// trip over the network, longer than the spin, and a spinning thread
-/// takes the core the I/O threads need (a remote round trip on two cores:
-/// 13.0 k/s spinning, 17.3 k/s not).
+/// scheduler, once idle, does not spin watching its remote queue. An
+/// answer takes a round trip over the network, longer than the spin, and
+/// a spinning thread takes the core the I/O threads need (a remote round
+/// trip on two cores: 13.0 k/s spinning, 17.3 k/s not). A scheduler that
+/// reads sockets itself watches those instead ([`NET_SPIN`]).
 pub(crate) fn awaits_the_network() {
     AWAITS_THE_NETWORK.with(|awaits| awaits.set(true));
 }
@@ -135,14 +146,22 @@ const SHARE_SCAN: usize = 512;
 /// from other threads and due sleeps are not starved by a busy run queue.
 const CHECK_EVERY: u32 = 61;
 
+/// [`Scheduler::sleeping`]: it runs, it parks, it waits in its poller.
+const AWAKE: u8 = 0;
+const PARKED: u8 = 1;
+const POLLING: u8 = 2;
+
 /// One scheduler: what other threads see of it.
 #[derive(Debug)]
 pub(crate) struct Scheduler {
     remote: Mutex<Remote>,
     /// Whether `remote` holds anything: read without its lock.
     has_remote: AtomicBool,
-    /// The loop is parked, or about to park: a remote push must unpark it.
-    sleeping: AtomicBool,
+    /// How the loop sleeps, or is about to ([`AWAKE`], [`PARKED`],
+    /// [`POLLING`]): how a remote push must wake it.
+    sleeping: AtomicU8,
+    /// Where it waits while idle, on a distributed node (else it parks).
+    poller: OnceLock<Arc<Poller>>,
     stop: AtomicBool,
     thread: OnceLock<std::thread::Thread>,
     /// Its place in its group, and the group (see [`group`]).
@@ -241,8 +260,22 @@ impl Header {
             // the writes: a lost wake-up).
             let id = self.id.load(Ordering::Relaxed);
             self.scheduler.push_remote(|remote| remote.woken.push(id));
+            WOKE_ELSEWHERE.with(|woke| woke.set(self.scheduler.index));
         }
     }
+}
+
+thread_local! {
+    /// The scheduler (its index) this thread last woke a task of, other
+    /// than its own; `usize::MAX` if none since it last asked.
+    static WOKE_ELSEWHERE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Which scheduler this thread last woke a task of, other than its own,
+/// since it last asked: where a connection's reading belongs
+/// (`dist/read_side.rs`).
+pub(crate) fn woke_elsewhere() -> Option<usize> {
+    Some(WOKE_ELSEWHERE.with(|woke| woke.replace(usize::MAX))).filter(|&index| index != usize::MAX)
 }
 
 /// A task's place in its scheduler's table.
@@ -308,7 +341,8 @@ impl Scheduler {
         Arc::new(Scheduler {
             remote: Mutex::new(Remote::default()),
             has_remote: AtomicBool::new(false),
-            sleeping: AtomicBool::new(false),
+            sleeping: AtomicU8::new(AWAKE),
+            poller: OnceLock::new(),
             stop: AtomicBool::new(false),
             thread: OnceLock::new(),
             index,
@@ -356,11 +390,25 @@ impl Scheduler {
         }
         // Paired with the loop's store of `sleeping` then load of
         // `has_remote`: one of the two sides sees the other's store.
-        if self.sleeping.load(Ordering::SeqCst)
-            && let Some(thread) = self.thread.get()
-        {
-            thread.unpark();
+        match self.sleeping.load(Ordering::SeqCst) {
+            PARKED => {
+                if let Some(thread) = self.thread.get() {
+                    thread.unpark();
+                }
+            }
+            POLLING => {
+                if let Some(poller) = self.poller.get() {
+                    poller.wake();
+                }
+            }
+            _ => {}
         }
+    }
+
+    /// From now on the loop waits in `poller` when idle (set once, as a
+    /// distributed node starts).
+    pub(crate) fn attach_poller(&self, poller: Arc<Poller>) {
+        let _ = self.poller.set(poller);
     }
 
     /// Asks the loop to end.
@@ -382,6 +430,11 @@ impl Scheduler {
                 let waiting = LOCAL.with_borrow(|local| local.queue.len());
                 self.take_remote();
                 fire_due_sleeps(Instant::now());
+                // Sockets it reads are looked at between its processes too,
+                // as Erlang's busy schedulers check I/O.
+                if let Some(poller) = self.poller.get().filter(|poller| poller.has_sockets()) {
+                    let _ = poller.wait(self.index, Some(Duration::ZERO));
+                }
                 // Two or more tasks waiting behind the running one: work
                 // for an idle sibling (one pair that talks never has more
                 // than one waiting, and does not split).
@@ -450,13 +503,30 @@ impl Scheduler {
     }
 
     /// Nothing runnable: takes remote work, fires due sleeps, else spins a
-    /// little, then parks until the earliest sleep or a remote push.
+    /// little, then parks (or waits in its poller, reading the sockets it
+    /// is given) until the earliest sleep or a remote push.
     fn idle(&self) {
         if self.take_remote() || fire_due_sleeps(Instant::now()) {
             return;
         }
         self.idle.store(true, Ordering::Relaxed);
-        let spin = if AWAITS_THE_NETWORK.with(|awaits| awaits.replace(false)) { Duration::ZERO } else { SPIN };
+        let awaits = AWAITS_THE_NETWORK.with(|awaits| awaits.replace(false));
+        let spin = if awaits { Duration::ZERO } else { SPIN };
+        // An answer from the network comes to this scheduler's sockets, or
+        // from another scheduler's: watched without sleeping for a while.
+        if awaits && let Some(poller) = self.poller.get().filter(|poller| poller.has_sockets()) {
+            let until = Instant::now() + NET_SPIN;
+            while Instant::now() < until {
+                if self.has_remote.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed) {
+                    self.idle.store(false, Ordering::Relaxed);
+                    return;
+                }
+                if poller.wait(self.index, Some(Duration::ZERO)) {
+                    self.idle.store(false, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
         let spin_until = Instant::now() + spin;
         let mut spins = 0u32;
         loop {
@@ -470,19 +540,24 @@ impl Scheduler {
                 break;
             }
         }
-        self.sleeping.store(true, Ordering::SeqCst);
+        let poller = self.poller.get();
+        self.sleeping.store(if poller.is_some() { POLLING } else { PARKED }, Ordering::SeqCst);
         if !self.has_remote.load(Ordering::SeqCst) && !self.stop.load(Ordering::SeqCst) {
-            match LOCAL.with_borrow(|local| local.sleeps.next()) {
-                Some(at) => {
-                    let now = Instant::now();
-                    if at > now {
-                        std::thread::park_timeout(at - now);
+            let timeout =
+                LOCAL.with_borrow(|local| local.sleeps.next()).map(|at| at.saturating_duration_since(Instant::now()));
+            match (poller, timeout) {
+                (Some(poller), timeout) => {
+                    let _ = poller.wait(self.index, timeout);
+                }
+                (None, Some(timeout)) => {
+                    if !timeout.is_zero() {
+                        std::thread::park_timeout(timeout);
                     }
                 }
-                None => std::thread::park(),
+                (None, None) => std::thread::park(),
             }
         }
-        self.sleeping.store(false, Ordering::Relaxed);
+        self.sleeping.store(AWAKE, Ordering::Relaxed);
         self.idle.store(false, Ordering::Relaxed);
     }
 }

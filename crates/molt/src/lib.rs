@@ -39,6 +39,7 @@ mod info;
 mod mailbox;
 mod node;
 mod placement;
+mod poller;
 mod process;
 mod process_table;
 mod registry;

@@ -239,7 +239,7 @@ pub(crate) struct NodeInner {
     /// the scheduler it was placed on: a spawn from a process goes to its
     /// parent's scheduler (so processes that talk to each other share a
     /// thread, as Erlang places them), a spawn from outside goes round-robin.
-    schedulers: Box<[Arc<crate::executor::Scheduler>]>,
+    pub(crate) schedulers: Box<[Arc<crate::executor::Scheduler>]>,
     next_scheduler: AtomicUsize,
     epoch: std::time::Instant,
     pub(crate) table: ProcessTable,

@@ -72,6 +72,9 @@ fn watch(node: &Weak<NodeInner>, threshold: Duration) {
             let (polls, current) = (watch.polls.load(Ordering::Relaxed), watch.current.load(Ordering::Relaxed));
             if current == 0 {
                 *seen = None;
+                if let Some(dist) = node.dist.get() {
+                    dist.scheduler_stalled(index, false);
+                }
                 continue;
             }
             match seen {
@@ -80,6 +83,7 @@ fn watch(node: &Weak<NodeInner>, threshold: Duration) {
                     // end: written now.
                     if let Some(dist) = node.dist.get() {
                         dist.flush_gathered();
+                        dist.scheduler_stalled(index, true);
                     }
                     let held = since.elapsed();
                     if !*reported && held >= threshold {
@@ -93,7 +97,12 @@ fn watch(node: &Weak<NodeInner>, threshold: Duration) {
                         );
                     }
                 }
-                _ => *seen = Some((polls, current, Instant::now(), false)),
+                _ => {
+                    *seen = Some((polls, current, Instant::now(), false));
+                    if let Some(dist) = node.dist.get() {
+                        dist.scheduler_stalled(index, false);
+                    }
+                }
             }
         }
     }

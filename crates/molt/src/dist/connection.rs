@@ -11,18 +11,18 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use futures::StreamExt;
 use molt_abi::{NodeDownReason, NodeId};
-use tokio::io::AsyncReadExt;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncWrite, Interest};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::bytes::Bytes;
 
-use super::frame::{Farewell, Frame};
+use super::frame::Frame;
 use super::handshake::HandshakeStream;
 use super::link::{Link, LinkWrite};
-use super::parts::{Joiner, Lane, Numbered, Out, Outbox, PART};
-use super::wire::{self, Item, Writer};
+use super::parts::{Joiner, Lane, Numbered, Out, Outbox};
+use super::read_side::{ConnState, ReadSide, TaskIo};
+use super::wire::{Item, Writer};
 use super::{Backlog, Dist};
 
 /// What the node queues for a peer: a frame, and the lane it keeps its
@@ -162,19 +162,13 @@ const BATCH: usize = 64;
 /// of 0.50-0.56 s.
 const PARTS_WRITE: usize = 512 << 10;
 
-/// The peer is asked for an acknowledgement after this many frames, or
-/// this many bytes, from it: what the writer keeps for a resend stays
-/// small.
-const ACK_FRAMES: u64 = 64;
-const ACK_BYTES: usize = WINDOW / 4;
-
 /// The bytes of big frames' parts written and not acknowledged at most
 /// (the window): past it, parts wait for the peer's acknowledgement, and
 /// small frames find at most this much ahead of them in the sockets'
 /// buffers (which over loopback grow to tens of megabytes). What 1 GB/s
 /// moves in the least round trip of the connection's pings, within these
 /// bounds: a megabyte over loopback, 50 over a link of 50 ms.
-const WINDOW: usize = 1 << 20;
+pub(super) const WINDOW: usize = 1 << 20;
 const MAX_WINDOW: usize = 64 << 20;
 
 /// The window for a round trip of `micros` microseconds (0: none timed).
@@ -204,55 +198,48 @@ pub(super) async fn run(
     session: &mut Session,
     backlog: &Backlog,
     stop: &Notify,
-    closed: &AtomicBool,
-    round_trip: &AtomicU64,
+    closed: &Arc<AtomicBool>,
+    round_trip: &Arc<AtomicU64>,
     opened: impl FnOnce(),
 ) -> NodeDownReason {
     let Session { queue, link, outbox, unacked, received, joiner } = session;
     // The halves apart: a reader with what the handshake read ahead, and
     // a writer; over plain TCP, the link's, which senders write to too.
     let parts = stream.into_parts();
-    let (read_half, write_half): (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>) =
-        match super::tls::plain(parts.io) {
-            Ok(socket) => {
-                let (read_half, write_half) = socket.into_split();
-                link.attach(write_half);
-                (Box::new(read_half), Box::new(LinkWrite(Arc::clone(link))))
+    let (io, write_half): (TaskIo, Box<dyn AsyncWrite + Send + Unpin>) = match super::tls::plain(parts.io) {
+        Ok(socket) => match split_plain(socket) {
+            Ok((reader, writer)) => {
+                link.attach(writer);
+                (TaskIo::Plain(Some(reader)), Box::new(LinkWrite(Arc::clone(link))))
             }
-            Err(io) => {
-                let (read_half, write_half) = tokio::io::split(io);
-                (Box::new(read_half), Box::new(write_half))
-            }
-        };
-    // Read first, before the socket: a reader told of buffered bytes only
-    // looks at them after its next read.
-    let read_ahead = std::io::Cursor::new(parts.read_buf);
-    let mut frames = wire::reader(read_ahead.chain(read_half));
+            Err(_) => return NodeDownReason::ConnectionClosed,
+        },
+        Err(io) => {
+            let (read_half, write_half) = tokio::io::split(io);
+            (TaskIo::Other(Box::new(read_half)), Box::new(write_half))
+        }
+    };
     let mut sink = Writer::new(write_half);
-    let detection = dist.config.detection;
-    // Shared by the two halves (one task: no lock).
-    let delivered = AtomicU64::new(*received);
-    // How many of those this side acknowledged.
-    let acked_here = AtomicU64::new(*received);
-    let peer_acked = AtomicU64::new(unacked.acked);
     let written = &link.written;
     written.store(unacked.written(), Ordering::Release);
-    let first_ack = Notify::new();
-    let ack_due = Notify::new();
-    // Whether an `AckPlease` went out that the peer did not answer yet
-    // (it answers with the next acknowledgement that moves).
-    let asked = AtomicBool::new(false);
-    // The peer acknowledged more: what it has is let go at once, and the
-    // backlog with it (a sender paused on it may be waiting).
-    let acked_more = Notify::new();
-    // The last ping, and when it went (since `born`); the ping to answer.
-    let born = std::time::Instant::now();
-    let (ping_id, ping_at) = (AtomicU64::new(0), AtomicU64::new(0));
-    // The least round trip of the connection, in microseconds: the window
-    // is sized from it (a ping behind a window of parts would time the
-    // window, and grow it).
-    let least_round_trip = AtomicU64::new(0);
-    let (pong_due, pong) = (AtomicU64::new(0), Notify::new());
+    let conn = ConnState::new(*received, unacked.acked, Arc::clone(link), Arc::clone(round_trip), Arc::clone(closed));
+    let side = ReadSide::new(conn, dist, peer, parts.read_buf, std::mem::take(joiner));
+    let ConnState {
+        delivered,
+        acked_here,
+        peer_acked,
+        first_ack,
+        ack_due,
+        asked,
+        acked_more,
+        ping_id,
+        ping_at,
+        least_round_trip,
+        pong_due,
+        pong,
+        ..
+    } = &side.conn;
+    let detection = dist.config.detection;
     let writer = async {
         if let Some(welcome) = welcome {
             sink.feed(Item::whole(welcome));
@@ -355,7 +342,7 @@ pub(super) async fn run(
                         feed(&mut sink, &Frame::Ack(now));
                     }
                     let id = ping_id.load(Ordering::Relaxed) + 1;
-                    ping_at.store(born.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    ping_at.store(side.conn.now(), Ordering::Relaxed);
                     ping_id.store(id, Ordering::Relaxed);
                     feed(&mut sink, &Frame::Ping(id));
                 }
@@ -410,155 +397,57 @@ pub(super) async fn run(
             }
         }
     };
-    let reader = async {
-        let mut first = true;
-        let (mut since_ack, mut bytes_since_ack) = (0, 0);
-        let mut read_since_turn = 0;
-        // The peer asked for an acknowledgement when there was nothing new
-        // to acknowledge: it goes with the next item delivered.
-        let mut ack_wanted = false;
-        loop {
-            let item = match tokio::time::timeout(detection, frames.next()).await {
-                Err(_) => return NodeDownReason::HeartbeatTimeout,
-                Ok(None) => return NodeDownReason::ConnectionClosed,
-                Ok(Some(Err(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    return NodeDownReason::ProtocolError(format!(
-                        "an item over the limit of {} bytes",
-                        wire::MAX_ITEM
-                    ));
+    // Either half ending ends the connection.
+    let why = {
+        let mut reader = std::pin::pin!(side.run(io));
+        tokio::select! {
+            why = &mut reader => why,
+            why = writer => match why {
+                // The peer may have said goodbye, and closed, before this
+                // side's write failed: what it said is still to be read.
+                NodeDownReason::ConnectionClosed => {
+                    tokio::time::timeout(GRACE, &mut reader).await.unwrap_or(NodeDownReason::ConnectionClosed)
                 }
-                Ok(Some(Err(_))) => return NodeDownReason::ConnectionClosed,
-                Ok(Some(Ok(bytes))) => bytes,
-            };
-            let (frame, raw) = match Frame::decode(&item) {
-                Err(_) => return NodeDownReason::ProtocolError("a frame that is not one of the protocol's".into()),
-                Ok(decoded) => decoded,
-            };
-            // A part is bounded by its stream; a whole frame by the limit.
-            if item.len() > dist.config.max_frame && !matches!(frame, Frame::Part { .. }) {
-                return NodeDownReason::ProtocolError(format!(
-                    "a frame of {} bytes, over the limit of {}",
-                    item.len(),
-                    dist.config.max_frame
-                ));
-            }
-            if first && !matches!(frame, Frame::Ack(_)) {
-                return NodeDownReason::ProtocolError("a connection that does not open with an acknowledgement".into());
-            }
-            match frame {
-                Frame::Goodbye(Farewell::Shutdown) => return NodeDownReason::PeerShutdown,
-                Frame::Goodbye(Farewell::Disconnect) => return NodeDownReason::Disconnected,
-                Frame::AckPlease => {
-                    ack_wanted = delivered.load(Ordering::Relaxed) == acked_here.load(Ordering::Relaxed);
-                    if !ack_wanted {
-                        ack_due.notify_one();
-                    }
+                // After this side's goodbye the peer closes: reading on until
+                // then keeps the socket from closing with unread bytes, which
+                // would reset the connection and could lose the goodbye.
+                NodeDownReason::Disconnected => {
+                    closed.store(true, Ordering::Relaxed);
+                    let _ = tokio::time::timeout(GRACE, &mut reader).await;
+                    NodeDownReason::Disconnected
                 }
-                Frame::Ping(n) => {
-                    pong_due.store(n, Ordering::Relaxed);
-                    pong.notify_one();
-                }
-                Frame::Pong(n) => {
-                    // The answer to the last ping, once.
-                    if n == ping_id.load(Ordering::Relaxed) && ping_at.load(Ordering::Relaxed) != u64::MAX {
-                        let took = (born.elapsed().as_nanos() as u64)
-                            .saturating_sub(ping_at.swap(u64::MAX, Ordering::Relaxed));
-                        let micros = (took / 1000).max(1);
-                        round_trip.store(micros, Ordering::Relaxed);
-                        let least = least_round_trip.load(Ordering::Relaxed);
-                        if least == 0 || micros < least {
-                            least_round_trip.store(micros, Ordering::Relaxed);
-                        }
-                    }
-                }
-                Frame::Ack(n) => {
-                    let (before, sent) = (peer_acked.load(Ordering::Relaxed), written.load(Ordering::Acquire));
-                    if n < before || n > sent {
-                        return NodeDownReason::ProtocolError(format!(
-                            "an acknowledgement of {n} frames, after {before}, of {sent} written"
-                        ));
-                    }
-                    peer_acked.store(n, Ordering::Relaxed);
-                    if n > before {
-                        asked.store(false, Ordering::Relaxed);
-                    }
-                    if std::mem::take(&mut first) {
-                        first_ack.notify_one();
-                    } else {
-                        acked_more.notify_one();
-                    }
-                }
-                // This side said goodbye, or gave the peer up: its links and
-                // monitors across have fired, so nothing more is delivered.
-                _ if closed.load(Ordering::Relaxed) => {}
-                frame => {
-                    let numbered = frame.is_numbered();
-                    let whole = match frame {
-                        Frame::Open { stream, head, body } => {
-                            joiner.open(stream, head, body, dist.config.max_frame).map(|()| None)
-                        }
-                        Frame::Part { stream } => joiner.part(stream, raw),
-                        frame => Ok(Some(frame)),
-                    };
-                    let delivery = match whole {
-                        Ok(Some(frame)) => dist.deliver(peer, frame),
-                        Ok(None) => Ok(()),
-                        Err(what) => Err(what),
-                    };
-                    if let Err(what) = delivery {
-                        return NodeDownReason::ProtocolError(what);
-                    }
-                    if numbered {
-                        delivered.fetch_add(1, Ordering::Relaxed);
-                        since_ack += 1;
-                        bytes_since_ack += item.len();
-                        if since_ack >= ACK_FRAMES || bytes_since_ack >= ACK_BYTES || std::mem::take(&mut ack_wanted) {
-                            (since_ack, bytes_since_ack) = (0, 0);
-                            ack_due.notify_one();
-                        }
-                    }
-                    // The writer shares this task (and the other
-                    // connections its thread): after each part read, or a
-                    // part's worth of small frames, it gets a turn (see the
-                    // writer's own). A read takes up to 256 KiB, so the
-                    // socket alone would seldom make the reader wait.
-                    read_since_turn += item.len();
-                    if read_since_turn >= PART {
-                        read_since_turn = 0;
-                        tokio::task::yield_now().await;
-                    }
-                }
-            }
+                why => why,
+            },
+            () = stop.notified() => NodeDownReason::ConnectionClosed,
         }
     };
-    // Either half ending ends the connection.
-    tokio::pin!(reader);
-    let why = tokio::select! {
-        why = &mut reader => why,
-        why = writer => match why {
-            // The peer may have said goodbye, and closed, before this
-            // side's write failed: what it said is still to be read.
-            NodeDownReason::ConnectionClosed => {
-                tokio::time::timeout(GRACE, &mut reader).await.unwrap_or(NodeDownReason::ConnectionClosed)
-            }
-            // After this side's goodbye the peer closes: reading on until
-            // then keeps the socket from closing with unread bytes, which
-            // would reset the connection and could lose the goodbye.
-            NodeDownReason::Disconnected => {
-                closed.store(true, Ordering::Relaxed);
-                let _ = tokio::time::timeout(GRACE, &mut reader).await;
-                NodeDownReason::Disconnected
-            }
-            why => why,
-        },
-        () = stop.notified() => NodeDownReason::ConnectionClosed,
-    };
+    // Nobody reads any more; the parts being joined stay with the session.
+    *joiner = side.shut().await;
     *received = delivered.load(Ordering::Relaxed);
     // What senders numbered on this connection goes on the next one, with
     // the rest of what the peer did not acknowledge.
     unacked.absorb(link.detach().numbered);
     unacked.trim(peer_acked.load(Ordering::Relaxed), backlog);
     why
+}
+
+/// A plain socket apart: its reading half, and its writing half, which
+/// tokio watches for room only (were it watched for bytes too, each frame
+/// arriving would wake the I/O thread, also while a scheduler reads them;
+/// `read_side.rs`).
+///
+/// `AsyncFd::with_interest` is deprecated because the descriptor of a
+/// value that does not own it could be closed while tokio watches it; a
+/// `TcpStream` owns its descriptor until it is dropped, and the `AsyncFd`
+/// owns the stream (the constructor that says so, `register_with_interest`,
+/// is `unsafe`, which this crate keeps to the module boundary).
+#[allow(deprecated)]
+fn split_plain(
+    socket: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, AsyncFd<std::net::TcpStream>)> {
+    let socket = socket.into_std()?;
+    let reader = socket.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(reader)?, AsyncFd::with_interest(socket, Interest::WRITABLE)?))
 }
 
 /// Messages over the frame limit would end the connection (the peer

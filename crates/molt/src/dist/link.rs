@@ -17,14 +17,15 @@
 //! task writes.
 
 use std::cell::{Cell, RefCell};
-use std::io::IoSlice;
+use std::io::{IoSlice, Write};
+use std::net::TcpStream;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio_util::bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -54,9 +55,9 @@ pub(crate) struct Link {
 
 #[derive(Default)]
 struct Shared {
-    /// The socket's writing half, while a plain TCP connection carries the
-    /// session.
-    socket: Option<Arc<OwnedWriteHalf>>,
+    /// The socket to write to, while a plain TCP connection carries the
+    /// session (tokio watches it for room only).
+    socket: Option<Arc<AsyncFd<TcpStream>>>,
     /// Whether senders write: the task has nothing to write.
     idle: bool,
     /// Items numbered by senders and not written yet, each as the codec
@@ -145,7 +146,7 @@ impl Link {
         let Shared { socket, unwritten, .. } = &mut *shared;
         let Some(socket) = socket.as_ref() else { return };
         while !unwritten.is_empty() {
-            match socket.try_write(unwritten) {
+            match socket.get_ref().write(unwritten) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => unwritten.advance(n),
             }
@@ -177,9 +178,9 @@ impl Link {
         true
     }
 
-    /// A plain TCP connection starts carrying the session: its socket's
-    /// writing half, for the task (through [`LinkWrite`]) and senders.
-    pub(super) fn attach(&self, socket: OwnedWriteHalf) {
+    /// A plain TCP connection starts carrying the session: its socket, to
+    /// write to, for the task (through [`LinkWrite`]) and senders.
+    pub(super) fn attach(&self, socket: AsyncFd<TcpStream>) {
         let mut shared = self.shared();
         shared.idle = false;
         shared.socket = Some(Arc::new(socket));
@@ -260,16 +261,15 @@ impl LinkWrite {
     fn write_with(
         &self,
         cx: &mut Context<'_>,
-        write: impl Fn(&OwnedWriteHalf) -> std::io::Result<usize>,
+        write: impl Fn(&TcpStream) -> std::io::Result<usize>,
     ) -> Poll<std::io::Result<usize>> {
         let Some(socket) = self.0.shared().socket.clone() else {
             return Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()));
         };
         loop {
-            std::task::ready!(AsRef::<tokio::net::TcpStream>::as_ref(&*socket).poll_write_ready(cx))?;
-            match write(&socket) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                written => return Poll::Ready(written),
+            let mut ready = std::task::ready!(socket.poll_write_ready(cx))?;
+            if let Ok(written) = ready.try_io(|socket| write(socket.get_ref())) {
+                return Poll::Ready(written);
             }
         }
     }
@@ -277,7 +277,7 @@ impl LinkWrite {
 
 impl AsyncWrite for LinkWrite {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.write_with(cx, |socket| socket.try_write(buf))
+        self.write_with(cx, |mut socket| socket.write(buf))
     }
 
     fn poll_write_vectored(
@@ -285,7 +285,7 @@ impl AsyncWrite for LinkWrite {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        self.write_with(cx, |socket| socket.try_write_vectored(bufs))
+        self.write_with(cx, |mut socket| socket.write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -296,12 +296,14 @@ impl AsyncWrite for LinkWrite {
         Poll::Ready(Ok(()))
     }
 
-    /// Closes the writing side: dropping the last handle on the half
-    /// shuts it down (nobody else holds one outside a write).
+    /// Closes the writing side (the reading side, another descriptor of
+    /// the socket, stays open for the peer's last words).
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let mut shared = self.0.shared();
         shared.idle = false;
-        shared.socket = None;
+        if let Some(socket) = shared.socket.take() {
+            let _ = socket.get_ref().shutdown(std::net::Shutdown::Write);
+        }
         Poll::Ready(Ok(()))
     }
 }

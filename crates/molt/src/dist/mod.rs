@@ -27,6 +27,7 @@ mod fuzz;
 mod handshake;
 mod link;
 mod parts;
+mod read_side;
 mod secret;
 mod tls;
 mod wire;
@@ -45,12 +46,14 @@ pub use secret::{Secret, SecretError};
 pub use tls::{Tls, TlsError};
 
 use crate::node::NodeInner;
+use crate::poller::{IoHandler, Poller};
 use crate::signal::Signal;
 pub(crate) use backlog::{Backlog, Pause};
 use connection::Session;
 use frame::{Farewell, Frame};
 use handshake::{HandshakeError, Handshaken, Me, Refusal};
 pub(crate) use link::Turn;
+use read_side::ReadSide;
 
 /// How a node takes part in distribution (set through
 /// [`NodeConfig`](crate::NodeConfig)).
@@ -190,6 +193,15 @@ pub(crate) struct Dist {
     dropped: AtomicU64,
     /// Connections refused or failed in their handshake.
     refused: AtomicUsize,
+    /// Where each scheduler of the node waits when idle, reading the
+    /// sockets handed to it (`read_side.rs`); none where senders do not
+    /// write themselves (no watchdog) or `MOLT_SCHEDULERS_READ=0`.
+    pollers: Box<[Arc<Poller>]>,
+    /// The connections' reading sides, by their pollers' token.
+    readers: Mutex<FxHashMap<u64, Weak<ReadSide>>>,
+    next_reader: AtomicU64,
+    /// The schedulers the watchdog found stuck in a poll: given no socket.
+    stalled: Box<[AtomicBool]>,
 }
 
 impl std::fmt::Debug for Dist {
@@ -393,23 +405,47 @@ impl Dist {
             let _ = runtime.block_on(stopped);
             runtime.shutdown_background();
         })?;
-        let dist = Arc::new(Dist {
-            node: Arc::downgrade(node),
-            name: node.name.clone(),
-            id: node.id,
-            creation: node.creation,
-            secret,
-            handshakes: Arc::new(Semaphore::new(config.max_handshakes)),
-            config,
-            stop_io: Mutex::new(Some(stop_io)),
-            handle,
-            peers: Mutex::new(FxHashMap::default()),
-            directory: Mutex::new(FxHashMap::default()),
-            stopping: AtomicBool::new(false),
-            live: (Mutex::new(0), Condvar::new()),
-            dropped: AtomicU64::new(0),
-            refused: AtomicUsize::new(0),
+        let reading = config.watched && std::env::var("MOLT_SCHEDULERS_READ").map_or(true, |read| read != "0");
+        let mut failed = None;
+        let dist = Arc::new_cyclic(|me: &Weak<Dist>| {
+            let handler: Weak<dyn IoHandler> = me.clone();
+            let pollers: std::io::Result<Vec<Arc<Poller>>> = if reading {
+                node.schedulers.iter().map(|_| Poller::new(handler.clone()).map(Arc::new)).collect()
+            } else {
+                Ok(Vec::new())
+            };
+            let pollers = pollers.unwrap_or_else(|error| {
+                failed = Some(error);
+                Vec::new()
+            });
+            Dist {
+                node: Arc::downgrade(node),
+                name: node.name.clone(),
+                id: node.id,
+                creation: node.creation,
+                secret,
+                handshakes: Arc::new(Semaphore::new(config.max_handshakes)),
+                config,
+                stop_io: Mutex::new(Some(stop_io)),
+                handle,
+                peers: Mutex::new(FxHashMap::default()),
+                directory: Mutex::new(FxHashMap::default()),
+                stopping: AtomicBool::new(false),
+                live: (Mutex::new(0), Condvar::new()),
+                dropped: AtomicU64::new(0),
+                refused: AtomicUsize::new(0),
+                stalled: node.schedulers.iter().map(|_| AtomicBool::new(false)).collect(),
+                pollers: pollers.into_boxed_slice(),
+                readers: Mutex::new(FxHashMap::default()),
+                next_reader: AtomicU64::new(0),
+            }
         });
+        if let Some(error) = failed {
+            tracing::warn!(node = %node.name, %error, "schedulers do not read the node's sockets (no epoll): the I/O thread does");
+        }
+        for (scheduler, poller) in node.schedulers.iter().zip(dist.pollers.iter()) {
+            scheduler.attach_poller(Arc::clone(poller));
+        }
         listener.set_nonblocking(true)?;
         let listener = {
             let _entered = dist.handle.enter();
@@ -417,6 +453,38 @@ impl Dist {
         };
         dist.handle.spawn(Self::accept_loop(Arc::downgrade(&dist), listener));
         Ok(dist)
+    }
+
+    fn readers(&self) -> std::sync::MutexGuard<'_, FxHashMap<u64, Weak<ReadSide>>> {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The scheduler a socket goes to (`read_side.rs`): `lately`, the one
+    /// whose processes its last messages woke, unless it is stuck; else
+    /// the first that is not. `None` where schedulers do not read.
+    fn home_for_reading(&self, lately: usize) -> Option<usize> {
+        if !self.is_stalled(lately) && lately < self.pollers.len() {
+            return Some(lately);
+        }
+        (0..self.pollers.len()).find(|&index| !self.is_stalled(index))
+    }
+
+    fn is_stalled(&self, index: usize) -> bool {
+        self.stalled.get(index).is_some_and(|stalled| stalled.load(Ordering::Relaxed))
+    }
+
+    /// The watchdog found scheduler `index` in the same poll twice (`true`),
+    /// or saw it move on (`false`): the sockets it reads go back to their
+    /// connections' tasks, and it is given none until it moves on.
+    pub(crate) fn scheduler_stalled(&self, index: usize, stalled: bool) {
+        let Some(flag) = self.stalled.get(index) else { return };
+        if flag.swap(stalled, Ordering::Relaxed) == stalled || !stalled {
+            return;
+        }
+        let sides: Vec<Arc<ReadSide>> = self.readers().values().filter_map(Weak::upgrade).collect();
+        for side in sides {
+            side.stalled(index);
+        }
     }
 
     fn me(&self) -> Me<'_> {
@@ -1439,6 +1507,15 @@ impl Dist {
         // own included, where waiting for the runtime would deadlock.
         if let Some(stop_io) = self.stop_io.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = stop_io.send(());
+        }
+    }
+}
+
+impl IoHandler for Dist {
+    fn readable(&self, index: usize, token: u64) {
+        let side = self.readers().get(&token).and_then(Weak::upgrade);
+        if let Some(side) = side {
+            side.read_here(index);
         }
     }
 }

@@ -233,6 +233,11 @@ struct Joining {
 const FIRST_ROOM: usize = 16 << 20;
 
 impl Joiner {
+    /// Whether a big frame is coming in parts.
+    pub(super) fn is_joining(&self) -> bool {
+        !self.streams.is_empty()
+    }
+
     /// The peer opens stream `stream`, of `head` and `body` bytes; what
     /// breaks the protocol, if it does.
     pub(super) fn open(&mut self, stream: u64, head: u64, body: u64, max_frame: usize) -> Result<(), String> {

@@ -7,9 +7,9 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::LengthDelimitedCodec;
 
 use super::parts::PART;
 
@@ -35,15 +35,16 @@ pub(super) fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder().max_frame_length(MAX_ITEM).new_codec()
 }
 
-/// What one read may take from the socket: several parts, so that a
-/// stream of them costs few system calls and wake-ups. (With the codec's
-/// default of 8 KiB a read took little more than one part: 500 MiB in
-/// 1 MiB messages took 21,300 reads; now 6,000.)
-const READ_BUFFER: usize = 256 << 10;
+/// What one read of the connection's task may take from the socket:
+/// several parts, so that a stream of them costs few system calls and
+/// wake-ups. (With the codec's default of 8 KiB a read took little more
+/// than one part: 500 MiB in 1 MiB messages took 21,300 reads; now 6,000.)
+pub(super) const READ_BUFFER: usize = 256 << 10;
 
-/// The reading side: items read from `io`, whole.
-pub(super) fn reader<R: AsyncRead>(io: R) -> FramedRead<R, LengthDelimitedCodec> {
-    FramedRead::with_capacity(io, codec(), READ_BUFFER)
+/// Items read from `io`, whole, with the codec the reading side uses.
+#[cfg(test)]
+fn reader<R: tokio::io::AsyncRead>(io: R) -> tokio_util::codec::FramedRead<R, LengthDelimitedCodec> {
+    tokio_util::codec::FramedRead::with_capacity(io, codec(), READ_BUFFER)
 }
 
 /// Raw bytes at least this long are written from where they are; shorter

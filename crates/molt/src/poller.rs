@@ -1,0 +1,109 @@
+//! The epoll an idle scheduler of a distributed node waits in instead of
+//! parking: its own wake-up (an eventfd, written by other threads as they
+//! would unpark it) and the sockets of the connections it reads
+//! (`dist/read_side.rs`). A frame from another node is then read, and its
+//! message delivered, by the thread that runs the process it is for: one
+//! cross-thread wake-up where the I/O thread took two (itself, then that
+//! thread), each some 15 µs on these machines. Erlang's schedulers poll
+//! the node's I/O in the same way (`check_io`) between their processes.
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Weak;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rustix::event::{EventfdFlags, Timespec, epoll, eventfd};
+
+/// What reads the sockets a poller reports readable.
+pub(crate) trait IoHandler: Send + Sync {
+    /// `token`'s socket is readable (or closed); called on the thread of
+    /// scheduler `index`, with none of its tasks borrowed.
+    fn readable(&self, index: usize, token: u64);
+}
+
+/// The token of the poller's own wake-up.
+const WAKE: u64 = u64::MAX;
+
+/// Events taken from one wait.
+const EVENTS: usize = 16;
+
+pub(crate) struct Poller {
+    epoll: OwnedFd,
+    /// Written to wake the scheduler; edge-triggered, so never read (one
+    /// write, one wake-up; the counter cannot reach its bound).
+    wake: OwnedFd,
+    handler: Weak<dyn IoHandler>,
+    /// Sockets registered: a busy scheduler looks at them now and then
+    /// only if there are any.
+    sockets: AtomicUsize,
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poller").field("sockets", &self.sockets.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}
+
+impl Poller {
+    pub(crate) fn new(handler: Weak<dyn IoHandler>) -> std::io::Result<Poller> {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        epoll::add(&epoll, &wake, epoll::EventData::new_u64(WAKE), epoll::EventFlags::IN | epoll::EventFlags::ET)?;
+        Ok(Poller { epoll, wake, handler, sockets: AtomicUsize::new(0) })
+    }
+
+    /// Watches `socket` for reading (level-triggered: bytes already there
+    /// are reported at the next wait), as `token`.
+    pub(crate) fn add(&self, socket: BorrowedFd<'_>, token: u64) -> std::io::Result<()> {
+        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP;
+        epoll::add(&self.epoll, socket, epoll::EventData::new_u64(token), flags)?;
+        self.sockets.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stops watching `socket` (added with [`Poller::add`]).
+    pub(crate) fn delete(&self, socket: BorrowedFd<'_>) {
+        if epoll::delete(&self.epoll, socket).is_ok() {
+            self.sockets.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn has_sockets(&self) -> bool {
+        self.sockets.load(Ordering::Relaxed) > 0
+    }
+
+    /// Wakes the scheduler waiting in [`Poller::wait`] (or its next wait).
+    pub(crate) fn wake(&self) {
+        // Only a full counter refuses, and one write per wake-up does not
+        // fill a u64.
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+    }
+
+    /// Waits at most `timeout` (`None`: until woken or a socket is
+    /// readable), then hands each readable socket to the handler, on this
+    /// thread (scheduler `index`'s).
+    pub(crate) fn wait(&self, index: usize, timeout: Option<Duration>) -> bool {
+        let timeout = timeout.map(|timeout| Timespec {
+            tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: timeout.subsec_nanos().into(),
+        });
+        let mut events =
+            [epoll::Event { flags: epoll::EventFlags::empty(), data: epoll::EventData::new_u64(0) }; EVENTS];
+        let ready = match epoll::wait(&self.epoll, &mut events, timeout.as_ref()) {
+            Ok(ready) => ready,
+            // Interrupted, or a timeout the kernel refuses: the loop comes
+            // back.
+            Err(_) => return false,
+        };
+        let Some(handler) = self.handler.upgrade() else { return false };
+        let mut any = false;
+        for event in &events[..ready] {
+            let token = event.data.u64();
+            if token != WAKE {
+                any = true;
+                handler.readable(index, token);
+            }
+        }
+        any
+    }
+}
