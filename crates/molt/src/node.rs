@@ -342,6 +342,12 @@ impl Node {
         Ok(Node { inner, schedulers, shutdown_timeout: config.shutdown_timeout })
     }
 
+    /// Its distribution, if it listens (for the core's own tests).
+    #[cfg(test)]
+    pub(crate) fn dist(&self) -> Option<&Arc<Dist>> {
+        self.inner.dist.get()
+    }
+
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.inner.name

@@ -8,8 +8,8 @@
 //! the node's I/O in the same way (`check_io`) between their processes.
 
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::Weak;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use rustix::event::{EventfdFlags, Timespec, epoll, eventfd};
@@ -19,6 +19,10 @@ pub(crate) trait IoHandler: Send + Sync {
     /// `token`'s socket is readable (or closed); called on the thread of
     /// scheduler `index`, with none of its tasks borrowed.
     fn readable(&self, index: usize, token: u64);
+
+    /// Scheduler `index`, idle, looks at its busy siblings: one held in a
+    /// single poll since its last look gives up the sockets it reads.
+    fn tick(&self, index: usize);
 }
 
 /// The token of the poller's own wake-up.
@@ -36,6 +40,9 @@ pub(crate) struct Poller {
     /// Sockets registered: a busy scheduler looks at them now and then
     /// only if there are any.
     sockets: AtomicUsize,
+    /// Big messages crossing the node's connections now (shared by the
+    /// node's pollers).
+    transfers: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Poller {
@@ -45,11 +52,11 @@ impl std::fmt::Debug for Poller {
 }
 
 impl Poller {
-    pub(crate) fn new(handler: Weak<dyn IoHandler>) -> std::io::Result<Poller> {
+    pub(crate) fn new(handler: Weak<dyn IoHandler>, transfers: Arc<AtomicUsize>) -> std::io::Result<Poller> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         epoll::add(&epoll, &wake, epoll::EventData::new_u64(WAKE), epoll::EventFlags::IN | epoll::EventFlags::ET)?;
-        Ok(Poller { epoll, wake, handler, sockets: AtomicUsize::new(0) })
+        Ok(Poller { epoll, wake, handler, sockets: AtomicUsize::new(0), transfers })
     }
 
     /// Watches `socket` for reading (level-triggered: bytes already there
@@ -72,6 +79,12 @@ impl Poller {
         self.sockets.load(Ordering::Relaxed) > 0
     }
 
+    /// Whether no big message crosses a connection of the node: the cores
+    /// are not needed for copying, and a scheduler may spin for an answer.
+    pub(crate) fn quiet(&self) -> bool {
+        self.transfers.load(Ordering::Relaxed) == 0
+    }
+
     /// Wakes the scheduler waiting in [`Poller::wait`] (or its next wait).
     pub(crate) fn wake(&self) {
         // Only a full counter refuses, and one write per wake-up does not
@@ -79,9 +92,16 @@ impl Poller {
         let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
     }
 
+    /// Scheduler `index` waited a tick for nothing: see [`IoHandler::tick`].
+    pub(crate) fn tick(&self, index: usize) {
+        if let Some(handler) = self.handler.upgrade() {
+            handler.tick(index);
+        }
+    }
+
     /// Waits at most `timeout` (`None`: until woken or a socket is
     /// readable), then hands each readable socket to the handler, on this
-    /// thread (scheduler `index`'s).
+    /// thread (scheduler `index`'s): whether there was any.
     pub(crate) fn wait(&self, index: usize, timeout: Option<Duration>) -> bool {
         let timeout = timeout.map(|timeout| Timespec {
             tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),

@@ -41,6 +41,11 @@ impl SchedulerWatch {
     pub(crate) fn poll_ended(&self) {
         self.current.store(0, Ordering::Relaxed);
     }
+
+    /// How many polls it started, and the process it polls now (0: none).
+    pub(crate) fn now(&self) -> (u64, u64) {
+        (self.polls.load(Ordering::Relaxed), self.current.load(Ordering::Relaxed))
+    }
 }
 
 /// Starts the node's watchdog thread; it ends when the node does. Whether

@@ -212,6 +212,82 @@ fn a_message_of_a_process_that_does_not_yield_goes_out_anyway() {
     }
 }
 
+/// The hog's order: hold the scheduler thread this long without yielding,
+/// then say so.
+#[derive(serde::Serialize, serde::Deserialize, molt::Message)]
+#[message(name = "test.Hold")]
+struct Hold(Pid, u64);
+
+#[test]
+fn a_scheduler_stuck_in_a_poll_does_not_stop_its_node_reading() {
+    // b's schedulers read its socket: the one that runs the echo the
+    // messages go to. That echo then holds its thread for twice the
+    // detection bound; the watchdog (every 25 ms) gives the socket back to
+    // the I/O thread, and round trips with an echo on b's other scheduler
+    // go on meanwhile, the connection up all along.
+    let detection = Duration::from_millis(400);
+    let config = |name| dist_config(name).workers(2).detection(detection).long_schedule(Duration::from_millis(50));
+    let (a, b) = (Node::start(config("a")).unwrap(), Node::start(config("b")).unwrap());
+    a.connect(b.name()).unwrap();
+    // Spawned from outside, one after the other: on b's two schedulers.
+    let hog = b.spawn(|mut p| async move {
+        loop {
+            let order = p.receive().on(|(from, n): (Pid, u64)| Ok((from, n))).on(|Hold(from, ms)| Err((from, ms)));
+            match order.await? {
+                Ok((from, n)) => p.send(from, &n),
+                Err((from, ms)) => {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    p.send(from, &true);
+                }
+            }
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), ReceiveError>(())
+    });
+    let other = b.spawn(echo);
+    let (during, answers) = run(&a, move |mut p| async move {
+        let me = p.self_pid();
+        // The socket goes to the hog's scheduler (it follows the messages).
+        for n in 0..50u64 {
+            p.send(hog, &(me, n));
+            assert_eq!(p.expect_timeout::<u64>(BOUND).await, Ok(n));
+        }
+        p.send(hog, &Hold(me, 2 * detection.as_millis() as u64));
+        let (mut during, mut answers, mut n) = (0u64, Vec::new(), 0u64);
+        loop {
+            p.send(other, &(me, n));
+            // Well within the bound of the round trips before, and past
+            // the detection bound: without the hand-back, b gives a up.
+            let answer = p.receive_timeout(Duration::from_secs(5)).on(|n: u64| Some(n)).on(|_: bool| None).await;
+            match answer {
+                Ok(Some(back)) => {
+                    answers.push(back);
+                    during += 1;
+                }
+                // The hog is done: the round trip in flight comes after.
+                Ok(None) => {
+                    answers.push(p.expect_timeout::<u64>(BOUND).await.expect("the last answer"));
+                    break;
+                }
+                Err(e) => panic!("round trip {n} while b's other scheduler is held: {e:?}"),
+            }
+            n += 1;
+        }
+        (during, answers)
+    })
+    .unwrap();
+    assert_eq!(answers, (0..answers.len() as u64).collect::<Vec<_>>(), "every answer once, in order");
+    // Without the watchdog's hand-back b reads nothing while its reading
+    // scheduler is held: no round trip completes, and the heartbeat bound
+    // passes.
+    assert!(during >= 10, "only {during} round trips while a scheduler of b was held");
+    for (node, peer) in [(&a, &b), (&b, &a)] {
+        let info = node.nodes();
+        assert_eq!(info.len(), 1, "{} still knows {}", node.name(), peer.name());
+        assert!(info[0].connected && info[0].reconnects == 0, "the connection stayed up: {:?}", info[0]);
+    }
+}
+
 #[test]
 fn a_remote_process_linked_to_a_local_one_goes_down_with_it() {
     let (a, b) = pair();

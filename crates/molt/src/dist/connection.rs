@@ -389,6 +389,10 @@ pub(super) async fn run(
             if !released && !queue.is_empty() {
                 link.wanted.notify_one();
             }
+            // While big messages go out, this task reads too (the
+            // acknowledgements that open the window come to the thread
+            // that writes, not through a scheduler).
+            side.sending_parts(outbox.has_parts());
             // The reader shares this task: while parts keep the socket
             // writable, it gets a turn after each round of them, so that a
             // small answer is not read only after megabytes were written.

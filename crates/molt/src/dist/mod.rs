@@ -200,8 +200,20 @@ pub(crate) struct Dist {
     /// The connections' reading sides, by their pollers' token.
     readers: Mutex<FxHashMap<u64, Weak<ReadSide>>>,
     next_reader: AtomicU64,
-    /// The schedulers the watchdog found stuck in a poll: given no socket.
+    /// The schedulers found stuck in a poll (by the watchdog, or an idle
+    /// sibling's tick): given no socket.
     stalled: Box<[AtomicBool]>,
+    /// Each scheduler's polls and current process at the last tick.
+    ticked: Mutex<Vec<(u64, u64)>>,
+    /// Big messages crossing the connections now, one way or the other
+    /// (shared with the pollers).
+    transfers: Arc<AtomicUsize>,
+    /// Reads made by schedulers (not the I/O thread).
+    scheduler_reads: AtomicU64,
+    /// For tests: a scheduler gives a socket back to its task after this
+    /// many frames (0: never) — `MOLT_READ_HANDOFF_EVERY`, so that a whole
+    /// suite runs with sockets going back and forth all the time.
+    handoff_every: u64,
 }
 
 impl std::fmt::Debug for Dist {
@@ -407,10 +419,14 @@ impl Dist {
         })?;
         let reading = config.watched && std::env::var("MOLT_SCHEDULERS_READ").map_or(true, |read| read != "0");
         let mut failed = None;
+        let transfers = Arc::new(AtomicUsize::new(0));
         let dist = Arc::new_cyclic(|me: &Weak<Dist>| {
             let handler: Weak<dyn IoHandler> = me.clone();
             let pollers: std::io::Result<Vec<Arc<Poller>>> = if reading {
-                node.schedulers.iter().map(|_| Poller::new(handler.clone()).map(Arc::new)).collect()
+                node.schedulers
+                    .iter()
+                    .map(|_| Poller::new(handler.clone(), Arc::clone(&transfers)).map(Arc::new))
+                    .collect()
             } else {
                 Ok(Vec::new())
             };
@@ -435,9 +451,13 @@ impl Dist {
                 dropped: AtomicU64::new(0),
                 refused: AtomicUsize::new(0),
                 stalled: node.schedulers.iter().map(|_| AtomicBool::new(false)).collect(),
+                ticked: Mutex::new(vec![(0, 0); node.schedulers.len()]),
+                transfers: Arc::clone(&transfers),
                 pollers: pollers.into_boxed_slice(),
                 readers: Mutex::new(FxHashMap::default()),
                 next_reader: AtomicU64::new(0),
+                scheduler_reads: AtomicU64::new(0),
+                handoff_every: std::env::var("MOLT_READ_HANDOFF_EVERY").ok().and_then(|n| n.parse().ok()).unwrap_or(0),
             }
         });
         if let Some(error) = failed {
@@ -467,6 +487,15 @@ impl Dist {
             return Some(lately);
         }
         (0..self.pollers.len()).find(|&index| !self.is_stalled(index))
+    }
+
+    /// A big message starts (`true`) or stops crossing a connection.
+    fn transfer(&self, started: bool) {
+        if started {
+            self.transfers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.transfers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn is_stalled(&self, index: usize) -> bool {
@@ -1516,6 +1545,24 @@ impl IoHandler for Dist {
         let side = self.readers().get(&token).and_then(Weak::upgrade);
         if let Some(side) = side {
             side.read_here(index);
+        }
+    }
+
+    fn tick(&self, index: usize) {
+        let Some(node) = self.node.upgrade() else { return };
+        let mut stalled = Vec::new();
+        {
+            let mut ticked = self.ticked.lock().unwrap_or_else(|e| e.into_inner());
+            for (other, (watch, seen)) in node.watch.iter().zip(ticked.iter_mut()).enumerate() {
+                let now = watch.now();
+                if other != index {
+                    stalled.push((other, now.1 != 0 && now == *seen));
+                }
+                *seen = now;
+            }
+        }
+        for (other, held) in stalled {
+            self.scheduler_stalled(other, held);
         }
     }
 }

@@ -154,6 +154,8 @@ pub(super) struct ReadSide {
     ended: Mutex<Option<NodeDownReason>>,
     /// When bytes were last read (nanoseconds since the connection began).
     last_read: AtomicU64,
+    /// The writer is sending a big message in parts.
+    sending: AtomicBool,
 }
 
 /// What a reader holds while it reads.
@@ -178,6 +180,10 @@ struct Reading {
     /// Reads in a row that woke only another scheduler's processes, and
     /// the last such scheduler.
     away: (u32, usize),
+    /// Frames schedulers took (for `MOLT_READ_HANDOFF_EVERY`).
+    taken_here: u64,
+    /// Whether the node counts a big message coming in here.
+    joining: bool,
 }
 
 /// What a frame taken means for the reader.
@@ -220,11 +226,14 @@ impl ReadSide {
                 socket: None,
                 registered: None,
                 away: (0, usize::MAX),
+                taken_here: 0,
+                joining: false,
             }),
             owner: AtomicUsize::new(TASK),
             back: Notify::new(),
             ended: Mutex::new(None),
             last_read: AtomicU64::new(0),
+            sending: AtomicBool::new(false),
         });
         dist.readers().insert(token, Arc::downgrade(&side));
         side
@@ -246,9 +255,18 @@ impl ReadSide {
                         Ok(None) => break,
                         Err(why) => return why,
                     };
-                    let len = item.len();
+                    let (len, joining) = (item.len(), reading.joiner.is_joining());
                     if let Flow::End(why) = reading.take(self, item) {
                         return why;
+                    }
+                    // Where the socket goes when it goes (every wake-up is
+                    // another thread's here), unless that is where a big
+                    // message just went: its process will be a while
+                    // decoding it, in one poll, and read nothing meanwhile.
+                    if let Some(woken) = crate::executor::woke_elsewhere()
+                        && !joining
+                    {
+                        reading.away = (0, woken);
                     }
                     // The writer shares this task (and the other
                     // connections its thread): after each part read, or a
@@ -318,7 +336,7 @@ impl ReadSide {
     /// file): whether it went.
     fn hand_out(&self, reading: &mut Reading, io: &mut TaskIo) -> bool {
         let TaskIo::Plain(socket) = io else { return false };
-        if reading.first || reading.joiner.is_joining() || socket.is_none() {
+        if reading.first || reading.joiner.is_joining() || self.sending.load(Ordering::Relaxed) || socket.is_none() {
             return false;
         }
         let Some(home) = self.dist.home_for_reading(reading.away.1) else { return false };
@@ -382,6 +400,7 @@ impl ReadSide {
             Err(_) => return self.end(&mut reading, NodeDownReason::ConnectionClosed),
         }
         self.last_read.store(self.conn.now(), Ordering::Relaxed);
+        self.dist.scheduler_reads.fetch_add(1, Ordering::Relaxed);
         let _ = crate::executor::woke_elsewhere();
         loop {
             let item = match reading.next_item() {
@@ -390,7 +409,13 @@ impl ReadSide {
                 Err(why) => return self.end(&mut reading, why),
             };
             match reading.take(self, item) {
-                Flow::Go => {}
+                Flow::Go => {
+                    let every = self.dist.handoff_every;
+                    reading.taken_here += 1;
+                    if every > 0 && reading.taken_here.is_multiple_of(every) {
+                        return self.give_back(&mut reading, index);
+                    }
+                }
                 Flow::Open => return self.give_back(&mut reading, index),
                 Flow::End(why) => return self.end(&mut reading, why),
             }
@@ -441,6 +466,23 @@ impl ReadSide {
         }
     }
 
+    /// The writer sends parts (`true`), or no more: while it does, the
+    /// task reads (the peer's acknowledgements open the window for the
+    /// next parts, and the writer waits for them on this thread).
+    pub(super) fn sending_parts(&self, sending: bool) {
+        if self.sending.swap(sending, Ordering::Relaxed) == sending {
+            return;
+        }
+        self.dist.transfer(sending);
+        if !sending {
+            return;
+        }
+        let owner = self.owner.load(Ordering::Relaxed);
+        if owner < ENDED && self.owner.compare_exchange(owner, TASK, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.back.notify_one();
+        }
+    }
+
     /// The watchdog found scheduler `index` stuck in a poll: if it reads
     /// this socket, the task takes it back.
     pub(super) fn stalled(&self, index: usize) {
@@ -458,6 +500,10 @@ impl ReadSide {
         self.unregister(&mut reading);
         reading.socket = None;
         self.dist.readers().remove(&self.token);
+        if std::mem::take(&mut reading.joining) {
+            self.dist.transfer(false);
+        }
+        self.sending_parts(false);
         std::mem::take(&mut reading.joiner)
     }
 }
@@ -573,11 +619,76 @@ impl Reading {
                         conn.ack_due.notify_one();
                     }
                 }
+                if self.joining != self.joiner.is_joining() {
+                    self.joining = !self.joining;
+                    dist.transfer(self.joining);
+                }
                 if opens {
                     return Flow::Open;
                 }
             }
         }
         Flow::Go
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use crate::{Node, NodeConfig, Pid, ReceiveError, Secret};
+
+    /// `n` round trips between two nodes of two schedulers each (their
+    /// watchdog on when `long_schedule` is not zero); how many reads the
+    /// schedulers of each node made.
+    fn round_trips(long_schedule: Duration, n: u64) -> (u64, u64) {
+        let node = |name: &str| {
+            let config = NodeConfig::new(name)
+                .workers(2)
+                .listen("127.0.0.1:0")
+                .secret(Secret::new("read-side").expect("a secret"))
+                .long_schedule(long_schedule);
+            Node::start(config).expect("a distributed node")
+        };
+        let (a, b) = (node("a"), node("b"));
+        a.connect(b.name()).expect("a connects to b");
+        let echo = b.spawn(|mut p| async move {
+            loop {
+                let (from, n): (Pid, u64) = p.expect().await?;
+                p.send(from, &n);
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), ReceiveError>(())
+        });
+        let answers = a
+            .run(move |mut p| async move {
+                let me = p.self_pid();
+                let mut answers = Vec::new();
+                for i in 0..n {
+                    p.send(echo, &(me, i));
+                    answers.push(p.expect_timeout::<u64>(Duration::from_secs(10)).await.expect("an answer"));
+                }
+                answers
+            })
+            .expect("the driver ends");
+        assert_eq!(answers, (0..n).collect::<Vec<_>>());
+        let reads = |node: &Node| node.dist().expect("listens").scheduler_reads.load(Ordering::Relaxed);
+        (reads(&a), reads(&b))
+    }
+
+    #[test]
+    fn the_schedulers_of_a_watched_node_read_its_sockets() {
+        // Each pong and each ping is one read, by the scheduler of the
+        // process it is for; a few go to the I/O thread (the connection's
+        // first frames, and whatever comes while a socket changes hands).
+        let (a, b) = round_trips(Duration::from_millis(100), 300);
+        assert!(a >= 250 && b >= 250, "reads by schedulers: {a} on a, {b} on b, of 300 round trips");
+    }
+
+    #[test]
+    fn without_a_watchdog_the_io_thread_reads() {
+        // Nothing would take a socket back from a scheduler that is stuck.
+        assert_eq!(round_trips(Duration::ZERO, 50), (0, 0));
     }
 }
