@@ -289,6 +289,56 @@ fn a_scheduler_stuck_in_a_poll_does_not_stop_its_node_reading() {
 }
 
 #[test]
+fn a_node_whose_only_scheduler_is_held_reads_on_and_keeps_its_connection() {
+    // b has one scheduler, and a process holds it for twice the detection
+    // bound: its I/O thread reads meanwhile (no scheduler can), and once
+    // the scheduler is free it reads again, the heartbeat bound counting
+    // from the I/O thread's last read, not from the scheduler's.
+    let detection = Duration::from_millis(300);
+    let config = |name, workers| {
+        dist_config(name).workers(workers).detection(detection).long_schedule(Duration::from_millis(50))
+    };
+    let (a, b) = (Node::start(config("a", 2)).unwrap(), Node::start(config("b", 1)).unwrap());
+    a.connect(b.name()).unwrap();
+    let hog = b.spawn(|mut p| async move {
+        loop {
+            let order = p.receive().on(|(from, n): (Pid, u64)| Ok((from, n))).on(|Hold(from, ms)| Err((from, ms)));
+            match order.await? {
+                Ok((from, n)) => p.send(from, &n),
+                Err((from, ms)) => {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    p.send(from, &true);
+                }
+            }
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), ReceiveError>(())
+    });
+    let answers = run(&a, move |mut p| async move {
+        let me = p.self_pid();
+        let mut answers = Vec::new();
+        for n in 0..20u64 {
+            p.send(hog, &(me, n));
+            answers.push(p.expect_timeout::<u64>(BOUND).await.expect("an answer before"));
+        }
+        p.send(hog, &Hold(me, 2 * detection.as_millis() as u64));
+        assert_eq!(p.expect_timeout::<bool>(BOUND).await, Ok(true));
+        // Past another detection bound, the scheduler reading again.
+        for n in 20..200u64 {
+            p.send(hog, &(me, n));
+            answers.push(p.expect_timeout::<u64>(Duration::from_secs(5)).await.expect("an answer after"));
+        }
+        answers
+    })
+    .unwrap();
+    assert_eq!(answers, (0..200).collect::<Vec<_>>());
+    for node in [&a, &b] {
+        let info = node.nodes();
+        assert!(info.len() == 1 && info[0].connected && info[0].reconnects == 0, "still connected: {info:?}");
+    }
+}
+
+#[test]
 fn a_remote_process_linked_to_a_local_one_goes_down_with_it() {
     let (a, b) = pair();
     let remote = b.spawn(wait_forever);

@@ -293,7 +293,9 @@ impl ReadSide {
                 match read {
                     Err(_) => return NodeDownReason::HeartbeatTimeout,
                     Ok(Ok(0)) | Ok(Err(_)) => return NodeDownReason::ConnectionClosed,
-                    Ok(Ok(_)) => {}
+                    // The heartbeat bound counts from here once a
+                    // scheduler reads.
+                    Ok(Ok(_)) => self.last_read.store(self.conn.now(), Ordering::Relaxed),
                 }
             }
             drop(reading);
@@ -358,6 +360,7 @@ impl ReadSide {
         }
         reading.registered = Some(home);
         reading.socket = Some(socket);
+        self.last_read.store(self.conn.now(), Ordering::Relaxed);
         true
     }
 
