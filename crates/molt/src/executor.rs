@@ -148,7 +148,11 @@ impl NetSpins {
 /// How often an idle scheduler looks at a busy sibling that reads sockets
 /// (`Poller::tick`): a poll of the sibling seen at two ticks in a row has
 /// its sockets read elsewhere until it ends.
-const SIBLING_TICK: Duration = Duration::from_micros(500);
+const SIBLING_TICK: Duration = Duration::from_millis(1);
+
+/// The least timeout `epoll_wait` takes (it counts in milliseconds,
+/// rounding up).
+const EPOLL_GRAIN: Duration = Duration::from_millis(1);
 
 thread_local! {
     /// A process of this scheduler sent to another node since it last
@@ -604,19 +608,20 @@ impl Scheduler {
                 break;
             }
         }
-        let poller = self.poller.get();
+        let timeout =
+            LOCAL.with_borrow(|local| local.sleeps.next()).map(|at| at.saturating_duration_since(Instant::now()));
+        // While a sibling that reads sockets is busy, this one looks at it
+        // every tick: one poll that keeps it long keeps its sockets unread
+        // (`poller.rs`).
+        let watching = self.poller.get().is_some() && self.a_sibling_reads_and_is_busy();
+        let timeout = if watching { Some(timeout.map_or(SIBLING_TICK, |t| t.min(SIBLING_TICK))) } else { timeout };
+        // epoll counts in whole milliseconds: a shorter sleep parks (the
+        // sockets wait that long, or a look between two polls).
+        let poller = self.poller.get().filter(|_| timeout.is_none_or(|timeout| timeout >= EPOLL_GRAIN));
         self.sleeping.store(if poller.is_some() { POLLING } else { PARKED }, Ordering::SeqCst);
         if !self.has_remote.load(Ordering::SeqCst) && !self.stop.load(Ordering::SeqCst) {
-            let timeout =
-                LOCAL.with_borrow(|local| local.sleeps.next()).map(|at| at.saturating_duration_since(Instant::now()));
             match (poller, timeout) {
                 (Some(poller), timeout) => {
-                    // While a sibling that reads sockets is busy, this one
-                    // looks at it every tick: one poll that keeps it long
-                    // keeps its sockets unread (`poller.rs`).
-                    let watching = self.a_sibling_reads_and_is_busy();
-                    let tick = timeout.map_or(SIBLING_TICK, |timeout| timeout.min(SIBLING_TICK));
-                    let timeout = if watching { Some(tick) } else { timeout };
                     if !poller.wait(self.index, timeout) && watching {
                         poller.tick(self.index);
                     }

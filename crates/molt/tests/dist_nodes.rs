@@ -339,6 +339,69 @@ fn a_node_whose_only_scheduler_is_held_reads_on_and_keeps_its_connection() {
 }
 
 #[test]
+fn a_busy_scheduler_that_reads_a_socket_keeps_its_connection() {
+    // b's only scheduler reads its socket and runs two processes whose
+    // polls take 15 ms each for 1.8 s: the scheduler looks at its sockets only
+    // every 61 polls (longer than the 300 ms detection bound), and neither
+    // the watchdog nor an idle sibling sees one poll twice. When the bound
+    // passes, the I/O thread takes the socket back and finds the peer's
+    // pings there: the connection stays up, and round trips go on.
+    let detection = Duration::from_millis(300);
+    let config = |name, workers| {
+        dist_config(name).workers(workers).detection(detection).long_schedule(Duration::from_millis(50))
+    };
+    let (a, b) = (Node::start(config("a", 2)).unwrap(), Node::start(config("b", 1)).unwrap());
+    a.connect(b.name()).unwrap();
+    let echo = b.spawn(echo);
+    // Two of them: the scheduler always has one to run, and never idles
+    // (an idle one would look at its sockets).
+    let busy = || {
+        b.spawn(|mut p| async move {
+            let from: Pid = p.expect().await?;
+            for _ in 0..60 {
+                std::thread::sleep(Duration::from_millis(15));
+                // Yields (a sleep already due would not).
+                p.sleep(Duration::from_micros(100)).await;
+            }
+            p.send(from, &true);
+            Ok::<(), ReceiveError>(())
+        })
+    };
+    let (busy, other) = (busy(), busy());
+    let answers = run(&a, move |mut p| async move {
+        let me = p.self_pid();
+        let mut answers = Vec::new();
+        for n in 0..20u64 {
+            p.send(echo, &(me, n));
+            answers.push(p.expect_timeout::<u64>(BOUND).await.expect("an answer before"));
+        }
+        p.send(busy, &me);
+        p.send(other, &me);
+        let mut n = 20u64;
+        loop {
+            p.send(echo, &(me, n));
+            let answer = p.receive_timeout(Duration::from_secs(5)).on(|n: u64| Some(n)).on(|_: bool| None).await;
+            match answer {
+                Ok(Some(back)) => answers.push(back),
+                Ok(None) => {
+                    answers.push(p.expect_timeout::<u64>(Duration::from_secs(5)).await.expect("the last answer"));
+                    break;
+                }
+                Err(e) => panic!("round trip {n} while b's scheduler is busy: {e:?}"),
+            }
+            n += 1;
+        }
+        answers
+    })
+    .unwrap();
+    assert_eq!(answers, (0..answers.len() as u64).collect::<Vec<_>>(), "every answer once, in order");
+    for node in [&a, &b] {
+        let info = node.nodes();
+        assert!(info.len() == 1 && info[0].connected && info[0].reconnects == 0, "still connected: {info:?}");
+    }
+}
+
+#[test]
 fn a_remote_process_linked_to_a_local_one_goes_down_with_it() {
     let (a, b) = pair();
     let remote = b.spawn(wait_forever);

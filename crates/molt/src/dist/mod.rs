@@ -203,8 +203,9 @@ pub(crate) struct Dist {
     /// The schedulers found stuck in a poll (by the watchdog, or an idle
     /// sibling's tick): given no socket.
     stalled: Box<[AtomicBool]>,
-    /// Each scheduler's polls and current process at the last tick.
-    ticked: Mutex<Vec<(u64, u64)>>,
+    /// When the last tick was, and each scheduler's polls and current
+    /// process then.
+    ticked: Mutex<(Instant, Vec<(u64, u64)>)>,
     /// Big messages crossing the connections now, one way or the other
     /// (shared with the pollers).
     transfers: Arc<AtomicUsize>,
@@ -451,7 +452,7 @@ impl Dist {
                 dropped: AtomicU64::new(0),
                 refused: AtomicUsize::new(0),
                 stalled: node.schedulers.iter().map(|_| AtomicBool::new(false)).collect(),
-                ticked: Mutex::new(vec![(0, 0); node.schedulers.len()]),
+                ticked: Mutex::new((Instant::now(), vec![(0, 0); node.schedulers.len()])),
                 transfers: Arc::clone(&transfers),
                 pollers: pollers.into_boxed_slice(),
                 readers: Mutex::new(FxHashMap::default()),
@@ -499,7 +500,7 @@ impl Dist {
     }
 
     fn is_stalled(&self, index: usize) -> bool {
-        self.stalled.get(index).is_some_and(|stalled| stalled.load(Ordering::Relaxed))
+        self.stalled.get(index).is_some_and(|stalled| stalled.load(Ordering::SeqCst))
     }
 
     /// The watchdog found scheduler `index` in the same poll twice (`true`),
@@ -507,7 +508,7 @@ impl Dist {
     /// connections' tasks, and it is given none until it moves on.
     pub(crate) fn scheduler_stalled(&self, index: usize, stalled: bool) {
         let Some(flag) = self.stalled.get(index) else { return };
-        if flag.swap(stalled, Ordering::Relaxed) == stalled || !stalled {
+        if flag.swap(stalled, Ordering::SeqCst) == stalled || !stalled {
             return;
         }
         let sides: Vec<Arc<ReadSide>> = self.readers().values().filter_map(Weak::upgrade).collect();
@@ -1513,6 +1514,12 @@ impl Dist {
     /// are gone (their last exit signals are queued before the goodbyes).
     pub(crate) fn shutdown(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        // The I/O thread reads the last words: the schedulers stop soon,
+        // and the one calling this may be one of them.
+        let sides: Vec<Arc<ReadSide>> = self.readers().values().filter_map(Weak::upgrade).collect();
+        for side in sides {
+            side.recall();
+        }
         let mut peers = std::mem::take(&mut *self.peers());
         for peer in peers.values_mut() {
             match &mut peer.pending {
@@ -1540,11 +1547,21 @@ impl Dist {
     }
 }
 
+/// Looks of an idle scheduler at its busy siblings at least this far
+/// apart (see `Dist::tick`).
+const TICK_APART: Duration = Duration::from_micros(800);
+
 impl IoHandler for Dist {
     fn readable(&self, index: usize, token: u64) {
         let side = self.readers().get(&token).and_then(Weak::upgrade);
         if let Some(side) = side {
-            side.read_here(index);
+            // A frame the core cannot take ends its connection, not the
+            // scheduler thread (on the I/O thread, tokio catches it).
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| side.read_here(index)));
+            if read.is_err() {
+                tracing::error!(node = %self.name, "reading a connection panicked; it is closed");
+                side.broken();
+            }
         }
     }
 
@@ -1553,7 +1570,13 @@ impl IoHandler for Dist {
         let mut stalled = Vec::new();
         {
             let mut ticked = self.ticked.lock().unwrap_or_else(|e| e.into_inner());
-            for (other, (watch, seen)) in node.watch.iter().zip(ticked.iter_mut()).enumerate() {
+            // A wait cut short (a wake-up) is no tick: a poll seen at two
+            // looks has lasted at least this long.
+            if ticked.0.elapsed() < TICK_APART {
+                return;
+            }
+            ticked.0 = Instant::now();
+            for (other, (watch, seen)) in node.watch.iter().zip(ticked.1.iter_mut()).enumerate() {
                 let now = watch.now();
                 if other != index {
                     stalled.push((other, now.1 != 0 && now == *seen));

@@ -243,9 +243,12 @@ impl ReadSide {
     pub(super) async fn run(self: &Arc<Self>, mut io: TaskIo) -> NodeDownReason {
         let detection = self.dist.config.detection;
         let mut read_since_turn = 0;
+        // The last read the task saw when the heartbeat bound passed while
+        // a scheduler read (it may only have been too busy to read).
+        let mut overdue = None;
         loop {
             let mut reading = self.reading.lock().await;
-            if let Some(why) = self.take_back(&mut reading, &mut io) {
+            if let Some(why) = self.take_back(&mut reading, &mut io, overdue.take()) {
                 return why;
             }
             loop {
@@ -283,12 +286,18 @@ impl ReadSide {
                 if reading.buf.capacity() - reading.buf.len() < PART {
                     reading.buf.reserve(wire::READ_BUFFER);
                 }
+                // Nothing read for the detection bound, by either reader:
+                // the peer is declared down.
+                let deadline =
+                    self.conn.born + Duration::from_nanos(self.last_read.load(Ordering::Relaxed)) + detection;
                 let read = match &mut io {
                     TaskIo::Plain(Some(socket)) => {
-                        tokio::time::timeout(detection, socket.read_buf(&mut reading.buf)).await
+                        tokio::time::timeout_at(deadline.into(), socket.read_buf(&mut reading.buf)).await
                     }
                     TaskIo::Plain(None) => return NodeDownReason::ConnectionClosed,
-                    TaskIo::Other(stream) => tokio::time::timeout(detection, stream.read_buf(&mut reading.buf)).await,
+                    TaskIo::Other(stream) => {
+                        tokio::time::timeout_at(deadline.into(), stream.read_buf(&mut reading.buf)).await
+                    }
                 };
                 match read {
                     Err(_) => return NodeDownReason::HeartbeatTimeout,
@@ -307,8 +316,12 @@ impl ReadSide {
                 tokio::select! {
                     () = self.back.notified() => break,
                     () = tokio::time::sleep_until(deadline.into()) => {
+                        // The scheduler may be busy rather than the peer
+                        // silent: the task takes the socket back and looks.
                         if self.last_read.load(Ordering::Relaxed) == last {
-                            return NodeDownReason::HeartbeatTimeout;
+                            self.recall();
+                            overdue = Some(last);
+                            break;
                         }
                     }
                 }
@@ -319,11 +332,26 @@ impl ReadSide {
     /// The task reads again (it holds `reading`): out of the scheduler's
     /// poller, into tokio's. Why the reading ended, if a scheduler found
     /// that.
-    fn take_back(&self, reading: &mut Reading, io: &mut TaskIo) -> Option<NodeDownReason> {
-        self.owner.store(TASK, Ordering::Relaxed);
+    /// `overdue`: the last read when the heartbeat bound passed; unless a
+    /// read came since (under the lock a scheduler reads under), the
+    /// socket is read once at once, and nothing there means the peer was
+    /// silent for the whole bound.
+    fn take_back(&self, reading: &mut Reading, io: &mut TaskIo, overdue: Option<u64>) -> Option<NodeDownReason> {
+        self.owner.store(TASK, Ordering::SeqCst);
         self.unregister(reading);
         if let Some(why) = self.ended.lock().unwrap_or_else(|e| e.into_inner()).take() {
             return Some(why);
+        }
+        if let Some(last) = overdue
+            && self.last_read.load(Ordering::Relaxed) == last
+            && let Some(socket) = reading.socket.as_ref()
+        {
+            match read_into(socket, &mut reading.buf) {
+                Ok(0) => return Some(NodeDownReason::ConnectionClosed),
+                Ok(_) => self.last_read.store(self.conn.now(), Ordering::Relaxed),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(NodeDownReason::HeartbeatTimeout),
+                Err(_) => return Some(NodeDownReason::ConnectionClosed),
+            }
         }
         if let Some(socket) = reading.socket.take() {
             match tokio::net::TcpStream::from_std(socket) {
@@ -349,9 +377,9 @@ impl ReadSide {
         // Under the lock: a scheduler told of the socket at once tries it,
         // fails, and is told again once the lock is let go (level
         // triggering).
-        self.owner.store(home, Ordering::Relaxed);
+        self.owner.store(home, Ordering::SeqCst);
         if poller.add(socket.as_fd(), self.token).is_err() {
-            self.owner.store(TASK, Ordering::Relaxed);
+            self.owner.store(TASK, Ordering::SeqCst);
             *io = match tokio::net::TcpStream::from_std(socket) {
                 Ok(socket) => TaskIo::Plain(Some(socket)),
                 Err(_) => TaskIo::Plain(None),
@@ -361,6 +389,11 @@ impl ReadSide {
         reading.registered = Some(home);
         reading.socket = Some(socket);
         self.last_read.store(self.conn.now(), Ordering::Relaxed);
+        // Found stuck meanwhile: the look at its sockets may have come
+        // before this one was its (both sides SeqCst: one sees the other).
+        if self.dist.is_stalled(home) {
+            self.stalled(home);
+        }
         true
     }
 
@@ -386,19 +419,10 @@ impl ReadSide {
             return;
         }
         let Reading { socket: Some(socket), buf, .. } = &mut *reading else { return };
-        let read = SCRATCH.with_borrow_mut(|scratch| {
-            if scratch.len() < SCHEDULER_READ {
-                scratch.resize(SCHEDULER_READ, 0);
-            }
-            let read = (&*socket).read(scratch);
-            if let Ok(n) = read {
-                buf.extend_from_slice(&scratch[..n]);
-            }
-            read
-        });
+        let read = read_into(socket, buf);
         match read {
             Ok(0) => return self.end(&mut reading, NodeDownReason::ConnectionClosed),
-            Ok(_) => {}
+            Ok(_) => self.last_read.store(self.conn.now(), Ordering::Relaxed),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => return,
             Err(_) => return self.end(&mut reading, NodeDownReason::ConnectionClosed),
         }
@@ -445,6 +469,15 @@ impl ReadSide {
         self.back.notify_one();
     }
 
+    /// A scheduler's read panicked: the connection ends (the task takes
+    /// the socket out of the poller).
+    pub(super) fn broken(&self) {
+        let why = NodeDownReason::ProtocolError("a frame this node failed to take".into());
+        self.ended.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(why);
+        self.owner.store(ENDED, Ordering::Relaxed);
+        self.back.notify_one();
+    }
+
     /// Scheduler `index` gives the socket back to the task.
     fn give_back(&self, reading: &mut Reading, index: usize) {
         if self.owner.compare_exchange(index, TASK, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
@@ -456,15 +489,18 @@ impl ReadSide {
     /// Scheduler `from` hands the socket to scheduler `to`.
     fn move_to(&self, reading: &mut Reading, from: usize, to: usize) {
         let Some(poller) = self.dist.pollers.get(to) else { return };
-        if self.owner.compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        if self.owner.compare_exchange(from, to, Ordering::SeqCst, Ordering::Relaxed).is_err() {
             return;
         }
         self.unregister(reading);
         let added = reading.socket.as_ref().is_some_and(|socket| poller.add(socket.as_fd(), self.token).is_ok());
         if added {
             reading.registered = Some(to);
+            if self.dist.is_stalled(to) {
+                self.stalled(to);
+            }
         } else {
-            self.owner.store(TASK, Ordering::Relaxed);
+            self.owner.store(TASK, Ordering::SeqCst);
             self.back.notify_one();
         }
     }
@@ -477,19 +513,23 @@ impl ReadSide {
             return;
         }
         self.dist.transfer(sending);
-        if !sending {
-            return;
-        }
-        let owner = self.owner.load(Ordering::Relaxed);
-        if owner < ENDED && self.owner.compare_exchange(owner, TASK, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            self.back.notify_one();
+        if sending {
+            self.recall();
         }
     }
 
     /// The watchdog found scheduler `index` stuck in a poll: if it reads
     /// this socket, the task takes it back.
     pub(super) fn stalled(&self, index: usize) {
-        if self.owner.compare_exchange(index, TASK, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if self.owner.compare_exchange(index, TASK, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+            self.back.notify_one();
+        }
+    }
+
+    /// The task takes the socket back from whichever scheduler reads it.
+    pub(super) fn recall(&self) {
+        let owner = self.owner.load(Ordering::SeqCst);
+        if owner < ENDED && self.owner.compare_exchange(owner, TASK, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
             self.back.notify_one();
         }
     }
@@ -508,6 +548,33 @@ impl ReadSide {
         }
         self.sending_parts(false);
         std::mem::take(&mut reading.joiner)
+    }
+}
+
+/// One read of `socket`, appended to `buf`: how many bytes.
+fn read_into(mut socket: &std::net::TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        if scratch.len() < SCHEDULER_READ {
+            scratch.resize(SCHEDULER_READ, 0);
+        }
+        let read = socket.read(scratch);
+        if let Ok(n) = read {
+            buf.extend_from_slice(&scratch[..n]);
+        }
+        read
+    })
+}
+
+impl Drop for ReadSide {
+    /// A connection task dropped unfinished (its runtime stopping) leaves
+    /// no socket in a scheduler's poller.
+    fn drop(&mut self) {
+        let reading = self.reading.get_mut();
+        if let (Some(index), Some(socket)) = (reading.registered.take(), reading.socket.as_ref())
+            && let Some(poller) = self.dist.pollers.get(index)
+        {
+            poller.delete(socket.as_fd());
+        }
     }
 }
 
