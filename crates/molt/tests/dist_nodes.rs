@@ -218,6 +218,28 @@ fn a_message_of_a_process_that_does_not_yield_goes_out_anyway() {
 #[message(name = "test.Hold")]
 struct Hold(Pid, u64);
 
+/// An echo that, told to [`Hold`], holds its scheduler thread.
+async fn hog(mut p: Process) -> Result<(), ReceiveError> {
+    loop {
+        let order = p.receive().on(|(from, n): (Pid, u64)| Ok((from, n))).on(|Hold(from, ms)| Err((from, ms)));
+        match order.await? {
+            Ok((from, n)) => p.send(from, &n),
+            Err((from, ms)) => {
+                std::thread::sleep(Duration::from_millis(ms));
+                p.send(from, &true);
+            }
+        }
+    }
+}
+
+/// Both nodes still know each other, connected all along.
+fn still_connected(a: &Node, b: &Node) {
+    for node in [a, b] {
+        let info = node.nodes();
+        assert!(info.len() == 1 && info[0].connected && info[0].reconnects == 0, "still connected: {info:?}");
+    }
+}
+
 #[test]
 fn a_scheduler_stuck_in_a_poll_does_not_stop_its_node_reading() {
     // b's schedulers read its socket: the one that runs the echo the
@@ -230,20 +252,7 @@ fn a_scheduler_stuck_in_a_poll_does_not_stop_its_node_reading() {
     let (a, b) = (Node::start(config("a")).unwrap(), Node::start(config("b")).unwrap());
     a.connect(b.name()).unwrap();
     // Spawned from outside, one after the other: on b's two schedulers.
-    let hog = b.spawn(|mut p| async move {
-        loop {
-            let order = p.receive().on(|(from, n): (Pid, u64)| Ok((from, n))).on(|Hold(from, ms)| Err((from, ms)));
-            match order.await? {
-                Ok((from, n)) => p.send(from, &n),
-                Err((from, ms)) => {
-                    std::thread::sleep(Duration::from_millis(ms));
-                    p.send(from, &true);
-                }
-            }
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), ReceiveError>(())
-    });
+    let hog = b.spawn(hog);
     let other = b.spawn(echo);
     let (during, answers) = run(&a, move |mut p| async move {
         let me = p.self_pid();
@@ -281,11 +290,7 @@ fn a_scheduler_stuck_in_a_poll_does_not_stop_its_node_reading() {
     // scheduler is held: no round trip completes, and the heartbeat bound
     // passes.
     assert!(during >= 10, "only {during} round trips while a scheduler of b was held");
-    for (node, peer) in [(&a, &b), (&b, &a)] {
-        let info = node.nodes();
-        assert_eq!(info.len(), 1, "{} still knows {}", node.name(), peer.name());
-        assert!(info[0].connected && info[0].reconnects == 0, "the connection stayed up: {:?}", info[0]);
-    }
+    still_connected(&a, &b);
 }
 
 #[test]
@@ -300,20 +305,7 @@ fn a_node_whose_only_scheduler_is_held_reads_on_and_keeps_its_connection() {
     };
     let (a, b) = (Node::start(config("a", 2)).unwrap(), Node::start(config("b", 1)).unwrap());
     a.connect(b.name()).unwrap();
-    let hog = b.spawn(|mut p| async move {
-        loop {
-            let order = p.receive().on(|(from, n): (Pid, u64)| Ok((from, n))).on(|Hold(from, ms)| Err((from, ms)));
-            match order.await? {
-                Ok((from, n)) => p.send(from, &n),
-                Err((from, ms)) => {
-                    std::thread::sleep(Duration::from_millis(ms));
-                    p.send(from, &true);
-                }
-            }
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), ReceiveError>(())
-    });
+    let hog = b.spawn(hog);
     let answers = run(&a, move |mut p| async move {
         let me = p.self_pid();
         let mut answers = Vec::new();
@@ -332,10 +324,7 @@ fn a_node_whose_only_scheduler_is_held_reads_on_and_keeps_its_connection() {
     })
     .unwrap();
     assert_eq!(answers, (0..200).collect::<Vec<_>>());
-    for node in [&a, &b] {
-        let info = node.nodes();
-        assert!(info.len() == 1 && info[0].connected && info[0].reconnects == 0, "still connected: {info:?}");
-    }
+    still_connected(&a, &b);
 }
 
 #[test]
@@ -395,10 +384,7 @@ fn a_busy_scheduler_that_reads_a_socket_keeps_its_connection() {
     })
     .unwrap();
     assert_eq!(answers, (0..answers.len() as u64).collect::<Vec<_>>(), "every answer once, in order");
-    for node in [&a, &b] {
-        let info = node.nodes();
-        assert!(info.len() == 1 && info[0].connected && info[0].reconnects == 0, "still connected: {info:?}");
-    }
+    still_connected(&a, &b);
 }
 
 #[test]
