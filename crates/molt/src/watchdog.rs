@@ -74,7 +74,7 @@ fn watch(node: &Weak<NodeInner>, threshold: Duration) {
         }
         seen.resize(node.watch.len(), None);
         for (index, (watch, seen)) in node.watch.iter().zip(&mut seen).enumerate() {
-            let (polls, current) = (watch.polls.load(Ordering::Relaxed), watch.current.load(Ordering::Relaxed));
+            let (polls, current) = watch.now();
             if current == 0 {
                 *seen = None;
                 if let Some(dist) = node.dist.get() {

@@ -480,6 +480,12 @@ impl Dist {
         self.readers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Every connection's reading side, taken out of the lock (each is
+    /// then told something that may take its own locks).
+    fn reading_sides(&self) -> Vec<Arc<ReadSide>> {
+        self.readers().values().filter_map(Weak::upgrade).collect()
+    }
+
     /// The scheduler a socket goes to (`read_side.rs`): `lately`, the one
     /// whose processes its last messages woke, unless it is stuck; else
     /// the first that is not. `None` where schedulers do not read.
@@ -511,8 +517,7 @@ impl Dist {
         if flag.swap(stalled, Ordering::SeqCst) == stalled || !stalled {
             return;
         }
-        let sides: Vec<Arc<ReadSide>> = self.readers().values().filter_map(Weak::upgrade).collect();
-        for side in sides {
+        for side in self.reading_sides() {
             side.stalled(index);
         }
     }
@@ -1516,8 +1521,7 @@ impl Dist {
         self.stopping.store(true, Ordering::Relaxed);
         // The I/O thread reads the last words: the schedulers stop soon,
         // and the one calling this may be one of them.
-        let sides: Vec<Arc<ReadSide>> = self.readers().values().filter_map(Weak::upgrade).collect();
-        for side in sides {
+        for side in self.reading_sides() {
             side.recall();
         }
         let mut peers = std::mem::take(&mut *self.peers());

@@ -53,7 +53,7 @@ const ENDED: usize = usize::MAX - 1;
 /// this many bytes, from it: what the writer keeps for a resend stays
 /// small.
 const ACK_FRAMES: u64 = 64;
-pub(super) const ACK_BYTES: usize = super::connection::WINDOW / 4;
+const ACK_BYTES: usize = super::connection::WINDOW / 4;
 
 /// Reads in a row, by a scheduler, that woke only another scheduler's
 /// processes before the socket moves there.
@@ -332,6 +332,7 @@ impl ReadSide {
     /// The task reads again (it holds `reading`): out of the scheduler's
     /// poller, into tokio's. Why the reading ended, if a scheduler found
     /// that.
+    ///
     /// `overdue`: the last read when the heartbeat bound passed; unless a
     /// read came since (under the lock a scheduler reads under), the
     /// socket is read once at once, and nothing there means the peer was
@@ -399,11 +400,7 @@ impl ReadSide {
 
     /// Out of the poller that watches the socket, if one does.
     fn unregister(&self, reading: &mut Reading) {
-        if let (Some(index), Some(socket)) = (reading.registered.take(), reading.socket.as_ref())
-            && let Some(poller) = self.dist.pollers.get(index)
-        {
-            poller.delete(socket.as_fd());
-        }
+        reading.unregister(&self.dist.pollers);
     }
 
     /// Scheduler `index` was told the socket is readable: one read, and
@@ -426,7 +423,6 @@ impl ReadSide {
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => return,
             Err(_) => return self.end(&mut reading, NodeDownReason::ConnectionClosed),
         }
-        self.last_read.store(self.conn.now(), Ordering::Relaxed);
         self.dist.scheduler_reads.fetch_add(1, Ordering::Relaxed);
         let _ = crate::executor::woke_elsewhere();
         loop {
@@ -463,16 +459,19 @@ impl ReadSide {
 
     /// A scheduler found the end of the connection.
     fn end(&self, reading: &mut Reading, why: NodeDownReason) {
-        self.ended.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(why);
-        self.owner.store(ENDED, Ordering::Relaxed);
         self.unregister(reading);
-        self.back.notify_one();
+        self.ended_with(why);
     }
 
     /// A scheduler's read panicked: the connection ends (the task takes
     /// the socket out of the poller).
     pub(super) fn broken(&self) {
-        let why = NodeDownReason::ProtocolError("a frame this node failed to take".into());
+        self.ended_with(NodeDownReason::ProtocolError("a frame this node failed to take".into()));
+    }
+
+    /// Nobody reads any more, and the task learns why (the first reason
+    /// found stays).
+    fn ended_with(&self, why: NodeDownReason) {
         self.ended.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(why);
         self.owner.store(ENDED, Ordering::Relaxed);
         self.back.notify_one();
@@ -569,16 +568,21 @@ impl Drop for ReadSide {
     /// A connection task dropped unfinished (its runtime stopping) leaves
     /// no socket in a scheduler's poller.
     fn drop(&mut self) {
-        let reading = self.reading.get_mut();
-        if let (Some(index), Some(socket)) = (reading.registered.take(), reading.socket.as_ref())
-            && let Some(poller) = self.dist.pollers.get(index)
-        {
-            poller.delete(socket.as_fd());
-        }
+        self.reading.get_mut().unregister(&self.dist.pollers);
     }
 }
 
 impl Reading {
+    /// Out of the poller (one of `pollers`) that watches the socket, if
+    /// one does.
+    fn unregister(&mut self, pollers: &[Arc<crate::poller::Poller>]) {
+        if let (Some(index), Some(socket)) = (self.registered.take(), self.socket.as_ref())
+            && let Some(poller) = pollers.get(index)
+        {
+            poller.delete(socket.as_fd());
+        }
+    }
+
     /// The next whole item read, if there is one.
     fn next_item(&mut self) -> Result<Option<BytesMut>, NodeDownReason> {
         match self.codec.decode(&mut self.buf) {
