@@ -150,6 +150,11 @@ impl NetSpins {
 /// its sockets read elsewhere until it ends.
 const SIBLING_TICK: Duration = Duration::from_millis(1);
 
+/// How often it looks while every sibling that reads sockets is idle: a
+/// wake-up every 4 ms of a node with nothing to do, and a poll that
+/// starts long meanwhile keeps the sockets unread 6 ms at most.
+const QUIET_SIBLING_TICK: Duration = Duration::from_millis(4);
+
 /// The least timeout `epoll_wait` takes (it counts in milliseconds,
 /// rounding up).
 const EPOLL_GRAIN: Duration = Duration::from_millis(1);
@@ -448,18 +453,22 @@ impl Scheduler {
         }
     }
 
-    /// Whether another scheduler of the group reads sockets and runs a
-    /// task now.
-    fn a_sibling_reads_and_is_busy(&self) -> bool {
-        self.siblings.get().is_some_and(|siblings| {
-            siblings.iter().enumerate().any(|(index, sibling)| {
-                index != self.index
-                    && sibling.upgrade().is_some_and(|sibling| {
-                        !sibling.idle.load(Ordering::Relaxed)
-                            && sibling.poller.get().is_some_and(|poller| poller.has_sockets())
-                    })
-            })
-        })
+    /// Whether another scheduler of the group reads sockets, and whether
+    /// one that does runs a task now.
+    fn siblings_reading(&self) -> (bool, bool) {
+        let (mut reading, mut busy) = (false, false);
+        for (index, sibling) in self.siblings.get().into_iter().flatten().enumerate() {
+            if index == self.index {
+                continue;
+            }
+            if let Some(sibling) = sibling.upgrade()
+                && sibling.poller.get().is_some_and(|poller| poller.has_sockets())
+            {
+                reading = true;
+                busy |= !sibling.idle.load(Ordering::Relaxed);
+            }
+        }
+        (reading, busy)
     }
 
     /// From now on the loop waits in `poller` when idle (set once, as a
@@ -610,11 +619,15 @@ impl Scheduler {
         }
         let timeout =
             LOCAL.with_borrow(|local| local.sleeps.next()).map(|at| at.saturating_duration_since(Instant::now()));
-        // While a sibling that reads sockets is busy, this one looks at it
-        // every tick: one poll that keeps it long keeps its sockets unread
-        // (`poller.rs`).
-        let watching = self.poller.get().is_some() && self.a_sibling_reads_and_is_busy();
-        let timeout = if watching { Some(timeout.map_or(SIBLING_TICK, |t| t.min(SIBLING_TICK))) } else { timeout };
+        // While a sibling reads sockets, this one looks at it every tick:
+        // one poll that keeps it long keeps its sockets unread
+        // (`poller.rs`). Idle siblings too, less often: one may start a
+        // long poll once this one sleeps (unbounded, this sleep missed a
+        // 64 MiB message made in one poll, and a pong waited the 100 ms
+        // the watchdog took).
+        let (watching, busy) = if self.poller.get().is_some() { self.siblings_reading() } else { (false, false) };
+        let tick = if busy { SIBLING_TICK } else { QUIET_SIBLING_TICK };
+        let timeout = if watching { Some(timeout.map_or(tick, |t| t.min(tick))) } else { timeout };
         // epoll counts in whole milliseconds: a shorter sleep parks (the
         // sockets wait that long, or a look between two polls).
         let poller = self.poller.get().filter(|_| timeout.is_none_or(|timeout| timeout >= EPOLL_GRAIN));

@@ -235,6 +235,8 @@ pub(super) async fn run(
         ping_id,
         ping_at,
         least_round_trip,
+        ping_clean,
+        receiving,
         pong_due,
         pong,
         ..
@@ -344,6 +346,8 @@ pub(super) async fn run(
                     let id = ping_id.load(Ordering::Relaxed) + 1;
                     ping_at.store(side.conn.now(), Ordering::Relaxed);
                     ping_id.store(id, Ordering::Relaxed);
+                    let quiet = !outbox.has_parts() && unacked.in_parts == 0 && !receiving.load(Ordering::Relaxed);
+                    ping_clean.store(quiet, Ordering::Relaxed);
                     feed(&mut sink, &Frame::Ping(id));
                 }
             }

@@ -486,6 +486,18 @@ impl Dist {
         self.readers().values().filter_map(Weak::upgrade).collect()
     }
 
+    /// Scheduler `home` reads a socket now: the others wake, to look at it
+    /// from now on while they idle (one asleep since before any scheduler
+    /// read sockets sleeps with no bound, and would miss `home` stuck in a
+    /// long poll; see `SIBLING_TICK` in `executor.rs`).
+    fn reads_sockets(&self, home: usize) {
+        for (index, poller) in self.pollers.iter().enumerate() {
+            if index != home {
+                poller.wake();
+            }
+        }
+    }
+
     /// The scheduler a socket goes to (`read_side.rs`): `lately`, the one
     /// whose processes its last messages woke, unless it is stuck; else
     /// the first that is not. `None` where schedulers do not read.

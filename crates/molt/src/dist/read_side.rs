@@ -84,9 +84,15 @@ pub(super) struct ConnState {
     pub(super) ping_id: AtomicU64,
     pub(super) ping_at: AtomicU64,
     /// The least round trip of the connection, in microseconds: the window
-    /// is sized from it (a ping behind a window of parts would time the
-    /// window, and grow it).
+    /// is sized from it. Only a ping that went while no parts went either
+    /// way counts: one behind a window of parts would time the window (on
+    /// a loopback connection, a transfer's first ping took 94 ms and
+    /// opened the window to 64 MiB, and small messages waited 15 ms).
     pub(super) least_round_trip: AtomicU64,
+    /// Whether the last ping went with no parts either way.
+    pub(super) ping_clean: AtomicBool,
+    /// Whether a big frame is coming from the peer in parts.
+    pub(super) receiving: AtomicBool,
     pub(super) pong_due: AtomicU64,
     pub(super) pong: Notify,
     /// The last round trip, for `nodes()`.
@@ -116,6 +122,8 @@ impl ConnState {
             ping_id: AtomicU64::new(0),
             ping_at: AtomicU64::new(0),
             least_round_trip: AtomicU64::new(0),
+            ping_clean: AtomicBool::new(false),
+            receiving: AtomicBool::new(false),
             pong_due: AtomicU64::new(0),
             pong: Notify::new(),
             round_trip,
@@ -389,6 +397,7 @@ impl ReadSide {
         }
         reading.registered = Some(home);
         reading.socket = Some(socket);
+        self.dist.reads_sockets(home);
         self.last_read.store(self.conn.now(), Ordering::Relaxed);
         // Found stuck meanwhile: the look at its sockets may have come
         // before this one was its (both sides SeqCst: one sees the other).
@@ -495,6 +504,7 @@ impl ReadSide {
         let added = reading.socket.as_ref().is_some_and(|socket| poller.add(socket.as_fd(), self.token).is_ok());
         if added {
             reading.registered = Some(to);
+            self.dist.reads_sockets(to);
             if self.dist.is_stalled(to) {
                 self.stalled(to);
             }
@@ -637,7 +647,8 @@ impl Reading {
                     let micros = (took / 1000).max(1);
                     conn.round_trip.store(micros, Ordering::Relaxed);
                     let least = conn.least_round_trip.load(Ordering::Relaxed);
-                    if least == 0 || micros < least {
+                    let clean = conn.ping_clean.load(Ordering::Relaxed) && !conn.receiving.load(Ordering::Relaxed);
+                    if clean && (least == 0 || micros < least) {
                         conn.least_round_trip.store(micros, Ordering::Relaxed);
                     }
                 }
@@ -695,6 +706,7 @@ impl Reading {
                 }
                 if self.joining != self.joiner.is_joining() {
                     self.joining = !self.joining;
+                    conn.receiving.store(self.joining, Ordering::Relaxed);
                     dist.transfer(self.joining);
                 }
                 if opens {
