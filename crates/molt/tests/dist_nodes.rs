@@ -7,6 +7,8 @@
 mod support;
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use molt::{
@@ -290,6 +292,67 @@ fn a_scheduler_stuck_in_a_poll_does_not_stop_its_node_reading() {
     // scheduler is held: no round trip completes, and the heartbeat bound
     // passes.
     assert!(during >= 10, "only {during} round trips while a scheduler of b was held");
+    still_connected(&a, &b);
+}
+
+#[test]
+fn a_scheduler_asleep_since_before_any_socket_rescues_one_held_in_a_poll() {
+    // b's second scheduler runs an echo spawned before the nodes connect
+    // and sleeps from then on, while no scheduler of b read a socket. The
+    // I/O thread hands the socket to the first scheduler, whose echo then
+    // holds it for 2 s: under the heartbeat bound (4 s), far under the
+    // watchdog's look (30 s). Only the sleeping scheduler can see the held
+    // poll and give the socket back to the I/O thread, so that round trips
+    // with its echo go on meanwhile. (It used to sleep on with no bound: a
+    // 64 MiB message made in one poll kept a pong unread for 100 ms.)
+    let config = |name| dist_config(name).workers(2).long_schedule(Duration::from_secs(60));
+    let (a, b) = (Node::start(config("a")).unwrap(), Node::start(config("b")).unwrap());
+    let (holding, is_holding) = std::sync::mpsc::channel();
+    let released = Arc::new(AtomicBool::new(false));
+    let free = Arc::clone(&released);
+    // Spawned from outside, one after the other: on b's two schedulers.
+    let holder = b.spawn(move |mut p| async move {
+        // An echo until told to hold.
+        while let Some((from, n)) = p.receive().on(|(from, n): (Pid, u64)| Some((from, n))).on(|_: bool| None).await? {
+            p.send(from, &n);
+        }
+        let _ = holding.send(());
+        std::thread::sleep(Duration::from_secs(2));
+        free.store(true, Ordering::SeqCst);
+        Ok::<(), ReceiveError>(())
+    });
+    let other = b.spawn(echo);
+    a.connect(b.name()).unwrap();
+    // Round trips with the holder: b reads on its scheduler (no other
+    // scheduler of b wakes).
+    run(&a, move |mut p| async move {
+        let me = p.self_pid();
+        for n in 0..50u64 {
+            p.send(holder, &(me, n));
+            assert_eq!(p.expect_timeout::<u64>(BOUND).await, Ok(n));
+        }
+        p.send(holder, &true);
+    })
+    .unwrap();
+    is_holding.recv_timeout(BOUND).expect("the holder holds its scheduler");
+    let (during, answers) = run(&a, move |mut p| async move {
+        let me = p.self_pid();
+        let (mut during, mut answers) = (0u64, Vec::new());
+        for n in 0u64.. {
+            p.send(other, &(me, n));
+            answers.push(p.expect_timeout::<u64>(Duration::from_secs(5)).await.expect("an answer"));
+            if released.load(Ordering::SeqCst) {
+                break;
+            }
+            during += 1;
+        }
+        (during, answers)
+    })
+    .unwrap();
+    assert_eq!(answers, (0..answers.len() as u64).collect::<Vec<_>>(), "every answer once, in order");
+    // Unrescued, b reads nothing until the hold ends: no round trip
+    // completes during it.
+    assert!(during >= 10, "only {during} round trips while b's reading scheduler was held");
     still_connected(&a, &b);
 }
 

@@ -647,7 +647,11 @@ impl Reading {
                     let micros = (took / 1000).max(1);
                     conn.round_trip.store(micros, Ordering::Relaxed);
                     let least = conn.least_round_trip.load(Ordering::Relaxed);
-                    let clean = conn.ping_clean.load(Ordering::Relaxed) && !conn.receiving.load(Ordering::Relaxed);
+                    // Nor one read while parts went out: the thread that
+                    // reads it also writes the parts.
+                    let clean = conn.ping_clean.load(Ordering::Relaxed)
+                        && !conn.receiving.load(Ordering::Relaxed)
+                        && !side.sending.load(Ordering::Relaxed);
                     if clean && (least == 0 || micros < least) {
                         conn.least_round_trip.store(micros, Ordering::Relaxed);
                     }
