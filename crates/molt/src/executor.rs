@@ -150,10 +150,16 @@ impl NetSpins {
 /// its sockets read elsewhere until it ends.
 const SIBLING_TICK: Duration = Duration::from_millis(1);
 
-/// How often it looks while every sibling that reads sockets is idle: a
-/// wake-up every 4 ms of a node with nothing to do, and a poll that
-/// starts long meanwhile keeps the sockets unread 6 ms at most.
+/// How often it looks while every sibling that reads sockets is idle, for
+/// a while after one was last busy: a poll that starts long meanwhile
+/// keeps the sockets unread 6 ms at most.
 const QUIET_SIBLING_TICK: Duration = Duration::from_millis(4);
+
+/// How long after it last saw a sibling that reads sockets busy an idle
+/// scheduler goes on looking. Past it, it sleeps with no bound, and the
+/// sibling wakes it as it starts running (`Scheduler::awake`): a node with
+/// nothing to do wakes no thread.
+const WATCH_AFTER_BUSY: Duration = Duration::from_millis(100);
 
 /// The least timeout `epoll_wait` takes (it counts in milliseconds,
 /// rounding up).
@@ -164,6 +170,11 @@ thread_local! {
     /// went idle: see [`awaits_the_network`].
     static AWAITS_THE_NETWORK: Cell<bool> = const { Cell::new(false) };
     static NET_SPINS: Cell<NetSpins> = const { Cell::new(NetSpins { misses: 0, skipped: 0 }) };
+    /// When this scheduler last saw a sibling that reads sockets busy.
+    static SIBLING_BUSY_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Its last wait ended on a look at its siblings, not on work: the
+    /// next one does not spin first.
+    static TICKED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// For the core to call when a process sends to another node: the
@@ -218,6 +229,9 @@ pub(crate) struct Scheduler {
     /// The loop has nothing to run (it spins or parks): a sibling may hand
     /// it tasks (see [`passing`]).
     idle: AtomicBool,
+    /// Asleep with no bound while siblings read sockets: a sibling that
+    /// reads them wakes it as it starts running.
+    unwatching: AtomicBool,
 }
 
 /// Makes `schedulers` one group, whose idle members are handed tasks that
@@ -396,6 +410,7 @@ impl Scheduler {
             index,
             siblings: OnceLock::new(),
             idle: AtomicBool::new(false),
+            unwatching: AtomicBool::new(false),
         })
     }
 
@@ -465,10 +480,30 @@ impl Scheduler {
                 && sibling.poller.get().is_some_and(|poller| poller.has_sockets())
             {
                 reading = true;
-                busy |= !sibling.idle.load(Ordering::Relaxed);
+                busy |= !sibling.idle.load(Ordering::SeqCst);
             }
         }
         (reading, busy)
+    }
+
+    /// The loop runs again after `idle`: a sibling asleep with no bound
+    /// while this one reads sockets is woken, to watch it (the two flags
+    /// SeqCst: the sibling that goes to sleep as this one wakes sees it
+    /// busy, or is seen asleep).
+    fn awake(&self) {
+        self.idle.store(false, Ordering::SeqCst);
+        if !self.poller.get().is_some_and(|poller| poller.has_sockets()) {
+            return;
+        }
+        for (index, sibling) in self.siblings.get().into_iter().flatten().enumerate() {
+            if index != self.index
+                && let Some(sibling) = sibling.upgrade()
+                && sibling.unwatching.load(Ordering::SeqCst)
+                && let Some(poller) = sibling.poller.get()
+            {
+                poller.wake();
+            }
+        }
     }
 
     /// From now on the loop waits in `poller` when idle (set once, as a
@@ -577,7 +612,7 @@ impl Scheduler {
         }
         self.idle.store(true, Ordering::Relaxed);
         let awaits = AWAITS_THE_NETWORK.with(|awaits| awaits.replace(false));
-        let spin = if awaits { Duration::ZERO } else { SPIN };
+        let spin = if awaits || TICKED.replace(false) { Duration::ZERO } else { SPIN };
         // An answer from the network comes to this scheduler's sockets, or
         // from another scheduler's: watched without sleeping for a while,
         // as long as that is worth it (see `NET_SPIN`).
@@ -600,7 +635,7 @@ impl Scheduler {
             }
             NET_SPINS.with(|spins| spins.set(spins.get().after(answered)));
             if answered {
-                self.idle.store(false, Ordering::Relaxed);
+                self.awake();
                 return;
             }
         }
@@ -608,7 +643,7 @@ impl Scheduler {
         let mut spins = 0u32;
         loop {
             if self.has_remote.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed) {
-                self.idle.store(false, Ordering::Relaxed);
+                self.awake();
                 return;
             }
             std::hint::spin_loop();
@@ -621,11 +656,25 @@ impl Scheduler {
             LOCAL.with_borrow(|local| local.sleeps.next()).map(|at| at.saturating_duration_since(Instant::now()));
         // While a sibling reads sockets, this one looks at it every tick:
         // one poll that keeps it long keeps its sockets unread
-        // (`poller.rs`). Idle siblings too, less often: one may start a
-        // long poll once this one sleeps (unbounded, this sleep missed a
-        // 64 MiB message made in one poll, and a pong waited the 100 ms
-        // the watchdog took).
-        let (watching, busy) = if self.poller.get().is_some() { self.siblings_reading() } else { (false, false) };
+        // (`poller.rs`). Idle siblings too, less often, for a while: one
+        // may start a long poll once this one sleeps. Past that while it
+        // sleeps with no bound, and the sibling wakes it as it starts
+        // running (unwoken, this sleep missed a 64 MiB message made in one
+        // poll, and a pong waited the 100 ms the watchdog took).
+        let (reading, busy) = if self.poller.get().is_some() { self.siblings_reading() } else { (false, false) };
+        let now = Instant::now();
+        if busy {
+            SIBLING_BUSY_AT.set(Some(now));
+        }
+        let lately = SIBLING_BUSY_AT.get().is_some_and(|at| now.duration_since(at) < WATCH_AFTER_BUSY);
+        let mut watching = reading && (busy || lately);
+        if reading && !watching {
+            self.unwatching.store(true, Ordering::SeqCst);
+            if self.siblings_reading().1 {
+                self.unwatching.store(false, Ordering::Relaxed);
+                watching = true;
+            }
+        }
         let tick = if busy { SIBLING_TICK } else { QUIET_SIBLING_TICK };
         let timeout = if watching { Some(timeout.map_or(tick, |t| t.min(tick))) } else { timeout };
         // epoll counts in whole milliseconds: a shorter sleep parks (the
@@ -637,6 +686,7 @@ impl Scheduler {
                 (Some(poller), timeout) => {
                     if !poller.wait(self.index, timeout) && watching {
                         poller.tick(self.index);
+                        TICKED.set(true);
                     }
                 }
                 (None, Some(timeout)) => {
@@ -648,7 +698,8 @@ impl Scheduler {
             }
         }
         self.sleeping.store(AWAKE, Ordering::Relaxed);
-        self.idle.store(false, Ordering::Relaxed);
+        self.unwatching.store(false, Ordering::Relaxed);
+        self.awake();
     }
 }
 
