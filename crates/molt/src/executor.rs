@@ -229,9 +229,6 @@ pub(crate) struct Scheduler {
     /// The loop has nothing to run (it spins or parks): a sibling may hand
     /// it tasks (see [`passing`]).
     idle: AtomicBool,
-    /// Asleep with no bound while siblings read sockets: a sibling that
-    /// reads them wakes it as it starts running.
-    unwatching: AtomicBool,
 }
 
 /// Makes `schedulers` one group, whose idle members are handed tasks that
@@ -410,7 +407,6 @@ impl Scheduler {
             index,
             siblings: OnceLock::new(),
             idle: AtomicBool::new(false),
-            unwatching: AtomicBool::new(false),
         })
     }
 
@@ -498,10 +494,9 @@ impl Scheduler {
         for (index, sibling) in self.siblings.get().into_iter().flatten().enumerate() {
             if index != self.index
                 && let Some(sibling) = sibling.upgrade()
-                && sibling.unwatching.load(Ordering::SeqCst)
                 && let Some(poller) = sibling.poller.get()
             {
-                poller.wake();
+                poller.wake_if_unwatched();
             }
         }
     }
@@ -607,12 +602,13 @@ impl Scheduler {
     /// little, then parks (or waits in its poller, reading the sockets it
     /// is given) until the earliest sleep or a remote push.
     fn idle(&self) {
+        let ticked = TICKED.replace(false);
         if self.take_remote() || fire_due_sleeps(Instant::now()) {
             return;
         }
         self.idle.store(true, Ordering::Relaxed);
         let awaits = AWAITS_THE_NETWORK.with(|awaits| awaits.replace(false));
-        let spin = if awaits || TICKED.replace(false) { Duration::ZERO } else { SPIN };
+        let spin = if awaits || ticked { Duration::ZERO } else { SPIN };
         // An answer from the network comes to this scheduler's sockets, or
         // from another scheduler's: watched without sleeping for a while,
         // as long as that is worth it (see `NET_SPIN`).
@@ -667,12 +663,17 @@ impl Scheduler {
             SIBLING_BUSY_AT.set(Some(now));
         }
         let lately = SIBLING_BUSY_AT.get().is_some_and(|at| now.duration_since(at) < WATCH_AFTER_BUSY);
-        let mut watching = reading && (busy || lately);
-        if reading && !watching {
-            self.unwatching.store(true, Ordering::SeqCst);
-            if self.siblings_reading().1 {
-                self.unwatching.store(false, Ordering::Relaxed);
-                watching = true;
+        let (mut watching, mut busy) = (reading && (busy || lately), busy);
+        // Unwatched: flagged, then a second look (SeqCst both ways: a
+        // sibling that starts running or gets a socket meanwhile is seen
+        // now, or sees the flag and wakes this one).
+        let unwatched = self.poller.get().filter(|_| !watching);
+        if let Some(poller) = unwatched {
+            poller.sleeps_unwatched();
+            let (reading_now, busy_now) = self.siblings_reading();
+            if busy_now || (reading_now && !reading) {
+                poller.watches();
+                (watching, busy) = (true, busy_now);
             }
         }
         let tick = if busy { SIBLING_TICK } else { QUIET_SIBLING_TICK };
@@ -686,7 +687,8 @@ impl Scheduler {
                 (Some(poller), timeout) => {
                     if !poller.wait(self.index, timeout) && watching {
                         poller.tick(self.index);
-                        TICKED.set(true);
+                        // A look, not work (work comes with a push).
+                        TICKED.set(!self.has_remote.load(Ordering::Relaxed));
                     }
                 }
                 (None, Some(timeout)) => {
@@ -698,7 +700,13 @@ impl Scheduler {
             }
         }
         self.sleeping.store(AWAKE, Ordering::Relaxed);
-        self.unwatching.store(false, Ordering::Relaxed);
+        // Woken to watch (the flag taken by a sibling): it watches for a
+        // while from now, as if it had seen the sibling busy.
+        if let Some(poller) = unwatched
+            && !poller.watches()
+        {
+            SIBLING_BUSY_AT.set(Some(Instant::now()));
+        }
         self.awake();
     }
 }

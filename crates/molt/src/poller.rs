@@ -8,7 +8,7 @@
 //! the node's I/O in the same way (`check_io`) between their processes.
 
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -40,6 +40,11 @@ pub(crate) struct Poller {
     /// Sockets registered: a busy scheduler looks at them now and then
     /// only if there are any.
     sockets: AtomicUsize,
+    /// Its scheduler sleeps in it with no bound, not looking at its
+    /// siblings (see `WATCH_AFTER_BUSY` in `executor.rs`): a sibling that
+    /// reads sockets wakes it as it starts running, and a socket coming to
+    /// a sibling does too.
+    unwatched: AtomicBool,
     /// Big messages crossing the node's connections now (shared by the
     /// node's pollers).
     transfers: Arc<AtomicUsize>,
@@ -56,7 +61,7 @@ impl Poller {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         epoll::add(&epoll, &wake, epoll::EventData::new_u64(WAKE), epoll::EventFlags::IN | epoll::EventFlags::ET)?;
-        Ok(Poller { epoll, wake, handler, sockets: AtomicUsize::new(0), transfers })
+        Ok(Poller { epoll, wake, handler, sockets: AtomicUsize::new(0), unwatched: AtomicBool::new(false), transfers })
     }
 
     /// Watches `socket` for reading (level-triggered: bytes already there
@@ -64,19 +69,39 @@ impl Poller {
     pub(crate) fn add(&self, socket: BorrowedFd<'_>, token: u64) -> std::io::Result<()> {
         let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP;
         epoll::add(&self.epoll, socket, epoll::EventData::new_u64(token), flags)?;
-        self.sockets.fetch_add(1, Ordering::Relaxed);
+        // SeqCst, as `unwatched`: a sibling going to sleep unwatched as
+        // this socket comes sees it, or is seen asleep.
+        self.sockets.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
     /// Stops watching `socket` (added with [`Poller::add`]).
     pub(crate) fn delete(&self, socket: BorrowedFd<'_>) {
         if epoll::delete(&self.epoll, socket).is_ok() {
-            self.sockets.fetch_sub(1, Ordering::Relaxed);
+            self.sockets.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     pub(crate) fn has_sockets(&self) -> bool {
-        self.sockets.load(Ordering::Relaxed) > 0
+        self.sockets.load(Ordering::SeqCst) > 0
+    }
+
+    /// Its scheduler is about to sleep unwatched.
+    pub(crate) fn sleeps_unwatched(&self) {
+        self.unwatched.store(true, Ordering::SeqCst);
+    }
+
+    /// Its scheduler sleeps no more, or watches after all: whether it was
+    /// still unwatched (false: a sibling woke it to watch).
+    pub(crate) fn watches(&self) -> bool {
+        self.unwatched.swap(false, Ordering::SeqCst)
+    }
+
+    /// Wakes its scheduler if it sleeps unwatched: once a sleep.
+    pub(crate) fn wake_if_unwatched(&self) {
+        if self.unwatched.swap(false, Ordering::SeqCst) {
+            self.wake();
+        }
     }
 
     /// Whether no big message crosses a connection of the node: the cores

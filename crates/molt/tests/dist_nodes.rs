@@ -299,12 +299,15 @@ fn a_scheduler_stuck_in_a_poll_does_not_stop_its_node_reading() {
 fn a_scheduler_asleep_since_before_any_socket_rescues_one_held_in_a_poll() {
     // b's second scheduler runs an echo spawned before the nodes connect
     // and sleeps from then on, while no scheduler of b read a socket. The
-    // I/O thread hands the socket to the first scheduler, whose echo then
-    // holds it for 2 s: under the heartbeat bound (4 s), far under the
-    // watchdog's look (30 s). Only the sleeping scheduler can see the held
-    // poll and give the socket back to the I/O thread, so that round trips
-    // with its echo go on meanwhile. (It used to sleep on with no bound: a
-    // 64 MiB message made in one poll kept a pong unread for 100 ms.)
+    // I/O thread hands the socket to the first scheduler, whose echo,
+    // after a pause longer than idle schedulers watch a sibling they saw
+    // busy (100 ms), holds it for 2 s: under the heartbeat bound (4 s), far
+    // under the watchdog's look (30 s). Only the sleeping scheduler can see
+    // the held poll and give the socket back to the I/O thread, so that
+    // round trips with its echo go on meanwhile: the sibling wakes it as
+    // it starts running after the pause. (It used to sleep on with no
+    // bound: a 64 MiB message made in one poll kept a pong unread for
+    // 100 ms.)
     let config = |name| dist_config(name).workers(2).long_schedule(Duration::from_secs(60));
     let (a, b) = (Node::start(config("a")).unwrap(), Node::start(config("b")).unwrap());
     let (holding, is_holding) = std::sync::mpsc::channel();
@@ -316,6 +319,8 @@ fn a_scheduler_asleep_since_before_any_socket_rescues_one_held_in_a_poll() {
         while let Some((from, n)) = p.receive().on(|(from, n): (Pid, u64)| Some((from, n))).on(|_: bool| None).await? {
             p.send(from, &n);
         }
+        // Not a synchronisation: the sibling stops watching meanwhile.
+        p.sleep(Duration::from_millis(300)).await;
         let _ = holding.send(());
         std::thread::sleep(Duration::from_secs(2));
         free.store(true, Ordering::SeqCst);

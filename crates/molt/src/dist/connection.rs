@@ -236,6 +236,8 @@ pub(super) async fn run(
         ping_at,
         least_round_trip,
         ping_clean,
+        handovers,
+        ping_handovers,
         receiving,
         pong_due,
         pong,
@@ -348,6 +350,7 @@ pub(super) async fn run(
                     ping_id.store(id, Ordering::Relaxed);
                     let quiet = !outbox.has_parts() && unacked.in_parts == 0 && !receiving.load(Ordering::Relaxed);
                     ping_clean.store(quiet, Ordering::Relaxed);
+                    ping_handovers.store(handovers.load(Ordering::Relaxed), Ordering::Relaxed);
                     feed(&mut sink, &Frame::Ping(id));
                 }
             }

@@ -486,14 +486,14 @@ impl Dist {
         self.readers().values().filter_map(Weak::upgrade).collect()
     }
 
-    /// Scheduler `home` reads a socket now: the others wake, to look at it
-    /// from now on while they idle (one asleep since before any scheduler
-    /// read sockets sleeps with no bound, and would miss `home` stuck in a
-    /// long poll; see `SIBLING_TICK` in `executor.rs`).
+    /// Scheduler `home` reads a socket now: the others that sleep with no
+    /// bound wake, to look at it while they idle (one asleep since before
+    /// any scheduler read sockets would miss `home` stuck in a long poll;
+    /// see `SIBLING_TICK` in `executor.rs`).
     fn reads_sockets(&self, home: usize) {
         for (index, poller) in self.pollers.iter().enumerate() {
             if index != home {
-                poller.wake();
+                poller.wake_if_unwatched();
             }
         }
     }

@@ -91,6 +91,11 @@ pub(super) struct ConnState {
     pub(super) least_round_trip: AtomicU64,
     /// Whether the last ping went with no parts either way.
     pub(super) ping_clean: AtomicBool,
+    /// How often the reading changed hands (task, schedulers), and how
+    /// often when the last ping went: a pong read after a change may have
+    /// waited for a stuck scheduler to be found out.
+    pub(super) handovers: AtomicU64,
+    pub(super) ping_handovers: AtomicU64,
     /// Whether a big frame is coming from the peer in parts.
     pub(super) receiving: AtomicBool,
     pub(super) pong_due: AtomicU64,
@@ -123,6 +128,8 @@ impl ConnState {
             ping_at: AtomicU64::new(0),
             least_round_trip: AtomicU64::new(0),
             ping_clean: AtomicBool::new(false),
+            handovers: AtomicU64::new(0),
+            ping_handovers: AtomicU64::new(0),
             receiving: AtomicBool::new(false),
             pong_due: AtomicU64::new(0),
             pong: Notify::new(),
@@ -347,6 +354,7 @@ impl ReadSide {
     /// silent for the whole bound.
     fn take_back(&self, reading: &mut Reading, io: &mut TaskIo, overdue: Option<u64>) -> Option<NodeDownReason> {
         self.owner.store(TASK, Ordering::SeqCst);
+        self.conn.handovers.fetch_add(1, Ordering::Relaxed);
         self.unregister(reading);
         if let Some(why) = self.ended.lock().unwrap_or_else(|e| e.into_inner()).take() {
             return Some(why);
@@ -397,6 +405,7 @@ impl ReadSide {
         }
         reading.registered = Some(home);
         reading.socket = Some(socket);
+        self.conn.handovers.fetch_add(1, Ordering::Relaxed);
         self.dist.reads_sockets(home);
         self.last_read.store(self.conn.now(), Ordering::Relaxed);
         // Found stuck meanwhile: the look at its sockets may have come
@@ -504,6 +513,7 @@ impl ReadSide {
         let added = reading.socket.as_ref().is_some_and(|socket| poller.add(socket.as_fd(), self.token).is_ok());
         if added {
             reading.registered = Some(to);
+            self.conn.handovers.fetch_add(1, Ordering::Relaxed);
             self.dist.reads_sockets(to);
             if self.dist.is_stalled(to) {
                 self.stalled(to);
@@ -651,7 +661,8 @@ impl Reading {
                     // reads it also writes the parts.
                     let clean = conn.ping_clean.load(Ordering::Relaxed)
                         && !conn.receiving.load(Ordering::Relaxed)
-                        && !side.sending.load(Ordering::Relaxed);
+                        && !side.sending.load(Ordering::Relaxed)
+                        && conn.handovers.load(Ordering::Relaxed) == conn.ping_handovers.load(Ordering::Relaxed);
                     if clean && (least == 0 || micros < least) {
                         conn.least_round_trip.store(micros, Ordering::Relaxed);
                     }
