@@ -464,17 +464,20 @@ impl Scheduler {
         }
     }
 
+    /// The other schedulers of the group, with their index.
+    fn others(&self) -> impl Iterator<Item = (usize, Arc<Scheduler>)> + '_ {
+        let siblings = self.siblings.get().into_iter().flatten().enumerate();
+        siblings
+            .filter(|(index, _)| *index != self.index)
+            .filter_map(|(index, sibling)| Some((index, sibling.upgrade()?)))
+    }
+
     /// Whether another scheduler of the group reads sockets, and whether
     /// one that does runs a task now.
     fn siblings_reading(&self) -> (bool, bool) {
         let (mut reading, mut busy) = (false, false);
-        for (index, sibling) in self.siblings.get().into_iter().flatten().enumerate() {
-            if index == self.index {
-                continue;
-            }
-            if let Some(sibling) = sibling.upgrade()
-                && sibling.poller.get().is_some_and(|poller| poller.has_sockets())
-            {
+        for (_, sibling) in self.others() {
+            if sibling.poller.get().is_some_and(|poller| poller.has_sockets()) {
                 reading = true;
                 busy |= !sibling.idle.load(Ordering::SeqCst);
             }
@@ -491,11 +494,8 @@ impl Scheduler {
         if !self.poller.get().is_some_and(|poller| poller.has_sockets()) {
             return;
         }
-        for (index, sibling) in self.siblings.get().into_iter().flatten().enumerate() {
-            if index != self.index
-                && let Some(sibling) = sibling.upgrade()
-                && let Some(poller) = sibling.poller.get()
-            {
+        for (_, sibling) in self.others() {
+            if let Some(poller) = sibling.poller.get() {
                 poller.wake_if_unwatched();
             }
         }
@@ -657,13 +657,13 @@ impl Scheduler {
         // sleeps with no bound, and the sibling wakes it as it starts
         // running (unwoken, this sleep missed a 64 MiB message made in one
         // poll, and a pong waited the 100 ms the watchdog took).
-        let (reading, busy) = if self.poller.get().is_some() { self.siblings_reading() } else { (false, false) };
+        let (reading, mut busy) = if self.poller.get().is_some() { self.siblings_reading() } else { (false, false) };
         let now = Instant::now();
         if busy {
             SIBLING_BUSY_AT.set(Some(now));
         }
         let lately = SIBLING_BUSY_AT.get().is_some_and(|at| now.duration_since(at) < WATCH_AFTER_BUSY);
-        let (mut watching, mut busy) = (reading && (busy || lately), busy);
+        let mut watching = reading && (busy || lately);
         // Unwatched: flagged, then a second look (SeqCst both ways: a
         // sibling that starts running or gets a socket meanwhile is seen
         // now, or sees the flag and wakes this one).
@@ -743,16 +743,12 @@ pub(crate) fn passing() {
 #[inline(never)]
 fn share_with_an_idle_sibling(which: Share) {
     let Some(me) = LOCAL.with(|local| local.try_borrow().ok().and_then(|local| local.me.clone())) else { return };
-    let Some(siblings) = me.siblings.get() else { return };
     // Claimed: an idle sibling is handed work once, until it runs out of
     // work again (it clears the flag only when its park returns, which a
     // second look a few microseconds later would not wait for).
-    let idle = siblings.iter().enumerate().find(|(index, sibling)| {
-        *index != me.index
-            && sibling.upgrade().is_some_and(|s| {
-                s.idle.load(Ordering::Relaxed)
-                    && s.idle.compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-            })
+    let idle = me.others().find(|(_, sibling)| {
+        sibling.idle.load(Ordering::Relaxed)
+            && sibling.idle.compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     });
     if let Some((to, _)) = idle {
         share(to, which);

@@ -234,6 +234,18 @@ async fn hog(mut p: Process) -> Result<(), ReceiveError> {
     }
 }
 
+/// Two connected nodes with a heartbeat bound of `detection` and a
+/// watchdog that looks every 25 ms: `a` with two schedulers, `b` with
+/// `b_workers`.
+fn watched_pair(detection: Duration, b_workers: usize) -> (Node, Node) {
+    let config = |name, workers| {
+        dist_config(name).workers(workers).detection(detection).long_schedule(Duration::from_millis(50))
+    };
+    let (a, b) = (Node::start(config("a", 2)).unwrap(), Node::start(config("b", b_workers)).unwrap());
+    a.connect(b.name()).unwrap();
+    (a, b)
+}
+
 /// Both nodes still know each other, connected all along.
 fn still_connected(a: &Node, b: &Node) {
     for node in [a, b] {
@@ -250,9 +262,7 @@ fn a_scheduler_stuck_in_a_poll_does_not_stop_its_node_reading() {
     // the I/O thread, and round trips with an echo on b's other scheduler
     // go on meanwhile, the connection up all along.
     let detection = Duration::from_millis(400);
-    let config = |name| dist_config(name).workers(2).detection(detection).long_schedule(Duration::from_millis(50));
-    let (a, b) = (Node::start(config("a")).unwrap(), Node::start(config("b")).unwrap());
-    a.connect(b.name()).unwrap();
+    let (a, b) = watched_pair(detection, 2);
     // Spawned from outside, one after the other: on b's two schedulers.
     let hog = b.spawn(hog);
     let other = b.spawn(echo);
@@ -368,11 +378,7 @@ fn a_node_whose_only_scheduler_is_held_reads_on_and_keeps_its_connection() {
     // the scheduler is free it reads again, the heartbeat bound counting
     // from the I/O thread's last read, not from the scheduler's.
     let detection = Duration::from_millis(300);
-    let config = |name, workers| {
-        dist_config(name).workers(workers).detection(detection).long_schedule(Duration::from_millis(50))
-    };
-    let (a, b) = (Node::start(config("a", 2)).unwrap(), Node::start(config("b", 1)).unwrap());
-    a.connect(b.name()).unwrap();
+    let (a, b) = watched_pair(detection, 1);
     let hog = b.spawn(hog);
     let answers = run(&a, move |mut p| async move {
         let me = p.self_pid();
@@ -404,11 +410,7 @@ fn a_busy_scheduler_that_reads_a_socket_keeps_its_connection() {
     // passes, the I/O thread takes the socket back and finds the peer's
     // pings there: the connection stays up, and round trips go on.
     let detection = Duration::from_millis(300);
-    let config = |name, workers| {
-        dist_config(name).workers(workers).detection(detection).long_schedule(Duration::from_millis(50))
-    };
-    let (a, b) = (Node::start(config("a", 2)).unwrap(), Node::start(config("b", 1)).unwrap());
-    a.connect(b.name()).unwrap();
+    let (a, b) = watched_pair(detection, 1);
     let echo = b.spawn(echo);
     // Two of them: the scheduler always has one to run, and never idles
     // (an idle one would look at its sockets).

@@ -96,7 +96,8 @@ pub(super) struct ConnState {
     /// waited for a stuck scheduler to be found out.
     pub(super) handovers: AtomicU64,
     pub(super) ping_handovers: AtomicU64,
-    /// Whether a big frame is coming from the peer in parts.
+    /// Whether a big frame is coming from the peer in parts (the reader
+    /// sets it, and counts it in the node's transfers).
     pub(super) receiving: AtomicBool,
     pub(super) pong_due: AtomicU64,
     pub(super) pong: Notify,
@@ -197,8 +198,6 @@ struct Reading {
     away: (u32, usize),
     /// Frames schedulers took (for `MOLT_READ_HANDOFF_EVERY`).
     taken_here: u64,
-    /// Whether the node counts a big message coming in here.
-    joining: bool,
 }
 
 /// What a frame taken means for the reader.
@@ -242,7 +241,6 @@ impl ReadSide {
                 registered: None,
                 away: (0, usize::MAX),
                 taken_here: 0,
-                joining: false,
             }),
             owner: AtomicUsize::new(TASK),
             back: Notify::new(),
@@ -562,7 +560,7 @@ impl ReadSide {
         self.unregister(&mut reading);
         reading.socket = None;
         self.dist.readers().remove(&self.token);
-        if std::mem::take(&mut reading.joining) {
+        if self.conn.receiving.swap(false, Ordering::Relaxed) {
             self.dist.transfer(false);
         }
         self.sending_parts(false);
@@ -719,10 +717,12 @@ impl Reading {
                         conn.ack_due.notify_one();
                     }
                 }
-                if self.joining != self.joiner.is_joining() {
-                    self.joining = !self.joining;
-                    conn.receiving.store(self.joining, Ordering::Relaxed);
-                    dist.transfer(self.joining);
+                // Only the reader (under the lock) writes it: a load, and a
+                // store when it changes.
+                let joining = self.joiner.is_joining();
+                if conn.receiving.load(Ordering::Relaxed) != joining {
+                    conn.receiving.store(joining, Ordering::Relaxed);
+                    dist.transfer(joining);
                 }
                 if opens {
                     return Flow::Open;
